@@ -1,0 +1,17 @@
+"""Distributions of variational dropout: the log-uniform prior, the N(θ, αθ²) family, their KL."""
+
+from . import kl as _kl  # noqa: F401  (registers the KL divergences)
+from .exact_kl import exact_kl
+from .kl_log_uniform import DEFAULT_KL_METHOD, KL_METHODS, kl_log_uniform
+from .log_uniform import LogUniform, nonzero_real
+from .vd_normal import VDNormal
+
+__all__ = [
+    "DEFAULT_KL_METHOD",
+    "KL_METHODS",
+    "LogUniform",
+    "VDNormal",
+    "exact_kl",
+    "kl_log_uniform",
+    "nonzero_real",
+]

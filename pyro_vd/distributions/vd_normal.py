@@ -1,0 +1,168 @@
+"""The variational dropout posterior q(w) = N(θ, αθ²)."""
+
+import numbers
+
+import torch
+from pyro.distributions import Normal
+from torch.distributions import constraints
+from torch.distributions.utils import broadcast_all, lazy_property
+
+from .kl_log_uniform import DEFAULT_KL_METHOD, check_kl_method
+
+
+def _log_theta2(theta):
+    """log θ², finite at θ = 0 (θ² is floored at the dtype's smallest normal number)."""
+    return theta.square().clamp_min(torch.finfo(theta.dtype).tiny).log()
+
+
+def _check_bound(name, value):
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number or None; got {type(value).__name__}")
+    if value != value:
+        raise ValueError(f"{name} must not be NaN")
+    return float(value)
+
+
+class VDNormal(Normal):
+    r"""
+    The variational dropout family :math:`q(w) = \mathcal{N}(\theta, \alpha\theta^2)`
+    (Kingma et al. 2015), a :class:`~pyro.distributions.Normal` with ``loc = θ`` and
+    ``scale = σ`` in every respect (``rsample``, ``log_prob``, ``entropy``, ``expand``,
+    ``to_event``), parameterized by the dropout rate :math:`\alpha = \sigma^2/\theta^2` it implies.
+
+    Two parameterizations:
+
+    * **additive** (Sparse VD, Molchanov et al. 2017; the default): ``VDNormal(theta, log_sigma2)``
+      with :math:`\sigma^2 = \alpha\theta^2` learned directly, so that
+      :math:`\log\alpha = \log\sigma^2 - \log\theta^2`. The noise no longer scales the gradient of
+      :math:`\theta`, which is what lets :math:`\alpha` grow without bound and prune weights.
+    * **multiplicative** (Kingma et al. 2015): ``VDNormal.from_log_alpha(theta, log_alpha)``,
+      :math:`w = \theta(1 + \sqrt\alpha\,\varepsilon)`. ``log_alpha`` may be shared, e.g. of shape
+      ``(out, 1)`` for one :math:`\alpha` per output neuron, or a scalar for one per layer.
+
+    ``min_log_alpha`` / ``max_log_alpha`` clip :math:`\log\alpha` consistently for the noise and the
+    KL (the scale becomes :math:`|\theta|\sqrt{\alpha_\text{clipped}}`); ``max_log_alpha=0``
+    reproduces Kingma's :math:`\alpha \le 1`.
+
+    **Choosing the KL.** ``kl_method`` (``"molchanov"``, ``"kingma"`` or ``"exact"``; see
+    :func:`~pyro_vd.distributions.kl_log_uniform`) is the one place where the KL to a
+    :class:`~pyro_vd.distributions.LogUniform` prior is chosen:
+    ``torch.distributions.kl_divergence(q, LogUniform())`` — and hence Pyro's
+    :class:`~pyro.infer.TraceMeanField_ELBO` — computes it with that method, also through
+    ``.to_event()``::
+
+        def guide(x, y):
+            theta = pyro.param("theta", 0.1 * torch.randn(10))
+            log_sigma2 = pyro.param("log_sigma2", torch.full((10,), -10.0))
+            pyro.sample("w", VDNormal(theta, log_sigma2, kl_method="exact").to_event(1))
+
+    :param theta: the mean :math:`\theta`.
+    :param log_sigma2: :math:`\log\sigma^2` (additive parameterization).
+    :param log_alpha: :math:`\log\alpha` (multiplicative parameterization), instead of
+        ``log_sigma2``; prefer :meth:`from_log_alpha`.
+    :param float min_log_alpha: optional lower clip of :math:`\log\alpha`.
+    :param float max_log_alpha: optional upper clip of :math:`\log\alpha`.
+    :param str kl_method: how the KL to :class:`LogUniform` is computed.
+    """
+
+    arg_constraints = {"theta": constraints.real, "log_sigma2": constraints.real}
+
+    def __init__(
+        self,
+        theta,
+        log_sigma2=None,
+        *,
+        log_alpha=None,
+        min_log_alpha=None,
+        max_log_alpha=None,
+        kl_method=DEFAULT_KL_METHOD,
+        validate_args=None,
+    ):
+        if (log_sigma2 is None) == (log_alpha is None):
+            raise TypeError(
+                "VDNormal needs exactly one of log_sigma2 (additive) or log_alpha (multiplicative)"
+            )
+        self.min_log_alpha = _check_bound("min_log_alpha", min_log_alpha)
+        self.max_log_alpha = _check_bound("max_log_alpha", max_log_alpha)
+        if (
+            self.min_log_alpha is not None
+            and self.max_log_alpha is not None
+            and self.min_log_alpha > self.max_log_alpha
+        ):
+            raise ValueError(
+                f"min_log_alpha ({self.min_log_alpha}) must not exceed max_log_alpha ({self.max_log_alpha})"
+            )
+        self.kl_method = check_kl_method(kl_method)
+        self._multiplicative = log_alpha is not None
+        self.theta, raw = broadcast_all(theta, log_alpha if self._multiplicative else log_sigma2)
+        if self._multiplicative:
+            self._raw_log_alpha = raw
+        else:
+            self._raw_log_sigma2 = raw
+        super().__init__(self.theta, self.log_sigma2.mul(0.5).exp(), validate_args=validate_args)
+
+    @classmethod
+    def from_log_alpha(cls, theta, log_alpha, **kwargs):
+        r"""The multiplicative parameterization: :math:`q(w) = \mathcal{N}(\theta, \alpha\theta^2)`."""
+        return cls(theta, log_alpha=log_alpha, **kwargs)
+
+    @property
+    def _clipped(self):
+        return self.min_log_alpha is not None or self.max_log_alpha is not None
+
+    @lazy_property
+    def log_alpha(self):
+        r""":math:`\log\alpha = \log\sigma^2 - \log\theta^2` (clipped if asked), finite at θ = 0."""
+        if self._multiplicative:
+            log_alpha = self._raw_log_alpha
+        else:
+            log_alpha = self._raw_log_sigma2 - _log_theta2(self.theta)
+        if self._clipped:
+            log_alpha = log_alpha.clamp(self.min_log_alpha, self.max_log_alpha)
+        return log_alpha
+
+    @lazy_property
+    def log_sigma2(self):
+        r""":math:`\log\sigma^2 = \log\alpha + \log\theta^2`: the variance actually used."""
+        if not self._multiplicative and not self._clipped:
+            return self._raw_log_sigma2
+        return self.log_alpha + _log_theta2(self.theta)
+
+    @property
+    def alpha(self):
+        r"""The dropout rate :math:`\alpha = \sigma^2/\theta^2` (binary dropout rate p = α / (1 + α))."""
+        return self.log_alpha.exp()
+
+    def expand(self, batch_shape, _instance=None):
+        new = self._get_checked_instance(VDNormal, _instance)
+        batch_shape = torch.Size(batch_shape)
+        new.min_log_alpha = self.min_log_alpha
+        new.max_log_alpha = self.max_log_alpha
+        new.kl_method = self.kl_method
+        new._multiplicative = self._multiplicative
+        new.theta = self.theta.expand(batch_shape)
+        if self._multiplicative:
+            new._raw_log_alpha = self._raw_log_alpha.expand(batch_shape)
+        else:
+            new._raw_log_sigma2 = self._raw_log_sigma2.expand(batch_shape)
+        for name in ("log_alpha", "log_sigma2"):
+            if name in self.__dict__:
+                new.__dict__[name] = self.__dict__[name].expand(batch_shape)
+        new.loc = self.loc.expand(batch_shape)
+        new.scale = self.scale.expand(batch_shape)
+        # Skip Normal.__init__ (it would broadcast loc/scale again): initialize the base Distribution.
+        super(torch.distributions.Normal, new).__init__(batch_shape, validate_args=False)
+        new._validate_args = self._validate_args
+        return new
+
+    def __repr__(self):
+        parameterization = "log_alpha" if self._multiplicative else "log_sigma2"
+        clip = ""
+        if self._clipped:
+            clip = f", log_alpha in [{self.min_log_alpha}, {self.max_log_alpha}]"
+        return (
+            f"VDNormal(batch_shape={tuple(self.batch_shape)}, {parameterization}, "
+            f"kl_method={self.kl_method!r}{clip})"
+        )

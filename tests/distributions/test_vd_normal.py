@@ -1,0 +1,146 @@
+import math
+
+import pytest
+import torch
+from pyro.distributions import Normal
+
+from pyro_vd.distributions import VDNormal
+
+BATCH_SHAPES = [(), (4,), (3, 2)]
+
+
+def _make(batch_shape, **kwargs):
+    theta = torch.randn(batch_shape)
+    log_sigma2 = torch.randn(batch_shape) - 3.0
+    return theta, log_sigma2, VDNormal(theta, log_sigma2, **kwargs)
+
+
+@pytest.mark.parametrize("batch_shape", BATCH_SHAPES, ids=str)
+def test_is_a_normal(batch_shape):
+    theta, log_sigma2, q = _make(batch_shape)
+    assert isinstance(q, Normal) and q.batch_shape == batch_shape and q.event_shape == ()
+    reference = Normal(theta, log_sigma2.mul(0.5).exp())
+    value = torch.randn(batch_shape)
+    assert torch.allclose(q.log_prob(value), reference.log_prob(value))
+    assert torch.allclose(q.entropy(), reference.entropy())
+    assert torch.allclose(q.mean, theta) and torch.allclose(q.variance, log_sigma2.exp())
+    assert q.rsample((7,)).shape == (7,) + batch_shape
+
+
+@pytest.mark.parametrize("batch_shape", BATCH_SHAPES, ids=str)
+def test_log_alpha_additive(batch_shape):
+    theta, log_sigma2, q = _make(batch_shape)
+    assert torch.allclose(q.log_alpha, log_sigma2 - theta.square().log())
+    assert torch.allclose(q.alpha, log_sigma2.exp() / theta.square())
+    assert q.log_sigma2 is log_sigma2  # additive, unclipped: no round trip
+
+
+def test_rsample_gradients_reach_parameters():
+    theta = torch.tensor([0.5, -1.0], requires_grad=True)
+    log_sigma2 = torch.tensor([-2.0, -1.0], requires_grad=True)
+    VDNormal(theta, log_sigma2).rsample().sum().backward()
+    assert torch.isfinite(theta.grad).all() and (theta.grad != 0).all()
+    assert torch.isfinite(log_sigma2.grad).all() and (log_sigma2.grad != 0).all()
+
+
+def test_log_alpha_finite_at_zero_theta():
+    theta = torch.tensor([0.0, 1e-30, 1.0], requires_grad=True)
+    q = VDNormal(theta, torch.tensor([-10.0, -10.0, -10.0]))
+    assert torch.isfinite(q.log_alpha).all()
+    assert q.log_alpha[0] > 60  # θ = 0 is "all noise": α is as large as the dtype allows
+    q.log_alpha.sum().backward()
+    assert torch.isfinite(theta.grad).all()
+
+
+@pytest.mark.parametrize("batch_shape", BATCH_SHAPES, ids=str)
+def test_multiplicative(batch_shape):
+    theta = torch.randn(batch_shape)
+    log_alpha = torch.randn(batch_shape)
+    q = VDNormal.from_log_alpha(theta, log_alpha)
+    assert q.log_alpha is log_alpha
+    assert torch.allclose(q.scale, theta.abs() * log_alpha.mul(0.5).exp())
+    assert torch.allclose(q.log_sigma2, log_alpha + theta.square().log())
+
+
+def test_multiplicative_shared_alpha_broadcasts():
+    theta = torch.randn(3, 5)
+    q = VDNormal.from_log_alpha(theta, torch.zeros(3, 1))  # one α per output neuron
+    assert q.batch_shape == (3, 5) and q.log_alpha.shape == (3, 5)
+    q = VDNormal.from_log_alpha(theta, torch.tensor(-1.0))  # one α for the layer
+    assert torch.allclose(q.log_alpha, torch.full((3, 5), -1.0))
+
+
+def test_multiplicative_zero_theta_has_positive_scale():
+    q = VDNormal.from_log_alpha(torch.tensor([0.0, 2.0]), torch.tensor([0.0, 0.0]), validate_args=True)
+    assert (q.scale > 0).all() and torch.isfinite(q.log_prob(torch.tensor([0.0, 2.0]))).all()
+
+
+def test_clip_is_consistent_for_noise_and_kl():
+    theta = torch.tensor([1.0, 2.0, -0.5, 0.1])
+    log_sigma2 = torch.tensor([3.0, -20.0, -1.0, 1.0])
+    q = VDNormal(theta, log_sigma2, min_log_alpha=-8.0, max_log_alpha=0.0)
+    raw = log_sigma2 - theta.square().log()
+    assert torch.allclose(q.log_alpha, raw.clamp(-8.0, 0.0))
+    assert torch.allclose(q.scale.square(), q.alpha * theta.square())
+    assert q.alpha.max() <= 1.0
+
+
+def test_clip_keeps_gradients_inside_bounds_only():
+    log_alpha = torch.tensor([-1.0, 1.0], requires_grad=True)
+    q = VDNormal.from_log_alpha(torch.ones(2), log_alpha, max_log_alpha=0.0)
+    q.log_alpha.sum().backward()
+    assert log_alpha.grad.tolist() == [1.0, 0.0]
+
+
+@pytest.mark.parametrize("batch_shape", BATCH_SHAPES, ids=str)
+@pytest.mark.parametrize("multiplicative", [False, True])
+def test_expand_keeps_everything(batch_shape, multiplicative):
+    theta = torch.randn(batch_shape)
+    other = torch.randn(batch_shape) - 2.0
+    kwargs = {"max_log_alpha": 1.0, "kl_method": "exact"}
+
+    def make():
+        if multiplicative:
+            return VDNormal.from_log_alpha(theta, other, **kwargs)
+        return VDNormal(theta, other, **kwargs)
+
+    q = make()
+    _ = q.log_alpha  # a cached lazy value must be expanded too
+    e = q.expand((5,) + batch_shape)
+    assert type(e) is VDNormal
+    assert e.batch_shape == (5,) + batch_shape
+    assert e.kl_method == "exact" and e.max_log_alpha == 1.0
+    assert torch.allclose(e.log_alpha, q.log_alpha.expand(e.batch_shape))
+    assert torch.allclose(e.log_sigma2, q.log_sigma2.expand(e.batch_shape))
+    assert torch.allclose(e.scale, q.scale.expand(e.batch_shape))
+    e2 = make().expand((5,) + batch_shape)  # nothing cached before expanding
+    assert torch.allclose(e2.log_alpha, e.log_alpha)
+    assert e.rsample().shape == (5,) + batch_shape
+
+
+def test_to_event():
+    q = VDNormal(torch.zeros(3, 2) + 1.0, torch.zeros(3, 2)).to_event(1)
+    assert q.batch_shape == (3,) and q.event_shape == (2,)
+    assert q.log_prob(torch.ones(3, 2)).shape == (3,)
+
+
+def test_bad_arguments():
+    with pytest.raises(TypeError, match="exactly one of log_sigma2"):
+        VDNormal(torch.ones(2))
+    with pytest.raises(TypeError, match="exactly one of log_sigma2"):
+        VDNormal(torch.ones(2), torch.ones(2), log_alpha=torch.ones(2))
+    with pytest.raises(ValueError, match="kl method must be one of"):
+        VDNormal(torch.ones(2), torch.ones(2), kl_method="sampled")
+    with pytest.raises(ValueError, match="min_log_alpha"):
+        VDNormal(torch.ones(2), torch.ones(2), min_log_alpha=1.0, max_log_alpha=0.0)
+    with pytest.raises(TypeError, match="max_log_alpha"):
+        VDNormal(torch.ones(2), torch.ones(2), max_log_alpha="0")
+    with pytest.raises(ValueError, match="theta"):
+        VDNormal(torch.tensor([1.0, math.nan]), torch.zeros(2), validate_args=True)
+    with pytest.raises(ValueError, match="log_sigma2"):
+        VDNormal(torch.ones(2), torch.tensor([0.0, math.nan]), validate_args=True)
+
+
+def test_repr():
+    assert "log_sigma2" in repr(VDNormal(torch.ones(2), torch.zeros(2)))
+    assert "log_alpha in [None, 0.0]" in repr(VDNormal.from_log_alpha(1.0, 0.0, max_log_alpha=0.0))
