@@ -147,6 +147,20 @@ class _ExactKL(torch.autograd.Function):
         return grad_output * _horner(ctx.grad_coef, index, s)
 
 
+def exact_kl_value_and_slope(log_alpha, slope=True):
+    """KL(log α) and, if asked, dKL/d log α, without autograd (for fused callers)."""
+    kl_coef, grad_coef = _tables(log_alpha.dtype, log_alpha.device)
+    index, s = _locate(log_alpha)
+    kl = _horner(kl_coef, index, s).add_((T_MIN - log_alpha).clamp_(min=0.0), alpha=0.5)
+    return kl, (_horner(grad_coef, index, s) if slope else None)
+
+
+def exact_kl_slope(log_alpha):
+    """dKL/d log α = −x F(x), without autograd."""
+    _, grad_coef = _tables(log_alpha.dtype, log_alpha.device)
+    return _horner(grad_coef, *_locate(log_alpha))
+
+
 def exact_kl(log_alpha):
     r"""
     Exact :math:`\mathrm{KL}(\mathcal{N}(\theta, \alpha\theta^2)\,\|\,\text{LogUniform})` per element,

@@ -37,7 +37,7 @@ def _broadcast_to_batch(kl, q, p):
 @register_kl(VDNormal, LogUniform)
 def _kl_vdnormal_loguniform(q, p):
     _check_scalar_event(q, p)
-    return _broadcast_to_batch(kl_log_uniform(q.log_alpha, q.kl_method), q, p)
+    return _broadcast_to_batch(q.kl_to_log_uniform(), q, p)
 
 
 @register_kl(Normal, LogUniform)

@@ -7,7 +7,7 @@ from pyro.distributions import Normal
 from torch.distributions import constraints
 from torch.distributions.utils import broadcast_all, lazy_property
 
-from .kl_log_uniform import DEFAULT_KL_METHOD, check_kl_method
+from .kl_log_uniform import DEFAULT_KL_METHOD, check_kl_method, kl_log_uniform, kl_log_uniform_additive
 
 
 def _log_theta2(theta):
@@ -67,7 +67,7 @@ class VDNormal(Normal):
     :param str kl_method: how the KL to :class:`LogUniform` is computed.
     """
 
-    arg_constraints = {"theta": constraints.real, "log_sigma2": constraints.real}
+    arg_constraints = {"theta": constraints.real}  # log σ² / log α: checked in __init__ (lazily derived)
 
     def __init__(
         self,
@@ -101,7 +101,13 @@ class VDNormal(Normal):
             self._raw_log_alpha = raw
         else:
             self._raw_log_sigma2 = raw
-        super().__init__(self.theta, self.log_sigma2.mul(0.5).exp(), validate_args=validate_args)
+        self.loc = self.theta
+        # Normal.__init__ is skipped: the scale is computed only when something asks for it (the local
+        # reparameterization and the KL never do).
+        super(torch.distributions.Normal, self).__init__(self.theta.shape, validate_args=validate_args)
+        if self._validate_args and torch.isnan(raw).any():
+            name = "log_alpha" if self._multiplicative else "log_sigma2"
+            raise ValueError(f"Expected parameter {name} of VDNormal to be real numbers, but found NaN")
 
     @classmethod
     def from_log_alpha(cls, theta, log_alpha, **kwargs):
@@ -130,10 +136,31 @@ class VDNormal(Normal):
             return self._raw_log_sigma2
         return self.log_alpha + _log_theta2(self.theta)
 
+    @lazy_property
+    def scale(self):
+        r""":math:`\sigma = \exp(\tfrac12\log\sigma^2)`."""
+        return self.log_sigma2.mul(0.5).exp()
+
+    @property
+    def variance(self):
+        r""":math:`\sigma^2 = \alpha\theta^2`."""
+        return self.log_sigma2.exp()
+
     @property
     def alpha(self):
         r"""The dropout rate :math:`\alpha = \sigma^2/\theta^2` (binary dropout rate p = α / (1 + α))."""
         return self.log_alpha.exp()
+
+    def kl_to_log_uniform(self, method=None):
+        r"""
+        :math:`\mathrm{KL}(q\,\|\,\text{LogUniform})` per element by ``method`` (default: ``kl_method``).
+        For the additive, unclipped parameterization it is computed straight from
+        :math:`(\theta, \log\sigma^2)` in one fused autograd node (first-order gradients only).
+        """
+        method = self.kl_method if method is None else check_kl_method(method)
+        if not self._multiplicative and not self._clipped and "log_alpha" not in self.__dict__:
+            return kl_log_uniform_additive(self.theta, self._raw_log_sigma2, method)
+        return kl_log_uniform(self.log_alpha, method)
 
     def expand(self, batch_shape, _instance=None):
         new = self._get_checked_instance(VDNormal, _instance)
@@ -147,11 +174,10 @@ class VDNormal(Normal):
             new._raw_log_alpha = self._raw_log_alpha.expand(batch_shape)
         else:
             new._raw_log_sigma2 = self._raw_log_sigma2.expand(batch_shape)
-        for name in ("log_alpha", "log_sigma2"):
+        for name in ("log_alpha", "log_sigma2", "scale"):
             if name in self.__dict__:
                 new.__dict__[name] = self.__dict__[name].expand(batch_shape)
-        new.loc = self.loc.expand(batch_shape)
-        new.scale = self.scale.expand(batch_shape)
+        new.loc = new.theta
         # Skip Normal.__init__ (it would broadcast loc/scale again): initialize the base Distribution.
         super(torch.distributions.Normal, new).__init__(batch_shape, validate_args=False)
         new._validate_args = self._validate_args

@@ -1,0 +1,334 @@
+"""The automatic variational dropout guide: q(w) = N(θ, αθ²) at every LogUniform site of a model."""
+
+import math
+from contextlib import ExitStack
+from operator import attrgetter
+
+import pyro
+import pyro.poutine as poutine
+import torch
+from pyro.distributions import Independent
+from pyro.infer.autoguide import AutoGuide
+from pyro.infer.autoguide.initialization import InitMessenger
+from pyro.nn.module import PyroModule, PyroParam
+from pyro.ops.tensor_utils import periodic_repeat
+from torch.distributions import constraints
+
+from ..distributions.kl_log_uniform import DEFAULT_KL_METHOD, check_kl_method
+from ..distributions.log_uniform import LogUniform
+from ..distributions.vd_normal import VDNormal
+
+GRANULARITIES = ("weight", "output", "input", "layer", "shared")
+PARAMETERIZATIONS = ("additive", "multiplicative")
+
+
+def _is_log_uniform(fn):
+    while isinstance(fn, Independent):
+        fn = fn.base_dist
+    return isinstance(fn, LogUniform)
+
+
+def _alpha_shape(shape, event_dim, granularity):
+    """Shape of log α for a site of value ``shape``: batch dims kept, event dims reduced."""
+    shape = list(shape)
+    batch, event = shape[: len(shape) - event_dim], shape[len(shape) - event_dim :]
+    if granularity == "weight" or not event:
+        return torch.Size(shape)
+    if granularity == "output":  # one α per output unit: dim 0 of (out, in, *kernel)
+        event = [event[0]] + [1] * (len(event) - 1)
+    elif granularity == "input":  # one α per input unit (Kingma's variant A): dim 1
+        event = [1] + event[1:2] + [1] * (len(event) - 2) if len(event) > 1 else event
+    else:  # "layer"
+        event = [1] * len(event)
+    return torch.Size(batch + event)
+
+
+class AutoVariationalDropout(AutoGuide):
+    r"""
+    Variational dropout for every :class:`~pyro_vd.distributions.LogUniform` site of a model: the guide
+    samples each such site from :math:`q(w) = \mathcal{N}(\theta, \alpha\theta^2)`
+    (:class:`~pyro_vd.distributions.VDNormal`), directly at the model's site name, so that the KL to the
+    prior is computed in closed form (by :class:`~pyro_vd.inference.VariationalDropoutELBO` or
+    Pyro's :class:`~pyro.infer.TraceMeanField_ELBO`) and the local reparameterization handler can see
+    :math:`(\theta, \sigma^2)`.
+
+    It refuses models with other latent sites, naming them; give those their own guide with
+    :class:`~pyro.infer.autoguide.AutoGuideList`::
+
+        guide = AutoGuideList(model)
+        guide.append(AutoVariationalDropout(poutine.block(model, expose=weight_sites)))
+        guide.append(AutoNormal(poutine.block(model, hide=weight_sites)))
+
+    :param callable model: a Pyro model (e.g. a :class:`~pyro_vd.models.VDModel`).
+    :param granularity: how many dropout rates α a site gets — ``"weight"`` (one per weight; Sparse VD),
+        ``"output"`` (one per output neuron: dim 0 of a ``(out, in, *kernel)`` weight), ``"input"``
+        (one per input unit, Kingma's variant A), ``"layer"`` (one per site) or ``"shared"`` (one for
+        the whole model); or a dict ``{site: granularity}`` (sites not named get ``"weight"``).
+    :param str parameterization: ``"additive"`` — learn :math:`(\theta, \log\sigma^2)`, which lets α grow
+        without bound (the default for ``"weight"``); or ``"multiplicative"`` — learn
+        :math:`(\theta, \log\alpha)` (the only choice when α is shared, and the default then).
+    :param float max_log_alpha: clip :math:`\log\alpha` from above (``0.`` is Kingma's α ≤ 1).
+    :param float min_log_alpha: clip :math:`\log\alpha` from below.
+    :param str kl_method: the KL the guide's :class:`VDNormal` asks for (``"molchanov"``, ``"kingma"``,
+        ``"exact"``); :class:`~pyro_vd.inference.VariationalDropoutELBO` may override it.
+    :param init_theta: ``None`` — :math:`\theta \sim \mathcal{N}(0, 1/\text{fan\_in})`; a mapping such
+        as a pretrained ``state_dict`` (keys are site names, or site names without the model's leading
+        ``"net."``), falling back to the default for sites it lacks; or a callable
+        ``site -> tensor``.
+    :param float init_log_sigma2: initial :math:`\log\sigma^2` (additive), −10 as in Sparse VD.
+    :param float init_log_alpha: initial :math:`\log\alpha` (multiplicative).
+    :param int init_seed: seed of the initialization's own generator. By default one is drawn from
+        torch's global generator when the guide is built, so ``pyro.set_rng_seed`` fixes it, and the lazy
+        initialization at the first step draws nothing from the global stream (a run resumed from a
+        checkpoint follows the same trajectory).
+    :param callable create_plates: as for every :class:`~pyro.infer.autoguide.AutoGuide`.
+
+    Parameters are created lazily at the first call, on the device and dtype of the model's first
+    tensor argument.
+    """
+
+    def __init__(
+        self,
+        model,
+        *,
+        granularity="weight",
+        parameterization=None,
+        max_log_alpha=None,
+        min_log_alpha=None,
+        kl_method=DEFAULT_KL_METHOD,
+        init_theta=None,
+        init_log_sigma2=-10.0,
+        init_log_alpha=-4.0,
+        init_seed=None,
+        create_plates=None,
+    ):
+        self._granularity = self._check_granularity(granularity)
+        if parameterization is not None and parameterization not in PARAMETERIZATIONS:
+            raise ValueError(
+                f"parameterization must be one of {PARAMETERIZATIONS} or None; got {parameterization!r}"
+            )
+        self._parameterization = parameterization
+        self.kl_method = check_kl_method(kl_method)
+        # VDNormal validates the bounds; build one now so that bad bounds fail here, not at step 1.
+        VDNormal(torch.ones(()), torch.zeros(()), min_log_alpha=min_log_alpha, max_log_alpha=max_log_alpha)
+        self.min_log_alpha = min_log_alpha
+        self.max_log_alpha = max_log_alpha
+        if init_theta is not None and not callable(init_theta) and not hasattr(init_theta, "get"):
+            raise TypeError("init_theta must be None, a mapping (e.g. a state_dict) or a callable")
+        self.init_theta = init_theta
+        self.init_log_sigma2 = float(init_log_sigma2)
+        self.init_log_alpha = float(init_log_alpha)
+        if init_seed is None:
+            init_seed = int(torch.randint(0, 2**62, ()).item())
+        self.init_seed = int(init_seed)
+        super().__init__(model, create_plates=create_plates)
+
+    @staticmethod
+    def _check_granularity(granularity):
+        values = granularity.values() if isinstance(granularity, dict) else [granularity]
+        for value in values:
+            if value not in GRANULARITIES:
+                raise ValueError(
+                    f"granularity must be one of {GRANULARITIES} (or a dict of them); got {value!r}"
+                )
+        return granularity
+
+    def granularity(self, name):
+        """The α granularity of site ``name``."""
+        if isinstance(self._granularity, dict):
+            return self._granularity.get(name, "weight")
+        return self._granularity
+
+    def parameterization(self, name):
+        """``"additive"`` or ``"multiplicative"`` for site ``name``."""
+        granularity = self.granularity(name)
+        if self._parameterization is None:
+            return "additive" if granularity == "weight" else "multiplicative"
+        if self._parameterization == "additive" and granularity != "weight":
+            raise ValueError(
+                f"site {name!r}: granularity {granularity!r} shares α between weights, which needs "
+                "parameterization='multiplicative' (σ² = αθ² cannot be learned per weight then)"
+            )
+        return self._parameterization
+
+    # ----------------------------------------------------------------------------------- set-up
+    def _init_theta(self, site, generator):
+        name, shape = site["name"], site["fn"].shape()
+        if callable(self.init_theta):
+            value = self.init_theta(site)
+        elif self.init_theta is not None:
+            value = self.init_theta.get(name)
+            if value is None and "." in name:
+                value = self.init_theta.get(name.split(".", 1)[1])
+        else:
+            value = None
+        if value is None:
+            event_shape = site["fn"].event_shape or shape
+            fan_in = math.prod(event_shape[1:]) if len(event_shape) > 1 else max(1, math.prod(event_shape))
+            return torch.randn(shape, generator=generator) / math.sqrt(fan_in)
+        value = torch.as_tensor(value).detach()
+        if value.shape != shape:
+            raise ValueError(
+                f"init_theta for site {name!r} has shape {tuple(value.shape)}, expected {tuple(shape)}"
+            )
+        return value.clone()
+
+    def _setup_prototype(self, *args, **kwargs):
+        tensors = [a for a in list(args) + list(kwargs.values()) if isinstance(a, torch.Tensor)]
+        floats = [t for t in tensors if t.is_floating_point()]
+        device = tensors[0].device if tensors else torch.device("cpu")
+        dtype = floats[0].dtype if floats else torch.get_default_dtype()
+        generator = torch.Generator().manual_seed(self.init_seed)
+
+        def init_fn(site):
+            if _is_log_uniform(site["fn"]):
+                return self._init_theta(site, generator).to(device=device, dtype=dtype)
+            return site["fn"].sample()
+
+        # As AutoGuide._setup_prototype, with the model wrapped in the initialization (the improper
+        # prior cannot be sampled, and a handler outside poutine.block would not see the sites).
+        model = poutine.block(InitMessenger(init_fn)(self.model), self._prototype_hide_fn)
+        self.prototype_trace = poutine.block(poutine.trace(model).get_trace)(*args, **kwargs)
+        self._prototype_frames = {}
+        for _, site in self.prototype_trace.iter_stochastic_nodes():
+            for frame in site["cond_indep_stack"]:
+                if not frame.vectorized:
+                    raise NotImplementedError("AutoVariationalDropout does not support sequential pyro.plate")
+                self._prototype_frames[frame.name] = frame
+
+        self._sites = {}
+        others = []
+        for name, site in self.prototype_trace.iter_stochastic_nodes():
+            if _is_log_uniform(site["fn"]):
+                self._sites[name] = site
+            else:
+                others.append(f"{name} ({type(site['fn']).__name__})")
+        if others:
+            raise ValueError(
+                "AutoVariationalDropout handles LogUniform sites only; the model also has the latent "
+                f"sites {', '.join(others)}. Give those their own guide: AutoGuideList with "
+                "AutoVariationalDropout(poutine.block(model, expose=[...])) and e.g. "
+                "AutoNormal(poutine.block(model, hide=[...]))."
+            )
+        if not self._sites:
+            raise ValueError(
+                "AutoVariationalDropout found no LogUniform sites in the model: give the weights a "
+                "pyro_vd.distributions.LogUniform prior (or build the model with pyro_vd.models.bayesianize)"
+            )
+
+        self.thetas = PyroModule()
+        self.log_sigma2s = PyroModule()
+        self.log_alphas = PyroModule()
+        shared = None
+        for name, site in self._sites.items():
+            theta = site["value"].detach()
+            event_dim = site["fn"].event_dim
+            for frame in site["cond_indep_stack"]:
+                full_size = frame.full_size or frame.size
+                if full_size != frame.size:
+                    theta = periodic_repeat(theta, full_size, frame.dim - event_dim).contiguous()
+            _deep_setattr(self.thetas, name, PyroParam(theta, constraints.real, event_dim))
+            granularity = self.granularity(name)
+            if self.parameterization(name) == "additive":
+                init = torch.full_like(theta, self.init_log_sigma2)
+                _deep_setattr(self.log_sigma2s, name, PyroParam(init, constraints.real, event_dim))
+            elif granularity == "shared":
+                shared = torch.full((), self.init_log_alpha, dtype=theta.dtype, device=theta.device)
+            else:
+                shape = _alpha_shape(theta.shape, event_dim, granularity)
+                init = torch.full(shape, self.init_log_alpha, dtype=theta.dtype, device=theta.device)
+                _deep_setattr(self.log_alphas, name, PyroParam(init, constraints.real, event_dim))
+        if shared is not None:
+            self.shared_log_alpha = PyroParam(shared, constraints.real)
+
+    # ------------------------------------------------------------------------------- sampling
+    @property
+    def site_names(self):
+        """Names of the sites this guide covers (available after the first call)."""
+        self._check_ready()
+        return list(self._sites)
+
+    def _check_ready(self):
+        if self.prototype_trace is None:
+            raise RuntimeError(
+                "the guide has not been run yet: call it (or svi.step) once with the model's data"
+            )
+
+    def posterior(self, name):
+        """The :class:`VDNormal` posterior of site ``name`` (batch shape = the site's full shape)."""
+        theta = attrgetter(name)(self.thetas)
+        kwargs = {
+            "min_log_alpha": self.min_log_alpha,
+            "max_log_alpha": self.max_log_alpha,
+            "kl_method": self.kl_method,
+            "validate_args": False,
+        }
+        if self.parameterization(name) == "additive":
+            return VDNormal(theta, attrgetter(name)(self.log_sigma2s), **kwargs)
+        if self.granularity(name) == "shared":
+            log_alpha = self.shared_log_alpha
+        else:
+            log_alpha = attrgetter(name)(self.log_alphas)
+        return VDNormal.from_log_alpha(theta, log_alpha.expand(theta.shape), **kwargs)
+
+    def forward(self, *args, **kwargs):
+        """Sample every LogUniform site from its :class:`VDNormal`; returns ``{site: value}``."""
+        if self.prototype_trace is None:
+            self._setup_prototype(*args, **kwargs)
+        plates = self._create_plates(*args, **kwargs)
+        result = {}
+        for name, site in self._sites.items():
+            with ExitStack() as stack:
+                for frame in site["cond_indep_stack"]:
+                    if frame.vectorized:
+                        stack.enter_context(plates[frame.name])
+                # Inside a subsampled plate, pyro.param subsamples the full-size parameters itself
+                # (they carry event_dim).
+                q = self.posterior(name)
+                event_dim = site["fn"].event_dim
+                result[name] = pyro.sample(name, q.to_event(event_dim) if event_dim else q)
+        return result
+
+    # ---------------------------------------------------------------------------------- summaries
+    @torch.no_grad()
+    def get_theta(self, name):
+        """θ of site ``name`` (detached)."""
+        self._check_ready()
+        return attrgetter(name)(self.thetas).detach().clone()
+
+    @torch.no_grad()
+    def get_log_alpha(self, name):
+        """log α of site ``name``, broadcast to the weight's shape and clipped as the guide clips it."""
+        self._check_ready()
+        return self.posterior(name).log_alpha.detach().clone()
+
+    @torch.no_grad()
+    def median(self, *args, **kwargs):
+        """The posterior median (= mean) θ of every site: ``{site: tensor}``."""
+        if self.prototype_trace is None:
+            self._setup_prototype(*args, **kwargs)
+        return {name: self.get_theta(name) for name in self._sites}
+
+    @torch.no_grad()
+    def quantiles(self, quantiles, *args, **kwargs):
+        """Posterior quantiles θ + σ Φ⁻¹(q) of every site: ``{site: tensor of shape (len(q),) + shape}``."""
+        if self.prototype_trace is None:
+            self._setup_prototype(*args, **kwargs)
+        result = {}
+        for name in self._sites:
+            q = self.posterior(name)
+            levels = torch.as_tensor(quantiles, dtype=q.loc.dtype, device=q.loc.device)
+            levels = levels.reshape((-1,) + (1,) * q.loc.dim())
+            result[name] = q.icdf(levels)
+        return result
+
+
+def _deep_setattr(module, name, value):
+    """Like pyro's deep_setattr: nested PyroModules for dotted site names."""
+    head, _, rest = name.partition(".")
+    if not rest:
+        setattr(module, head, value)
+        return
+    if not hasattr(module, head):
+        setattr(module, head, PyroModule())
+    _deep_setattr(getattr(module, head), rest, value)

@@ -1,0 +1,134 @@
+"""Pruning by the dropout rate: weights with log α above a threshold carry no information."""
+
+import copy
+from dataclasses import dataclass, field
+
+import pyro
+import pyro.poutine as poutine
+import torch
+from torch import nn
+
+#: Sparse VD's rule: a weight with log α > 3 (binary-dropout rate above 0.95) is pruned.
+DEFAULT_THRESHOLD = 3.0
+
+
+def keep_mask(guide, name, threshold=DEFAULT_THRESHOLD):
+    """Boolean mask of the weights of site ``name`` that are kept: ``log α <= threshold``."""
+    return guide.get_log_alpha(name) <= threshold
+
+
+@dataclass
+class LayerSparsity:
+    """Kept and total weights of one site."""
+
+    name: str
+    kept: int
+    total: int
+
+    @property
+    def pruned_fraction(self):
+        return 1.0 - self.kept / self.total
+
+
+@dataclass
+class SparsityReport:
+    """Per-site and overall sparsity; ``compression`` = total weights / kept weights."""
+
+    threshold: float
+    layers: dict = field(default_factory=dict)
+
+    @property
+    def kept(self):
+        return sum(layer.kept for layer in self.layers.values())
+
+    @property
+    def total(self):
+        return sum(layer.total for layer in self.layers.values())
+
+    @property
+    def compression(self):
+        return self.total / self.kept if self.kept else float("inf")
+
+    def to_dict(self):
+        return {
+            "threshold": self.threshold,
+            "kept": self.kept,
+            "total": self.total,
+            "compression": self.compression,
+            "layers": {
+                name: {"kept": s.kept, "total": s.total, "pruned_fraction": s.pruned_fraction}
+                for name, s in self.layers.items()
+            },
+        }
+
+    def __str__(self):
+        lines = [f"| site | kept | total | pruned (log α > {self.threshold:g}) |", "|---|---:|---:|---:|"]
+        for s in self.layers.values():
+            lines.append(f"| {s.name} | {s.kept} | {s.total} | {100 * s.pruned_fraction:.2f} % |")
+        lines.append(f"| **all** | {self.kept} | {self.total} | compression {self.compression:.1f}× |")
+        return "\n".join(lines)
+
+
+def sparsity(guide, threshold=DEFAULT_THRESHOLD):
+    """
+    How sparse each site of a trained :class:`~pyro_vd.guides.AutoVariationalDropout` is: a weight is
+    pruned when its log α exceeds ``threshold`` (3 by default, Molchanov et al. 2017).
+
+    :returns: a :class:`SparsityReport` (``print`` it for a table; ``.compression`` is ×).
+    """
+    report = SparsityReport(threshold=float(threshold))
+    for name in guide.site_names:
+        mask = keep_mask(guide, name, threshold)
+        report.layers[name] = LayerSparsity(name, int(mask.sum()), mask.numel())
+    return report
+
+
+def pruned_weights(guide, threshold=DEFAULT_THRESHOLD):
+    """``{site: θ with the pruned weights set to 0}``: the test-time weights (no noise)."""
+    return {name: guide.get_theta(name) * keep_mask(guide, name, threshold) for name in guide.site_names}
+
+
+class _ConditionedModel(nn.Module):
+    """Runs a Pyro model with its weight sites fixed to given values; returns the model's output."""
+
+    def __init__(self, model, weights):
+        super().__init__()
+        self.model = model
+        for i, value in enumerate(weights.values()):
+            self.register_buffer(f"weight_{i}", value)
+        self._names = list(weights)
+
+    def forward(self, *args, **kwargs):
+        data = {name: getattr(self, f"weight_{i}") for i, name in enumerate(self._names)}
+        with poutine.block(), torch.no_grad():
+            return poutine.condition(self.model, data=data)(*args, **kwargs)
+
+
+def deterministic(model, guide, threshold=DEFAULT_THRESHOLD):
+    """
+    The network for deployment: weights θ, those with log α > ``threshold`` set to 0, no noise.
+
+    For a :class:`~pyro_vd.models.VDModel` (``bayesianize`` and the ``pyro_vd.models`` networks) this is
+    a plain torch module of the original architecture, with the learned biases and buffers, in eval
+    mode; its output is the network's (e.g. logits). For any other Pyro model it is a module that runs
+    the model with the weights fixed and returns what the model returns.
+    """
+    weights = pruned_weights(guide, threshold)
+    template = getattr(model, "template", None)
+    if template is None:
+        return _ConditionedModel(model, weights).eval()
+    device = next(iter(weights.values())).device
+    net = copy.deepcopy(template).to_empty(device=device)
+    store = pyro.get_param_store()
+    module_state = model.net.state_dict()
+    state = {}
+    for key in net.state_dict():
+        site = f"net.{key}"
+        if site in weights:
+            state[key] = weights[site]
+        elif site in store:
+            state[key] = store[site].detach()
+        else:
+            state[key] = module_state[key]
+    net.load_state_dict(state)
+    return net.eval()

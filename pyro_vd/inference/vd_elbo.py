@@ -1,0 +1,200 @@
+"""The variational dropout ELBO: expected log-likelihood minus a closed-form KL, never sampled."""
+
+import math
+import numbers
+
+import pyro.poutine as poutine
+import torch
+from pyro.distributions import Independent
+from pyro.distributions.util import scale_and_mask, sum_rightmost
+from pyro.infer.elbo import ELBO
+from pyro.poutine.util import site_is_subsample
+from torch.distributions import kl_divergence
+
+from ..distributions.kl_log_uniform import check_kl_method
+from ..distributions.log_uniform import LogUniform
+from ..distributions.vd_normal import VDNormal
+
+
+def _unwrap(fn):
+    event_dims = 0
+    while isinstance(fn, Independent):
+        event_dims += fn.reinterpreted_batch_ndims
+        fn = fn.base_dist
+    return fn, event_dims
+
+
+class VariationalDropoutELBO(ELBO):
+    r"""
+    The SVI loss of variational dropout (Kingma et al. 2015; Molchanov et al. 2017):
+
+    .. math::
+
+        \text{loss} = -\Big(\tfrac{N}{B}\sum_{b} \log p(t_b \mid x_b, w)
+        \;-\; \lambda \sum_{\text{sites}} \mathrm{KL}\big(q(w)\,\|\,p(w)\big)\Big),
+
+    one Monte Carlo draw of the likelihood per particle (the :math:`N/B` comes from the model's
+    ``pyro.plate(..., subsample=...)``), and the KL in closed form: for
+    :class:`~pyro_vd.distributions.VDNormal` against :class:`~pyro_vd.distributions.LogUniform` by
+    :func:`~pyro_vd.distributions.kl_log_uniform` with ``kl_method`` (default: each guide
+    distribution's own ``kl_method``), for other pairs by ``torch.distributions.kl_divergence``. A pair
+    without a closed-form KL is an error: the KL is **never** estimated by sampling, and no
+    log-density of a weight sample is ever computed. Each KL is scaled by its guide site's scale and
+    mask (as in :class:`~pyro.infer.TraceMeanField_ELBO`).
+
+    ``kl_weight`` (:math:`\lambda`) can be changed between steps, e.g.
+    ``elbo.kl_weight = linear_warmup(epoch, 5, 20)``; at 0 the KL is not computed at all. After each
+    evaluation :attr:`last_terms` holds the data term, the KL and the weight used.
+
+    It is an ordinary :class:`~pyro.infer.ELBO`: pass it to :class:`~pyro.infer.SVI`, or call
+    ``elbo(model, guide)`` for the ``nn.Module`` whose ``forward`` is the differentiable loss (with
+    ``pyro.settings.set(module_local_params=True)`` for plain PyTorch training loops).
+
+    .. warning:: Like :class:`~pyro.infer.TraceMeanField_ELBO`, this assumes a mean-field guide whose
+        latent sites are reparameterized and do not depend on each other; every latent model site must
+        have a guide site.
+
+    A non-finite loss raises before any gradient is taken: a ``ValueError`` naming the model argument
+    or observed site that holds NaN/inf, or a ``FloatingPointError`` when the data are finite (the
+    optimization diverged), so that no parameter is ever overwritten with NaN.
+
+    :param str kl_method: ``None`` (each guide's choice), ``"molchanov"``, ``"kingma"`` or ``"exact"``.
+    :param float kl_weight: the weight λ ≥ 0 of the KL term.
+    :param int num_particles: likelihood draws averaged per step.
+    """
+
+    def __init__(self, *, kl_method=None, kl_weight=1.0, num_particles=1):
+        super().__init__(num_particles=num_particles)
+        self.kl_method = None if kl_method is None else check_kl_method(kl_method)
+        self.kl_weight = kl_weight
+        self._last_terms = None
+
+    @property
+    def kl_weight(self):
+        """The weight λ of the KL term."""
+        return self._kl_weight
+
+    @kl_weight.setter
+    def kl_weight(self, value):
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, numbers.Real)
+            or not math.isfinite(value)
+            or value < 0
+        ):
+            raise ValueError(f"kl_weight must be a finite number >= 0; got {value!r}")
+        self._kl_weight = float(value)
+
+    @property
+    def last_terms(self):
+        """``{"loss", "data", "kl", "kl_weight"}`` of the last evaluation, as floats (``kl`` is None
+        when the weight was 0 and the KL was not computed)."""
+        if self._last_terms is None:
+            return None
+        return {k: (v.item() if isinstance(v, torch.Tensor) else v) for k, v in self._last_terms.items()}
+
+    # --------------------------------------------------------------------------------- traces
+    def _get_trace(self, model, guide, args, kwargs):
+        guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
+        model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*args, **kwargs)
+        return model_trace, guide_trace
+
+    def _site_kl(self, name, q, p):
+        q_base, q_event_dims = _unwrap(q)
+        p_base, _ = _unwrap(p)
+        if isinstance(q_base, VDNormal) and isinstance(p_base, LogUniform):
+            return sum_rightmost(q_base.kl_to_log_uniform(self.kl_method), q_event_dims)
+        try:
+            return kl_divergence(q, p)
+        except NotImplementedError:
+            raise ValueError(
+                f"site {name!r}: no closed-form KL between the guide's {type(q_base).__name__} and the "
+                f"prior {type(p_base).__name__}; VariationalDropoutELBO never estimates the KL by "
+                "sampling (use a VDNormal guide against a LogUniform prior, or register a KL)"
+            ) from None
+
+    def _terms(self, model_trace, guide_trace):
+        data = 0.0
+        kl = 0.0 if self._kl_weight > 0 else None
+        for name, site in model_trace.nodes.items():
+            if site["type"] != "sample" or site_is_subsample(site):
+                continue
+            if site["is_observed"]:
+                log_prob = site["fn"].log_prob(site["value"])
+                data = data + scale_and_mask(log_prob, site["scale"], site["mask"]).sum()
+                continue
+            guide_site = guide_trace.nodes.get(name)
+            if guide_site is None:
+                raise ValueError(f"latent site {name!r} of the model has no site in the guide")
+            if kl is None:
+                continue
+            site_kl = self._site_kl(name, guide_site["fn"], site["fn"])
+            kl = kl + scale_and_mask(site_kl, guide_site["scale"], guide_site["mask"]).sum()
+        return data, kl
+
+    # ------------------------------------------------------------------------------- the loss
+    def differentiable_loss(self, model, guide, *args, **kwargs):
+        """The loss as a differentiable tensor (averaged over particles)."""
+        loss = data_total = kl_total = 0.0
+        for _ in range(self.num_particles):
+            try:
+                model_trace, guide_trace = self._get_trace(model, guide, args, kwargs)
+                data, kl = self._terms(model_trace, guide_trace)
+            except ValueError as error:  # e.g. a distribution's validation tripping over NaN data
+                _check_finite_arguments(args, kwargs, error)
+                raise
+            particle = -data if kl is None else self._kl_weight * kl - data
+            loss = loss + particle / self.num_particles
+            data_total = data_total + data / self.num_particles
+            if kl is not None:
+                kl_total = kl_total + kl / self.num_particles
+        if not isinstance(loss, torch.Tensor):
+            raise ValueError("the model has no observed site and no latent site: nothing to optimize")
+        if not torch.isfinite(loss):
+            _diagnose_nonfinite(model_trace, args, kwargs)
+        self._last_terms = {
+            "loss": loss.detach(),
+            "data": data_total.detach() if isinstance(data_total, torch.Tensor) else data_total,
+            "kl": None if self._kl_weight == 0 else _detach(kl_total),
+            "kl_weight": self._kl_weight,
+        }
+        return loss
+
+    def loss(self, model, guide, *args, **kwargs):
+        """The loss as a float, without gradients."""
+        with torch.no_grad():
+            return self.differentiable_loss(model, guide, *args, **kwargs).item()
+
+    def loss_and_grads(self, model, guide, *args, **kwargs):
+        """The loss as a float; its gradients are accumulated into the parameters."""
+        loss = self.differentiable_loss(model, guide, *args, **kwargs)
+        loss.backward(retain_graph=self.retain_graph)
+        return loss.item()
+
+
+def _detach(value):
+    return value.detach() if isinstance(value, torch.Tensor) else value
+
+
+def _nonfinite(value):
+    return isinstance(value, torch.Tensor) and value.is_floating_point() and not torch.isfinite(value).all()
+
+
+def _check_finite_arguments(args, kwargs, cause=None):
+    for i, arg in enumerate(args):
+        if _nonfinite(arg):
+            raise ValueError(f"the model's argument {i} contains NaN or inf") from cause
+    for key, arg in kwargs.items():
+        if _nonfinite(arg):
+            raise ValueError(f"the model's argument {key!r} contains NaN or inf") from cause
+
+
+def _diagnose_nonfinite(model_trace, args, kwargs):
+    _check_finite_arguments(args, kwargs)
+    for name, site in model_trace.nodes.items():
+        if site["type"] == "sample" and site["is_observed"] and _nonfinite(site["value"]):
+            raise ValueError(f"observed site {name!r} contains NaN or inf")
+    raise FloatingPointError(
+        "the loss is not finite although the data are: the optimization diverged (try a smaller "
+        "learning rate, a KL warm-up, or clipping log α)"
+    )

@@ -1,0 +1,17 @@
+"""Variational dropout models: log-uniform priors on the weights of torch networks."""
+
+from . import architectures
+from .lenet import BayesianMLP, LeNet5, LeNet300100, LeNet500300
+from .vd_model import LIKELIHOODS, WEIGHT_LAYERS, VDModel, bayesianize
+
+__all__ = [
+    "LIKELIHOODS",
+    "WEIGHT_LAYERS",
+    "BayesianMLP",
+    "LeNet5",
+    "LeNet300100",
+    "LeNet500300",
+    "VDModel",
+    "architectures",
+    "bayesianize",
+]

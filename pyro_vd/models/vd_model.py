@@ -1,0 +1,132 @@
+"""Turning a torch network into a Pyro model with log-uniform priors on its weights."""
+
+import copy
+import numbers
+
+import pyro
+import pyro.distributions as dist
+import torch
+from pyro.nn import PyroModule, PyroParam, PyroSample
+from pyro.nn.module import to_pyro_module_
+from torch import nn
+from torch.distributions import constraints
+
+from ..distributions.log_uniform import LogUniform
+
+#: Layer types whose weights become LogUniform sites (conv is linear in its weights, so LRT applies).
+WEIGHT_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+LIKELIHOODS = ("categorical", "bernoulli", "normal")
+
+
+class VDModel(PyroModule):
+    r"""
+    A Pyro model around a torch network ``net`` whose ``Linear``/``Conv*`` weights have the improper
+    log-uniform prior :math:`p(\log|w|) = \text{const}`; biases (and every other parameter) stay
+    point-estimated parameters. ``forward(x, y=None)`` returns the network's output and observes ``y``
+    under the likelihood inside ``pyro.plate("data", num_data, subsample=...)``, which scales the
+    minibatch log-likelihood by :math:`N/B` — the unbiased minibatch ELBO (global weights are not
+    scaled).
+
+    Sites are named ``"net." + parameter name``, e.g. ``net.fc1.weight``. The original architecture is
+    kept (on the ``meta`` device, no memory) so that :func:`pyro_vd.inference.deterministic` can
+    rebuild a plain torch network.
+
+    :param torch.nn.Module net: the network; it is deep-copied, the caller's module is not changed.
+    :param int num_data: the training-set size N (``None``: no scaling, the batch is the data).
+    :param likelihood: ``"categorical"`` (logits, classes on the last dim), ``"bernoulli"`` (logits of a
+        binary target), ``"normal"`` (regression with noise scale ``noise_scale``) or a callable
+        ``output -> distribution``.
+    :param float noise_scale: the Normal likelihood's σ; ``None`` learns it.
+    :param exclude: names of submodules (as in ``net.named_modules()``) whose weights stay
+        deterministic parameters.
+    """
+
+    def __init__(self, net, num_data=None, likelihood="categorical", *, noise_scale=None, exclude=()):
+        super().__init__()
+        if not isinstance(net, nn.Module):
+            raise TypeError(f"net must be a torch.nn.Module; got {type(net).__name__}")
+        if num_data is not None and (
+            isinstance(num_data, bool) or not isinstance(num_data, numbers.Integral) or num_data < 1
+        ):
+            raise ValueError(f"num_data must be a positive integer or None; got {num_data!r}")
+        if not callable(likelihood) and likelihood not in LIKELIHOODS:
+            raise ValueError(f"likelihood must be one of {LIKELIHOODS} or a callable; got {likelihood!r}")
+        self.num_data = num_data
+        self.likelihood = likelihood
+        names = dict(net.named_modules())
+        for name in exclude:
+            if name not in names:
+                raise ValueError(f"exclude names {name!r}, which is not a submodule of net")
+        self._template = (copy.deepcopy(net).to("meta"),)  # a tuple: not registered as a submodule
+        net = copy.deepcopy(net)
+        weights = [n for n, m in net.named_modules() if isinstance(m, WEIGHT_LAYERS) and n not in exclude]
+        if not weights:
+            raise ValueError(
+                "net has no Linear or Conv1d/2d/3d layer whose weights could get a LogUniform prior"
+            )
+        to_pyro_module_(net)
+        modules = dict(net.named_modules())
+        for name in weights:
+            module = modules[name]
+            shape = module.weight.shape
+            module.weight = PyroSample(LogUniform(event_shape=shape))
+        self.net = net
+        self.weight_sites = [f"net.{n}.weight" if n else "net.weight" for n in weights]
+        if likelihood == "normal":
+            if noise_scale is None:
+                self.noise_scale = PyroParam(torch.tensor(1.0), constraint=constraints.positive)
+            else:
+                if not isinstance(noise_scale, numbers.Real) or not noise_scale > 0:
+                    raise ValueError(f"noise_scale must be a positive number or None; got {noise_scale!r}")
+                self.noise_scale = float(noise_scale)
+
+    @property
+    def template(self):
+        """The original architecture, on the ``meta`` device."""
+        return self._template[0]
+
+    def _distribution(self, output):
+        if callable(self.likelihood):
+            return self.likelihood(output)
+        if self.likelihood == "categorical":
+            return dist.Categorical(logits=output)
+        if output.dim() == 2 and output.shape[-1] == 1:
+            output = output.squeeze(-1)
+        if self.likelihood == "bernoulli":
+            return dist.Bernoulli(logits=output).to_event(output.dim() - 1)
+        return dist.Normal(output, self.noise_scale).to_event(output.dim() - 1)
+
+    def forward(self, x, y=None):
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"x must be a torch.Tensor; got {type(x).__name__}")
+        try:
+            output = self.net(x)
+        except RuntimeError as error:
+            if "shape" not in str(error) and "size" not in str(error):
+                raise
+            raise ValueError(f"x of shape {tuple(x.shape)} does not fit the network: {error}") from error
+        batch = output.shape[0]
+        if y is not None and (not isinstance(y, torch.Tensor) or y.shape[:1] != (batch,)):
+            shape = tuple(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__
+            raise ValueError(f"y must be a tensor with {batch} rows, one per row of x; got {shape}")
+        size = self.num_data or batch
+        if size < batch:
+            raise ValueError(f"the batch has {batch} rows but num_data is {size}")
+        with pyro.plate("data", size, subsample=torch.arange(batch, device=output.device)):
+            pyro.sample("obs", self._distribution(output), obs=y)
+        return output
+
+
+def bayesianize(module, num_data=None, likelihood="categorical", **kwargs):
+    """
+    A :class:`VDModel` from a torch network: its ``Linear``/``Conv*`` weights become
+    :class:`~pyro_vd.distributions.LogUniform` sample sites, ready for
+    :class:`~pyro_vd.guides.AutoVariationalDropout`. ``module`` itself is left unchanged, so its
+    trained weights can initialize the guide (``init_theta=module.state_dict()``)::
+
+        model = bayesianize(net, num_data=len(train_set))
+        guide = AutoVariationalDropout(model, init_theta=net.state_dict())
+
+    See :class:`VDModel` for the arguments.
+    """
+    return VDModel(module, num_data=num_data, likelihood=likelihood, **kwargs)

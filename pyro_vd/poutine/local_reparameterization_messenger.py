@@ -1,0 +1,75 @@
+"""An effect handler that turns Normal weight sites into :class:`LocalReparamWeight` tensors."""
+
+from pyro.distributions import Independent, Normal
+from pyro.poutine.messenger import Messenger
+from torch.distributions import Normal as TorchNormal
+
+from ..distributions.vd_normal import VDNormal
+from .local_reparameterization import LocalReparamWeight
+
+
+def _normal_base(fn):
+    """The Normal under ``.to_event()`` wrappers, or None."""
+    while isinstance(fn, Independent):
+        fn = fn.base_dist
+    return fn if isinstance(fn, TorchNormal | Normal) else None
+
+
+class LocalReparameterizationMessenger(Messenger):
+    r"""
+    Local reparameterization for every latent site drawn from a Normal (a
+    :class:`~pyro_vd.distributions.VDNormal` in particular, also through ``.to_event()``): instead of a
+    weight sample, the site's value becomes a :class:`~pyro_vd.poutine.LocalReparamWeight`, from which
+    ``F.linear`` and ``F.conv1d/2d/3d`` sample pre-activations
+    :math:`b \sim \mathcal{N}(A\theta + \text{bias}, A^2\sigma^2)`.
+
+    In SVI the guide draws the site first, so the value the model replays is the handle; observed
+    sites, sites that already have a value, and non-Normal sites are left alone. Without this handler
+    (or with ``enabled=False``) the guide samples whole weights: the weight-sampling mode, kept for
+    comparison.
+
+    Example::
+
+        model = pyro_vd.models.LeNet300100(num_data=60000)
+        guide = pyro_vd.guides.AutoVariationalDropout(model)
+        svi = pyro.infer.SVI(model, guide, pyro.optim.Adam({"lr": 1e-3}),
+                             pyro_vd.inference.VariationalDropoutELBO())
+        with pyro_vd.poutine.local_reparameterization():
+            svi.step(x, y)
+
+    .. note:: A weight used by several linear calls gets independent noise in each (as in every LRT
+        implementation); used by any other operation it is one fixed sample.
+
+    :param bool enabled: turn the trick off without changing the code around it.
+    """
+
+    def __init__(self, enabled=True):
+        super().__init__()
+        self.enabled = enabled
+
+    def _pyro_sample(self, msg):
+        if not self.enabled or msg["is_observed"] or msg["value"] is not None:
+            return
+        base = _normal_base(msg["fn"])
+        if base is None:
+            return
+        if isinstance(base, VDNormal):
+            var = base.log_sigma2.exp()
+        else:
+            var = base.scale.square()
+        msg["value"] = LocalReparamWeight(base.loc, var)
+        msg["done"] = True
+
+
+def local_reparameterization(fn=None, enabled=True):
+    """
+    Functional form of :class:`LocalReparameterizationMessenger`: a context manager, or a wrapper
+    of ``fn``::
+
+        with local_reparameterization():
+            svi.step(x, y)
+
+        step = local_reparameterization(svi.step)
+    """
+    messenger = LocalReparameterizationMessenger(enabled=enabled)
+    return messenger(fn) if fn is not None else messenger

@@ -1,0 +1,86 @@
+import hashlib
+
+import numpy as np
+import pytest
+import torch
+
+from pyro_vd.datasets import load_mnist, read_idx, write_idx
+from pyro_vd.datasets.mnist import FILES
+
+
+def _make_mnist(folder, n_train=6, n_test=4, compress=True):
+    rng = np.random.default_rng(0)
+    arrays = {
+        "train_images": rng.integers(0, 256, (n_train, 28, 28), dtype=np.uint8),
+        "train_labels": rng.integers(0, 10, n_train, dtype=np.uint8),
+        "test_images": rng.integers(0, 256, (n_test, 28, 28), dtype=np.uint8),
+        "test_labels": rng.integers(0, 10, n_test, dtype=np.uint8),
+    }
+    sums = []
+    for key, stem in FILES.items():
+        path = write_idx(folder / (stem + (".gz" if compress else "")), arrays[key])
+        sums.append(f"{hashlib.md5(path.read_bytes()).hexdigest()}  {path.name}")
+    (folder / "MD5SUMS").write_text("\n".join(sums) + "\n")
+    return arrays
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.int8, np.int16, np.int32, np.float32, np.float64])
+def test_idx_round_trip(tmp_path, dtype):
+    array = (np.arange(24).reshape(2, 3, 4) - 5).astype(dtype)
+    for name in ("a.idx", "a.idx.gz"):
+        assert np.array_equal(read_idx(write_idx(tmp_path / name, array)), array)
+
+
+def test_bad_idx(tmp_path):
+    (tmp_path / "bad").write_bytes(b"\x12\x34\x56\x78")
+    with pytest.raises(ValueError, match="not an IDX file"):
+        read_idx(tmp_path / "bad")
+    path = write_idx(tmp_path / "short", np.zeros((3, 3), np.uint8))
+    path.write_bytes(path.read_bytes()[:-2])
+    with pytest.raises(ValueError, match="announces"):
+        read_idx(path)
+
+
+@pytest.mark.parametrize("compress", [True, False])
+def test_load_mnist(tmp_path, compress):
+    arrays = _make_mnist(tmp_path, compress=compress)
+    data = load_mnist(tmp_path, verify_md5=True)
+    assert data.train_images.shape == (6, 1, 28, 28) and data.train_images.dtype == torch.float32
+    assert data.test_labels.dtype == torch.int64
+    assert torch.allclose(data.train_images[:, 0] * 255, torch.from_numpy(arrays["train_images"]).float())
+    assert torch.equal(data.test_labels, torch.from_numpy(arrays["test_labels"]).long())
+
+
+def test_missing_file_is_named(tmp_path):
+    _make_mnist(tmp_path)
+    (tmp_path / "t10k-labels-idx1-ubyte.gz").unlink()
+    with pytest.raises(FileNotFoundError, match="t10k-labels-idx1-ubyte"):
+        load_mnist(tmp_path)
+
+
+def test_md5_mismatch(tmp_path):
+    _make_mnist(tmp_path)
+    path = tmp_path / "train-labels-idx1-ubyte.gz"
+    write_idx(path, np.zeros(6, np.uint8))
+    with pytest.raises(ValueError, match=r"train-labels-idx1-ubyte\.gz: MD5"):
+        load_mnist(tmp_path, verify_md5=True)
+    load_mnist(tmp_path)  # without the check it loads
+
+
+def test_mismatched_sizes(tmp_path):
+    _make_mnist(tmp_path)
+    write_idx(tmp_path / "train-labels-idx1-ubyte.gz", np.zeros(5, np.uint8))
+    with pytest.raises(ValueError, match="do not match"):
+        load_mnist(tmp_path)
+
+
+def test_data_dir_from_environment(tmp_path, monkeypatch):
+    (tmp_path / "mnist").mkdir()
+    _make_mnist(tmp_path / "mnist")
+    monkeypatch.setenv("PYRO_VD_DATA", str(tmp_path))
+    assert load_mnist().train_images.shape[0] == 6
+    monkeypatch.delenv("PYRO_VD_DATA")
+    with pytest.raises(ValueError, match="PYRO_VD_DATA"):
+        load_mnist()
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_mnist(tmp_path / "nowhere")

@@ -1,0 +1,55 @@
+import json
+
+import pytest
+import torch
+
+from pyro_vd.datasets import MNIST
+from pyro_vd.experiments import run_sparse_vd_mnist
+
+
+def _tiny_mnist(n_train=200, n_test=100):
+    generator = torch.Generator().manual_seed(0)
+    prototypes = torch.rand(10, 1, 28, 28, generator=generator)
+
+    def make(n):
+        labels = torch.randint(0, 10, (n,), generator=generator)
+        images = (prototypes[labels] + 0.3 * torch.rand(n, 1, 28, 28, generator=generator)).clamp(0, 1)
+        return images, labels
+
+    return MNIST(*make(n_train), *make(n_test))
+
+
+def test_runs_prunes_and_writes_results(tmp_path):
+    result, report, _, _ = run_sparse_vd_mnist(_tiny_mnist(), epochs=3, out=tmp_path, log=lambda _: None)
+    assert len(result["history"]) == 3 and 0 <= result["test_error"] <= 1
+    assert result["history"][0]["kl_weight"] == 0.0
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["sparsity"]["compression"] == pytest.approx(report.compression)
+    assert (tmp_path / "checkpoint.pt").is_file()
+
+
+def test_resume_continues_where_it_stopped(tmp_path):
+    data = _tiny_mnist()
+    full, _, _, _ = run_sparse_vd_mnist(data, epochs=3, log=lambda _: None)
+    # Interrupt a run at its second epoch's log line (the checkpoint then holds epoch 1), then resume.
+    partial_dir = tmp_path / "partial"
+    partial_dir.mkdir()
+    stopped = []
+
+    def stop_after_two(message):
+        stopped.append(message)
+        if len(stopped) == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_sparse_vd_mnist(data, epochs=3, out=partial_dir, log=stop_after_two)
+    resumed, _, _, _ = run_sparse_vd_mnist(data, epochs=3, out=partial_dir, resume=True, log=lambda _: None)
+    assert [h["test_error"] for h in resumed["history"]] == [h["test_error"] for h in full["history"]]
+    assert resumed["sparsity"] == full["sparsity"]
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="arch"):
+        run_sparse_vd_mnist(_tiny_mnist(), arch="vgg")
+    with pytest.raises(ValueError, match="epochs"):
+        run_sparse_vd_mnist(_tiny_mnist(), epochs=0)

@@ -1,0 +1,154 @@
+import pyro
+import pyro.distributions as dist
+import pytest
+import torch
+from torch import nn
+
+from pyro_vd.distributions import LogUniform, VDNormal
+from pyro_vd.guides import AutoVariationalDropout
+from pyro_vd.models import BayesianMLP, LeNet5, bayesianize
+
+X, Y = torch.randn(8, 6), torch.randint(0, 3, (8,))
+
+
+def _mlp():
+    return BayesianMLP([6, 5, 3], num_data=100)
+
+
+def test_covers_every_weight_site():
+    model = _mlp()
+    guide = AutoVariationalDropout(model)
+    samples = guide(X, Y)
+    assert guide.site_names == ["net.fc1.weight", "net.fc2.weight"]
+    assert samples["net.fc1.weight"].shape == (5, 6)
+    trace = pyro.poutine.trace(guide).get_trace(X, Y)
+    q = trace.nodes["net.fc1.weight"]["fn"]
+    assert isinstance(q.base_dist, VDNormal) and q.event_shape == (5, 6)
+
+
+def test_initialization_defaults():
+    guide = AutoVariationalDropout(_mlp())
+    guide(X, Y)
+    theta = guide.get_theta("net.fc1.weight")
+    assert 0.1 < theta.std() * 6**0.5 < 3  # N(0, 1/fan_in)
+    q = guide.posterior("net.fc1.weight")
+    assert torch.allclose(q.log_sigma2, torch.full((5, 6), -10.0))
+
+
+def test_init_seed_is_reproducible_and_uses_no_global_draws():
+    a = AutoVariationalDropout(_mlp(), init_seed=3)
+    b = AutoVariationalDropout(_mlp(), init_seed=3)
+    a(X, Y)
+    state = torch.get_rng_state()
+    pyro.clear_param_store()
+    b._setup_prototype(X, Y)
+    assert torch.equal(torch.get_rng_state(), state)  # set-up drew nothing from the global stream
+    assert torch.equal(a.get_theta("net.fc1.weight"), b.get_theta("net.fc1.weight"))
+
+
+def test_init_from_pretrained_state_dict():
+    net = nn.Sequential(nn.Linear(6, 4), nn.ReLU(), nn.Linear(4, 3))
+    guide = AutoVariationalDropout(bayesianize(net, num_data=100), init_theta=net.state_dict())
+    guide(X, Y)
+    assert torch.equal(guide.get_theta("net.0.weight"), net[0].weight.detach())
+
+
+def test_init_with_wrong_shape_is_a_clear_error():
+    guide = AutoVariationalDropout(_mlp(), init_theta={"fc1.weight": torch.zeros(2, 2)})
+    with pytest.raises(ValueError, match=r"init_theta for site 'net.fc1.weight' has shape \(2, 2\)"):
+        guide(X, Y)
+
+
+@pytest.mark.parametrize(
+    ("granularity", "shape"),
+    [("weight", (5, 6)), ("output", (5, 1)), ("input", (1, 6)), ("layer", (1, 1)), ("shared", ())],
+)
+def test_granularity_shapes(granularity, shape):
+    guide = AutoVariationalDropout(_mlp(), granularity=granularity, parameterization="multiplicative")
+    guide(X, Y)
+    if granularity == "shared":
+        param = guide.shared_log_alpha
+    else:
+        param = guide.log_alphas.net.fc1.weight
+    assert param.shape == shape
+    assert guide.get_log_alpha("net.fc1.weight").shape == (5, 6)
+
+
+def test_conv_granularity():
+    guide = AutoVariationalDropout(LeNet5(num_data=100), granularity="output")
+    guide(torch.rand(2, 1, 28, 28), torch.tensor([1, 2]))
+    assert guide.log_alphas.net.conv1.weight.shape == (20, 1, 1, 1)
+    assert guide.parameterization("net.conv1.weight") == "multiplicative"
+
+
+def test_granularity_dict():
+    guide = AutoVariationalDropout(_mlp(), granularity={"net.fc2.weight": "layer"})
+    guide(X, Y)
+    assert guide.parameterization("net.fc1.weight") == "additive"
+    assert guide.log_alphas.net.fc2.weight.shape == (1, 1)
+
+
+def test_kingma_clip():
+    guide = AutoVariationalDropout(_mlp(), max_log_alpha=0.0, init_log_sigma2=5.0)
+    guide(X, Y)
+    log_alpha = guide.get_log_alpha("net.fc1.weight")
+    assert log_alpha.max() == 0.0
+
+
+def test_median_and_quantiles():
+    guide = AutoVariationalDropout(_mlp())
+    median = guide.median(X, Y)
+    assert torch.equal(median["net.fc1.weight"], guide.get_theta("net.fc1.weight"))
+    quantiles = guide.quantiles([0.1, 0.5, 0.9])["net.fc1.weight"]
+    assert quantiles.shape == (3, 5, 6)
+    assert torch.allclose(quantiles[1], median["net.fc1.weight"])
+    assert (quantiles[2] >= quantiles[0]).all()
+
+
+def test_weights_in_a_subsampled_plate():
+    def model(x):
+        with pyro.plate("units", 10, subsample_size=4):
+            w = pyro.sample("w", LogUniform())
+        pyro.sample("obs", dist.Normal(w.sum(), 1.0), obs=torch.tensor(0.0))
+
+    guide = AutoVariationalDropout(model)
+    guide(X)
+    assert guide.get_theta("w").shape == (10,)
+    with pyro.poutine.trace() as trace:
+        guide(X)
+    assert trace.trace.nodes["w"]["value"].shape == (4,)
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="granularity"):
+        AutoVariationalDropout(_mlp(), granularity="neuron")
+    with pytest.raises(ValueError, match="parameterization"):
+        AutoVariationalDropout(_mlp(), parameterization="log")
+    with pytest.raises(ValueError, match="kl method"):
+        AutoVariationalDropout(_mlp(), kl_method="mc")
+    with pytest.raises(ValueError, match="min_log_alpha"):
+        AutoVariationalDropout(_mlp(), min_log_alpha=1.0, max_log_alpha=0.0)
+    with pytest.raises(TypeError, match="init_theta"):
+        AutoVariationalDropout(_mlp(), init_theta=3.0)
+    guide = AutoVariationalDropout(_mlp(), granularity="output", parameterization="additive")
+    with pytest.raises(ValueError, match="needs parameterization='multiplicative'"):
+        guide(X, Y)
+    with pytest.raises(RuntimeError, match="has not been run yet"):
+        AutoVariationalDropout(_mlp()).site_names  # noqa: B018
+
+
+def test_refuses_models_without_log_uniform_sites():
+    def model(x):
+        pyro.sample("obs", dist.Normal(0.0, 1.0), obs=x.sum())
+
+    with pytest.raises(ValueError, match="found no LogUniform sites"):
+        AutoVariationalDropout(model)(X)
+
+
+def test_refuses_other_latent_sites_by_name():
+    def model(x):
+        pyro.sample("w", LogUniform(event_shape=(6,)))
+        pyro.sample("z", dist.Normal(0.0, 1.0))
+
+    with pytest.raises(ValueError, match=r"latent sites z \(Normal\).*AutoGuideList"):
+        AutoVariationalDropout(model)(X)

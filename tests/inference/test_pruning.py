@@ -1,0 +1,62 @@
+import pyro
+import pyro.distributions as dist
+import torch
+from torch import nn
+
+from pyro_vd import AutoVariationalDropout, VariationalDropoutELBO, bayesianize, deterministic, sparsity
+from pyro_vd.distributions import LogUniform
+from pyro_vd.inference import pruned_weights
+from pyro_vd.poutine import local_reparameterization
+
+
+def _trained():
+    net = nn.Sequential(nn.Flatten(), nn.Linear(6, 5), nn.ReLU(), nn.Linear(5, 3))
+    model = bayesianize(net, num_data=64)
+    guide = AutoVariationalDropout(model)
+    x = torch.randn(64, 6)
+    y = (x[:, :3] @ torch.randn(3, 3)).argmax(-1)  # a learnable signal: some weights are kept
+    svi = pyro.infer.SVI(model, guide, pyro.optim.Adam({"lr": 0.05}), VariationalDropoutELBO())
+    with local_reparameterization():
+        for _ in range(100):
+            svi.step(x, y)
+    return model, guide, x
+
+
+def test_sparsity_report_counts():
+    _, guide, _ = _trained()
+    report = sparsity(guide, threshold=3.0)
+    for name in guide.site_names:
+        log_alpha = guide.get_log_alpha(name)
+        assert report.layers[name].kept == int((log_alpha <= 3.0).sum())
+        assert report.layers[name].total == log_alpha.numel()
+    assert report.compression == report.total / report.kept
+    assert "compression" in str(report) and report.to_dict()["kept"] == report.kept
+
+
+def test_deterministic_is_plain_torch_and_matches_the_conditioned_model():
+    model, guide, x = _trained()
+    net = deterministic(model, guide, threshold=3.0)
+    assert type(net) is nn.Sequential and not net.training
+    assert all(type(p) is nn.Parameter for p in net.parameters())
+    weights = pruned_weights(guide, 3.0)
+    with pyro.poutine.block():
+        expected = pyro.poutine.condition(model, data=weights)(x)
+    assert torch.allclose(net(x), expected, atol=1e-6)
+    assert torch.equal(net[1].weight, weights["net.1.weight"])
+    assert (net[1].weight == 0).sum() == sparsity(guide).layers["net.1.weight"].total - sparsity(
+        guide
+    ).layers["net.1.weight"].kept
+
+
+def test_deterministic_for_a_hand_written_model():
+    def model(x):
+        w = pyro.sample("w", LogUniform(event_shape=(6,)))
+        out = x @ w
+        pyro.sample("obs", dist.Normal(out, 1.0), obs=torch.zeros(len(x)))
+        return out
+
+    guide = AutoVariationalDropout(model)
+    x = torch.randn(4, 6)
+    guide(x)
+    net = deterministic(model, guide)
+    assert torch.allclose(net(x), x @ pruned_weights(guide)["w"])

@@ -1,0 +1,162 @@
+import math
+
+import pyro
+import pyro.distributions as dist
+import pytest
+import torch
+
+from pyro_vd.distributions import LogUniform, kl_log_uniform
+from pyro_vd.guides import AutoVariationalDropout
+from pyro_vd.inference import VariationalDropoutELBO, linear_warmup
+from pyro_vd.models import BayesianMLP
+from pyro_vd.poutine import local_reparameterization
+
+X, Y = torch.randn(16, 6), torch.randint(0, 3, (16,))
+
+
+def _setup(**elbo_kwargs):
+    model = BayesianMLP([6, 5, 3], num_data=160)
+    guide = AutoVariationalDropout(model)
+    guide(X, Y)
+    return model, guide, VariationalDropoutELBO(**elbo_kwargs)
+
+
+def _expected_kl(guide, method="molchanov"):
+    return sum(kl_log_uniform(guide.get_log_alpha(n), method).sum() for n in guide.site_names).item()
+
+
+def test_terms_and_loss():
+    model, guide, elbo = _setup()
+    loss = elbo.loss(model, guide, X, Y)
+    terms = elbo.last_terms
+    assert terms["kl"] == pytest.approx(_expected_kl(guide), rel=1e-5)
+    assert loss == pytest.approx(terms["kl"] - terms["data"], rel=1e-6)
+    assert terms["data"] < 0
+
+
+@pytest.mark.parametrize("weight", [0.0, 0.3, 1.0])
+def test_kl_weight_scales_only_the_kl(weight):
+    model, guide, elbo = _setup(kl_weight=weight)
+    pyro.set_rng_seed(1)
+    loss = elbo.loss(model, guide, X, Y)
+    data = elbo.last_terms["data"]
+    pyro.set_rng_seed(1)
+    reference = VariationalDropoutELBO(kl_weight=1.0)
+    reference.loss(model, guide, X, Y)
+    assert data == pytest.approx(reference.last_terms["data"], rel=1e-6)  # same draw, same data term
+    assert loss == pytest.approx(weight * reference.last_terms["kl"] - data, rel=1e-5)
+    if weight == 0:
+        assert elbo.last_terms["kl"] is None
+
+
+def test_kl_weight_gradient_scaling():
+    model, guide, _ = _setup()
+    grads = []
+    for weight in (1.0, 0.5):
+        pyro.set_rng_seed(2)
+        VariationalDropoutELBO(kl_weight=weight).differentiable_loss(model, guide, X, Y).backward()
+        log_sigma2 = guide.log_sigma2s.net.fc1.weight_unconstrained
+        grads.append(log_sigma2.grad.clone())
+        log_sigma2.grad = None
+    # log σ² of the output layer enters the data term too; fc1's KL gradient is what halves:
+    # grad(1.0) - grad(0.5) = 0.5 * dKL/dlog σ².
+    assert not torch.allclose(grads[0], grads[1])
+
+
+def test_kl_method_override():
+    model, guide, _ = _setup()
+    elbo = VariationalDropoutELBO(kl_method="exact")
+    elbo.loss(model, guide, X, Y)
+    assert elbo.last_terms["kl"] == pytest.approx(_expected_kl(guide, "exact"), rel=1e-5)
+
+
+def test_likelihood_is_scaled_by_n_over_b():
+    model, guide, elbo = _setup(kl_weight=0.0)
+    pyro.set_rng_seed(3)
+    elbo.loss(model, guide, X, Y)
+    scaled = elbo.last_terms["data"]
+    model.num_data = None
+    pyro.set_rng_seed(3)
+    elbo.loss(model, guide, X, Y)
+    assert scaled == pytest.approx(10 * elbo.last_terms["data"], rel=1e-5)
+
+
+def test_svi_with_lrt_decreases_the_loss():
+    model, guide, elbo = _setup()
+    svi = pyro.infer.SVI(model, guide, pyro.optim.Adam({"lr": 0.01}), elbo)
+    with local_reparameterization():
+        first = sum(svi.step(X, Y) for _ in range(20)) / 20
+        for _ in range(200):
+            svi.step(X, Y)
+        last = sum(svi.step(X, Y) for _ in range(20)) / 20
+    assert last < first
+
+
+def test_elbo_module_in_a_plain_torch_loop():
+    model, guide, elbo = _setup()
+    module = elbo(model, guide)
+    assert isinstance(module, torch.nn.Module)
+    loss = module(X, Y)
+    assert loss.requires_grad and loss.dim() == 0
+
+
+def test_never_samples_the_kl():
+    def model(x):
+        pyro.sample("w", LogUniform(event_shape=(6,)))
+        pyro.sample("obs", dist.Normal(0.0, 1.0), obs=x.sum())
+
+    def guide(x):
+        pyro.sample("w", dist.Laplace(torch.ones(6), 0.1).to_event(1))
+
+    with pytest.raises(ValueError, match="never estimates the KL by sampling"):
+        VariationalDropoutELBO().loss(model, guide, X)
+
+
+def test_latent_site_without_guide_site():
+    def model(x):
+        pyro.sample("w", dist.Normal(0.0, 1.0))
+
+    with pytest.raises(ValueError, match="has no site in the guide"):
+        VariationalDropoutELBO().loss(model, lambda x: None, X)
+
+
+@pytest.mark.parametrize("where", ["x", "y"])
+def test_nan_data_is_a_clear_error(where):
+    model, guide, elbo = _setup()
+    x, y = X.clone(), Y.clone().float()
+    if where == "x":
+        x[3, 2] = math.nan
+        match = "argument 0 contains NaN"
+        y = Y
+    else:
+        pyro.clear_param_store()
+        model = BayesianMLP([6, 5, 1], num_data=160, likelihood="normal", noise_scale=1.0)
+        guide = AutoVariationalDropout(model)
+        y[0] = math.nan
+        match = "argument 1 contains NaN"
+    svi = pyro.infer.SVI(model, guide, pyro.optim.Adam({"lr": 0.01}), elbo)
+    guide(X, Y if where == "x" else torch.zeros(16))  # create the parameters
+    before = {k: v.detach().clone() for k, v in pyro.get_param_store().items()}
+    with pytest.raises(ValueError, match=match):
+        svi.step(x, y)
+    for name, value in before.items():  # nothing was overwritten
+        assert torch.equal(pyro.param(name).detach(), value)
+
+
+def test_kl_weight_validation():
+    with pytest.raises(ValueError, match="kl_weight"):
+        VariationalDropoutELBO(kl_weight=-1.0)
+    elbo = VariationalDropoutELBO()
+    with pytest.raises(ValueError, match="kl_weight"):
+        elbo.kl_weight = math.nan
+    with pytest.raises(ValueError, match="kl method"):
+        VariationalDropoutELBO(kl_method="sampled")
+
+
+def test_linear_warmup():
+    assert [linear_warmup(t, 5, 20) for t in (0, 4.9, 5, 12.5, 20, 30)] == [0.0, 0.0, 0.0, 0.5, 1.0, 1.0]
+    assert linear_warmup(3, 3, 3) == 1.0
+    with pytest.raises(ValueError, match="end"):
+        linear_warmup(1, 5, 2)
+    with pytest.raises(ValueError, match="t must be"):
+        linear_warmup(math.nan, 0, 1)

@@ -1,0 +1,130 @@
+import math
+
+import pyro
+import pyro.distributions as dist
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pyro_vd.distributions import VDNormal
+from pyro_vd.poutine import LocalReparamWeight, local_reparameterization
+
+SAMPLES = 20000
+
+
+def _check_moments(draws, mean, var):
+    """Mean within 5 standard errors; variance within 5 standard errors of the sample variance."""
+    n = draws.shape[0]
+    sample_mean, sample_var = draws.mean(0), draws.var(0)
+    assert ((sample_mean - mean).abs() <= 5 * (var / n).sqrt() + 1e-6).all()
+    # Var of the sample variance of a Gaussian: 2 σ⁴ / (n − 1).
+    assert ((sample_var - var).abs() <= 5 * var * math.sqrt(2 / (n - 1)) + 1e-6).all()
+
+
+def test_linear_moments():
+    theta, var_w = torch.randn(3, 4), torch.rand(3, 4) * 0.5
+    a, bias = torch.randn(2, 4), torch.randn(3)
+    weight = LocalReparamWeight(theta, var_w)
+    draws = torch.stack([F.linear(a, weight, bias) for _ in range(SAMPLES)])
+    _check_moments(draws, F.linear(a, theta, bias), F.linear(a * a, var_w))
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{}, {"stride": 2, "padding": 1}, {"dilation": 2, "padding": 2}, {"groups": 2, "padding": 1}],
+    ids=str,
+)
+def test_conv2d_moments(kwargs):
+    groups = kwargs.get("groups", 1)
+    theta, var_w = torch.randn(4, 4 // groups, 3, 3), torch.rand(4, 4 // groups, 3, 3) * 0.3
+    a, bias = torch.randn(1, 4, 6, 6), torch.randn(4)
+    weight = LocalReparamWeight(theta, var_w)
+    draws = torch.stack([F.conv2d(a, weight, bias, **kwargs) for _ in range(4000)])
+    expected = F.conv2d(a, theta, bias, **kwargs)
+    assert draws.shape[1:] == expected.shape
+    n = draws.shape[0]
+    var = F.conv2d(a * a, var_w, None, **kwargs)
+    assert ((draws.mean(0) - expected).abs() <= 5 * (var / n).sqrt() + 1e-5).all()
+    assert ((draws.var(0) - var).abs() <= 5 * var * math.sqrt(2 / (n - 1)) + 1e-5).all()
+
+
+@pytest.mark.parametrize("conv", [nn.Conv1d, nn.Conv3d])
+def test_conv1d_conv3d_modules(conv):
+    layer = conv(2, 3, 3, padding=1)
+    theta = layer.weight.detach().clone()
+    del layer.weight
+    layer.weight = LocalReparamWeight(theta, torch.zeros_like(theta))
+    shape = (5, 2, 7) if conv is nn.Conv1d else (5, 2, 4, 4, 4)
+    x = torch.randn(shape)
+    out = layer(x)
+    reference = (F.conv1d if conv is nn.Conv1d else F.conv3d)(x, theta, layer.bias, padding=1)
+    # Zero weight variance: only the 1e-8 variance floor remains.
+    assert torch.allclose(out, reference, atol=1e-3)
+
+
+def test_noise_is_independent_across_examples():
+    weight = LocalReparamWeight(torch.zeros(1, 1), torch.ones(1, 1))
+    out = F.linear(torch.ones(10000, 1), weight)[:, 0]
+    assert out.std() > 0.9  # one weight sample would give the same value for every row
+    assert abs(torch.corrcoef(torch.stack([out[:-1], out[1:]]))[0, 1]) < 0.05
+
+
+def test_gradients_reach_theta_and_variance():
+    theta = torch.randn(3, 4, requires_grad=True)
+    log_sigma2 = torch.full((3, 4), -2.0, requires_grad=True)
+    F.linear(torch.randn(5, 4), LocalReparamWeight(theta, log_sigma2.exp())).square().sum().backward()
+    assert theta.grad.abs().sum() > 0 and log_sigma2.grad.abs().sum() > 0
+
+
+def test_other_uses_materialize_one_sample():
+    weight = LocalReparamWeight(torch.zeros(100), torch.ones(100))
+    assert weight.shape == (100,) and weight.dim() == 1 and len(weight) == 100
+    assert weight._vd_sample is None  # metadata queries sample nothing
+    total, again = weight.sum(), (weight * 1.0).sum()
+    assert type(total) is torch.Tensor and torch.equal(total, again)
+    assert weight.materialize().std() > 0.5
+    # The weight as the *input* of a linear map is an ordinary sample too.
+    out = F.linear(weight.reshape(1, 100), torch.ones(1, 100))
+    assert torch.allclose(out, weight.materialize().sum().reshape(1, 1))
+
+
+def _model(x, y=None):
+    w = pyro.sample("w", dist.Normal(torch.zeros(2, 3), 1.0).to_event(2))
+    with pyro.plate("data", x.shape[0]):
+        pyro.sample("y", dist.Normal(F.linear(x, w).sum(-1), 1.0), obs=y)
+    return w
+
+
+def _guide(x, y=None):
+    pyro.sample("w", VDNormal(torch.ones(2, 3), torch.full((2, 3), -4.0)).to_event(2))
+
+
+def test_messenger_gives_the_guide_site_a_handle():
+    x, y = torch.randn(4, 3), torch.randn(4)
+    with local_reparameterization():
+        guide_trace = pyro.poutine.trace(_guide).get_trace(x, y)
+        model_trace = pyro.poutine.trace(pyro.poutine.replay(_model, trace=guide_trace)).get_trace(x, y)
+    assert isinstance(guide_trace.nodes["w"]["value"], LocalReparamWeight)
+    assert model_trace.nodes["w"]["value"] is guide_trace.nodes["w"]["value"]
+    assert type(model_trace.nodes["y"]["value"]) is torch.Tensor  # observed: untouched
+
+
+def test_messenger_disabled_and_outside():
+    for context in (local_reparameterization(enabled=False), pyro.poutine.block()):
+        with context:
+            value = pyro.poutine.trace(_guide).get_trace(torch.randn(4, 3)).nodes["w"]["value"]
+        assert type(value) is torch.Tensor
+
+
+def test_messenger_as_function_wrapper():
+    trace = pyro.poutine.trace(local_reparameterization(_guide)).get_trace(torch.randn(4, 3))
+    assert isinstance(trace.nodes["w"]["value"], LocalReparamWeight)
+
+
+def test_non_normal_sites_untouched():
+    def model():
+        return pyro.sample("z", dist.Gamma(2.0, 1.0))
+
+    with local_reparameterization():
+        assert type(model()) is torch.Tensor
