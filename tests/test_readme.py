@@ -10,16 +10,29 @@ import numpy as np
 README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
 
 
-def test_readme_usage_example_runs():
+def _run_block(index):
     blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
-    assert blocks, "README.md has no python example"
-    source = blocks[0]
-    assert sum(1 for line in source.splitlines() if line.strip()) <= 16  # the issue asks for ~15
+    assert len(blocks) > index, "README.md lacks the python example"
     stdout = io.StringIO()
     namespace = {}
     with contextlib.redirect_stdout(stdout):
-        exec(compile(source, str(README), "exec"), namespace)
+        exec(compile(blocks[index], str(README), "exec"), namespace)
+    return blocks[index], namespace, stdout.getvalue()
+
+
+def test_readme_usage_example_runs():
+    source, namespace, stdout = _run_block(0)
+    assert sum(1 for line in source.splitlines() if line.strip()) <= 16  # the issue asks for ~15
     log_alpha = namespace["q"].log_alpha.detach().numpy()
     # Measured (seed 0): relevant ≈ -8.5 .. -7.9, irrelevant ≥ -0.1.
     assert np.all(log_alpha[:3] < -6.0) and np.all(log_alpha[3:] > -3.0)
-    assert "log α:" in stdout.getvalue()
+    assert "log α:" in stdout
+
+
+def test_readme_neural_example_runs():
+    _, namespace, stdout = _run_block(1)
+    report = namespace["pyro_vd"].sparsity(namespace["guide"])
+    # Measured (seed 0): 11.1× compression, accuracy 0.997.
+    assert report.compression > 5
+    assert (namespace["small"](namespace["x"]).argmax(-1) == namespace["y"]).float().mean() > 0.95
+    assert "compression" in stdout
