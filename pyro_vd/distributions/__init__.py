@@ -2,7 +2,13 @@
 
 from . import kl as _kl  # noqa: F401  (registers the KL divergences)
 from .exact_kl import exact_kl
-from .kl_log_uniform import DEFAULT_KL_METHOD, KL_METHODS, kl_log_uniform, kl_log_uniform_additive
+from .kl_log_uniform import (
+    DEFAULT_KL_METHOD,
+    KL_METHODS,
+    kl_log_uniform,
+    kl_log_uniform_additive,
+    kl_log_uniform_grad,
+)
 from .log_uniform import LogUniform, nonzero_real
 from .vd_normal import VDNormal
 
@@ -14,5 +20,6 @@ __all__ = [
     "exact_kl",
     "kl_log_uniform",
     "kl_log_uniform_additive",
+    "kl_log_uniform_grad",
     "nonzero_real",
 ]

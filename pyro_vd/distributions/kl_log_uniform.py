@@ -57,6 +57,22 @@ def _kingma_slope(log_alpha):
     return -0.5 - alpha * (KINGMA_C1 + alpha * (2.0 * KINGMA_C2 + alpha * (3.0 * KINGMA_C3)))
 
 
+def kl_log_uniform_grad(log_alpha, method=DEFAULT_KL_METHOD):
+    r"""
+    :math:`d\,\mathrm{KL}/d\log\alpha` of :func:`kl_log_uniform`, elementwise and without autograd
+    (exact: :math:`-xF(x)`; Molchanov: :math:`-k_1k_3 s(1-s) - \tfrac12\sigma(-\log\alpha)`;
+    Kingma: :math:`-\tfrac12 - \alpha(c_1 + 2c_2\alpha + 3c_3\alpha^2)`).
+    """
+    check_kl_method(method)
+    with torch.no_grad():
+        if method == "exact":
+            return exact_kl_slope(log_alpha)
+        if method == "kingma":
+            return _kingma_slope(log_alpha)
+        s = torch.sigmoid(log_alpha * -MOLCHANOV_K3 - MOLCHANOV_K2)
+        return s.mul(1.0 - s).mul_(-MOLCHANOV_K1 * MOLCHANOV_K3).add_(torch.sigmoid(-log_alpha), alpha=-0.5)
+
+
 def _molchanov_parts(log_alpha):
     """(KL, s) with s = σ(−k2 − k3 log α), the sigmoid that the slope needs again."""
     s = torch.sigmoid(log_alpha * -MOLCHANOV_K3 - MOLCHANOV_K2)

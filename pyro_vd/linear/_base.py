@@ -1,0 +1,166 @@
+"""Estimator plumbing shared by the linear models: scikit-learn conventions without requiring it.
+
+scikit-learn is not a runtime dependency. When it is installed the estimators inherit its own
+``BaseEstimator`` and mixins (so ``clone``, pipelines, ``check_estimator`` and tags work exactly);
+otherwise a minimal stand-in gives ``get_params`` / ``set_params`` / ``score``."""
+
+import inspect
+import numbers
+import warnings
+
+import numpy as np
+
+try:  # pragma: no cover - exercised through whichever branch the environment has
+    from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
+except ImportError:  # pragma: no cover
+
+    class BaseEstimator:
+        """get_params / set_params from the keyword-only ``__init__`` signature."""
+
+        @classmethod
+        def _get_param_names(cls):
+            signature = inspect.signature(cls.__init__)
+            return sorted(p.name for p in signature.parameters.values() if p.name != "self")
+
+        def get_params(self, deep=True):
+            return {name: getattr(self, name) for name in self._get_param_names()}
+
+        def set_params(self, **params):
+            valid = self._get_param_names()
+            for key, value in params.items():
+                if key not in valid:
+                    raise ValueError(f"invalid parameter {key!r} for {type(self).__name__}")
+                setattr(self, key, value)
+            return self
+
+        def __repr__(self):
+            args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
+            return f"{type(self).__name__}({args})"
+
+    class RegressorMixin:
+        def score(self, X, y, sample_weight=None):
+            y = np.asarray(y, dtype=float)
+            residual = ((y - self.predict(X)) ** 2).sum()
+            total = ((y - y.mean()) ** 2).sum()
+            return 1.0 - residual / total if total > 0 else 0.0
+
+    class ClassifierMixin:
+        def score(self, X, y, sample_weight=None):
+            return float(np.mean(self.predict(X) == np.asarray(y)))
+
+
+try:  # pragma: no cover
+    from sklearn.exceptions import DataConversionWarning, NotFittedError
+except ImportError:  # pragma: no cover
+
+    class NotFittedError(ValueError, AttributeError):
+        """Raised by ``predict`` before ``fit`` (a ValueError and an AttributeError, as scikit-learn's)."""
+
+    class DataConversionWarning(UserWarning):
+        """A target of shape (n, 1) was flattened to (n,)."""
+
+
+def check_is_fitted(estimator, attribute="coef_"):
+    if not hasattr(estimator, attribute):
+        raise NotFittedError(
+            f"This {type(estimator).__name__} instance is not fitted yet. Call 'fit' with appropriate "
+            "arguments before using this estimator."
+        )
+
+
+def _to_float_array(value, name):
+    if hasattr(value, "dtype") and np.issubdtype(getattr(value, "dtype", None), np.complexfloating):
+        raise ValueError(f"Complex data not supported: {name} is complex")
+    try:
+        array = np.asarray(value)
+    except Exception as error:  # e.g. ragged lists
+        raise ValueError(f"{name} could not be converted to a numeric array: {error}") from error
+    if np.issubdtype(array.dtype, np.complexfloating):
+        raise ValueError(f"Complex data not supported: {name} is complex")
+    if array.dtype == object:
+        return array.astype(np.float64)  # numpy's own TypeError names an element that is not a number
+    if not (np.issubdtype(array.dtype, np.number) or array.dtype == bool):
+        try:
+            array = array.astype(np.float64)
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"{name} must be numeric; got dtype {array.dtype}") from error
+    return array.astype(np.float64, copy=False)
+
+
+def check_X(X, *, n_features=None, estimator=None, name="X"):
+    """A finite float64 (n_samples, n_features) array, or a ValueError naming what is wrong."""
+    if X is None:
+        raise ValueError(f"{name} must be an array of shape (n_samples, n_features), not None")
+    if hasattr(X, "toarray") and hasattr(X, "nnz"):
+        raise TypeError(f"{name} is a sparse matrix; pass a dense array (e.g. X.toarray())")
+    X = _to_float_array(X, name)
+    if X.ndim != 2:
+        raise ValueError(
+            f"Expected 2D array, got {'scalar' if X.ndim == 0 else f'{X.ndim}D'} array instead: {name} "
+            "must have shape (n_samples, n_features). Reshape your data either using array.reshape(-1, 1) "
+            "if your data has a single feature or array.reshape(1, -1) if it contains a single sample."
+        )
+    if X.shape[0] < 1:
+        raise ValueError(f"Found array with 0 sample(s) (shape={X.shape}) while a minimum of 1 is required.")
+    if X.shape[1] < 1:
+        raise ValueError(f"Found array with 0 feature(s) (shape={X.shape}) while a minimum of 1 is required.")
+    if not np.isfinite(X).all():
+        raise ValueError(f"Input {name} contains NaN or infinity.")
+    if n_features is not None and X.shape[1] != n_features:
+        owner = type(estimator).__name__ if estimator is not None else "the estimator"
+        raise ValueError(
+            f"X has {X.shape[1]} features, but {owner} is expecting {n_features} features as input."
+        )
+    return X
+
+
+def check_y(y, n_samples, *, name="y"):
+    """A finite 1-D float64 target of ``n_samples`` values."""
+    if y is None:
+        raise ValueError("requires y to be passed, but the target y is None")
+    y = _to_float_array(y, name)
+    if y.ndim == 2 and y.shape[1] == 1:
+        warnings.warn(
+            "A column-vector y was passed when a 1d array was expected. Please change the shape of y to "
+            "(n_samples,), for example using ravel().",
+            DataConversionWarning,
+            stacklevel=3,
+        )
+        y = y[:, 0]
+    if y.ndim != 1:
+        raise ValueError(f"{name} must be 1-dimensional (n_samples,); got shape {y.shape}")
+    if len(y) != n_samples:
+        raise ValueError(
+            f"Found input variables with inconsistent numbers of samples: [{n_samples}, {len(y)}]"
+        )
+    if not np.isfinite(y).all():
+        raise ValueError(f"Input {name} contains NaN or infinity.")
+    return y
+
+
+def check_positive_int(value, name):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"{name} must be a positive integer; got {value!r}")
+    return int(value)
+
+
+def check_positive_float(value, name, *, allow_zero=False):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not np.isfinite(value):
+        raise ValueError(f"{name} must be a finite number; got {value!r}")
+    if value < 0 or (value == 0 and not allow_zero):
+        raise ValueError(f"{name} must be {'>= 0' if allow_zero else '> 0'}; got {value!r}")
+    return float(value)
+
+
+__all__ = [
+    "BaseEstimator",
+    "ClassifierMixin",
+    "DataConversionWarning",
+    "NotFittedError",
+    "RegressorMixin",
+    "check_X",
+    "check_is_fitted",
+    "check_positive_float",
+    "check_positive_int",
+    "check_y",
+]

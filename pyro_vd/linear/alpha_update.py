@@ -1,0 +1,99 @@
+r"""The one-dimensional dropout-rate update of variational dropout for linear models."""
+
+import numpy as np
+import torch
+
+from ..distributions.kl_log_uniform import kl_log_uniform, kl_log_uniform_grad
+
+#: log α is searched in [LOG_ALPHA_MIN, LOG_ALPHA_MAX]; the upper end stands for α = ∞ (θ pruned).
+LOG_ALPHA_MIN = -30.0
+LOG_ALPHA_MAX = 60.0
+#: Optima beyond this are reported as ``max_log_alpha`` (α = ∞): the KL is below 1e-15 there.
+LOG_ALPHA_INFINITE = 35.0
+_GRID_STEP = 0.25
+
+
+def optimal_log_alpha(c, method="exact", *, max_log_alpha=LOG_ALPHA_MAX, bisections=50):
+    r"""
+    :math:`\arg\max_{t} \; -c\,e^{t} - \mathrm{KL}(t)` elementwise, :math:`t = \log\alpha`, :math:`c \ge 0`:
+    the update of each :math:`\alpha_d` given the rest, with :math:`c_d = \tfrac{\beta}{2}\theta_d^2\sum_n
+    x_{nd}^2` for regression (the term :math:`-\tfrac\beta2\kappa_d\theta_d^2`,
+    :math:`\kappa_d = \alpha_d\sum_n x_{nd}^2`).
+
+    With the exact KL the objective is concave (its derivative :math:`-ce^t + xF(x)` decreases), so
+    the maximizer is the unique root; for the approximations it is found the same way after a grid
+    search for the best bracket. :math:`c = 0` gives ``max_log_alpha`` (α → ∞).
+
+    :param numpy.ndarray c: the coefficients, shape (d,).
+    :param str method: the KL (see :func:`~pyro_vd.distributions.kl_log_uniform`).
+    :param float max_log_alpha: the upper end of the search (also the result for c = 0).
+    :returns: numpy float64 array of log α, shape (d,).
+    """
+    c = np.asarray(c, dtype=np.float64)
+    result = np.full(c.shape, float(max_log_alpha))
+    positive = c > 0
+    if not positive.any():
+        return result
+    cp = torch.as_tensor(c[positive])
+    grid = torch.arange(LOG_ALPHA_MIN, max_log_alpha + _GRID_STEP / 2, _GRID_STEP, dtype=torch.float64)
+    # Objective on the grid (d, g); the best grid point brackets the maximizer within one step.
+    values = -cp[:, None] * grid.exp()[None, :] - kl_log_uniform(grid, method)[None, :]
+    best = values.argmax(dim=1)
+    low = (grid[best] - _GRID_STEP).clamp(min=LOG_ALPHA_MIN)
+    high = (grid[best] + _GRID_STEP).clamp(max=max_log_alpha)
+
+    def derivative(t):
+        return -cp * t.exp() - kl_log_uniform_grad(t, method)
+
+    for _ in range(bisections):
+        middle = 0.5 * (low + high)
+        rising = derivative(middle) > 0
+        low = torch.where(rising, middle, low)
+        high = torch.where(rising, high, middle)
+    found = 0.5 * (low + high)
+    found = torch.where(found >= min(LOG_ALPHA_INFINITE, max_log_alpha), float(max_log_alpha), found)
+    result[positive] = found.numpy()
+    return result
+
+
+def optimal_log_alpha_profile(q, method="exact", *, max_log_alpha=LOG_ALPHA_MAX, bisections=50):
+    r"""
+    :math:`\arg\max_t \; q/(1 + e^t) - \mathrm{KL}(t)` elementwise, :math:`q \ge 0`: the joint update of
+    :math:`(\theta_d, \alpha_d)` given the other weights. For linear regression, maximizing the ELBO
+    over :math:`\theta_d` for a fixed :math:`\alpha_d` leaves
+    :math:`\frac{\beta r_d^2}{2S_{dd}(1+\alpha_d)} - \mathrm{KL}(\alpha_d)` with :math:`r_d` the
+    correlation of feature :math:`d` with the residual of the others, so
+    :math:`q_d = \beta r_d^2 / (2S_{dd})`.
+    As :math:`\alpha \to \infty` the derivative is :math:`(\tfrac12 - q)/\alpha`: a feature with
+    :math:`q < \tfrac12` has its supremum at :math:`\alpha = \infty` (pruned in one step, where the plain
+    :math:`\alpha` update only grows it by a constant factor per sweep).
+
+    :returns: numpy float64 array of log α (``max_log_alpha`` where the supremum is at α = ∞).
+    """
+    q = np.asarray(q, dtype=np.float64)
+    result = np.full(q.shape, float(max_log_alpha))
+    positive = q > 0
+    if not positive.any():
+        return result
+    qp = torch.as_tensor(q[positive])
+    grid = torch.arange(LOG_ALPHA_MIN, max_log_alpha + _GRID_STEP / 2, _GRID_STEP, dtype=torch.float64)
+    values = qp[:, None] * torch.sigmoid(-grid)[None, :] - kl_log_uniform(grid, method)[None, :]
+    best = values.argmax(dim=1)
+    at_top = best == len(grid) - 1
+    low = (grid[best] - _GRID_STEP).clamp(min=LOG_ALPHA_MIN)
+    high = (grid[best] + _GRID_STEP).clamp(max=max_log_alpha)
+
+    def derivative(t):
+        s = torch.sigmoid(t)
+        return -qp * s * (1.0 - s) - kl_log_uniform_grad(t, method)
+
+    for _ in range(bisections):
+        middle = 0.5 * (low + high)
+        rising = derivative(middle) > 0
+        low = torch.where(rising, middle, low)
+        high = torch.where(rising, high, middle)
+    found = 0.5 * (low + high)
+    infinite = at_top | (found >= min(LOG_ALPHA_INFINITE, max_log_alpha))
+    found = torch.where(infinite, torch.full_like(found, float(max_log_alpha)), found)
+    result[positive] = found.numpy()
+    return result

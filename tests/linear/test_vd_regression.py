@@ -1,0 +1,147 @@
+import itertools
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from pyro_vd.distributions import kl_log_uniform
+from pyro_vd.linear import VDRegression, optimal_log_alpha, optimal_log_alpha_profile
+
+
+def _data(n=300, d=30, relevant=5, noise=0.1, seed=0):
+    rng = np.random.default_rng(seed)
+    w = np.zeros(d)
+    w[:relevant] = rng.normal(size=relevant) + np.sign(rng.normal(size=relevant))  # |w| ≳ 1
+    X = rng.normal(size=(n, d))
+    return X, X @ w + np.sqrt(noise) * rng.normal(size=n), w
+
+
+@pytest.mark.parametrize("method", ["exact", "molchanov"])
+def test_alpha_updates_maximize_their_objectives(method):
+    grid = torch.linspace(-30, 60, 180001, dtype=torch.float64)
+    kl = kl_log_uniform(grid, method)
+    for c in (1e-6, 0.01, 1.0, 100.0):
+        brute = grid[(-c * grid.exp() - kl).argmax()].item()
+        assert optimal_log_alpha(np.array([c]), method)[0] == pytest.approx(brute, abs=2e-3)
+    for q in (0.3, 0.6, 2.0, 50.0):
+        values = q * torch.sigmoid(-grid) - kl
+        brute = grid[values.argmax()].item()
+        found = optimal_log_alpha_profile(np.array([q]), method)[0]
+        if q < 0.5:
+            assert found == 60.0  # supremum at α = ∞
+        else:
+            assert found == pytest.approx(brute, abs=2e-3)
+    assert optimal_log_alpha(np.array([0.0]))[0] == 60.0
+
+
+def test_recovers_relevant_features():
+    X, y, w = _data()
+    model = VDRegression().fit(X, y)
+    assert model.relevance_[:5].all()
+    # Chance correlations keep a few noise features (seeds 0-7: 0 to 2 of 25, here 2).
+    assert model.relevance_[5:].sum() <= 2
+    assert np.allclose(model.coef_[:5], w[:5], atol=0.05)
+    assert (model.coef_[model.log_alpha_ >= model.max_log_alpha] == 0).all()
+    assert 1 / model.noise_precision_ == pytest.approx(0.1, rel=0.3)
+    assert model.n_iter_ < model.max_iter
+
+
+def test_theta_is_the_exact_update():
+    """At convergence θ = (XᵀX + diag κ)⁻¹ Xᵀt on the centered data, κ_d = α_d Σ x_nd² (plus, not minus)."""
+    X, y, _ = _data(seed=1)
+    model = VDRegression(tol=1e-10).fit(X, y)
+    Xc, yc = X - X.mean(0), y - y.mean()
+    kept = model.log_alpha_ < model.max_log_alpha
+    kappa = np.exp(model.log_alpha_[kept]) * (Xc[:, kept] ** 2).sum(0)
+    theta = np.linalg.solve(Xc[:, kept].T @ Xc[:, kept] + np.diag(kappa), Xc[:, kept].T @ yc)
+    assert np.allclose(model.coef_[kept], theta, atol=1e-8)
+
+
+def test_partial_fit_equals_fit():
+    X, y, _ = _data(n=1000, d=20, seed=2)
+    full = VDRegression().fit(X, y)
+    chunked = VDRegression()
+    for start in range(0, 1000, 137):
+        chunked.partial_fit(X[start : start + 137], y[start : start + 137])
+    assert np.allclose(chunked.coef_, full.coef_, atol=1e-10)
+    assert np.allclose(chunked.log_alpha_, full.log_alpha_, atol=1e-6)
+    assert chunked.intercept_ == pytest.approx(full.intercept_, abs=1e-10)
+
+
+def test_predict_with_std():
+    X, y, _ = _data(seed=3)
+    model = VDRegression().fit(X, y)
+    mean, std = model.predict(X[:7], return_std=True)
+    assert mean.shape == std.shape == (7,)
+    assert (std >= np.sqrt(1 / model.noise_precision_) - 1e-12).all()
+    assert np.allclose(mean, model.predict(X[:7]))
+
+
+def test_elbo_increases_with_more_sweeps():
+    X, y, _ = _data(seed=4)
+    elbos = [VDRegression(max_iter=k, tol=1e-12).fit(X, y).elbo_ for k in (1, 2, 5, 50)]
+    assert all(b >= a - 1e-6 for a, b in itertools.pairwise(elbos))
+
+
+@pytest.mark.parametrize(
+    ("case", "make"),
+    [
+        ("constant y", lambda X, y: (X, np.full_like(y, 3.0))),
+        ("constant column", lambda X, y: (np.column_stack([X, np.ones(len(X))]), y)),
+        ("duplicated column", lambda X, y: (np.column_stack([X, X[:, 0]]), y)),
+        ("n < d", lambda X, y: (X[:10], y[:10])),
+        ("one feature", lambda X, y: (X[:, :1], y)),
+        ("one sample", lambda X, y: (X[:1], y[:1])),
+    ],
+)
+def test_hard_data_fits(case, make):
+    X, y, _ = _data(seed=5)
+    X, y = make(X, y)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model = VDRegression().fit(X, y)
+    prediction = model.predict(X)
+    assert np.isfinite(prediction).all() and np.isfinite(model.coef_).all()
+    if case == "constant y":
+        assert np.allclose(prediction, 3.0) and not model.relevance_.any()
+    if case == "constant column":
+        assert not model.relevance_[-1]
+
+
+@pytest.mark.parametrize(
+    ("X", "y", "match"),
+    [
+        (np.array([[1.0, np.nan]]), np.array([1.0]), "NaN or infinity"),
+        (np.array([[1.0, 2.0]]), np.array([np.inf]), "NaN or infinity"),
+        (np.array([1.0, 2.0]), np.array([1.0, 2.0]), "Expected 2D array"),
+        (np.ones((3, 2)), np.ones(4), "inconsistent numbers of samples"),
+        (np.ones((3, 2)), np.ones((3, 2)), "1-dimensional"),
+        (np.ones((3, 2)), None, "requires y"),
+    ],
+)
+def test_bad_input(X, y, match):
+    with pytest.raises(ValueError, match=match):
+        VDRegression().fit(X, y)
+
+
+def test_bad_parameters_and_unfitted():
+    X, y, _ = _data()
+    with pytest.raises(ValueError, match="kl method"):
+        VDRegression(kl_method="mc").fit(X, y)
+    with pytest.raises(ValueError, match="max_iter"):
+        VDRegression(max_iter=0).fit(X, y)
+    with pytest.raises(ValueError, match="not fitted"):
+        VDRegression().predict(X)
+    model = VDRegression().fit(X, y)
+    with pytest.raises(ValueError, match="X has 3 features, but VDRegression is expecting 30"):
+        model.predict(X[:, :3])
+
+
+def test_scikit_learn_estimator_checks():
+    pytest.importorskip("sklearn")
+    from sklearn.utils.estimator_checks import check_estimator
+
+    failures = check_estimator(VDRegression(), on_fail=None, on_skip=None)
+    problems = [f"{r['check_name']}: {r['exception']}" for r in failures if r["status"] == "failed"]
+    assert not problems, "\n".join(problems)
