@@ -1,0 +1,78 @@
+import numpy as np
+import pytest
+import torch
+
+from pyro_vd.linear import VDClassifier
+from pyro_vd.linear.vd_classifier import expected_log_sigmoid, expected_sigmoid, gauss_hermite
+
+
+def _data(n=400, d=20, relevant=4, seed=0, classes=2):
+    rng = np.random.default_rng(seed)
+    W = np.zeros((classes if classes > 2 else 1, d))
+    W[:, :relevant] = rng.choice([-1, 1], size=(W.shape[0], relevant)) * (
+        1.5 + rng.random((W.shape[0], relevant))
+    )
+    X = rng.normal(size=(n, d))
+    logits = X @ W.T
+    if classes == 2:
+        y = (rng.random(n) < 1 / (1 + np.exp(-logits[:, 0]))).astype(int)
+    else:  # labels drawn from the softmax: separable data would let |θ| grow without bound
+        p = np.exp(logits - logits.max(1, keepdims=True))
+        p /= p.sum(1, keepdims=True)
+        y = (rng.random((n, 1)) > p.cumsum(1)).sum(1)
+    return X, y
+
+
+def test_quadrature_against_monte_carlo():
+    nodes, weights = gauss_hermite(32)
+    m, s = (
+        torch.tensor([0.3, -2.0, 4.0], dtype=torch.float64),
+        torch.tensor([0.5, 2.0, 7.0], dtype=torch.float64),
+    )
+    z = torch.randn(2_000_000, 1, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    mc = torch.nn.functional.logsigmoid(m + s * z).mean(0)
+    se = torch.nn.functional.logsigmoid(m + s * z).std(0) / 2_000_000**0.5
+    assert ((expected_log_sigmoid(m, s, nodes, weights) - mc).abs() < 5 * se).all()
+    assert torch.allclose(
+        expected_sigmoid(m, torch.zeros(3, dtype=torch.float64), nodes, weights), torch.sigmoid(m)
+    )
+
+
+def test_binary_relevance_and_accuracy():
+    X, y = _data()
+    model = VDClassifier().fit(X, y)
+    assert model.relevance_[:4].all() and model.relevance_[4:].sum() <= 2
+    assert model.score(X, y) > 0.85
+    proba = model.predict_proba(X)
+    assert proba.shape == (400, 2) and np.allclose(proba.sum(1), 1)
+    assert (model.predict(X) == model.classes_[(proba[:, 1] > 0.5).astype(int)]).all()
+
+
+def test_multiclass_one_vs_rest_and_string_labels():
+    X, y = _data(n=600, classes=3, seed=1)
+    labels = np.array(["a", "b", "c"])[y]
+    model = VDClassifier().fit(X, labels)
+    assert model.coef_.shape == (3, 20) and list(model.classes_) == ["a", "b", "c"]
+    assert model.score(X, labels) > 0.7
+    assert model.relevance_[:4].all()
+
+
+def test_bad_labels():
+    X, _ = _data()
+    with pytest.raises(ValueError, match="got 1 class"):
+        VDClassifier().fit(X, np.zeros(len(X)))
+    with pytest.raises(ValueError, match="continuous"):
+        VDClassifier().fit(X, np.linspace(0, 1, len(X)))
+    with pytest.raises(ValueError, match="NaN"):
+        VDClassifier().fit(X, np.full(len(X), np.nan))
+    with pytest.raises(ValueError, match="not fitted"):
+        VDClassifier().predict(X)
+
+
+def test_scikit_learn_estimator_checks():
+    pytest.importorskip("sklearn")
+    from sklearn.utils.estimator_checks import check_estimator
+
+    failures = check_estimator(VDClassifier(max_iter=50), on_fail=None, on_skip=None)
+    problems = [f"{r['check_name']}: {r['exception']}" for r in failures if r["status"] == "failed"]
+    assert not problems, "\n".join(problems)
