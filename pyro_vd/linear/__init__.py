@@ -1,8 +1,11 @@
 """Variational dropout and ARD baselines for linear models (scikit-learn conventions)."""
 
 from .alpha_update import optimal_log_alpha, optimal_log_alpha_profile
+from .ard_update import fast_ard_alpha
+from .gkl_classifier import GKLClassifier
 from .gkl_regression import GKLRegression
 from .relevance import DEFAULT_ALPHA_BOUND, DEFAULT_LOG_ALPHA_THRESHOLD
+from .rvc import RVC
 from .rvr import RVR
 from .vd_classifier import VDClassifier
 from .vd_regression import VDRegression
@@ -10,10 +13,13 @@ from .vd_regression import VDRegression
 __all__ = [
     "DEFAULT_ALPHA_BOUND",
     "DEFAULT_LOG_ALPHA_THRESHOLD",
+    "RVC",
     "RVR",
+    "GKLClassifier",
     "GKLRegression",
     "VDClassifier",
     "VDRegression",
+    "fast_ard_alpha",
     "optimal_log_alpha",
     "optimal_log_alpha_profile",
 ]

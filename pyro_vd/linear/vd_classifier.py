@@ -1,20 +1,12 @@
 r"""Variational dropout for logistic regression, with Gauss–Hermite quadrature."""
 
-import warnings
-
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from ..distributions.kl_log_uniform import check_kl_method, kl_log_uniform_additive
-from ._base import (
-    BaseEstimator,
-    ClassifierMixin,
-    DataConversionWarning,
-    check_is_fitted,
-    check_positive_int,
-    check_X,
-)
+from ._base import check_positive_int
+from ._classifier import LinearClassifierBase
 from .relevance import DEFAULT_LOG_ALPHA_THRESHOLD
 
 
@@ -37,7 +29,7 @@ def expected_sigmoid(m, s, nodes, weights):
     return (torch.sigmoid(m[..., None] + s[..., None] * nodes) * weights).sum(-1)
 
 
-class VDClassifier(ClassifierMixin, BaseEstimator):
+class VDClassifier(LinearClassifierBase):
     r"""
     Variational dropout for logistic regression (the seed's VD-RVC). Model:
     :math:`p(t_n = \pm1 \mid x_n, w) = \sigma(t_n (w^\top x_n + b))`, prior
@@ -88,47 +80,22 @@ class VDClassifier(ClassifierMixin, BaseEstimator):
         self.threshold = threshold
         self.random_state = random_state
 
-    def fit(self, X, y):
-        X = check_X(X)
-        if y is None:
-            raise ValueError("requires y to be passed, but the target y is None")
-        y = np.asarray(y)
-        if y.ndim == 2 and y.shape[1] == 1:
-            warnings.warn(
-                "A column-vector y was passed when a 1d array was expected. Please change the shape of y "
-                "to (n_samples,), for example using ravel().",
-                DataConversionWarning,
-                stacklevel=2,
-            )
-            y = y[:, 0]
-        if y.ndim != 1 or len(y) != X.shape[0]:
-            raise ValueError(f"y must have shape ({X.shape[0]},); got {y.shape}")
-        if y.dtype.kind == "f" and not np.isfinite(y).all():
-            raise ValueError("Input y contains NaN or infinity.")
-        if y.dtype.kind == "f" and not np.all(np.mod(y, 1) == 0):
-            raise ValueError("Unknown label type: continuous targets; VDClassifier needs class labels")
+    def _check_params(self):
         check_kl_method(self.kl_method)
         check_positive_int(self.n_quadrature, "n_quadrature")
         check_positive_int(self.max_iter, "max_iter")
-        self.classes_ = np.unique(y)
-        if len(self.classes_) < 2:
-            raise ValueError(
-                f"VDClassifier needs samples of at least 2 classes; got 1 class ({self.classes_[0]!r})"
-            )
-        self.n_features_in_ = X.shape[1]
-        Xt = torch.tensor(X)  # a copy: X may be a read-only memmap
-        problems = [self.classes_[1:]] if len(self.classes_) == 2 else [[c] for c in self.classes_]
-        fits = [self._fit_binary(Xt, torch.as_tensor(np.where(np.isin(y, p), 1.0, -1.0))) for p in problems]
-        self.coef_ = np.stack([f[0] for f in fits]) if len(fits) > 1 else fits[0][0]
-        self.log_alpha_ = np.stack([f[1] for f in fits]) if len(fits) > 1 else fits[0][1]
-        self.intercept_ = np.array([f[2] for f in fits]) if len(fits) > 1 else fits[0][2]
-        self._log_sigma2 = np.stack([f[3] for f in fits]) if len(fits) > 1 else fits[0][3]
-        self.n_iter_ = max(f[4] for f in fits)
-        relevant = np.atleast_2d(self.log_alpha_) <= self.threshold
-        self.relevance_ = relevant.any(0)
-        return self
+
+    def _set_relevance(self):
+        self.log_alpha_ = (
+            np.stack([f["log_alpha"] for f in self._fits])
+            if len(self._fits) > 1
+            else self._fits[0]["log_alpha"]
+        )
+        self.relevance_ = (np.atleast_2d(self.log_alpha_) <= self.threshold).any(0)
 
     def _fit_binary(self, X, t):
+        X = torch.tensor(X)  # a copy: X may be a read-only memmap
+        t = torch.as_tensor(2.0 * t - 1.0)  # {0, 1} → {−1, +1}
         generator = torch.Generator().manual_seed(int(self.random_state))
         d = X.shape[1]
         theta = (0.01 * torch.randn(d, generator=generator, dtype=torch.float64)).requires_grad_()
@@ -160,43 +127,17 @@ class VDClassifier(ClassifierMixin, BaseEstimator):
         optimizer.step(closure)
         with torch.no_grad():
             log_alpha = log_sigma2 - theta.square().clamp_min(torch.finfo(torch.float64).tiny).log()
-        return (
-            theta.detach().numpy().copy(),
-            log_alpha.numpy().copy(),
-            float(bias.detach()),
-            log_sigma2.detach().numpy().copy(),
-            optimizer.state[optimizer._params[0]].get("n_iter", evaluations[0]),
-        )
+        return {
+            "coef": theta.detach().numpy().copy(),
+            "log_alpha": log_alpha.numpy().copy(),
+            "intercept": float(bias.detach()),
+            "log_sigma2": log_sigma2.detach().numpy().copy(),
+            "n_iter": optimizer.state[optimizer._params[0]].get("n_iter", evaluations[0]),
+        }
 
-    def _binary_proba(self, X, theta, log_sigma2, bias):
+    def _binary_proba(self, X, fit):
         nodes, weights = gauss_hermite(self.n_quadrature)
         X = torch.tensor(X)
-        m = X @ torch.as_tensor(theta) + bias
-        s = ((X * X) @ torch.as_tensor(log_sigma2).exp()).clamp_min(0).sqrt()
+        m = X @ torch.as_tensor(fit["coef"]) + fit["intercept"]
+        s = ((X * X) @ torch.as_tensor(fit["log_sigma2"]).exp()).clamp_min(0).sqrt()
         return expected_sigmoid(m, s, nodes, weights).numpy()
-
-    def predict_proba(self, X):
-        """Predictive class probabilities, shape (n_samples, n_classes)."""
-        check_is_fitted(self)
-        X = check_X(X, n_features=self.n_features_in_, estimator=self)
-        if len(self.classes_) == 2:
-            p = self._binary_proba(X, self.coef_, self._log_sigma2, self.intercept_)
-            return np.column_stack([1.0 - p, p])
-        p = np.column_stack(
-            [
-                self._binary_proba(X, self.coef_[k], self._log_sigma2[k], self.intercept_[k])
-                for k in range(len(self.classes_))
-            ]
-        )
-        return p / p.sum(1, keepdims=True)
-
-    def decision_function(self, X):
-        """Log-odds of the predictive probability (binary) or per class (one-vs-rest)."""
-        p = np.clip(self.predict_proba(X), 1e-300, 1.0)
-        if len(self.classes_) == 2:
-            return np.log(p[:, 1]) - np.log(p[:, 0])
-        return np.log(p)
-
-    def predict(self, X):
-        proba = self.predict_proba(X)
-        return self.classes_[np.argmax(proba, axis=1)]

@@ -2,6 +2,7 @@
 
 from . import architectures
 from .lenet import BayesianMLP, LeNet5, LeNet300100, LeNet500300
+from .linear import LinearRegression, LogisticRegression
 from .vd_model import LIKELIHOODS, WEIGHT_LAYERS, VDModel, bayesianize
 
 __all__ = [
@@ -11,6 +12,8 @@ __all__ = [
     "LeNet5",
     "LeNet300100",
     "LeNet500300",
+    "LinearRegression",
+    "LogisticRegression",
     "VDModel",
     "architectures",
     "bayesianize",

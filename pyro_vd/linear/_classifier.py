@@ -1,0 +1,82 @@
+"""Shared machinery of the linear classifiers: label checks and one-vs-rest."""
+
+import warnings
+
+import numpy as np
+
+from ._base import BaseEstimator, ClassifierMixin, DataConversionWarning, check_is_fitted, check_X
+
+
+class LinearClassifierBase(ClassifierMixin, BaseEstimator):
+    """
+    Binary models fitted by ``_fit_binary(X, t)`` (``t`` in {0, 1}, returns a dict with ``coef``,
+    ``intercept`` and whatever ``_binary_proba`` needs); more than two classes: one model per class
+    against the rest, probabilities normalized. Fitted ``coef_`` has shape (n_features,) for two
+    classes and (n_classes, n_features) otherwise.
+    """
+
+    def _check_targets(self, X, y):
+        if y is None:
+            raise ValueError("requires y to be passed, but the target y is None")
+        y = np.asarray(y)
+        if y.ndim == 2 and y.shape[1] == 1:
+            warnings.warn(
+                "A column-vector y was passed when a 1d array was expected. Please change the shape of y "
+                "to (n_samples,), for example using ravel().",
+                DataConversionWarning,
+                stacklevel=3,
+            )
+            y = y[:, 0]
+        if y.ndim != 1 or len(y) != X.shape[0]:
+            raise ValueError(f"y must have shape ({X.shape[0]},); got {y.shape}")
+        if y.dtype.kind == "f" and not np.isfinite(y).all():
+            raise ValueError("Input y contains NaN or infinity.")
+        if y.dtype.kind == "f" and not np.all(np.mod(y, 1) == 0):
+            raise ValueError(
+                f"Unknown label type: continuous targets; {type(self).__name__} needs class labels"
+            )
+        classes = np.unique(y)
+        if len(classes) < 2:
+            raise ValueError(
+                f"{type(self).__name__} needs samples of at least 2 classes; got 1 class ({classes[0]!r})"
+            )
+        return y, classes
+
+    def fit(self, X, y):
+        X = check_X(X)
+        y, self.classes_ = self._check_targets(X, y)
+        self._check_params()
+        self.n_features_in_ = X.shape[1]
+        problems = [self.classes_[1:]] if len(self.classes_) == 2 else [[c] for c in self.classes_]
+        self._fits = [self._fit_binary(X, np.isin(y, p).astype(np.float64)) for p in problems]
+        stack = (
+            (lambda key: np.stack([f[key] for f in self._fits]))
+            if len(self._fits) > 1
+            else (lambda key: self._fits[0][key])
+        )
+        self.coef_ = stack("coef")
+        self.intercept_ = stack("intercept")
+        self._set_relevance()
+        self.n_iter_ = max(f["n_iter"] for f in self._fits)
+        return self
+
+    def predict_proba(self, X):
+        """Predictive class probabilities, shape (n_samples, n_classes)."""
+        check_is_fitted(self)
+        X = check_X(X, n_features=self.n_features_in_, estimator=self)
+        if len(self.classes_) == 2:
+            p = self._binary_proba(X, self._fits[0])
+            return np.column_stack([1.0 - p, p])
+        p = np.column_stack([self._binary_proba(X, fit) for fit in self._fits])
+        return p / np.clip(p.sum(1, keepdims=True), 1e-300, None)
+
+    def decision_function(self, X):
+        """Log-odds of the predictive probability (binary) or log probabilities (one-vs-rest)."""
+        p = np.clip(self.predict_proba(X), 1e-300, 1.0)
+        if len(self.classes_) == 2:
+            return np.log(p[:, 1]) - np.log(p[:, 0])
+        return np.log(p)
+
+    def predict(self, X):
+        proba = self.predict_proba(X)
+        return self.classes_[np.argmax(proba, axis=1)]
