@@ -1,0 +1,233 @@
+"""
+The seed's ARD experiments: variational dropout against the relevance vector machine (Type-II maximum
+likelihood) and Gaussian-KL variational ARD, for linear and logistic regression.
+
+* :func:`more_features` — 1000 objects, 10 relevant + 990 irrelevant features (the seed's table).
+* :func:`minibatch` — 100 000 × 100 (10 relevant): fit time and relevance of every method, and of the
+  minibatch SVI versions at batch sizes of 0.1 %, 1 % and 10 % of the data (the seed's plots).
+
+scikit-learn rows (``ARDRegression``, L1-penalized logistic regression) appear when it is installed.
+"""
+
+import inspect
+import time
+
+import numpy as np
+import pyro
+import torch
+
+from ..guides import AutoVariationalDropout
+from ..inference import VariationalDropoutELBO
+from ..linear import RVC, RVR, GKLClassifier, GKLRegression, VDClassifier, VDRegression
+from ..linear.rvc import _mode
+from ..models import LinearRegression, LogisticRegression
+from ..poutine import local_reparameterization
+from .ard_data import make_ard_classification, make_ard_regression
+
+
+def _row(method, metric, value, relevance, n_relevant, seconds):
+    relevance = np.asarray(relevance, bool)
+    return {
+        "method": method,
+        "metric": metric,
+        "value": float(value),
+        "pruned": int((~relevance[n_relevant:]).sum()),
+        "n_irrelevant": int(len(relevance) - n_relevant),
+        "kept": int(relevance[:n_relevant].sum()),
+        "n_relevant": int(n_relevant),
+        "seconds": float(seconds),
+    }
+
+
+def _timed(fit):
+    start = time.perf_counter()
+    result = fit()
+    return result, time.perf_counter() - start
+
+
+def _sklearn():
+    try:
+        from sklearn import linear_model
+    except ImportError:  # pragma: no cover - scikit-learn is a test/benchmark dependency
+        return None
+    return linear_model
+
+
+def regression_rows(X, y, X_test, y_test, n_relevant, *, include=None, log=print):
+    """One row per regression method: test MSE, irrelevant pruned, relevant kept, fit seconds."""
+    methods = {"VD-RVR": VDRegression, "RVR": RVR, "G-KL RVR": GKLRegression}
+    rows = []
+    for name, estimator in methods.items():
+        if include is not None and name not in include:
+            continue
+        model, seconds = _timed(lambda estimator=estimator: estimator().fit(X, y))
+        mse = np.mean((model.predict(X_test) - y_test) ** 2)
+        rows.append(_row(name, "test MSE", mse, model.relevance_, n_relevant, seconds))
+        log(f"  {name}: MSE {mse:.4f}, {seconds:.2f} s")
+    linear_model = _sklearn()
+    if linear_model is not None and (include is None or "sklearn ARDRegression" in include):
+        model, seconds = _timed(lambda: linear_model.ARDRegression().fit(X, y))
+        mse = np.mean((model.predict(X_test) - y_test) ** 2)
+        rows.append(
+            _row(
+                "sklearn ARDRegression",
+                "test MSE",
+                mse,
+                model.lambda_ < model.threshold_lambda,
+                n_relevant,
+                seconds,
+            )
+        )
+    # Oracle: least squares on the relevant features only.
+    (coef, intercept), seconds = _timed(lambda: _least_squares(X[:, :n_relevant], y))
+    mse = np.mean((X_test[:, :n_relevant] @ coef + intercept - y_test) ** 2)
+    relevance = np.arange(X.shape[1]) < n_relevant
+    rows.append(_row("oracle (relevant features only)", "test MSE", mse, relevance, n_relevant, seconds))
+    return rows
+
+
+def classification_rows(X, y, X_test, y_test, n_relevant, *, include=None, log=print):
+    """One row per classification method: test accuracy, irrelevant pruned, relevant kept, fit seconds."""
+    methods = {"VD-RVC": VDClassifier, "RVC": RVC, "G-KL RVC": GKLClassifier}
+    rows = []
+    for name, estimator in methods.items():
+        if include is not None and name not in include:
+            continue
+        model, seconds = _timed(lambda estimator=estimator: estimator().fit(X, y))
+        accuracy = np.mean(model.predict(X_test) == y_test)
+        rows.append(_row(name, "test accuracy", accuracy, model.relevance_, n_relevant, seconds))
+        log(f"  {name}: accuracy {accuracy:.4f}, {seconds:.2f} s")
+    linear_model = _sklearn()
+    if linear_model is not None and (include is None or "L1 logistic regression" in include):
+        options = {"Cs": 10, "cv": 5, "l1_ratios": [1.0], "solver": "liblinear", "max_iter": 1000}
+        options["scoring"] = "accuracy"
+        if "use_legacy_attributes" in inspect.signature(linear_model.LogisticRegressionCV).parameters:
+            options["use_legacy_attributes"] = False  # scikit-learn >= 1.9
+        model, seconds = _timed(lambda: linear_model.LogisticRegressionCV(**options).fit(X, y))
+        accuracy = np.mean(model.predict(X_test) == y_test)
+        rows.append(
+            _row(
+                "L1 logistic regression (CV)",
+                "test accuracy",
+                accuracy,
+                np.ravel(model.coef_) != 0,
+                n_relevant,
+                seconds,
+            )
+        )
+    # Oracle: unpenalized logistic regression on the relevant features only.
+    Phi = np.column_stack([X[:, :n_relevant], np.ones(len(X))])
+    (w, _), seconds = _timed(
+        lambda: _mode(Phi, y.astype(float), np.full(n_relevant + 1, 1e-8), np.zeros(n_relevant + 1))
+    )
+    accuracy = np.mean(((X_test[:, :n_relevant] @ w[:-1] + w[-1]) > 0) == y_test)
+    relevance = np.arange(X.shape[1]) < n_relevant
+    rows.append(
+        _row("oracle (relevant features only)", "test accuracy", accuracy, relevance, n_relevant, seconds)
+    )
+    return rows
+
+
+def _least_squares(X, y):
+    Xc = np.column_stack([X, np.ones(len(X))])
+    solution = np.linalg.lstsq(Xc, y, rcond=None)[0]
+    return solution[:-1], solution[-1]
+
+
+def more_features(*, n=1000, d=1000, n_relevant=10, seed=0, include=None, log=print):
+    """
+    The seed's "more features" experiment: ``n`` objects, ``n_relevant`` relevant and ``d - n_relevant``
+    irrelevant features, test sets of 10 000 rows (:mod:`~pyro_vd.experiments.ard_data`).
+
+    :returns: ``{"regression": [rows], "classification": [rows], "config": {...}}``.
+    """
+    log("regression")
+    reg = regression_rows(
+        *make_ard_regression(n, d, n_relevant, seed=seed)[:4], n_relevant, include=include, log=log
+    )
+    log("classification")
+    clf = classification_rows(
+        *make_ard_classification(n, d, n_relevant, seed=seed)[:4], n_relevant, include=include, log=log
+    )
+    return {
+        "regression": reg,
+        "classification": clf,
+        "config": {"n": n, "d": d, "n_relevant": n_relevant, "seed": seed},
+    }
+
+
+def svi_linear(X, y, *, classification, batch_size, epochs, lr=0.01, seed=0):
+    """Minibatch SVI of the Pyro linear models (LRT, exact KL); returns (θ, log α, bias, seconds)."""
+    pyro.clear_param_store()
+    pyro.set_rng_seed(seed)
+    n, d = X.shape
+    model = (LogisticRegression if classification else LinearRegression)(d, num_data=n)
+    guide = AutoVariationalDropout(model)
+    svi = pyro.infer.SVI(model, guide, pyro.optim.Adam({"lr": lr}), VariationalDropoutELBO(kl_method="exact"))
+    Xt, yt = torch.tensor(X, dtype=torch.float32), torch.tensor(y, dtype=torch.float32)
+    start = time.perf_counter()
+    with local_reparameterization():
+        for _ in range(epochs):
+            order = torch.randperm(n)
+            for i in range(0, n, batch_size):
+                index = order[i : i + batch_size]
+                svi.step(Xt[index], yt[index])
+    seconds = time.perf_counter() - start
+    bias = float(pyro.param("net.bias").detach()[0])
+    return (
+        guide.get_theta("net.weight")[0].numpy(),
+        guide.get_log_alpha("net.weight")[0].numpy(),
+        bias,
+        seconds,
+    )
+
+
+def minibatch(*, n=100000, d=100, n_relevant=10, fractions=(0.001, 0.01, 0.1), epochs=3, seed=0, log=print):
+    """
+    The seed's 100 000 × 100 experiment: every full-data method, and minibatch SVI at each batch
+    ``fraction`` of the data (``epochs`` passes each).
+
+    :returns: ``{"regression": [rows], "classification": [rows], "config": {...}}``.
+    """
+    result = {
+        "config": {"n": n, "d": d, "n_relevant": n_relevant, "fractions": list(fractions), "epochs": epochs}
+    }
+    for task, make, rows_fn in (
+        ("regression", make_ard_regression, regression_rows),
+        ("classification", make_ard_classification, classification_rows),
+    ):
+        log(task)
+        X, y, X_test, y_test, _ = make(n, d, n_relevant, seed=seed)
+        rows = rows_fn(X, y, X_test, y_test, n_relevant, log=log)
+        for fraction in fractions:
+            batch = max(1, round(fraction * n))
+            theta, log_alpha, bias, seconds = svi_linear(
+                X, y, classification=task == "classification", batch_size=batch, epochs=epochs, seed=seed
+            )
+            prediction = X_test @ theta + bias
+            if task == "classification":
+                metric, value = "test accuracy", np.mean((prediction > 0) == y_test)
+            else:
+                metric, value = "test MSE", np.mean((prediction - y_test) ** 2)
+            name = f"VD SVI, batch {100 * fraction:g} %"
+            rows.append(_row(name, metric, value, log_alpha <= 3.0, n_relevant, seconds))
+            log(f"  {name}: {metric} {value:.4f}, {seconds:.1f} s")
+        result[task] = rows
+    return result
+
+
+def format_rows(rows):
+    """A Markdown table of experiment rows."""
+    if not rows:
+        return ""
+    metric = rows[0]["metric"]
+    lines = [
+        f"| method | {metric} | irrelevant pruned | relevant kept | fit s |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['method']} | {r['value']:.4f} | {r['pruned']}/{r['n_irrelevant']} "
+            f"| {r['kept']}/{r['n_relevant']} | {r['seconds']:.2f} |"
+        )
+    return "\n".join(lines)
