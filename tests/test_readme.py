@@ -36,3 +36,10 @@ def test_readme_neural_example_runs():
     assert report.compression > 5
     assert (namespace["small"](namespace["x"]).argmax(-1) == namespace["y"]).float().mean() > 0.95
     assert "compression" in stdout
+
+
+def test_readme_linear_example_runs():
+    _, namespace, stdout = _run_block(2)
+    assert namespace["vd"].relevance_[:10].all()
+    assert "test MSE" in stdout
+    assert namespace["std"].shape == (3,)

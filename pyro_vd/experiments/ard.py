@@ -182,7 +182,9 @@ def svi_linear(X, y, *, classification, batch_size, epochs, lr=0.01, seed=0):
     )
 
 
-def minibatch(*, n=100000, d=100, n_relevant=10, fractions=(0.001, 0.01, 0.1), epochs=3, seed=0, log=print):
+def minibatch(
+    *, n=100000, d=100, n_relevant=10, fractions=(0.001, 0.01, 0.1), epochs=3, seed=0, include=None, log=print
+):
     """
     The seed's 100 000 × 100 experiment: every full-data method, and minibatch SVI at each batch
     ``fraction`` of the data (``epochs`` passes each).
@@ -198,7 +200,7 @@ def minibatch(*, n=100000, d=100, n_relevant=10, fractions=(0.001, 0.01, 0.1), e
     ):
         log(task)
         X, y, X_test, y_test, _ = make(n, d, n_relevant, seed=seed)
-        rows = rows_fn(X, y, X_test, y_test, n_relevant, log=log)
+        rows = rows_fn(X, y, X_test, y_test, n_relevant, include=include, log=log)
         for fraction in fractions:
             batch = max(1, round(fraction * n))
             theta, log_alpha, bias, seconds = svi_linear(

@@ -22,7 +22,15 @@ def test_more_features_rows():
 
 
 def test_minibatch_rows():
-    result = minibatch(n=2000, d=12, n_relevant=3, fractions=(0.05, 0.5), epochs=2, log=lambda _: None)
+    result = minibatch(
+        n=2000,
+        d=12,
+        n_relevant=3,
+        fractions=(0.05, 0.5),
+        epochs=2,
+        include={"VD-RVR", "VD-RVC"},
+        log=lambda _: None,
+    )
     names = [r["method"] for r in result["regression"]]
     assert "VD SVI, batch 5 %" in names and "VD SVI, batch 50 %" in names
     assert len(result["classification"]) == len(result["regression"]) - (

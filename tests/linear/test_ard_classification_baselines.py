@@ -48,6 +48,7 @@ def test_scikit_learn_estimator_checks(estimator):
     pytest.importorskip("sklearn")
     from sklearn.utils.estimator_checks import check_estimator
 
-    failures = check_estimator(estimator(max_iter=10), on_fail=None, on_skip=None)
+    small = {"max_iter": 5, "inner_iter": 20} if estimator is GKLClassifier else {"max_iter": 10}
+    failures = check_estimator(estimator(**small), on_fail=None, on_skip=None)
     problems = [f"{r['check_name']}: {r['exception']}" for r in failures if r["status"] == "failed"]
     assert not problems, "\n".join(problems)

@@ -73,6 +73,6 @@ def test_scikit_learn_estimator_checks():
     pytest.importorskip("sklearn")
     from sklearn.utils.estimator_checks import check_estimator
 
-    failures = check_estimator(VDClassifier(max_iter=50), on_fail=None, on_skip=None)
+    failures = check_estimator(VDClassifier(max_iter=20, n_quadrature=8), on_fail=None, on_skip=None)
     problems = [f"{r['check_name']}: {r['exception']}" for r in failures if r["status"] == "failed"]
     assert not problems, "\n".join(problems)
