@@ -114,19 +114,24 @@ def check_X(X, *, n_features=None, estimator=None, name="X"):
     return X
 
 
-def check_y(y, n_samples, *, name="y"):
-    """A finite 1-D float64 target of ``n_samples`` values."""
-    if y is None:
-        raise ValueError("requires y to be passed, but the target y is None")
-    y = _to_float_array(y, name)
+def flatten_column(y):
+    """A column vector (n, 1) as (n,), with scikit-learn's DataConversionWarning; anything else as is."""
     if y.ndim == 2 and y.shape[1] == 1:
         warnings.warn(
             "A column-vector y was passed when a 1d array was expected. Please change the shape of y to "
             "(n_samples,), for example using ravel().",
             DataConversionWarning,
-            stacklevel=3,
+            stacklevel=4,
         )
-        y = y[:, 0]
+        return y[:, 0]
+    return y
+
+
+def check_y(y, n_samples, *, name="y"):
+    """A finite 1-D float64 target of ``n_samples`` values."""
+    if y is None:
+        raise ValueError("requires y to be passed, but the target y is None")
+    y = flatten_column(_to_float_array(y, name))
     if y.ndim != 1:
         raise ValueError(f"{name} must be 1-dimensional (n_samples,); got shape {y.shape}")
     if len(y) != n_samples:
@@ -163,4 +168,5 @@ __all__ = [
     "check_positive_float",
     "check_positive_int",
     "check_y",
+    "flatten_column",
 ]

@@ -1,10 +1,8 @@
 """Shared machinery of the linear classifiers: label checks and one-vs-rest."""
 
-import warnings
-
 import numpy as np
 
-from ._base import BaseEstimator, ClassifierMixin, DataConversionWarning, check_is_fitted, check_X
+from ._base import BaseEstimator, ClassifierMixin, check_is_fitted, check_X, flatten_column
 
 
 class LinearClassifierBase(ClassifierMixin, BaseEstimator):
@@ -18,15 +16,7 @@ class LinearClassifierBase(ClassifierMixin, BaseEstimator):
     def _check_targets(self, X, y):
         if y is None:
             raise ValueError("requires y to be passed, but the target y is None")
-        y = np.asarray(y)
-        if y.ndim == 2 and y.shape[1] == 1:
-            warnings.warn(
-                "A column-vector y was passed when a 1d array was expected. Please change the shape of y "
-                "to (n_samples,), for example using ravel().",
-                DataConversionWarning,
-                stacklevel=3,
-            )
-            y = y[:, 0]
+        y = flatten_column(np.asarray(y))
         if y.ndim != 1 or len(y) != X.shape[0]:
             raise ValueError(f"y must have shape ({X.shape[0]},); got {y.shape}")
         if y.dtype.kind == "f" and not np.isfinite(y).all():

@@ -30,30 +30,14 @@ def optimal_log_alpha(c, method="exact", *, max_log_alpha=LOG_ALPHA_MAX, bisecti
     :returns: numpy float64 array of log α, shape (d,).
     """
     c = np.asarray(c, dtype=np.float64)
-    result = np.full(c.shape, float(max_log_alpha))
-    positive = c > 0
-    if not positive.any():
-        return result
-    cp = torch.as_tensor(c[positive])
-    grid = torch.arange(LOG_ALPHA_MIN, max_log_alpha + _GRID_STEP / 2, _GRID_STEP, dtype=torch.float64)
-    # Objective on the grid (d, g); the best grid point brackets the maximizer within one step.
-    values = -cp[:, None] * grid.exp()[None, :] - kl_log_uniform(grid, method)[None, :]
-    best = values.argmax(dim=1)
-    low = (grid[best] - _GRID_STEP).clamp(min=LOG_ALPHA_MIN)
-    high = (grid[best] + _GRID_STEP).clamp(max=max_log_alpha)
 
-    def derivative(t):
+    def objective(t, cp):
+        return -cp[:, None] * t.exp()[None, :] - kl_log_uniform(t, method)[None, :]
+
+    def derivative(t, cp):
         return -cp * t.exp() - kl_log_uniform_grad(t, method)
 
-    for _ in range(bisections):
-        middle = 0.5 * (low + high)
-        rising = derivative(middle) > 0
-        low = torch.where(rising, middle, low)
-        high = torch.where(rising, high, middle)
-    found = 0.5 * (low + high)
-    found = torch.where(found >= min(LOG_ALPHA_INFINITE, max_log_alpha), float(max_log_alpha), found)
-    result[positive] = found.numpy()
-    return result
+    return _maximize(c, objective, derivative, max_log_alpha, bisections)
 
 
 def optimal_log_alpha_profile(q, method="exact", *, max_log_alpha=LOG_ALPHA_MAX, bisections=50):
@@ -71,29 +55,40 @@ def optimal_log_alpha_profile(q, method="exact", *, max_log_alpha=LOG_ALPHA_MAX,
     :returns: numpy float64 array of log α (``max_log_alpha`` where the supremum is at α = ∞).
     """
     q = np.asarray(q, dtype=np.float64)
-    result = np.full(q.shape, float(max_log_alpha))
-    positive = q > 0
-    if not positive.any():
-        return result
-    qp = torch.as_tensor(q[positive])
-    grid = torch.arange(LOG_ALPHA_MIN, max_log_alpha + _GRID_STEP / 2, _GRID_STEP, dtype=torch.float64)
-    values = qp[:, None] * torch.sigmoid(-grid)[None, :] - kl_log_uniform(grid, method)[None, :]
-    best = values.argmax(dim=1)
-    at_top = best == len(grid) - 1
-    low = (grid[best] - _GRID_STEP).clamp(min=LOG_ALPHA_MIN)
-    high = (grid[best] + _GRID_STEP).clamp(max=max_log_alpha)
 
-    def derivative(t):
+    def objective(t, qp):
+        return qp[:, None] * torch.sigmoid(-t)[None, :] - kl_log_uniform(t, method)[None, :]
+
+    def derivative(t, qp):
         s = torch.sigmoid(t)
         return -qp * s * (1.0 - s) - kl_log_uniform_grad(t, method)
 
+    return _maximize(q, objective, derivative, max_log_alpha, bisections)
+
+
+def _maximize(coefficients, objective, derivative, max_log_alpha, bisections):
+    """
+    Per coefficient > 0, the maximizer over t ∈ [LOG_ALPHA_MIN, max_log_alpha] of ``objective``: the best
+    point of a 0.25-spaced grid, refined by bisection on ``derivative`` within one grid step. A maximizer
+    at the top of the grid or past LOG_ALPHA_INFINITE is reported as ``max_log_alpha`` (α = ∞), and so
+    is every coefficient ≤ 0.
+    """
+    result = np.full(coefficients.shape, float(max_log_alpha))
+    positive = coefficients > 0
+    if not positive.any():
+        return result
+    cp = torch.as_tensor(coefficients[positive])
+    grid = torch.arange(LOG_ALPHA_MIN, max_log_alpha + _GRID_STEP / 2, _GRID_STEP, dtype=torch.float64)
+    best = objective(grid, cp).argmax(dim=1)
+    at_top = best == len(grid) - 1
+    low = (grid[best] - _GRID_STEP).clamp(min=LOG_ALPHA_MIN)
+    high = (grid[best] + _GRID_STEP).clamp(max=max_log_alpha)
     for _ in range(bisections):
         middle = 0.5 * (low + high)
-        rising = derivative(middle) > 0
+        rising = derivative(middle, cp) > 0
         low = torch.where(rising, middle, low)
         high = torch.where(rising, high, middle)
     found = 0.5 * (low + high)
     infinite = at_top | (found >= min(LOG_ALPHA_INFINITE, max_log_alpha))
-    found = torch.where(infinite, torch.full_like(found, float(max_log_alpha)), found)
-    result[positive] = found.numpy()
+    result[positive] = torch.where(infinite, torch.full_like(found, float(max_log_alpha)), found).numpy()
     return result
