@@ -12,27 +12,41 @@ from .vd_classifier import expected_log_sigmoid, expected_sigmoid, gauss_hermite
 _ALPHA_PRUNE = 1e12
 
 
-def _fit_q(X, t, alpha, m0, L0, b0, nodes, weights, max_iter):
-    """Maximize the G-KL bound over q = N(m, LLᵀ) and the intercept for fixed α (torch L-BFGS)."""
+def _fit_q(X, t, alpha, m0, log_lambda0, b0, nodes, weights, max_iter):
+    r"""
+    Maximize the G-KL bound over q = N(m, S) and the intercept for fixed α (torch L-BFGS), with S in the
+    form the optimum takes, :math:`S^{-1} = A + X^\top\Lambda X` with Λ diagonal (Opper & Archambeau
+    2009): n + d + 1 parameters instead of d(d + 1)/2 + d + 1.
+
+    :returns: (m, L with LLᵀ = S, b, bound, λ, data precision P = XᵀΛX).
+    """
     m = torch.tensor(m0, requires_grad=True)
-    lower = torch.tensor(np.tril(L0, -1), requires_grad=True)
-    log_diag = torch.tensor(np.log(np.clip(np.diag(L0), 1e-8, None)), requires_grad=True)
+    log_lambda = torch.tensor(log_lambda0, requires_grad=True)
     b = torch.tensor(b0, requires_grad=True)
+    eye = torch.eye(len(m0), dtype=torch.float64)
     optimizer = torch.optim.LBFGS(
-        [m, lower, log_diag, b],
+        [m, log_lambda, b],
         max_iter=max_iter,
         line_search_fn="strong_wolfe",
         tolerance_grad=1e-8,
         tolerance_change=1e-10,
     )
 
+    def parts():
+        precision = torch.diag(alpha) + (X.T * log_lambda.exp()) @ X
+        C = torch.linalg.cholesky(precision)
+        C_inv = torch.linalg.solve_triangular(C, eye, upper=False)  # S = C⁻ᵀ C⁻¹
+        return precision, C, C_inv
+
     def negative_bound():
-        L = torch.tril(lower, -1) + torch.diag(log_diag.exp())
+        _, C, C_inv = parts()
         mu = t * (X @ m + b)
-        s = (X @ L).square().sum(1).clamp_min(1e-300).sqrt()
+        s = (C_inv @ X.T).square().sum(0).clamp_min(1e-300).sqrt()  # s_n² = ‖C⁻¹ x_n‖²
         data = expected_log_sigmoid(mu, s, nodes, weights).sum()
-        kl = 0.5 * ((alpha * (L.square().sum(1) + m.square())).sum() - len(m) - alpha.log().sum())
-        return kl - log_diag.sum() - data  # log|S| = 2 Σ log L_ii
+        s_diag = C_inv.square().sum(0)
+        log_det_s = -2.0 * C.diagonal().log().sum()
+        kl = 0.5 * ((alpha * (s_diag + m.square())).sum() - len(m) - alpha.log().sum() - log_det_s)
+        return kl - data
 
     def closure():
         optimizer.zero_grad()
@@ -42,23 +56,32 @@ def _fit_q(X, t, alpha, m0, L0, b0, nodes, weights, max_iter):
 
     optimizer.step(closure)
     with torch.no_grad():
-        L = (torch.tril(lower, -1) + torch.diag(log_diag.exp())).numpy()
-        elbo = -float(negative_bound())
-    return m.detach().numpy().copy(), L, float(b.detach()), elbo
+        precision, _, C_inv = parts()
+        bound = -float(negative_bound())
+        data_precision = precision - torch.diag(alpha)
+    return (
+        m.detach().numpy().copy(),
+        C_inv.T.numpy().copy(),
+        float(b.detach()),
+        bound,
+        log_lambda.detach().numpy().copy(),
+        data_precision.numpy(),
+    )
 
 
 class GKLClassifier(LinearClassifierBase):
     r"""
     Gaussian-KL variational inference (Challis & Barber 2013) with an ARD prior for logistic regression:
-    a full-covariance :math:`q(w) = \mathcal{N}(m, S)`, :math:`S = LL^\top`, maximizes
+    a full-covariance :math:`q(w) = \mathcal{N}(m, S)` maximizes
 
     .. math::
 
         \mathcal{L} = \sum_n \int \log\sigma\big(t_n(\mu_n + s_n y)\big)\mathcal{N}(y\mid0,1)\,dy
         - \mathrm{KL}\big(\mathcal{N}(m, S)\,\|\,\mathcal{N}(0, \operatorname{diag}\alpha^{-1})\big),
 
-    :math:`\mu_n = x_n^\top m + b`, :math:`s_n^2 = \|L^\top x_n\|^2` (Gauss–Hermite quadrature, torch
-    L-BFGS over :math:`m`, :math:`L` and the intercept b), and α is updated on the bound,
+    :math:`\mu_n = x_n^\top m + b`, :math:`s_n^2 = x_n^\top S x_n` (Gauss–Hermite quadrature; torch L-BFGS
+    over :math:`m`, the intercept b and Λ in :math:`S^{-1} = A + X^\top\Lambda X`, the form the optimum
+    takes), and α is updated on the bound,
     :math:`\alpha_d = 1/(m_d^2 + S_{dd})` at the fixed point, reached by the fast ARD step on the bound's
     Gaussian view of the likelihood (:func:`~pyro_vd.linear.ard_update.fast_ard_alpha`, with
     :math:`P = S^{-1} - A`), alternating until α settles; weights whose α passes 1e12 leave
@@ -95,29 +118,27 @@ class GKLClassifier(LinearClassifierBase):
         alpha = np.where(usable, 1.0, np.inf)
         m = np.zeros(d)
         L_full = np.zeros((d, d))
+        log_lambda = np.full(len(X), np.log(0.25))  # the curvature of log σ at 0
         bias = 0.0
         elbo = -np.inf
         n_iter = 0
-        for n_iter in range(1, self.max_iter + 1):
+        for n_iter in range(1, self.max_iter + 1):  # noqa: B007
             active = np.flatnonzero(alpha < _ALPHA_PRUNE)
             Xa = X_all[:, active]
             a = torch.as_tensor(alpha[active])
-            start = L_full[np.ix_(active, active)] if n_iter > 1 else np.diag(1.0 / np.sqrt(alpha[active]))
-            m_active, L, bias, elbo = _fit_q(
-                Xa, t, a, m[active], start, bias, nodes, weights, self.inner_iter
-            )
+            fitted = _fit_q(Xa, t, a, m[active], log_lambda, bias, nodes, weights, self.inner_iter)
+            m_active, L, bias, elbo, log_lambda, P = fitted
             m = np.zeros(d)
             m[active] = m_active
             L_full = np.zeros((d, d))
             L_full[np.ix_(active, active)] = L
             new_alpha = np.full(d, np.inf)
-            # Fast ARD step: the optimal S satisfies S⁻¹ = A + P (P the data precision, Opper & Archambeau
-            # 2009), so the bound's Gaussian view of the likelihood is (P, r = S⁻¹m).
+            # Fast ARD step on the bound's Gaussian view of the likelihood: precision P = XᵀΛX and
+            # linear term S⁻¹m.
             S_active = L @ L.T
-            precision = np.linalg.inv(S_active)
-            precision = 0.5 * (precision + precision.T)
-            P = precision - np.diag(alpha[active])
-            new_alpha[active] = fast_ard_alpha(P, precision @ m[active], alpha[active], S_active)
+            new_alpha[active] = fast_ard_alpha(
+                P, (P + np.diag(alpha[active])) @ m_active, alpha[active], S_active
+            )
             new_alpha[new_alpha >= _ALPHA_PRUNE] = np.inf
             kept = np.isfinite(new_alpha) & np.isfinite(alpha)
             change = np.max(np.abs(np.log(new_alpha[kept]) - np.log(alpha[kept]))) if kept.any() else 0.0
