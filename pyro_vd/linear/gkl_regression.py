@@ -6,13 +6,10 @@ from ._base import (
     BaseEstimator,
     RegressorMixin,
     check_is_fitted,
-    check_positive_float,
-    check_positive_int,
     check_X,
-    check_y,
 )
 from .relevance import DEFAULT_ALPHA_BOUND
-from .rvr import _centered_statistics
+from .rvr import prepare_ard_regression
 from .vd_regression import _solve_spd
 
 #: Bases whose prior precision passes this are removed from the computation (their weight is 0).
@@ -53,18 +50,10 @@ class GKLRegression(RegressorMixin, BaseEstimator):
         self.alpha_bound = alpha_bound
 
     def fit(self, X, y):
-        X = check_X(X)
-        y = check_y(y, X.shape[0])
-        check_positive_int(self.max_iter, "max_iter")
-        check_positive_float(self.tol, "tol")
-        check_positive_float(self.alpha_bound, "alpha_bound")
-        n, d = X.shape
-        x_mean, y_mean, G, Xt, tt = _centered_statistics(X, y, self.fit_intercept)
-        self.n_features_in_ = d
-        diag = np.diag(G)
-        usable = diag > 1e-12 * max(diag.max(), np.finfo(float).tiny)
+        n, x_mean, y_mean, G, Xt, tt, diag, usable, yy = prepare_ard_regression(self, X, y)
+        d = len(diag)
         alpha = np.where(usable, 1.0, np.inf)
-        floor = 1e-12 * max(y @ y, n * np.finfo(float).tiny)
+        floor = 1e-12 * max(yy, n * np.finfo(float).tiny)
         beta = n / max(tt, floor)
         m = np.zeros(d)
         S_active = np.zeros((0, 0))

@@ -24,6 +24,24 @@ def _centered_statistics(X, y, fit_intercept):
     return x_mean, y_mean, Xc.T @ Xc, Xc.T @ yc, float(yc @ yc)
 
 
+def prepare_ard_regression(estimator, X, y):
+    """
+    Checks and statistics shared by the ARD regressors: validated ``X``, ``y`` and parameters, then
+    ``(n, x_mean, y_mean, G = XᵀX, Xᵀt, tᵀt, diag G, usable)`` on centered data, where ``usable`` marks
+    the non-constant columns; sets ``n_features_in_``.
+    """
+    X = check_X(X)
+    y = check_y(y, X.shape[0])
+    check_positive_int(estimator.max_iter, "max_iter")
+    check_positive_float(estimator.tol, "tol")
+    check_positive_float(estimator.alpha_bound, "alpha_bound")
+    estimator.n_features_in_ = X.shape[1]
+    x_mean, y_mean, G, Xt, tt = _centered_statistics(X, y, estimator.fit_intercept)
+    diag = np.diag(G).copy()
+    usable = diag > 1e-12 * max(diag.max(), np.finfo(float).tiny)
+    return X.shape[0], x_mean, y_mean, G, Xt, tt, diag, usable, float(y @ y)
+
+
 class RVR(RegressorMixin, BaseEstimator):
     r"""
     Relevance vector regression (Tipping 2001): :math:`t \sim \mathcal{N}(\Phi w, \beta^{-1})`,
@@ -63,20 +81,12 @@ class RVR(RegressorMixin, BaseEstimator):
         self.alpha_bound = alpha_bound
 
     def fit(self, X, y):
-        X = check_X(X)
-        y = check_y(y, X.shape[0])
-        check_positive_int(self.max_iter, "max_iter")
-        check_positive_float(self.tol, "tol")
-        check_positive_float(self.alpha_bound, "alpha_bound")
-        n, d = X.shape
-        x_mean, y_mean, G, Phi_t, tt = _centered_statistics(X, y, self.fit_intercept)
-        self.n_features_in_ = d
-        diag = np.diag(G).copy()
-        usable = diag > 1e-12 * max(diag.max(), np.finfo(float).tiny)
+        n, x_mean, y_mean, G, Phi_t, tt, diag, usable, yy = prepare_ard_regression(self, X, y)
+        d = len(diag)
         alpha = np.full(d, np.inf)
         beta = 1.0 / max(0.1 * tt / n, 1e-12 * max(tt / n, 1e-300) + 1e-300)
         n_iter = 0
-        if usable.any() and tt > 1e-12 * max(y @ y, 1e-300):
+        if usable.any() and tt > 1e-12 * max(yy, 1e-300):
             # Start from the basis best aligned with the target.
             score = np.where(usable, Phi_t**2 / np.where(usable, diag, 1.0), -np.inf)
             first = int(np.argmax(score))
