@@ -128,16 +128,21 @@ def _horner(coefficients, index, s):
     return torch.addcmul(c0, s, torch.addcmul(c1, s, torch.addcmul(c2, s, c3)))
 
 
+def _value(log_alpha):
+    """KL(log α) without autograd, and the grid position (index, s) that the slope reuses."""
+    kl_coef, _ = _tables(log_alpha.dtype, log_alpha.device)
+    index, s = _locate(log_alpha)
+    kl = _horner(kl_coef, index, s)
+    # Beyond T_MIN the KL is linear in log α with slope -1/2 (exact to e^{T_MIN}).
+    return kl.add_((T_MIN - log_alpha).clamp_(min=0.0), alpha=0.5), index, s
+
+
 class _ExactKL(torch.autograd.Function):
     @staticmethod
     def forward(ctx, log_alpha):
-        kl_coef, grad_coef = _tables(log_alpha.dtype, log_alpha.device)
-        index, s = _locate(log_alpha)
-        kl = _horner(kl_coef, index, s)
-        # Beyond T_MIN the KL is linear in log α with slope -1/2 (exact to e^{T_MIN}).
-        kl = kl.add_((T_MIN - log_alpha).clamp_(min=0.0), alpha=0.5)
+        kl, index, s = _value(log_alpha)
         ctx.save_for_backward(index, s)
-        ctx.grad_coef = grad_coef
+        ctx.grad_coef = _tables(log_alpha.dtype, log_alpha.device)[1]
         return kl
 
     @staticmethod
@@ -147,12 +152,9 @@ class _ExactKL(torch.autograd.Function):
         return grad_output * _horner(ctx.grad_coef, index, s)
 
 
-def exact_kl_value_and_slope(log_alpha, slope=True):
-    """KL(log α) and, if asked, dKL/d log α, without autograd (for fused callers)."""
-    kl_coef, grad_coef = _tables(log_alpha.dtype, log_alpha.device)
-    index, s = _locate(log_alpha)
-    kl = _horner(kl_coef, index, s).add_((T_MIN - log_alpha).clamp_(min=0.0), alpha=0.5)
-    return kl, (_horner(grad_coef, index, s) if slope else None)
+def exact_kl_value(log_alpha):
+    """KL(log α) without autograd (for fused callers)."""
+    return _value(log_alpha)[0]
 
 
 def exact_kl_slope(log_alpha):

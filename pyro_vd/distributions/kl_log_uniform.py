@@ -15,7 +15,7 @@ import numbers
 import torch
 import torch.nn.functional as F
 
-from .exact_kl import exact_kl, exact_kl_slope, exact_kl_value_and_slope
+from .exact_kl import exact_kl, exact_kl_slope, exact_kl_value
 
 EULER_GAMMA = 0.5772156649015329
 
@@ -65,12 +65,18 @@ def kl_log_uniform_grad(log_alpha, method=DEFAULT_KL_METHOD):
     """
     check_kl_method(method)
     with torch.no_grad():
-        if method == "exact":
-            return exact_kl_slope(log_alpha)
-        if method == "kingma":
-            return _kingma_slope(log_alpha)
+        return _slope(log_alpha, method)
+
+
+def _slope(log_alpha, method, s=None):
+    """dKL/d log α by ``method``; for Molchanov's, ``s`` = σ(−k2 − k3 log α) if already computed."""
+    if method == "exact":
+        return exact_kl_slope(log_alpha)
+    if method == "kingma":
+        return _kingma_slope(log_alpha)
+    if s is None:
         s = torch.sigmoid(log_alpha * -MOLCHANOV_K3 - MOLCHANOV_K2)
-        return s.mul(1.0 - s).mul_(-MOLCHANOV_K1 * MOLCHANOV_K3).add_(torch.sigmoid(-log_alpha), alpha=-0.5)
+    return s.mul(1.0 - s).mul_(-MOLCHANOV_K1 * MOLCHANOV_K3).add_(torch.sigmoid(-log_alpha), alpha=-0.5)
 
 
 def _molchanov_parts(log_alpha):
@@ -90,7 +96,7 @@ class _AdditiveKL(torch.autograd.Function):
         if method == "molchanov":
             kl, saved = _molchanov_parts(log_alpha)
         elif method == "exact":
-            kl, _ = exact_kl_value_and_slope(log_alpha, slope=False)
+            kl = exact_kl_value(log_alpha)
         else:
             kl = _kl_kingma(log_alpha)
         ctx.save_for_backward(theta, log_alpha, saved)
@@ -101,14 +107,7 @@ class _AdditiveKL(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_output):
         theta, log_alpha, s = ctx.saved_tensors
-        if ctx.method == "molchanov":
-            # dKL/d log α = −k1 k3 s (1 − s) − ½ σ(−log α)
-            slope = s.mul(1.0 - s).mul_(-MOLCHANOV_K1 * MOLCHANOV_K3)
-            slope.add_(torch.sigmoid(-log_alpha), alpha=-0.5)
-        elif ctx.method == "exact":
-            slope = exact_kl_slope(log_alpha)
-        else:
-            slope = _kingma_slope(log_alpha)
+        slope = _slope(log_alpha, ctx.method, s)
         grad_log_sigma2 = slope.mul_(grad_output)
         # d log α / dθ = −2/θ, zero where θ² was floored at the dtype's tiny.
         tiny = torch.finfo(theta.dtype).tiny

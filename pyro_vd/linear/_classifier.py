@@ -39,16 +39,17 @@ class LinearClassifierBase(ClassifierMixin, BaseEstimator):
         self.n_features_in_ = X.shape[1]
         problems = [self.classes_[1:]] if len(self.classes_) == 2 else [[c] for c in self.classes_]
         self._fits = [self._fit_binary(X, np.isin(y, p).astype(np.float64)) for p in problems]
-        stack = (
-            (lambda key: np.stack([f[key] for f in self._fits]))
-            if len(self._fits) > 1
-            else (lambda key: self._fits[0][key])
-        )
-        self.coef_ = stack("coef")
-        self.intercept_ = stack("intercept")
+        self.coef_ = self._stacked("coef")
+        self.intercept_ = self._stacked("intercept")
         self._set_relevance()
         self.n_iter_ = max(f["n_iter"] for f in self._fits)
         return self
+
+    def _stacked(self, key):
+        """``key`` of the single binary fit, or stacked over the one-vs-rest fits (one row per class)."""
+        if len(self._fits) == 1:
+            return self._fits[0][key]
+        return np.stack([fit[key] for fit in self._fits])
 
     def predict_proba(self, X):
         """Predictive class probabilities, shape (n_samples, n_classes)."""

@@ -150,8 +150,7 @@ class GKLClassifier(LinearClassifierBase):
         return {"coef": m, "intercept": bias, "alpha": alpha, "L": L_full, "elbo": elbo, "n_iter": n_iter}
 
     def _set_relevance(self):
-        alphas = [f["alpha"] for f in self._fits]
-        self.alpha_ = np.stack(alphas) if len(alphas) > 1 else alphas[0]
+        self.alpha_ = self._stacked("alpha")
         self.relevance_ = (np.atleast_2d(self.alpha_) < self.alpha_bound).any(0)
         self.elbo_ = [f["elbo"] for f in self._fits]
 

@@ -121,8 +121,7 @@ class RVC(LinearClassifierBase):
         }
 
     def _set_relevance(self):
-        alphas = [f["alpha"] for f in self._fits]
-        self.alpha_ = np.stack(alphas) if len(alphas) > 1 else alphas[0]
+        self.alpha_ = self._stacked("alpha")
         self.relevance_ = (np.atleast_2d(self.alpha_) < self.alpha_bound).any(0)
 
     def _binary_proba(self, X, fit):

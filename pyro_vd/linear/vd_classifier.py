@@ -86,11 +86,7 @@ class VDClassifier(LinearClassifierBase):
         check_positive_int(self.max_iter, "max_iter")
 
     def _set_relevance(self):
-        self.log_alpha_ = (
-            np.stack([f["log_alpha"] for f in self._fits])
-            if len(self._fits) > 1
-            else self._fits[0]["log_alpha"]
-        )
+        self.log_alpha_ = self._stacked("log_alpha")
         self.relevance_ = (np.atleast_2d(self.log_alpha_) <= self.threshold).any(0)
 
     def _fit_binary(self, X, t):

@@ -4,7 +4,6 @@ from pyro.distributions import Independent, Normal
 from pyro.poutine.messenger import Messenger
 from torch.distributions import Normal as TorchNormal
 
-from ..distributions.vd_normal import VDNormal
 from .local_reparameterization import LocalReparamWeight
 
 
@@ -53,11 +52,8 @@ class LocalReparameterizationMessenger(Messenger):
         base = _normal_base(msg["fn"])
         if base is None:
             return
-        if isinstance(base, VDNormal):
-            var = base.log_sigma2.exp()
-        else:
-            var = base.scale.square()
-        msg["value"] = LocalReparamWeight(base.loc, var)
+        # VDNormal.variance is exp(log σ²) straight from its parameters; a Normal's is scale².
+        msg["value"] = LocalReparamWeight(base.loc, base.variance)
         msg["done"] = True
 
 
