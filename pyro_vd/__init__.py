@@ -5,13 +5,22 @@ from .distributions import (
     DEFAULT_KL_METHOD,
     KL_METHODS,
     LogUniform,
+    TruncatedLogNormal,
+    TruncatedLogUniform,
     VDNormal,
     exact_kl,
     kl_log_uniform,
 )
 from .guides import AutoVariationalDropout
-from .inference import VariationalDropoutELBO, deterministic, linear_warmup, sparsity
-from .models import bayesianize
+from .inference import (
+    VariationalDropoutELBO,
+    deterministic,
+    linear_warmup,
+    neuron_sparsity,
+    prune_neurons,
+    sparsity,
+)
+from .models import NeuronNoise, bayesianize
 from .poutine import local_reparameterization
 
 __version__ = "0.1.0"
@@ -21,6 +30,9 @@ __all__ = [
     "KL_METHODS",
     "AutoVariationalDropout",
     "LogUniform",
+    "NeuronNoise",
+    "TruncatedLogNormal",
+    "TruncatedLogUniform",
     "VDNormal",
     "VariationalDropoutELBO",
     "__version__",
@@ -34,6 +46,8 @@ __all__ = [
     "linear_warmup",
     "local_reparameterization",
     "models",
+    "neuron_sparsity",
     "poutine",
+    "prune_neurons",
     "sparsity",
 ]

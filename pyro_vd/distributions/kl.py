@@ -11,13 +11,21 @@ KL divergences to the :class:`LogUniform` prior, registered with
   given directly (``LogUniform(event_shape=(d,))``): the elementwise KL summed over the event.
   ``Independent ‖ Independent`` (``LogUniform().to_event(n)``) is Pyro's own rule, which unwraps
   both sides and lands on one of the rules above.
+* ``TruncatedLogNormal ‖ TruncatedLogUniform`` — structured dropout's neuron noise (Neklyudov et al.
+  2017): the KL between the distributions of log θ (a KL is invariant under the bijection log),
+  :math:`-H[\log\theta] + \log(b_p - a_p)`, when the guide's interval lies inside the prior's (else ∞).
 """
 
+import math
+
+import torch
 from pyro.distributions.util import broadcast_shape, sum_rightmost
 from torch.distributions import Independent, Normal, kl_divergence, register_kl
 
 from .kl_log_uniform import DEFAULT_KL_METHOD, kl_log_uniform
 from .log_uniform import LogUniform
+from .truncated_log_normal import TruncatedLogNormal
+from .truncated_log_uniform import TruncatedLogUniform
 from .vd_normal import VDNormal, _log_theta2
 
 
@@ -58,6 +66,14 @@ def _kl_independent_loguniform(q, p):
     base_prior = LogUniform(p.batch_shape + p.event_shape[:n], p.event_shape[n:], validate_args=False)
     kl = kl_divergence(q.base_dist, base_prior)
     return sum_rightmost(kl, n)
+
+
+@register_kl(TruncatedLogNormal, TruncatedLogUniform)
+def _kl_truncatedlognormal_truncatedloguniform(q, p):
+    kl = math.log(p.high - p.low) - q.entropy_log()
+    if q.low < p.low or q.high > p.high:  # q puts mass where the prior has none
+        kl = torch.full_like(kl, math.inf)
+    return _broadcast_to_batch(kl, q, p)
 
 
 __all__ = []

@@ -1,4 +1,5 @@
-"""The automatic variational dropout guide: q(w) = N(θ, αθ²) at every LogUniform site of a model."""
+"""The automatic variational dropout guide: q(w) = N(θ, αθ²) at every LogUniform site of a model, and a
+truncated log-normal at every neuron-noise (TruncatedLogUniform) site."""
 
 import math
 from contextlib import ExitStack
@@ -16,16 +17,28 @@ from torch.distributions import constraints
 
 from ..distributions.kl_log_uniform import DEFAULT_KL_METHOD, check_kl_method
 from ..distributions.log_uniform import LogUniform
+from ..distributions.truncated_log_normal import TruncatedLogNormal, _sample_standard
+from ..distributions.truncated_log_uniform import TruncatedLogUniform
 from ..distributions.vd_normal import VDNormal
 
 GRANULARITIES = ("weight", "output", "input", "layer", "shared")
 PARAMETERIZATIONS = ("additive", "multiplicative")
+#: SBP clips both μ and log σ of the neuron noise to this interval.
+NOISE_PARAM_BOUNDS = (-20.0, 5.0)
+
+
+def _base(fn):
+    while isinstance(fn, Independent):
+        fn = fn.base_dist
+    return fn
 
 
 def _is_log_uniform(fn):
-    while isinstance(fn, Independent):
-        fn = fn.base_dist
-    return isinstance(fn, LogUniform)
+    return isinstance(_base(fn), LogUniform)
+
+
+def _is_neuron_noise(fn):
+    return isinstance(_base(fn), TruncatedLogUniform)
 
 
 def _alpha_shape(shape, event_dim, granularity):
@@ -51,6 +64,13 @@ class AutoVariationalDropout(AutoGuide):
     prior is computed in closed form (by :class:`~pyro_vd.inference.VariationalDropoutELBO` or
     Pyro's :class:`~pyro.infer.TraceMeanField_ELBO`) and the local reparameterization handler can see
     :math:`(\theta, \sigma^2)`.
+
+    **Neuron noise** (structured dropout, :mod:`pyro_vd.models.neuron_noise`): every
+    :class:`~pyro_vd.distributions.TruncatedLogUniform` site gets the posterior
+    :class:`~pyro_vd.distributions.TruncatedLogNormal` with learned :math:`\mu` and :math:`\log\sigma`
+    per neuron (parameters ``noise_locs.<site>`` and ``noise_log_scales.<site>``, initialized to 0 and −5
+    and clipped to :math:`[-20, 5]` as in Neklyudov et al. 2017), truncated to the prior's interval. So one
+    guide covers weight-level and neuron-level sparsity in the same model.
 
     It refuses models with other latent sites, naming them; give those their own guide with
     :class:`~pyro.infer.autoguide.AutoGuideList`::
@@ -81,6 +101,8 @@ class AutoVariationalDropout(AutoGuide):
         torch's global generator when the guide is built, so ``pyro.set_rng_seed`` fixes it, and the lazy
         initialization at the first step draws nothing from the global stream (a run resumed from a
         checkpoint follows the same trajectory).
+    :param float init_noise_loc: initial :math:`\mu` of the neuron noise (0).
+    :param float init_noise_log_scale: initial :math:`\log\sigma` of the neuron noise (−5).
     :param callable create_plates: as for every :class:`~pyro.infer.autoguide.AutoGuide`.
 
     Parameters are created lazily at the first call, on the device and dtype of the model's first
@@ -100,6 +122,8 @@ class AutoVariationalDropout(AutoGuide):
         init_log_sigma2=-10.0,
         init_log_alpha=-4.0,
         init_seed=None,
+        init_noise_loc=0.0,
+        init_noise_log_scale=-5.0,
         create_plates=None,
     ):
         self._granularity = self._check_granularity(granularity)
@@ -118,6 +142,8 @@ class AutoVariationalDropout(AutoGuide):
         self.init_theta = init_theta
         self.init_log_sigma2 = float(init_log_sigma2)
         self.init_log_alpha = float(init_log_alpha)
+        self.init_noise_loc = float(init_noise_loc)
+        self.init_noise_log_scale = float(init_noise_log_scale)
         if init_seed is None:
             init_seed = int(torch.randint(0, 2**62, ()).item())
         self.init_seed = int(init_seed)
@@ -183,6 +209,10 @@ class AutoVariationalDropout(AutoGuide):
         def init_fn(site):
             if _is_log_uniform(site["fn"]):
                 return self._init_theta(site, generator).to(device=device, dtype=dtype)
+            if _is_neuron_noise(site["fn"]):  # a value in the support, drawn from no generator
+                return torch.full(
+                    site["fn"].shape(), math.exp(_base(site["fn"]).high), device=device, dtype=dtype
+                )
             return site["fn"].sample()
 
         # As AutoGuide._setup_prototype, with the model wrapped in the initialization (the improper
@@ -197,36 +227,49 @@ class AutoVariationalDropout(AutoGuide):
                 self._prototype_frames[frame.name] = frame
 
         self._sites = {}
+        self._noise_sites = {}
         others = []
         for name, site in self.prototype_trace.iter_stochastic_nodes():
             if _is_log_uniform(site["fn"]):
                 self._sites[name] = site
+            elif _is_neuron_noise(site["fn"]):
+                self._noise_sites[name] = site
             else:
                 others.append(f"{name} ({type(site['fn']).__name__})")
         if others:
             raise ValueError(
-                "AutoVariationalDropout handles LogUniform sites only; the model also has the latent "
+                "AutoVariationalDropout handles LogUniform and TruncatedLogUniform sites only; the model "
+                "also has the latent "
                 f"sites {', '.join(others)}. Give those their own guide: AutoGuideList with "
                 "AutoVariationalDropout(poutine.block(model, expose=[...])) and e.g. "
                 "AutoNormal(poutine.block(model, hide=[...]))."
             )
-        if not self._sites:
+        if not self._sites and not self._noise_sites:
             raise ValueError(
-                "AutoVariationalDropout found no LogUniform sites in the model: give the weights a "
+                "AutoVariationalDropout found no LogUniform or TruncatedLogUniform sites in the model: "
+                "give the weights a "
                 "pyro_vd.distributions.LogUniform prior (or build the model with pyro_vd.models.bayesianize)"
             )
 
         self.thetas = PyroModule()
         self.log_sigma2s = PyroModule()
         self.log_alphas = PyroModule()
+        self.noise_locs = PyroModule()
+        self.noise_log_scales = PyroModule()
+        for name, site in self._noise_sites.items():
+            value = _full_size(site)
+            event_dim = site["fn"].event_dim
+            for module, init in (
+                (self.noise_locs, self.init_noise_loc),
+                (self.noise_log_scales, self.init_noise_log_scale),
+            ):
+                _deep_setattr(
+                    module, name, PyroParam(torch.full_like(value, init), constraints.real, event_dim)
+                )
         shared = None
         for name, site in self._sites.items():
-            theta = site["value"].detach()
+            theta = _full_size(site)
             event_dim = site["fn"].event_dim
-            for frame in site["cond_indep_stack"]:
-                full_size = frame.full_size or frame.size
-                if full_size != frame.size:
-                    theta = periodic_repeat(theta, full_size, frame.dim - event_dim).contiguous()
             _deep_setattr(self.thetas, name, PyroParam(theta, constraints.real, event_dim))
             granularity = self.granularity(name)
             if self.parameterization(name) == "additive":
@@ -244,9 +287,15 @@ class AutoVariationalDropout(AutoGuide):
     # ------------------------------------------------------------------------------- sampling
     @property
     def site_names(self):
-        """Names of the sites this guide covers (available after the first call)."""
+        """Names of the weight (LogUniform) sites this guide covers (available after the first call)."""
         self._check_ready()
         return list(self._sites)
+
+    @property
+    def noise_site_names(self):
+        """Names of the neuron-noise (TruncatedLogUniform) sites this guide covers."""
+        self._check_ready()
+        return list(self._noise_sites)
 
     def _check_ready(self):
         if self.prototype_trace is None:
@@ -255,7 +304,10 @@ class AutoVariationalDropout(AutoGuide):
             )
 
     def posterior(self, name):
-        """The :class:`VDNormal` posterior of site ``name`` (batch shape = the site's full shape)."""
+        """The posterior of site ``name`` (batch shape = the site's full shape): a :class:`VDNormal` for a
+        weight site, a :class:`TruncatedLogNormal` for a neuron-noise site."""
+        if name in self._noise_sites:
+            return self._noise_posterior(name)
         theta = attrgetter(name)(self.thetas)
         kwargs = {
             "min_log_alpha": self.min_log_alpha,
@@ -271,13 +323,21 @@ class AutoVariationalDropout(AutoGuide):
             log_alpha = attrgetter(name)(self.log_alphas)
         return VDNormal.from_log_alpha(theta, log_alpha.expand(theta.shape), **kwargs)
 
+    def _noise_posterior(self, name):
+        prior = _base(self._noise_sites[name]["fn"])
+        low, high = NOISE_PARAM_BOUNDS
+        loc = attrgetter(name)(self.noise_locs).clamp(low, high)
+        scale = attrgetter(name)(self.noise_log_scales).clamp(low, high).exp()
+        return TruncatedLogNormal(loc, scale, prior.low, prior.high, validate_args=False)
+
     def forward(self, *args, **kwargs):
-        """Sample every LogUniform site from its :class:`VDNormal`; returns ``{site: value}``."""
+        """Sample every LogUniform site from its :class:`VDNormal` and every neuron-noise site from its
+        :class:`TruncatedLogNormal`; returns ``{site: value}``."""
         if self.prototype_trace is None:
             self._setup_prototype(*args, **kwargs)
         plates = self._create_plates(*args, **kwargs)
         result = {}
-        for name, site in self._sites.items():
+        for name, site in {**self._sites, **self._noise_sites}.items():
             with ExitStack() as stack:
                 for frame in site["cond_indep_stack"]:
                     if frame.vectorized:
@@ -303,24 +363,52 @@ class AutoVariationalDropout(AutoGuide):
         return self.posterior(name).log_alpha.detach().clone()
 
     @torch.no_grad()
+    def get_noise_mean(self, name):
+        """E θ of neuron-noise site ``name``: the factor a neuron's output is scaled by at test time."""
+        self._check_ready()
+        return self._noise_posterior(name).mean.detach().clone()
+
+    @torch.no_grad()
+    def get_noise_snr(self, name):
+        """The signal-to-noise ratio E θ / √Var θ of neuron-noise site ``name`` (SBP keeps SNR > 1)."""
+        self._check_ready()
+        return self._noise_posterior(name).snr.detach().clone()
+
+    @torch.no_grad()
     def median(self, *args, **kwargs):
-        """The posterior median (= mean) θ of every site: ``{site: tensor}``."""
-        if self.prototype_trace is None:
-            self._setup_prototype(*args, **kwargs)
-        return {name: self.get_theta(name) for name in self._sites}
+        """The posterior median of every site, ``{site: tensor}``: θ for a weight (the mean too), the
+        median of the truncated log-normal for neuron noise."""
+        return {name: value[0] for name, value in self.quantiles([0.5], *args, **kwargs).items()}
 
     @torch.no_grad()
     def quantiles(self, quantiles, *args, **kwargs):
-        """Posterior quantiles θ + σ Φ⁻¹(q) of every site: ``{site: tensor of shape (len(q),) + shape}``."""
+        """Posterior quantiles of every site: ``{site: tensor of shape (len(q),) + shape}`` (θ + σ Φ⁻¹(q)
+        for a weight; the inverse CDF of the truncated log-normal for neuron noise)."""
         if self.prototype_trace is None:
             self._setup_prototype(*args, **kwargs)
         result = {}
-        for name in self._sites:
+        for name in [*self._sites, *self._noise_sites]:
             q = self.posterior(name)
             levels = torch.as_tensor(quantiles, dtype=q.loc.dtype, device=q.loc.device)
             levels = levels.reshape((-1,) + (1,) * q.loc.dim())
-            result[name] = q.icdf(levels)
+            if name in self._noise_sites:
+                shape = levels.shape[:1] + q.batch_shape
+                z = _sample_standard(q.alpha.expand(shape), q.beta.expand(shape), levels.expand(shape))
+                result[name] = (q.loc + q.scale * z).clamp(q.low, q.high).exp()
+            else:
+                result[name] = q.icdf(levels)
         return result
+
+
+def _full_size(site):
+    """The site's value, repeated to full size along subsampled plates (a global parameter's shape)."""
+    value = site["value"].detach()
+    event_dim = site["fn"].event_dim
+    for frame in site["cond_indep_stack"]:
+        full_size = frame.full_size or frame.size
+        if full_size != frame.size:
+            value = periodic_repeat(value, full_size, frame.dim - event_dim).contiguous()
+    return value
 
 
 def _deep_setattr(module, name, value):

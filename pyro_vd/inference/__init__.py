@@ -1,8 +1,18 @@
-"""Inference for variational dropout: the ELBO, KL schedules, pruning, checkpoints."""
+"""Inference for variational dropout: the ELBO, KL schedules, weight and neuron pruning, checkpoints."""
 
 from .checkpoint import load_checkpoint, save_checkpoint
 from .kl_schedule import linear_warmup
+from .neuron_pruning import (
+    SelectInputs,
+    count_neurons,
+    neuron_keep_mask,
+    neuron_scales,
+    neuron_sparsity,
+    prune_neurons,
+    shrink,
+)
 from .pruning import (
+    DEFAULT_SNR_THRESHOLD,
     DEFAULT_THRESHOLD,
     LayerSparsity,
     SparsityReport,
@@ -14,15 +24,23 @@ from .pruning import (
 from .vd_elbo import VariationalDropoutELBO
 
 __all__ = [
+    "DEFAULT_SNR_THRESHOLD",
     "DEFAULT_THRESHOLD",
     "LayerSparsity",
+    "SelectInputs",
     "SparsityReport",
     "VariationalDropoutELBO",
+    "count_neurons",
     "deterministic",
     "keep_mask",
     "linear_warmup",
     "load_checkpoint",
+    "neuron_keep_mask",
+    "neuron_scales",
+    "neuron_sparsity",
+    "prune_neurons",
     "pruned_weights",
     "save_checkpoint",
+    "shrink",
     "sparsity",
 ]

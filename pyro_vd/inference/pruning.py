@@ -10,6 +10,8 @@ from torch import nn
 
 #: Sparse VD's rule: a weight with log α > 3 (binary-dropout rate above 0.95) is pruned.
 DEFAULT_THRESHOLD = 3.0
+#: SBP's rule: a neuron is kept when E θ / √Var θ > 1.
+DEFAULT_SNR_THRESHOLD = 1.0
 
 
 def keep_mask(guide, name, threshold=DEFAULT_THRESHOLD):
@@ -32,10 +34,11 @@ class LayerSparsity:
 
 @dataclass
 class SparsityReport:
-    """Per-site and overall sparsity; ``compression`` = total weights / kept weights."""
+    """Per-site and overall sparsity; ``compression`` = total / kept (weights, or neurons)."""
 
     threshold: float
     layers: dict = field(default_factory=dict)
+    criterion: str = ""
 
     @property
     def kept(self):
@@ -62,7 +65,8 @@ class SparsityReport:
         }
 
     def __str__(self):
-        lines = [f"| site | kept | total | pruned (log α > {self.threshold:g}) |", "|---|---:|---:|---:|"]
+        criterion = self.criterion or f"log α > {self.threshold:g}"
+        lines = [f"| site | kept | total | pruned ({criterion}) |", "|---|---:|---:|---:|"]
         for s in self.layers.values():
             lines.append(f"| {s.name} | {s.kept} | {s.total} | {100 * s.pruned_fraction:.2f} % |")
         lines.append(f"| **all** | {self.kept} | {self.total} | compression {self.compression:.1f}× |")
@@ -104,20 +108,27 @@ class _ConditionedModel(nn.Module):
             return poutine.condition(self.model, data=data)(*args, **kwargs)
 
 
-def deterministic(model, guide, threshold=DEFAULT_THRESHOLD):
+def deterministic(model, guide, threshold=DEFAULT_THRESHOLD, *, snr_threshold=DEFAULT_SNR_THRESHOLD):
     """
     The network for deployment: weights θ, those with log α > ``threshold`` set to 0, no noise.
+    Neuron noise (:mod:`pyro_vd.models.neuron_noise`) is replaced by its mean E θ, and by 0 for neurons
+    with SNR ≤ ``snr_threshold``; in a :class:`~pyro_vd.models.VDModel` it is folded into the weight
+    columns of the layer whose input it multiplies (:func:`pyro_vd.inference.prune_neurons` then removes
+    the pruned neurons).
 
     For a :class:`~pyro_vd.models.VDModel` (``bayesianize`` and the ``pyro_vd.models`` networks) this is
     a plain torch module of the original architecture, with the learned biases and buffers, in eval
     mode; its output is the network's (e.g. logits). For any other Pyro model it is a module that runs
     the model with the weights fixed and returns what the model returns.
     """
+    from .neuron_pruning import neuron_scales
+
     weights = pruned_weights(guide, threshold)
+    noise = neuron_scales(guide, snr_threshold)
     template = getattr(model, "template", None)
     if template is None:
-        return _ConditionedModel(model, weights).eval()
-    device = next(iter(weights.values())).device
+        return _ConditionedModel(model, {**weights, **noise}).eval()
+    device = next(iter({**weights, **noise}.values())).device
     net = copy.deepcopy(template).to_empty(device=device)
     store = pyro.get_param_store()
     module_state = model.net.state_dict()
@@ -130,5 +141,9 @@ def deterministic(model, guide, threshold=DEFAULT_THRESHOLD):
             state[key] = store[site].detach()
         else:
             state[key] = module_state[key]
+    for site, scale in noise.items():  # x·θ then W: the same as W with its columns scaled by θ
+        key = site[len("net.") : -len("input_noise")] + "weight"
+        weight = state[key]
+        state[key] = weight * scale.reshape((1, -1) + (1,) * (weight.dim() - 2)).to(weight)
     net.load_state_dict(state)
     return net.eval()

@@ -3,6 +3,7 @@
 from . import architectures
 from .lenet import BayesianMLP, LeNet5, LeNet300100, LeNet500300
 from .linear import LinearRegression, LogisticRegression
+from .neuron_noise import NeuronNoise, apply_neuron_noise, neuron_noise_prior
 from .vd_model import LIKELIHOODS, WEIGHT_LAYERS, VDModel, bayesianize
 
 __all__ = [
@@ -14,7 +15,10 @@ __all__ = [
     "LeNet500300",
     "LinearRegression",
     "LogisticRegression",
+    "NeuronNoise",
     "VDModel",
+    "apply_neuron_noise",
     "architectures",
     "bayesianize",
+    "neuron_noise_prior",
 ]

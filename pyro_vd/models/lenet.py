@@ -1,4 +1,7 @@
-"""The seed's networks as variational dropout models."""
+"""The seed's networks as variational dropout models.
+
+Keyword arguments are those of :class:`VDModel`, e.g. ``LeNet500300(num_data, neuron_noise=True)`` for
+structured dropout on every layer's input neurons."""
 
 from torch import nn
 
@@ -9,22 +12,22 @@ from .vd_model import VDModel
 class LeNet300100(VDModel):
     """LeNet-300-100 (784-300-100-10, ReLU) with log-uniform priors on its weights; Categorical likelihood."""
 
-    def __init__(self, num_data=None):
-        super().__init__(lenet300100(), num_data=num_data)
+    def __init__(self, num_data=None, **kwargs):
+        super().__init__(lenet300100(), num_data=num_data, **kwargs)
 
 
 class LeNet500300(VDModel):
     """LeNet-500-300 (784-500-300-10, ReLU) with log-uniform priors on its weights."""
 
-    def __init__(self, num_data=None):
-        super().__init__(lenet500300(), num_data=num_data)
+    def __init__(self, num_data=None, **kwargs):
+        super().__init__(lenet500300(), num_data=num_data, **kwargs)
 
 
 class LeNet5(VDModel):
     """LeNet-5-Caffe (conv 20@5, pool, conv 50@5, pool, fc 500, fc 10) with log-uniform priors."""
 
-    def __init__(self, num_data=None):
-        super().__init__(lenet5(), num_data=num_data)
+    def __init__(self, num_data=None, **kwargs):
+        super().__init__(lenet5(), num_data=num_data, **kwargs)
 
 
 class BayesianMLP(VDModel):

@@ -12,6 +12,7 @@ from torch import nn
 from torch.distributions import constraints
 
 from ..distributions.log_uniform import LogUniform
+from .neuron_noise import DEFAULT_HIGH, DEFAULT_LOW, add_input_noise
 
 #: Layer types whose weights become LogUniform sites (conv is linear in its weights, so LRT applies).
 WEIGHT_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
@@ -39,9 +40,27 @@ class VDModel(PyroModule):
     :param float noise_scale: the Normal likelihood's σ; ``None`` learns it.
     :param exclude: names of submodules (as in ``net.named_modules()``) whose weights stay
         deterministic parameters.
+    :param neuron_noise: structured dropout (:mod:`pyro_vd.models.neuron_noise`): ``True`` puts a
+        multiplicative noise site ``net.<layer>.input_noise`` (prior
+        :class:`~pyro_vd.distributions.TruncatedLogUniform`) on the input neurons of every ``Linear`` /
+        ``Conv*`` layer; a list names the layers that get one; ``False`` (default) none.
+    :param bool sparse_weights: ``True`` (default): the weights get log-uniform priors (Sparse VD).
+        ``False``: they stay point-estimated parameters, for neuron noise alone.
+    :param tuple noise_bounds: ``(low, high)`` of log θ for the neuron noise, ``(-20, 0)`` as in SBP.
     """
 
-    def __init__(self, net, num_data=None, likelihood="categorical", *, noise_scale=None, exclude=()):
+    def __init__(
+        self,
+        net,
+        num_data=None,
+        likelihood="categorical",
+        *,
+        noise_scale=None,
+        exclude=(),
+        neuron_noise=False,
+        sparse_weights=True,
+        noise_bounds=(DEFAULT_LOW, DEFAULT_HIGH),
+    ):
         super().__init__()
         if not isinstance(net, nn.Module):
             raise TypeError(f"net must be a torch.nn.Module; got {type(net).__name__}")
@@ -59,10 +78,14 @@ class VDModel(PyroModule):
                 raise ValueError(f"exclude names {name!r}, which is not a submodule of net")
         self._template = (copy.deepcopy(net).to("meta"),)  # a tuple: not registered as a submodule
         net = copy.deepcopy(net)
-        weights = [n for n, m in net.named_modules() if isinstance(m, WEIGHT_LAYERS) and n not in exclude]
-        if not weights:
+        layers = [n for n, m in net.named_modules() if isinstance(m, WEIGHT_LAYERS)]
+        weights = [n for n in layers if n not in exclude] if sparse_weights else []
+        noisy = _noise_layers(neuron_noise, layers)
+        if not weights and not noisy:
             raise ValueError(
                 "net has no Linear or Conv1d/2d/3d layer whose weights could get a LogUniform prior"
+                if sparse_weights
+                else "sparse_weights=False leaves nothing random: ask for neuron_noise as well"
             )
         to_pyro_module_(net)
         modules = dict(net.named_modules())
@@ -70,8 +93,11 @@ class VDModel(PyroModule):
             module = modules[name]
             shape = module.weight.shape
             module.weight = PyroSample(LogUniform(event_shape=shape))
+        for name in noisy:
+            add_input_noise(modules[name], *noise_bounds)
         self.net = net
         self.weight_sites = [f"net.{n}.weight" if n else "net.weight" for n in weights]
+        self.noise_sites = [f"net.{n}.input_noise" if n else "net.input_noise" for n in noisy]
         if likelihood == "normal":
             if noise_scale is None:
                 self.noise_scale = PyroParam(torch.tensor(1.0), constraint=constraints.positive)
@@ -115,6 +141,21 @@ class VDModel(PyroModule):
         with pyro.plate("data", size, subsample=torch.arange(batch, device=output.device)):
             pyro.sample("obs", self._distribution(output), obs=y)
         return output
+
+
+def _noise_layers(neuron_noise, layers):
+    if neuron_noise is True:
+        return list(layers)
+    if neuron_noise is False or neuron_noise is None:
+        return []
+    if isinstance(neuron_noise, str) or not all(isinstance(n, str) for n in neuron_noise):
+        raise TypeError(f"neuron_noise must be True, False or a list of layer names; got {neuron_noise!r}")
+    unknown = [n for n in neuron_noise if n not in layers]
+    if unknown:
+        raise ValueError(
+            f"neuron_noise names {unknown}, which are not Linear/Conv layers of net (those are {layers})"
+        )
+    return list(neuron_noise)
 
 
 def bayesianize(module, num_data=None, likelihood="categorical", **kwargs):

@@ -1,0 +1,82 @@
+"""The prior of structured (neuron-level) dropout: log-uniform on a bounded interval."""
+
+import numbers
+
+import torch
+from pyro.distributions import TorchDistribution
+from torch.distributions import constraints
+from torch.distributions.utils import broadcast_all
+
+
+def check_log_bounds(low, high):
+    """Validate the truncation bounds ``low < high`` (numbers in log space); return them as floats."""
+    for name, value in (("low", low), ("high", high)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not abs(value) < float("inf"):
+            raise ValueError(f"{name} must be a finite number (a bound on log θ); got {value!r}")
+    if not low < high:
+        raise ValueError(f"low must be smaller than high; got low={low!r}, high={high!r}")
+    return float(low), float(high)
+
+
+class TruncatedLogUniform(TorchDistribution):
+    r"""
+    The log-uniform distribution on :math:`[e^{a}, e^{b}]`: :math:`\log\theta \sim \mathcal{U}(a, b)`,
+
+    .. math:: p(\theta) = \frac{1}{(b - a)\,\theta}, \qquad e^{a} \le \theta \le e^{b}.
+
+    It is the prior of Structured Bayesian Pruning (Neklyudov et al. 2017) for the non-negative
+    multiplicative noise θ of a neuron: the unbounded log-uniform prior would make the KL infinite for a
+    distribution of log θ, so both prior and posterior are truncated to the same :math:`[a, b]`
+    (default :math:`[-20, 0]`). Unlike :class:`LogUniform` it is proper and can be sampled.
+
+    :param float low: :math:`a`, the lower bound of log θ.
+    :param float high: :math:`b`, the upper bound of log θ.
+    :param torch.Size batch_shape: the batch shape (e.g. ``(n_neurons,)``); ``expand`` also works.
+    """
+
+    arg_constraints = {}
+    has_rsample = True
+
+    def __init__(self, low=-20.0, high=0.0, batch_shape=torch.Size(), *, validate_args=None):
+        self.low, self.high = check_log_bounds(low, high)
+        super().__init__(torch.Size(batch_shape), validate_args=validate_args)
+
+    @constraints.dependent_property(is_discrete=False, event_dim=0)
+    def support(self):
+        return constraints.interval(torch.tensor(self.low).exp().item(), torch.tensor(self.high).exp().item())
+
+    def expand(self, batch_shape, _instance=None):
+        new = self._get_checked_instance(TruncatedLogUniform, _instance)
+        new.low, new.high = self.low, self.high
+        super(TruncatedLogUniform, new).__init__(torch.Size(batch_shape), validate_args=False)
+        new._validate_args = self._validate_args
+        return new
+
+    def rsample(self, sample_shape=torch.Size()):
+        shape = self._extended_shape(sample_shape)
+        u = torch.rand(shape)
+        return torch.exp(self.low + (self.high - self.low) * u)
+
+    def log_prob(self, value):
+        if self._validate_args:
+            self._validate_sample(value)
+        value = torch.as_tensor(value)
+        log_prob = -torch.log(value) - torch.log(torch.tensor(self.high - self.low, dtype=value.dtype))
+        return log_prob.expand(torch.broadcast_shapes(value.shape, self.batch_shape))
+
+    @property
+    def mean(self):
+        a, b = broadcast_all(torch.tensor(self.low), torch.tensor(self.high))
+        return ((b.exp() - a.exp()) / (b - a)).expand(self.batch_shape)
+
+    @property
+    def variance(self):
+        a, b = torch.tensor(self.low, dtype=torch.float64), torch.tensor(self.high, dtype=torch.float64)
+        second = (torch.exp(2 * b) - torch.exp(2 * a)) / (2 * (b - a))
+        mean = (b.exp() - a.exp()) / (b - a)
+        return (second - mean**2).to(torch.get_default_dtype()).expand(self.batch_shape)
+
+    def entropy(self):
+        r""":math:`H = \log(b - a) + (a + b)/2` (the entropy of θ, not of log θ)."""
+        value = torch.tensor(self.high - self.low).log() + 0.5 * (self.low + self.high)
+        return value.expand(self.batch_shape)
