@@ -164,7 +164,8 @@ class TruncatedLogNormal(TorchDistribution):
         :math:`k\mu + k^2\sigma^2/2 + \log Z_k - \log Z_0` with :math:`Z_k` the normalizer of the interval
         shifted by :math:`k\sigma`. The large quadratic parts cancel in closed form: with the
         representation of :func:`_normalizer` what remains of
-        :math:`k\mu + k^2\sigma^2/2 - \mathrm{hi}_k^2/2 + \mathrm{hi}_0^2/2` is :math:`k b` or :math:`k a` (by the mirroring of the shifted interval), plus
+        :math:`k\mu + k^2\sigma^2/2 - \mathrm{hi}_k^2/2 + \mathrm{hi}_0^2/2` is
+        :math:`k b` or :math:`k a` (by the mirroring of the shifted interval), plus
         :math:`\pm(\beta^2 - \alpha^2)/2` when the two intervals are mirrored differently.
         """
         loc, scale, alpha, beta = self._standardized64()
@@ -218,7 +219,8 @@ class TruncatedLogNormal(TorchDistribution):
         r"""The entropy of :math:`\log\theta` (a truncated normal),
         :math:`\log(\sqrt{2\pi e}\,\sigma Z) + (\alpha\phi(\alpha) - \beta\phi(\beta)) / (2Z)`; in the
         mirrored frame :math:`\log Z - \mathrm{hi}\,\phi(\mathrm{hi})/(2Z)
-        = r - \mathrm{hi}(\phi(\mathrm{hi})/Z + \mathrm{hi})/2`, whose last factor is computed without cancellation."""
+        = r - \mathrm{hi}(\phi(\mathrm{hi})/Z + \mathrm{hi})/2`, whose last factor
+        is computed without cancellation."""
         _, scale, lo, hi, r, _, z_hi, pdf_lo, untruncated = self._entropy_parts64()
         truncated = torch.where(untruncated, 0.0, r - 0.5 * hi * z_hi + 0.5 * lo * pdf_lo)
         return (torch.log(scale) + _HALF_LOG_2PI + 0.5 + truncated).to(self.loc.dtype)

@@ -11,8 +11,8 @@ removes it, with the previous layer's row (or output channel) that computed it.
 """
 
 import copy
-from itertools import pairwise
 from collections import OrderedDict
+from itertools import pairwise
 
 import torch
 from torch import nn
