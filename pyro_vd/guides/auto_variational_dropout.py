@@ -244,6 +244,12 @@ class AutoVariationalDropout(AutoGuide):
                 "AutoVariationalDropout(poutine.block(model, expose=[...])) and e.g. "
                 "AutoNormal(poutine.block(model, hide=[...]))."
             )
+        # in the model's order, so that Pyro's mean-field check sees the same sequence
+        self._all_sites = {
+            n: s
+            for n, s in self.prototype_trace.iter_stochastic_nodes()
+            if n in self._sites or n in self._noise_sites
+        }
         if not self._sites and not self._noise_sites:
             raise ValueError(
                 "AutoVariationalDropout found no LogUniform or TruncatedLogUniform sites in the model: "
@@ -337,7 +343,7 @@ class AutoVariationalDropout(AutoGuide):
             self._setup_prototype(*args, **kwargs)
         plates = self._create_plates(*args, **kwargs)
         result = {}
-        for name, site in {**self._sites, **self._noise_sites}.items():
+        for name, site in self._all_sites.items():
             with ExitStack() as stack:
                 for frame in site["cond_indep_stack"]:
                     if frame.vectorized:

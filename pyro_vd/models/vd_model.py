@@ -89,12 +89,12 @@ class VDModel(PyroModule):
             )
         to_pyro_module_(net)
         modules = dict(net.named_modules())
+        for name in noisy:  # first: it reads the layer's weight shape
+            add_input_noise(modules[name], *noise_bounds)
         for name in weights:
             module = modules[name]
             shape = module.weight.shape
             module.weight = PyroSample(LogUniform(event_shape=shape))
-        for name in noisy:
-            add_input_noise(modules[name], *noise_bounds)
         self.net = net
         self.weight_sites = [f"net.{n}.weight" if n else "net.weight" for n in weights]
         self.noise_sites = [f"net.{n}.input_noise" if n else "net.input_noise" for n in noisy]

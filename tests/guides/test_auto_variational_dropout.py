@@ -141,7 +141,7 @@ def test_refuses_models_without_log_uniform_sites():
     def model(x):
         pyro.sample("obs", dist.Normal(0.0, 1.0), obs=x.sum())
 
-    with pytest.raises(ValueError, match="found no LogUniform sites"):
+    with pytest.raises(ValueError, match="found no LogUniform or TruncatedLogUniform sites"):
         AutoVariationalDropout(model)(X)
 
 
