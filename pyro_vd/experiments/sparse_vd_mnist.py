@@ -21,13 +21,14 @@ from ..inference import (
     deterministic,
     linear_warmup,
     load_checkpoint,
+    neuron_sparsity,
     save_checkpoint,
     sparsity,
 )
-from ..models import LeNet5, LeNet300100
+from ..models import LeNet5, LeNet300100, LeNet500300
 from ..poutine import local_reparameterization
 
-ARCHITECTURES = {"lenet300100": LeNet300100, "lenet5": LeNet5}
+ARCHITECTURES = {"lenet300100": LeNet300100, "lenet500300": LeNet500300, "lenet5": LeNet5}
 RECIPE_EPOCHS = 200
 
 
@@ -53,12 +54,17 @@ def run_sparse_vd_mnist(
     seed=0,
     out=None,
     resume=False,
+    neuron_noise=False,
+    sparse_weights=True,
+    noise_lr=None,
     log=print,
 ):
     """
     Train, prune and evaluate. ``data`` is a :class:`~pyro_vd.datasets.MNIST`. With ``out`` a folder,
     a checkpoint is written after every epoch (``resume=True`` continues from it) and ``results.json``
-    at the end.
+    at the end. ``neuron_noise=True`` adds structured dropout on every layer's input neurons (see
+    :mod:`pyro_vd.experiments.structured_mnist`); ``sparse_weights=False`` keeps the weights
+    point-estimated. ``noise_lr`` is the learning rate of the noise parameters (default: ``lr``).
 
     :returns: a dict with the test error of the pruned deterministic network, the sparsity report, the
         per-epoch history and the seconds spent.
@@ -67,10 +73,11 @@ def run_sparse_vd_mnist(
         raise ValueError(f"arch must be one of {tuple(ARCHITECTURES)}; got {arch!r}")
     if not isinstance(epochs, int) or epochs < 1:
         raise ValueError(f"epochs must be a positive integer; got {epochs!r}")
+    noise_lr = lr if noise_lr is None else noise_lr
     pyro.clear_param_store()
     pyro.set_rng_seed(seed)
     n_train = len(data.train_images)
-    model = ARCHITECTURES[arch](num_data=n_train)
+    model = ARCHITECTURES[arch](num_data=n_train, neuron_noise=neuron_noise, sparse_weights=sparse_weights)
     generator = torch.Generator().manual_seed(seed)
     guide = AutoVariationalDropout(
         model,
@@ -85,7 +92,12 @@ def run_sparse_vd_mnist(
         return 1.0 if epoch < decay_start else max(0.0, (epochs - epoch) / (epochs - decay_start))
 
     optim = pyro.optim.LambdaLR(
-        {"optimizer": torch.optim.Adam, "optim_args": {"lr": lr}, "lr_lambda": lr_factor}
+        {
+            "optimizer": torch.optim.Adam,
+            # the neuron noise's μ must travel from 0 to about −20 to switch a neuron off
+            "optim_args": lambda name: {"lr": noise_lr if "noise_" in name else lr},
+            "lr_lambda": lr_factor,
+        }
     )
     elbo = VariationalDropoutELBO()
     svi = pyro.infer.SVI(model, guide, optim, elbo)
@@ -114,6 +126,7 @@ def run_sparse_vd_mnist(
         seconds += time.perf_counter() - tick
         report = sparsity(guide, threshold)
         error = test_error(deterministic(model, guide, threshold), data.test_images, data.test_labels)
+        neurons = neuron_sparsity(guide) if neuron_noise else None
         history.append(
             {
                 "epoch": epoch + 1,
@@ -122,11 +135,14 @@ def run_sparse_vd_mnist(
                 "kl": kl,
                 "test_error": error,
                 "compression": report.compression,
+                **({"neurons_kept": {k: v.kept for k, v in neurons.layers.items()}} if neurons else {}),
             }
         )
         log(
             f"epoch {epoch + 1:3d}/{epochs}  kl weight {elbo.kl_weight:.2f}  test error {100 * error:.2f} %  "
-            f"compression {report.compression:.1f}×  ({seconds:.0f} s)"
+            f"compression {report.compression:.1f}×"
+            + (f"  neurons {'-'.join(str(v.kept) for v in neurons.layers.values())}" if neurons else "")
+            + f"  ({seconds:.0f} s)"
         )
         if checkpoint is not None:
             save_checkpoint(
@@ -145,6 +161,8 @@ def run_sparse_vd_mnist(
         "kl_method": kl_method,
         "threshold": threshold,
         "seed": seed,
+        "neuron_noise": neuron_noise,
+        "sparse_weights": sparse_weights,
         "test_error": history[-1]["test_error"] if history else None,
         "sparsity": report.to_dict(),
         "train_seconds": seconds,

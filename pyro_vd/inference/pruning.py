@@ -50,7 +50,9 @@ class SparsityReport:
 
     @property
     def compression(self):
-        return self.total / self.kept if self.kept else float("inf")
+        if not self.kept:
+            return float("inf") if self.total else 1.0
+        return self.total / self.kept
 
     def to_dict(self):
         return {
