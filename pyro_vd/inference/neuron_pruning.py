@@ -160,7 +160,7 @@ def shrink(net):
     columns of a layer that are all zero (with the previous layer's row or channel that feeds them), and
     output rows of a layer that are identically zero (with the next layer's columns). The returned
     network computes the same function; removed input features of the first layer are dropped by a
-    leading :class:`SelectInputs`, so it takes the same input.
+    :class:`SelectInputs` just before it, so it takes the same input.
     """
     leaves = list(_leaves(net))
     _check_chain(leaves)
@@ -196,9 +196,9 @@ def shrink(net):
         rows[prev] = keep.nonzero().squeeze(1)
         columns[nxt] = keep.repeat_interleave(per_channel).nonzero().squeeze(1)
     modules = OrderedDict()
-    if columns[layer_at[0]] is not None:
-        modules["select_inputs"] = SelectInputs(columns[layer_at[0]], first.weight.shape[1])
     for i, (name, module) in enumerate(leaves):
+        if i == layer_at[0] and columns[i] is not None:  # after any Flatten that precedes the first layer
+            modules["select_inputs"] = SelectInputs(columns[i], first.weight.shape[1])
         key = name.replace(".", "_") or f"layer{i}"
         if i in rows:
             modules[key] = _shrunk(module, rows[i], columns[i])

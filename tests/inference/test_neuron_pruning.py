@@ -106,8 +106,12 @@ def test_elbo_uses_the_closed_form_kl_of_both_kinds_of_site():
 
 @pytest.mark.parametrize(
     "net,x",
-    [(mlp([12, 20, 15, 4]), torch.randn(64, 12)), (lenet5(), torch.randn(16, 1, 28, 28))],
-    ids=["mlp", "lenet5"],
+    [
+        (mlp([12, 20, 15, 4]), torch.randn(64, 12)),
+        (mlp([12, 20, 15, 4]), torch.randn(64, 1, 3, 4)),  # the Flatten comes first
+        (lenet5(), torch.randn(16, 1, 28, 28)),
+    ],
+    ids=["mlp", "mlp-images", "lenet5"],
 )
 def test_smaller_module_equals_the_pruned_model(net, x):
     model, guide = _setup(net, x)
@@ -137,7 +141,7 @@ def test_shrink_keeps_the_function_and_removes_dead_units():
     small = shrink(net)
     x = torch.randn(10, 5)
     torch.testing.assert_close(small(x), net(x))
-    assert isinstance(small[0], SelectInputs)
+    assert isinstance(small[1], SelectInputs)  # after the Flatten
     assert count_neurons(small) == {"fc1": 4, "fc2": 5, "fc3": 3}
 
 
