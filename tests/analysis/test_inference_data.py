@@ -4,17 +4,17 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pyro  # noqa: E402
-import pytest  # noqa: E402
-import torch  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pyro
+import pytest
+import torch
 
-from pyro_vd import AutoVariationalDropout, VariationalDropoutELBO, local_reparameterization  # noqa: E402
-from pyro_vd.analysis import import_arviz, relevance, to_inference_data  # noqa: E402
-from pyro_vd.experiments.ard_data import make_ard_regression  # noqa: E402
-from pyro_vd.linear import RVR, VDClassifier, VDRegression  # noqa: E402
-from pyro_vd.models import LinearRegression  # noqa: E402
+from pyro_vd import AutoVariationalDropout, VariationalDropoutELBO, local_reparameterization
+from pyro_vd.analysis import import_arviz, relevance, to_inference_data
+from pyro_vd.experiments.ard_data import make_ard_regression
+from pyro_vd.linear import RVR, VDClassifier, VDRegression
+from pyro_vd.models import LinearRegression
 
 az = import_arviz()
 NAMES = [f"f{i}" for i in range(8)]
