@@ -23,6 +23,7 @@ def main():
     )
     parser.add_argument("--epochs", type=int, default=200)
     parser.add_argument("--sparse-weights", action="store_true", help="Sparse VD on the weights as well")
+    parser.add_argument("--noise-lr", type=float, default=1e-2)
     parser.add_argument("--data-dir", default=str(DEFAULT_DATA) if DEFAULT_DATA.is_dir() else None)
     parser.add_argument("--out", default="results/structured_mnist")
     parser.add_argument("--seed", type=int, default=0)
@@ -37,6 +38,7 @@ def main():
         data,
         epochs=args.epochs,
         sparse_weights=args.sparse_weights,
+        noise_lr=args.noise_lr,
         seed=args.seed,
         out=args.out,
         resume=args.resume,

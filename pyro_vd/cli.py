@@ -1,48 +1,332 @@
-"""The ``pyro-vd`` command: one subcommand per experiment, each printing its table and writing
-``results.json`` and ``results.md`` into ``--out``."""
+"""The ``pyro-vd`` command: one subcommand per experiment of the seed. Each prints its table and writes
+``results.json``, ``results.md`` (the table) and its PNG plots into ``--out``."""
 
 import argparse
 import json
+import math
 import pathlib
 import sys
 
 
-def _write_results(out, result, table):
+def _write_results(out, result, table, figures=None):
+    """Write results.json, results.md and the figures ``{stem: Figure}`` as PNGs into ``out``."""
     if out is None:
-        return
+        return []
     out = pathlib.Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps(result, indent=2) + "\n")
+    (out / "results.json").write_text(json.dumps(result, indent=2, default=_json_default) + "\n")
     (out / "results.md").write_text(table + "\n")
+    written = []
+    if figures:
+        import matplotlib.pyplot as plt
+
+        for stem, fig in figures.items():
+            path = out / f"{stem}.png"
+            fig.savefig(path, dpi=110)
+            plt.close(fig)
+            written.append(path)
+    return written
 
 
+def _json_default(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    raise TypeError(f"cannot write {type(value).__name__} to JSON")
+
+
+def _agg():
+    import matplotlib
+
+    matplotlib.use("Agg")
+
+
+def _seed_everything(seed):
+    import pyro
+
+    pyro.set_rng_seed(seed)  # torch, python and numpy's legacy global generator
+
+
+def _log(args):
+    if args.quiet:
+        return lambda *a, **k: None
+    from tqdm.auto import tqdm
+
+    return tqdm.write
+
+
+def _report(args, table, written, header=""):
+    if header:
+        print(header + "\n")
+    print(table)
+    if written or args.out:
+        print(f"\nresults in {args.out}: results.json, results.md" + "".join(f", {p.name}" for p in written))
+
+
+# ------------------------------------------------------------------------------------------ commands
 def _kl_table(args):
     from .experiments.kl_table import format_kl_table, kl_table
 
     result = kl_table()
     table = format_kl_table(result)
-    print("KL(N(θ, αθ²) ‖ LogUniform), normalized so that KL → 0 as α → ∞\n")
-    print(table)
-    _write_results(args.out, result, table)
+    written = _write_results(args.out, result, table)
+    _report(args, table, written, "KL(N(θ, αθ²) ‖ LogUniform), normalized so that KL → 0 as α → ∞")
     return 0
 
 
+def _ard_table(args):
+    _agg()
+    from .experiments.ard import format_rows, more_features
+    from .experiments.ard_data import make_ard_regression
+    from .linear import VDRegression
+    from .plots import plot_coefficients
+
+    _seed_everything(args.seed)
+    n, d = (150, 40) if args.quick else (args.n, args.d)
+    result = more_features(n=n, d=d, n_relevant=args.n_relevant, seed=args.seed, log=_log(args))
+    irrelevant = d - args.n_relevant
+    table = (
+        f"Regression ({n} objects, {args.n_relevant} relevant + {irrelevant} irrelevant features)\n\n"
+        + format_rows(result["regression"])
+        + "\n\nClassification\n\n"
+        + format_rows(result["classification"])
+    )
+    X, y, *_ = make_ard_regression(n, d, args.n_relevant, seed=args.seed)
+    figures = {"vd_rvr_coefficients": plot_coefficients(VDRegression().fit(X, y), max_features=30)}
+    written = _write_results(args.out, result, table, figures)
+    _report(args, table, written, "ARD: variational dropout against the RVM and G-KL (the seed's table)")
+    return 0
+
+
+def _ard_minibatch(args):
+    _agg()
+    from .experiments.ard import format_rows, minibatch
+    from .plots import plot_batch_size
+
+    _seed_everything(args.seed)
+    if args.quick:
+        n, d, fractions, steps = 5000, 20, (0.01, 0.1), 300
+    else:
+        n, d, fractions, steps = args.n, args.d, (0.001, 0.01, 0.1), args.steps
+    include = None if not args.quick else ("VD-RVR", "RVR", "VD-RVC", "RVC")
+    result = minibatch(
+        n=n,
+        d=d,
+        n_relevant=args.n_relevant,
+        fractions=fractions,
+        steps=steps,
+        seed=args.seed,
+        include=include,
+        log=_log(args),
+    )
+    table = (
+        f"Regression ({n} × {d}, {args.n_relevant} relevant)\n\n"
+        + format_rows(result["regression"])
+        + "\n\nClassification\n\n"
+        + format_rows(result["classification"])
+    )
+    figures = {
+        f"batch_size_{task}": plot_batch_size(result[task]) for task in ("regression", "classification")
+    }
+    written = _write_results(args.out, result, table, figures)
+    _report(args, table, written, "ARD with minibatch SVI across batch sizes (the seed's plots)")
+    return 0
+
+
+def _load(args):
+    import torch
+
+    from .datasets import load_cifar10, load_mnist
+
+    loader = load_cifar10 if args.dataset == "cifar10" else load_mnist
+    try:
+        data = loader(args.data_dir)
+    except (FileNotFoundError, ValueError) as error:
+        raise DataError(f"{error} (give the folder with --data-dir or $PYRO_VD_DATA)") from error
+    if args.quick:  # a small slice: the command's plumbing in seconds
+        data = type(data)(
+            data.train_images[:500], data.train_labels[:500], data.test_images[:200], data.test_labels[:200]
+        )
+    torch.set_num_threads(max(1, args.threads))
+    return data
+
+
+def _layer_case(args):
+    _agg()
+    import numpy as np
+
+    from .experiments.layer_case import HIDDEN, format_layer_case, run_layer_case
+    from .plots import plot_alpha_trajectories
+
+    data = _load(args)
+    epochs = 1 if args.quick and args.epochs is None else (args.epochs or 10)
+    hidden = (32, 32, 32) if args.quick else HIDDEN
+    result = run_layer_case(
+        data, epochs=epochs, hidden=hidden, seed=args.seed, progress=not args.quiet, log=_log(args)
+    )
+    result["config"]["dataset"] = args.dataset
+    table = format_layer_case(result)
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    for name, record in result["methods"].items():
+        ax.plot(np.arange(1, epochs + 1), [100 * e for e in record["test_error"]], "o-", ms=3, label=name)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("test error, %")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    trajectories = {k: v["alpha"] for k, v in result["methods"].items() if "alpha" in v}
+    figures = {"test_error": fig, "alpha_trajectories": plot_alpha_trajectories(trajectories)}
+    written = _write_results(args.out, result, table, figures)
+    sizes = "-".join(str(s) for s in result["config"]["sizes"])
+    _report(args, table, written, f"The layer case on {args.dataset} ({sizes}), {epochs} epochs")
+    return 0
+
+
+def _sparse_mnist(args):
+    _agg()
+    from .experiments.sparse_vd_mnist import run_sparse_vd_mnist
+    from .plots import (
+        plot_first_layer_masks,
+        plot_log_alpha_histogram,
+        plot_log_alpha_vs_theta,
+        plot_training_curves,
+    )
+
+    data = _load(args)
+    epochs = args.epochs or (1 if args.quick else 200)
+    result, report, _, guide = run_sparse_vd_mnist(
+        data,
+        arch=args.arch,
+        epochs=epochs,
+        seed=args.seed,
+        out=args.out,
+        resume=args.resume,
+        progress=not args.quiet,
+        log=_log(args),
+    )
+    table = (
+        str(report)
+        + f"\n\ntest error {100 * result['test_error']:.2f} % at {report.compression:.1f}× compression "
+        f"after {epochs} epochs"
+    )
+    figures = {
+        "log_alpha_vs_theta": plot_log_alpha_vs_theta(guide),
+        "log_alpha_histogram": plot_log_alpha_histogram(guide),
+        "training": plot_training_curves(result["history"]),
+    }
+    if args.arch != "lenet5":
+        figures["first_layer_masks"] = plot_first_layer_masks(guide)
+    written = _write_results(args.out, result, table, figures)
+    _report(args, table, written, f"Sparse VD, {args.arch} on MNIST")
+    return 0
+
+
+def _structured_mnist(args):
+    _agg()
+    from .experiments.structured_mnist import run_structured_mnist
+    from .plots import plot_training_curves
+
+    data = _load(args)
+    epochs = args.epochs or (1 if args.quick else 200)
+    summary, small = run_structured_mnist(
+        data,
+        epochs=epochs,
+        sparse_weights=args.sparse_weights,
+        seed=args.seed,
+        out=args.out,
+        resume=args.resume,
+        repeats=5 if args.quick else 30,
+        progress=not args.quiet,
+        log=_log(args),
+    )
+    total = "-".join(str(v) for v in summary["neurons_total"].values())
+    table = "\n".join(
+        [
+            "| quantity | value |",
+            "|---|---:|",
+            f"| test error (small network) | {100 * summary['test_error']:.2f} % |",
+            f"| input neurons kept | {summary['architecture_kept']} of {total} |",
+            f"| weights | {summary['weights_small']} of {summary['weights_dense']} |",
+            f"| inference, batch 1000 (dense / small) | {1e3 * summary['dense_seconds']:.2f} / "
+            f"{1e3 * summary['small_seconds']:.2f} ms |",
+            f"| speedup | {summary['speedup']:.2f}× |",
+        ]
+    )
+    figures = {"training": plot_training_curves(summary["history"])}
+    written = _write_results(args.out, summary, table, figures)
+    _report(args, table, written, f"Structured Bayesian Pruning of LeNet-500-300\n\n{small}")
+    return 0
+
+
+# -------------------------------------------------------------------------------------------- parser
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="pyro-vd", description="Variational dropout for Pyro: reproduce the seed's experiments."
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    kl = commands.add_parser(
-        "kl-table", help="the KL to the log-uniform prior by each method, and their errors"
+
+    def command(name, run, help_text, *, data=False):
+        sub = commands.add_parser(name, help=help_text, description=help_text)
+        sub.add_argument("--out", metavar="DIR", default=f"results/{name}", help="where results go")
+        sub.add_argument("--seed", type=int, default=0)
+        sub.add_argument("--quick", action="store_true", help="a small, fast version (seconds)")
+        sub.add_argument("--quiet", action="store_true", help="no progress output")
+        if data:
+            sub.add_argument(
+                "--data-dir", metavar="DIR", help="the data folder (default: $PYRO_VD_DATA)", default=None
+            )
+            sub.add_argument("--epochs", type=int, default=None)
+            sub.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+        sub.set_defaults(run=run)
+        return sub
+
+    command("kl-table", _kl_table, "the KL to the log-uniform prior by each method, and their errors")
+    ard = command("ard-table", _ard_table, "the seed's ARD table: 1000 objects, 10 relevant + 990 irrelevant")
+    ard.add_argument("--n", type=int, default=1000)
+    ard.add_argument("--d", type=int, default=1000)
+    ard.add_argument("--n-relevant", type=int, default=10)
+    mini = command(
+        "ard-minibatch", _ard_minibatch, "100 000 × 100 ARD with minibatch SVI at 0.1/1/10 % batches"
     )
-    kl.add_argument("--out", metavar="DIR", help="write results.json and results.md here")
-    kl.set_defaults(run=_kl_table)
+    mini.add_argument("--n", type=int, default=100000)
+    mini.add_argument("--d", type=int, default=100)
+    mini.add_argument("--n-relevant", type=int, default=10)
+    mini.add_argument("--steps", type=int, default=3000, help="SVI steps at each batch size")
+    layer = command(
+        "layer-case",
+        _layer_case,
+        "α per layer (clipped at 1 or free) against binary/Gaussian/no dropout",
+        data=True,
+    )
+    layer.add_argument("--dataset", choices=("mnist", "cifar10"), default="mnist")
+    sparse = command(
+        "sparse-mnist", _sparse_mnist, "Sparse VD on MNIST (LeNet-300-100 or LeNet-5)", data=True
+    )
+    sparse.add_argument("--arch", choices=("lenet300100", "lenet5"), default="lenet300100")
+    sparse.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
+    structured = command(
+        "structured-mnist", _structured_mnist, "neuron-level noise and pruning of LeNet-500-300", data=True
+    )
+    structured.add_argument("--sparse-weights", action="store_true", help="Sparse VD on the weights too")
+    structured.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
+    for sub in (sparse, structured):
+        sub.set_defaults(dataset="mnist")
     return parser
+
+
+class DataError(Exception):
+    """The data could not be found or read: reported in one line, exit status 1."""
 
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    return args.run(args)
+    try:
+        return args.run(args)
+    except DataError as error:
+        print(f"pyro-vd {args.command}: {error}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -47,9 +47,12 @@ def with_dropout(net, kind="binary", p=0.5, *, input_p=None):
     return nn.Sequential(OrderedDict(layers))
 
 
-def train_maximum_likelihood(net, images, labels, *, epochs, batch_size=100, lr=1e-3, log=None):
+def train_maximum_likelihood(
+    net, images, labels, *, epochs, batch_size=100, lr=1e-3, log=None, callback=None
+):
     """
     Train ``net`` (logits out) by minimizing cross-entropy with Adam on shuffled minibatches.
+    ``callback(epoch, net)`` runs after each epoch (``epoch`` counts from 1), e.g. to evaluate.
 
     :returns: the list of mean training losses per epoch.
     """
@@ -70,5 +73,8 @@ def train_maximum_likelihood(net, images, labels, *, epochs, batch_size=100, lr=
         losses.append(total)
         if log is not None:
             log(f"epoch {epoch + 1}/{epochs}: train loss {total:.4f}")
+        if callback is not None:
+            net.eval()
+            callback(epoch + 1, net)
     net.eval()
     return losses

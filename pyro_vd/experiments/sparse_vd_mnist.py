@@ -14,6 +14,7 @@ import time
 
 import pyro
 import torch
+from tqdm.auto import tqdm
 
 from ..guides import AutoVariationalDropout
 from ..inference import (
@@ -57,6 +58,7 @@ def run_sparse_vd_mnist(
     neuron_noise=False,
     sparse_weights=True,
     noise_lr=None,
+    progress=False,
     log=print,
 ):
     """
@@ -65,6 +67,7 @@ def run_sparse_vd_mnist(
     at the end. ``neuron_noise=True`` adds structured dropout on every layer's input neurons (see
     :mod:`pyro_vd.experiments.structured_mnist`); ``sparse_weights=False`` keeps the weights
     point-estimated. ``noise_lr`` is the learning rate of the noise parameters (default: ``lr``).
+    ``progress=True`` shows a tqdm bar over the epochs (the log lines go through ``tqdm.write``).
 
     :returns: a dict with the test error of the pruned deterministic network, the sparsity report, the
         per-epoch history and the seconds spent.
@@ -110,6 +113,9 @@ def run_sparse_vd_mnist(
         history, seconds = state["extra"]["history"], state["extra"]["seconds"]
         log(f"resumed from {checkpoint} after epoch {start_epoch}")
     steps = math.ceil(n_train / batch_size)
+    bar = tqdm(total=epochs, initial=start_epoch, desc=arch, unit="epoch", disable=not progress)
+    if progress and log is print:
+        log = tqdm.write
     for epoch in range(start_epoch, epochs):
         tick = time.perf_counter()
         elbo.kl_weight = linear_warmup(epoch, 5 * scale, 20 * scale)
@@ -144,6 +150,7 @@ def run_sparse_vd_mnist(
             + (f"  neurons {'-'.join(str(v.kept) for v in neurons.layers.values())}" if neurons else "")
             + f"  ({seconds:.0f} s)"
         )
+        bar.update(1)
         if checkpoint is not None:
             save_checkpoint(
                 checkpoint,
@@ -154,6 +161,7 @@ def run_sparse_vd_mnist(
                 elbo=elbo,
                 extra={"history": history, "seconds": seconds},
             )
+    bar.close()
     report = sparsity(guide, threshold)
     result = {
         "arch": arch,

@@ -45,11 +45,22 @@ def speedup(dense, small, images, repeats=30, batch_size=1000):
 
 
 def run_structured_mnist(
-    data, *, epochs=200, sparse_weights=False, seed=0, out=None, resume=False, repeats=30, log=print
+    data,
+    *,
+    epochs=200,
+    sparse_weights=False,
+    noise_lr=1e-2,
+    seed=0,
+    out=None,
+    resume=False,
+    repeats=30,
+    progress=False,
+    log=print,
 ):
     """
     Train LeNet-500-300 with neuron noise (and Sparse VD when ``sparse_weights``) by the Sparse VD
-    recipe (:func:`~pyro_vd.experiments.run_sparse_vd_mnist`), shrink it with
+    recipe (:func:`~pyro_vd.experiments.run_sparse_vd_mnist`; the noise parameters learn at
+    ``noise_lr``, 1e-2, since μ must travel from 0 to about −20 to switch a neuron off), shrink it with
     :func:`~pyro_vd.inference.prune_neurons` and time it against the full-size deterministic network.
 
     :returns: a dict: test error of the small network (and of the full-size pruned one, which must
@@ -65,6 +76,8 @@ def run_structured_mnist(
         resume=resume,
         neuron_noise=True,
         sparse_weights=sparse_weights,
+        noise_lr=noise_lr,
+        progress=progress,
         log=log,
     )
     dense = prune_neurons(model, guide, shrink_network=False)
@@ -74,6 +87,7 @@ def run_structured_mnist(
     summary = {
         "epochs": epochs,
         "sparse_weights": sparse_weights,
+        "noise_lr": noise_lr,
         "seed": seed,
         "test_error": test_error(small, data.test_images, data.test_labels),
         "test_error_full_size": test_error(dense, data.test_images, data.test_labels),

@@ -147,6 +147,7 @@ class GKLClassifier(LinearClassifierBase):
             Xa = X_all[:, active]
             a = torch.as_tensor(alpha[active])
             fitted = _fit_q(Xa, t, a, m[active], log_lambda, bias, nodes, weights, self.inner_iter)
+            previous_elbo = elbo
             m_active, L, bias, elbo, log_lambda, P = fitted
             m = np.zeros(d)
             m[active] = m_active
@@ -165,6 +166,10 @@ class GKLClassifier(LinearClassifierBase):
             removed = (np.isfinite(alpha) & ~np.isfinite(new_alpha)).any()
             alpha = new_alpha
             if change < self.tol and not removed:
+                break
+            # α of weakly determined weights creep towards ∞ for many steps while the bound no longer
+            # moves: stop when it changes by less than tol · 1e-3 (relative)
+            if not removed and abs(elbo - previous_elbo) < 1e-3 * self.tol * (1.0 + abs(elbo)):
                 break
         m[~np.isfinite(alpha)] = 0.0
         return {"coef": m, "intercept": bias, "alpha": alpha, "L": L_full, "elbo": elbo, "n_iter": n_iter}

@@ -27,7 +27,7 @@ def test_minibatch_rows():
         d=12,
         n_relevant=3,
         fractions=(0.05, 0.5),
-        epochs=2,
+        steps=200,
         include={"VD-RVR", "VD-RVC"},
         log=lambda _: None,
     )

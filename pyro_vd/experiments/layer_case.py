@@ -1,0 +1,136 @@
+"""
+The seed's "layer case": one dropout rate α per layer, learned by variational dropout, with α clipped at
+1 (Kingma et al. 2015) or free, against binary dropout (p = 0.5), Gaussian dropout (α = 1) and no
+dropout, on the fully connected 3FC(1000) network (input-1000-1000-1000-10). Test error per epoch for
+every method, and the learned α of each layer over training ("do the α stabilize?").
+
+The seed ran it on CIFAR-10; here MNIST is the default (``dataset="cifar10"`` takes the CIFAR-10 python
+files, see :func:`~pyro_vd.datasets.load_cifar10`).
+"""
+
+import math
+import time
+
+import pyro
+import torch
+from tqdm.auto import tqdm
+
+from ..baselines import train_maximum_likelihood, with_dropout
+from ..guides import AutoVariationalDropout
+from ..inference import VariationalDropoutELBO, deterministic
+from ..models import BayesianMLP
+from ..models.architectures import mlp
+from ..poutine import local_reparameterization
+from .sparse_vd_mnist import test_error
+
+METHODS = ("VD α ≤ 1 (Kingma)", "VD α free", "binary dropout", "Gaussian dropout", "no dropout")
+HIDDEN = (1000, 1000, 1000)
+
+
+def _train_vd(data, sizes, *, clip, epochs, batch_size, lr, seed, evaluate):
+    pyro.clear_param_store()
+    pyro.set_rng_seed(seed)
+    n = len(data.train_images)
+    model = BayesianMLP(sizes, num_data=n)
+    # α per layer, starting at α = 1 (the variance of binary dropout with p = 0.5)
+    guide = AutoVariationalDropout(
+        model, granularity="layer", init_log_alpha=0.0, max_log_alpha=0.0 if clip else None, init_seed=seed
+    )
+    elbo = VariationalDropoutELBO()
+    svi = pyro.infer.SVI(model, guide, pyro.optim.Adam({"lr": lr}), elbo)
+    steps = math.ceil(n / batch_size)
+    for epoch in range(1, epochs + 1):
+        order = torch.randperm(n)
+        with local_reparameterization():
+            for step in range(steps):
+                index = order[step * batch_size : (step + 1) * batch_size]
+                svi.step(data.train_images[index], data.train_labels[index])
+        alphas = [float(guide.get_log_alpha(name).reshape(-1)[0].exp()) for name in guide.site_names]
+        # all weights kept: the layer case does not prune
+        evaluate(epoch, deterministic(model, guide, threshold=math.inf), alphas)
+
+
+def run_layer_case(
+    data,
+    *,
+    epochs=10,
+    hidden=HIDDEN,
+    batch_size=100,
+    lr=1e-3,
+    methods=METHODS,
+    seed=0,
+    progress=False,
+    log=print,
+):
+    """
+    Train every method of ``methods`` for ``epochs`` on ``data`` (an MNIST or CIFAR10 tuple).
+
+    :returns: ``{"methods": {name: {"test_error": [per epoch], "alpha": [per epoch: [per layer]],
+        "seconds": s}}, "config": {...}}`` (``alpha`` only for the VD methods).
+    """
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise ValueError(f"unknown methods {unknown}; choose from {METHODS}")
+    n_inputs = data.train_images[0].numel()
+    n_classes = int(max(data.train_labels.max(), data.test_labels.max())) + 1
+    sizes = [n_inputs, *hidden, max(n_classes, 2)]
+    result = {"methods": {}, "config": {"sizes": sizes, "epochs": epochs, "batch_size": batch_size, "lr": lr}}
+    bar = tqdm(total=epochs * len(methods), unit="epoch", disable=not progress, desc="layer case")
+    write = tqdm.write if progress and log is print else log
+    for name in methods:
+        record = {"test_error": [], "alpha": []}
+
+        def evaluate(epoch, net, alphas=None, name=name, record=record):
+            error = test_error(net, data.test_images, data.test_labels)
+            record["test_error"].append(error)
+            if alphas is not None:
+                record["alpha"].append(alphas)
+            extra = "" if alphas is None else "  α " + " ".join(f"{a:.3g}" for a in alphas)
+            write(f"{name}: epoch {epoch}/{epochs}  test error {100 * error:.2f} %{extra}")
+            bar.update(1)
+
+        tick = time.perf_counter()
+        if name.startswith("VD"):
+            _train_vd(
+                data,
+                sizes,
+                clip=name == METHODS[0],
+                epochs=epochs,
+                batch_size=batch_size,
+                lr=lr,
+                seed=seed,
+                evaluate=evaluate,
+            )
+        else:
+            torch.manual_seed(seed)
+            kind = {"binary dropout": "binary", "Gaussian dropout": "gaussian", "no dropout": "none"}[name]
+            net = with_dropout(mlp(sizes), kind, p=0.5)
+            train_maximum_likelihood(
+                net,
+                data.train_images,
+                data.train_labels,
+                epochs=epochs,
+                batch_size=batch_size,
+                lr=lr,
+                callback=lambda epoch, net, evaluate=evaluate: evaluate(epoch, net),
+            )
+        record["seconds"] = time.perf_counter() - tick
+        if not record["alpha"]:
+            del record["alpha"]
+        result["methods"][name] = record
+    bar.close()
+    return result
+
+
+def format_layer_case(result):
+    """A Markdown table: final and best test error of each method."""
+    lines = [
+        "| method | test error (last epoch) | best | final α per layer | s |",
+        "|---|---:|---:|---|---:|",
+    ]
+    for name, record in result["methods"].items():
+        errors = record["test_error"]
+        alpha = " / ".join(f"{a:.3g}" for a in record["alpha"][-1]) if "alpha" in record else "–"
+        last, best = 100 * errors[-1], 100 * min(errors)
+        lines.append(f"| {name} | {last:.2f} % | {best:.2f} % | {alpha} | {record['seconds']:.0f} |")
+    return "\n".join(lines)
