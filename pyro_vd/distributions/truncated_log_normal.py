@@ -181,7 +181,7 @@ class TruncatedLogNormal(TorchDistribution):
         r""":math:`\log((\mathbb{E}\,\theta)^2 / \mathbb{E}\,\theta^2) < 0` in float64."""
         ratio = 2 * self._log_moment64(1) - self._log_moment64(2)
         # < 0 by Jensen (θ is not constant); the clamp only removes rounding, so that SNR stays finite
-        return torch.clamp(ratio, max=-1e-300)
+        return torch.clamp(ratio, max=-1e-30)  # SNR ≤ 1e15, finite in float32
 
     @property
     def mean(self):
@@ -240,7 +240,8 @@ class TruncatedLogNormal(TorchDistribution):
     # ------------------------------------------------------------------------------- sampling
     def rsample(self, sample_shape=torch.Size()):
         shape = self._extended_shape(sample_shape)
-        u = torch.rand(shape, dtype=self.loc.dtype, device=self.loc.device)
+        # float64 uniforms: a float32 draw is exactly 0 once in 2²⁴, and 1 − u must not round to 1
+        u = torch.rand(shape, dtype=torch.float64, device=self.loc.device)
         u = u.clamp(torch.finfo(u.dtype).tiny, 1 - torch.finfo(u.dtype).eps)
         z = _sample_standard(self.alpha.expand(shape), self.beta.expand(shape), u)
         log_theta = (self.loc + self.scale * z).clamp(self.low, self.high)
@@ -286,7 +287,7 @@ def _sample_standard(alpha, beta, u):
     # the exponential limit of the far tail; E decreases as u grows, so z = F⁻¹(u) stays monotone
     rate = -hi.clamp(max=_TAIL)
     width = rate * (hi - lo)
-    e = -torch.log1p(-(1 - u) * -torch.expm1(-width))
+    e = -torch.log(u + (1 - u) * torch.exp(-width))  # = −log(1 − (1 − u)(1 − e^{−width})), never ∞
     z = torch.where(tail, hi - e / rate, z)
     z = torch.maximum(torch.minimum(z, hi), lo)
     z = torch.where(flip, -z, z)

@@ -178,3 +178,27 @@ def test_truncated_log_uniform_moments_and_density():
     assert total == pytest.approx(1.0, rel=1e-5)
     with pytest.raises(ValueError):
         TruncatedLogUniform(validate_args=True).log_prob(torch.tensor(2.0))
+
+
+@pytest.mark.parametrize(
+    "u", [torch.finfo(torch.float64).tiny, 0.5, 1 - torch.finfo(torch.float64).eps], ids=str
+)
+def test_inverse_cdf_has_finite_gradients_at_extreme_uniforms(u):
+    # a uniform draw at the edge of (0, 1) once made the far-tail branch return ∞ and poisoned the
+    # gradients of every other neuron (through torch.where) with NaN
+    from pyro_vd.distributions.truncated_log_normal import _sample_standard
+
+    alpha = torch.tensor([-1e9, -3.0, -1e10, 35.0], dtype=torch.float64, requires_grad=True)
+    beta = torch.tensor([-40.0, 2.0, 1e10, 1e9], dtype=torch.float64, requires_grad=True)
+    z = _sample_standard(alpha, beta, torch.full((4,), u, dtype=torch.float64))
+    assert torch.isfinite(z).all() and (z >= alpha).all() and (z <= beta).all()
+    for grad in torch.autograd.grad(z.sum(), [alpha, beta]):
+        assert torch.isfinite(grad).all()
+
+
+def test_snr_is_finite_over_the_guides_parameter_box():
+    grid = torch.linspace(-20, 5, 101)
+    loc, log_scale = torch.meshgrid(grid, grid, indexing="ij")
+    q = TruncatedLogNormal(loc.reshape(-1), log_scale.reshape(-1).exp())
+    for value in (q.snr, q.mean, q.variance, kl_divergence(q, TruncatedLogUniform())):
+        assert torch.isfinite(value).all()
