@@ -50,10 +50,10 @@ model = bayesianize(net, num_data=len(train), neuron_noise=True)
 guide = AutoVariationalDropout(model, init_theta=net.state_dict())
 elbo = VariationalDropoutELBO()
 svi = pyro.infer.SVI(model, guide, pyro.optim.Adam({"lr": 1e-2}), elbo)
-epochs = 150
+epochs = 80
 with local_reparameterization():
     for epoch in range(epochs):
-        elbo.kl_weight = linear_warmup(epoch, 0, 30)
+        elbo.kl_weight = linear_warmup(epoch, 0, 40)
         for batch in train[torch.randperm(len(train))].split(100):
             svi.step(X[batch], y[batch])
 

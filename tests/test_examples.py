@@ -1,0 +1,28 @@
+"""Every example runs as shipped (each asserts what it shows) in under a minute."""
+
+import pathlib
+import runpy
+import sys
+
+import matplotlib
+import pytest
+
+EXAMPLES = sorted((pathlib.Path(__file__).resolve().parents[1] / "examples").glob("*.py"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.stem)
+def test_example_runs(path, monkeypatch, capsys, tmp_path):
+    pytest.importorskip("sklearn")
+    matplotlib.use("Agg")
+    monkeypatch.setattr(
+        sys,
+        "argv",
+        [str(path), "--out", str(tmp_path / "plot.png")] if "breast" in path.stem else [str(path)],
+    )
+    runpy.run_path(str(path), run_name="__main__")
+    assert capsys.readouterr().out
+
+
+def test_there_are_three_examples():
+    assert len(EXAMPLES) == 3
