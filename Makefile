@@ -23,7 +23,7 @@ $(VENV)/.installed-test: $(VENV)/.installed
 	touch $@
 
 demo: $(VENV)/.installed
-	$(BIN)/pyro-vd kl-table
+	$(BIN)/pyro-vd ard-table
 
 test: $(VENV)/.installed-test
 	$(BIN)/python -m pytest
