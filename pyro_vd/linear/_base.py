@@ -87,8 +87,11 @@ def _to_float_array(value, name):
     return array.astype(np.float64, copy=False)
 
 
-def check_X(X, *, n_features=None, estimator=None, name="X"):
-    """A finite float64 (n_samples, n_features) array, or a ValueError naming what is wrong."""
+def check_X(X, *, n_features=None, estimator=None, name="X", check_finite=True):
+    """A finite float64 (n_samples, n_features) array, or a ValueError naming what is wrong.
+
+    ``check_finite=False`` leaves the NaN/inf scan to the caller (who then checks its own reductions of
+    X, e.g. with :func:`check_finite_statistics`: one pass over X fewer)."""
     if X is None:
         raise ValueError(f"{name} must be an array of shape (n_samples, n_features), not None")
     if hasattr(X, "toarray") and hasattr(X, "nnz"):
@@ -104,7 +107,7 @@ def check_X(X, *, n_features=None, estimator=None, name="X"):
         raise ValueError(f"Found array with 0 sample(s) (shape={X.shape}) while a minimum of 1 is required.")
     if X.shape[1] < 1:
         raise ValueError(f"Found array with 0 feature(s) (shape={X.shape}) while a minimum of 1 is required.")
-    if not np.isfinite(X).all():
+    if check_finite and not np.isfinite(X).all():
         raise ValueError(f"Input {name} contains NaN or infinity.")
     if n_features is not None and X.shape[1] != n_features:
         owner = type(estimator).__name__ if estimator is not None else "the estimator"
@@ -112,6 +115,17 @@ def check_X(X, *, n_features=None, estimator=None, name="X"):
             f"X has {X.shape[1]} features, but {owner} is expecting {n_features} features as input."
         )
     return X
+
+
+def check_finite_statistics(X, *statistics, name="X"):
+    """After ``check_X(..., check_finite=False)``: sums of a NaN or inf are NaN or inf, so finite
+    ``statistics`` (reductions of X) prove X finite; otherwise the usual error, or one about overflow
+    when X itself is finite."""
+    if all(np.isfinite(s).all() for s in statistics):
+        return
+    if not np.isfinite(X).all():
+        raise ValueError(f"Input {name} contains NaN or infinity.")
+    raise ValueError(f"{name} has values so large that their squares overflow float64; rescale it")
 
 
 def flatten_column(y):

@@ -13,7 +13,7 @@ LOG_ALPHA_INFINITE = 35.0
 _GRID_STEP = 0.25
 
 
-def optimal_log_alpha(c, method="exact", *, max_log_alpha=LOG_ALPHA_MAX, bisections=50):
+def optimal_log_alpha(c, method="exact", *, max_log_alpha=LOG_ALPHA_MAX, bisections=34):
     r"""
     :math:`\arg\max_{t} \; -c\,e^{t} - \mathrm{KL}(t)` elementwise, :math:`t = \log\alpha`, :math:`c \ge 0`:
     the update of each :math:`\alpha_d` given the rest, with :math:`c_d = \tfrac{\beta}{2}\theta_d^2\sum_n
@@ -40,7 +40,7 @@ def optimal_log_alpha(c, method="exact", *, max_log_alpha=LOG_ALPHA_MAX, bisecti
     return _maximize(c, objective, derivative, max_log_alpha, bisections)
 
 
-def optimal_log_alpha_profile(q, method="exact", *, max_log_alpha=LOG_ALPHA_MAX, bisections=50):
+def optimal_log_alpha_profile(q, method="exact", *, max_log_alpha=LOG_ALPHA_MAX, bisections=34):
     r"""
     :math:`\arg\max_t \; q/(1 + e^t) - \mathrm{KL}(t)` elementwise, :math:`q \ge 0`: the joint update of
     :math:`(\theta_d, \alpha_d)` given the other weights. For linear regression, maximizing the ELBO

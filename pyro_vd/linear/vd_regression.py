@@ -7,6 +7,7 @@ from ..distributions.kl_log_uniform import check_kl_method, kl_log_uniform
 from ._base import (
     BaseEstimator,
     RegressorMixin,
+    check_finite_statistics,
     check_is_fitted,
     check_positive_float,
     check_positive_int,
@@ -98,7 +99,7 @@ class VDRegression(RegressorMixin, BaseEstimator):
 
     def partial_fit(self, X, y):
         """Add a chunk of rows to the sufficient statistics and refit; returns ``self``."""
-        X = check_X(X, n_features=getattr(self, "n_features_in_", None), estimator=self)
+        X = check_X(X, n_features=getattr(self, "n_features_in_", None), estimator=self, check_finite=False)
         y = check_y(y, X.shape[0])
         self._check_params()
         stats = getattr(self, "_stats", None)
@@ -112,10 +113,12 @@ class VDRegression(RegressorMixin, BaseEstimator):
                 "xy": np.zeros(d),
                 "yy": 0.0,
             }
+        sx, xx = X.sum(0), X.T @ X
+        check_finite_statistics(X, sx, xx)
         stats["n"] += X.shape[0]
-        stats["sx"] += X.sum(0)
+        stats["sx"] += sx
         stats["sy"] += y.sum()
-        stats["xx"] += X.T @ X
+        stats["xx"] += xx
         stats["xy"] += X.T @ y
         stats["yy"] += y @ y
         self._stats = stats
