@@ -18,19 +18,6 @@ from .sparse_vd_mnist import run_sparse_vd_mnist, test_error
 
 
 @torch.no_grad()
-def inference_seconds(net, images, repeats=30, batch_size=1000):
-    """Median seconds of one forward pass of a batch of ``batch_size`` images over ``repeats`` runs."""
-    batch = images[:batch_size]
-    net(batch)  # warm-up
-    times = []
-    for _ in range(repeats):
-        tick = time.perf_counter()
-        net(batch)
-        times.append(time.perf_counter() - tick)
-    return statistics.median(times)
-
-
-@torch.no_grad()
 def speedup(dense, small, images, repeats=30, batch_size=1000):
     """``(dense seconds, small seconds)``: medians of interleaved timings in the same run."""
     batch = images[:batch_size]
