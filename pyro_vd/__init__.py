@@ -1,6 +1,6 @@
 """pyro_vd: variational dropout for Pyro (sparse Bayesian neural networks, ARD for linear models)."""
 
-from . import distributions, guides, inference, models, poutine
+from . import analysis, distributions, guides, inference, models, plots, poutine
 from .distributions import (
     DEFAULT_KL_METHOD,
     KL_METHODS,
@@ -36,6 +36,7 @@ __all__ = [
     "VDNormal",
     "VariationalDropoutELBO",
     "__version__",
+    "analysis",
     "bayesianize",
     "deterministic",
     "distributions",
@@ -47,6 +48,7 @@ __all__ = [
     "local_reparameterization",
     "models",
     "neuron_sparsity",
+    "plots",
     "poutine",
     "prune_neurons",
     "sparsity",

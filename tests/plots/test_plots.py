@@ -1,0 +1,81 @@
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pyro
+import pytest
+import torch
+
+from pyro_vd import AutoVariationalDropout, bayesianize
+from pyro_vd.linear import RVR, VDRegression
+from pyro_vd.models.architectures import mlp
+from pyro_vd.plots import (
+    plot_alpha_trajectories,
+    plot_batch_size,
+    plot_coefficients,
+    plot_first_layer_masks,
+    plot_log_alpha_histogram,
+    plot_log_alpha_vs_theta,
+    plot_training_curves,
+)
+
+
+@pytest.fixture(scope="module")
+def guide():
+    pyro.clear_param_store()
+    pyro.set_rng_seed(0)
+    model = bayesianize(mlp([784, 16, 10]), 100)
+    guide = AutoVariationalDropout(model)
+    guide(torch.randn(4, 784), torch.zeros(4, dtype=torch.long))
+    with torch.no_grad():
+        guide.log_sigma2s.net.fc1.weight.uniform_(-12, 4)
+    return guide
+
+
+def _panels(fig):
+    return [ax for ax in fig.axes if ax.get_visible()]
+
+
+def test_layer_plots(guide):
+    assert len(_panels(plot_log_alpha_vs_theta(guide, max_points=500))) == 2
+    assert len(_panels(plot_log_alpha_histogram(guide))) == 2
+    fig = plot_first_layer_masks(guide, units=4)
+    assert len(_panels(fig)) == 5
+    assert fig.axes[0].images[0].get_array().shape == (28, 28)
+    with pytest.raises(ValueError, match="expected"):
+        plot_first_layer_masks(guide, "net.fc2.weight")
+    with pytest.raises(ValueError, match="not weight sites"):
+        plot_log_alpha_histogram(guide, ["net.fc9.weight"])
+    plt.close("all")
+
+
+def test_linear_plots():
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((200, 60))
+    y = X[:, :3] @ np.array([1.0, -2.0, 0.5]) + 0.3 * rng.standard_normal(200)
+    for estimator in (VDRegression(), RVR()):
+        fig = plot_coefficients(estimator.fit(X, y), max_features=20)
+        assert len(fig.axes[0].get_yticklabels()) <= 20
+    rows = [
+        {"method": "VD-RVR", "metric": "test MSE", "value": 0.1, "pruned": 90},
+        {"method": "VD SVI, batch 1 %", "metric": "test MSE", "value": 0.2, "pruned": 80},
+        {"method": "VD SVI, batch 10 %", "metric": "test MSE", "value": 0.15, "pruned": 85},
+    ]
+    fig = plot_batch_size(rows)
+    assert list(fig.axes[0].lines[0].get_xdata()) == [1.0, 10.0]
+    with pytest.raises(ValueError, match="VD SVI"):
+        plot_batch_size(rows[:1])
+    plt.close("all")
+
+
+def test_training_plots():
+    history = [{"epoch": e, "test_error": 0.1 / e, "compression": e} for e in range(1, 6)]
+    fig = plot_training_curves(history)
+    assert len(fig.axes) == 2  # error and the twin axis of compression
+    fig = plot_alpha_trajectories({"clipped": np.ones((5, 3)), "free": np.linspace(1, 4, 15).reshape(5, 3)})
+    assert len(fig.axes) == 2 and len(fig.axes[1].lines) == 3
+    with pytest.raises(ValueError, match="empty"):
+        plot_training_curves([])
+    plt.close("all")
