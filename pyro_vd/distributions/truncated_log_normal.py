@@ -55,7 +55,8 @@ def _normalizer(alpha, beta):
     r"""
     :math:`Z = \Phi(\beta) - \Phi(\alpha)` in a form that keeps its parts separate: the interval is
     mirrored to the lower half (``flip``: :math:`\Phi(\beta) - \Phi(\alpha) = \Phi(-\alpha) - \Phi(-\beta)`),
-    with ends ``lo ≤ hi``, and :math:`\log Z = r - \mathrm{hi}^2/2`, ``r`` = :math:`L(\mathrm{hi}) +
+    with ends ``lo ≤ hi``, :math:`\delta = \log\Phi(\mathrm{lo}) - \log\Phi(\mathrm{hi})`, and
+    :math:`\log Z = r - \mathrm{hi}^2/2`, ``r`` = :math:`L(\mathrm{hi}) +
     \log(1 - \Phi(\mathrm{lo})/\Phi(\mathrm{hi}))` of moderate size even where Z underflows.
     """
     flip = (alpha + beta) > 0
@@ -64,7 +65,7 @@ def _normalizer(alpha, beta):
     l_hi = _log_scaled_ndtr(hi)
     delta = _log_scaled_ndtr(lo) - l_hi - 0.5 * (lo - hi) * (lo + hi)  # log Φ(lo) − log Φ(hi) ≤ 0
     delta = torch.clamp(delta, max=-1e-300)
-    return lo, hi, l_hi + _log1mexp(delta), flip
+    return lo, hi, l_hi + _log1mexp(delta), flip, delta
 
 
 def log_diff_ndtr(alpha, beta):
@@ -76,7 +77,7 @@ def log_diff_ndtr(alpha, beta):
     complementary error function, and :math:`\log(1 - \Phi(\alpha)/\Phi(\beta))` is evaluated with
     ``log1p``/``expm1``.
     """
-    _, hi, r, _ = _normalizer(alpha, beta)
+    _, hi, r, _, _ = _normalizer(alpha, beta)
     return r - 0.5 * hi * hi
 
 
@@ -170,8 +171,8 @@ class TruncatedLogNormal(TorchDistribution):
         """
         loc, scale, alpha, beta = self._standardized64()
         s = k * scale
-        _, _, r_k, flip_k = _normalizer(alpha - s, beta - s)
-        _, _, r_0, flip_0 = _normalizer(alpha, beta)
+        _, _, r_k, flip_k, _ = _normalizer(alpha - s, beta - s)
+        _, _, r_0, flip_0, _ = _normalizer(alpha, beta)
         cross = (flip_k.double() - flip_0.double()) * 0.5 * (beta - alpha) * (beta + alpha)
         general = torch.where(flip_k, k * self.low, k * self.high) + cross + r_k - r_0
         untruncated = (alpha - 2 * scale < -_UNTRUNCATED) & (beta - 2 * scale > _UNTRUNCATED)
@@ -204,11 +205,9 @@ class TruncatedLogNormal(TorchDistribution):
 
     def _entropy_parts64(self):
         loc, scale, alpha, beta = self._standardized64()
-        lo, hi, r, flip = _normalizer(alpha, beta)
-        # e = Φ(lo)/Φ(hi); φ(hi)/Z + hi = (φ(hi)/Φ(hi) + hi − hi·e) / (1 − e), and φ(lo)/Z, without forming Z
-        delta = torch.clamp(
-            _log_scaled_ndtr(lo) - _log_scaled_ndtr(hi) - 0.5 * (lo - hi) * (lo + hi), max=-1e-300
-        )
+        lo, hi, r, flip, delta = _normalizer(alpha, beta)
+        # e = Φ(lo)/Φ(hi) = e^δ; φ(hi)/Z + hi = (φ(hi)/Φ(hi) + hi − hi·e) / (1 − e), and φ(lo)/Z,
+        # without forming Z
         e = delta.exp()
         z_hi = (_mills_plus_x(hi) - hi * e) / -torch.expm1(delta)
         pdf_lo = torch.exp(-_HALF_LOG_2PI - 0.5 * (lo - hi) * (lo + hi) - r)
@@ -242,8 +241,14 @@ class TruncatedLogNormal(TorchDistribution):
         shape = self._extended_shape(sample_shape)
         # float64 uniforms: a float32 draw is exactly 0 once in 2²⁴, and 1 − u must not round to 1
         u = torch.rand(shape, dtype=torch.float64, device=self.loc.device)
-        u = u.clamp(torch.finfo(u.dtype).tiny, 1 - torch.finfo(u.dtype).eps)
-        z = _sample_standard(self.alpha.expand(shape), self.beta.expand(shape), u)
+        return self.icdf(u.clamp(torch.finfo(u.dtype).tiny, 1 - torch.finfo(u.dtype).eps))
+
+    def icdf(self, value):
+        """The inverse CDF at ``value`` ∈ (0, 1) (broadcast against the batch shape); differentiable in
+        μ and σ, which is what makes ``rsample`` reparameterized."""
+        value = torch.as_tensor(value, dtype=torch.float64, device=self.loc.device)
+        shape = torch.broadcast_shapes(value.shape, self.batch_shape)
+        z = _sample_standard(self.alpha.expand(shape), self.beta.expand(shape), value.expand(shape))
         log_theta = (self.loc + self.scale * z).clamp(self.low, self.high)
         return log_theta.exp()
 

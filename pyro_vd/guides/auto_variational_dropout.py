@@ -17,7 +17,7 @@ from torch.distributions import constraints
 
 from ..distributions.kl_log_uniform import DEFAULT_KL_METHOD, check_kl_method
 from ..distributions.log_uniform import LogUniform
-from ..distributions.truncated_log_normal import TruncatedLogNormal, _sample_standard
+from ..distributions.truncated_log_normal import TruncatedLogNormal
 from ..distributions.truncated_log_uniform import TruncatedLogUniform
 from ..distributions.vd_normal import VDNormal
 
@@ -396,13 +396,7 @@ class AutoVariationalDropout(AutoGuide):
         for name in [*self._sites, *self._noise_sites]:
             q = self.posterior(name)
             levels = torch.as_tensor(quantiles, dtype=q.loc.dtype, device=q.loc.device)
-            levels = levels.reshape((-1,) + (1,) * q.loc.dim())
-            if name in self._noise_sites:
-                shape = levels.shape[:1] + q.batch_shape
-                z = _sample_standard(q.alpha.expand(shape), q.beta.expand(shape), levels.expand(shape))
-                result[name] = (q.loc + q.scale * z).clamp(q.low, q.high).exp()
-            else:
-                result[name] = q.icdf(levels)
+            result[name] = q.icdf(levels.reshape((-1,) + (1,) * q.loc.dim()))
         return result
 
 
