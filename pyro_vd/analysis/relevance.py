@@ -29,10 +29,11 @@ def relevance(obj, site=None, *, feature_names=None, threshold=DEFAULT_THRESHOLD
             site = names[0]
         if site not in names:
             raise ValueError(f"site {site!r} is not a weight site of the guide ({names})")
-        theta = obj.get_theta(site).cpu().numpy().ravel()
-        log_alpha = obj.get_log_alpha(site).cpu().numpy().ravel()
-        table = {"theta": theta, "log_alpha": log_alpha, "snr": np.exp(-0.5 * log_alpha)}
-        table["relevant"] = log_alpha <= threshold
+        table = _vd_table(
+            obj.get_theta(site).cpu().numpy().ravel(),
+            obj.get_log_alpha(site).cpu().numpy().ravel(),
+            threshold,
+        )
     elif hasattr(obj, "groups") and "variational" in obj.groups():  # InferenceData
         group = obj["variational"]
         if "theta" in group:
@@ -41,9 +42,7 @@ def relevance(obj, site=None, *, feature_names=None, threshold=DEFAULT_THRESHOLD
                 group["theta"].coords["feature"].values if "feature" in group["theta"].coords else None
             )
             if "log_alpha" in group:
-                log_alpha = group["log_alpha"].values
-                table = {"theta": theta, "log_alpha": log_alpha, "snr": np.exp(-0.5 * log_alpha)}
-                table["relevant"] = log_alpha <= threshold
+                table = _vd_table(theta, group["log_alpha"].values, threshold)
             else:
                 alpha = group["alpha"].values
                 table = {"theta": theta, "alpha": alpha, "snr": np.abs(theta) * np.sqrt(alpha)}
@@ -56,14 +55,11 @@ def relevance(obj, site=None, *, feature_names=None, threshold=DEFAULT_THRESHOLD
             if site is None:
                 raise ValueError(f"the InferenceData has several weight sites {sites}: pass site=")
             theta = group[f"{site}.theta"].values.ravel()
-            log_alpha = group[f"{site}.log_alpha"].values.ravel()
-            table = {"theta": theta, "log_alpha": log_alpha, "snr": np.exp(-0.5 * log_alpha)}
-            table["relevant"] = log_alpha <= threshold
+            table = _vd_table(theta, group[f"{site}.log_alpha"].values.ravel(), threshold)
     elif hasattr(obj, "relevance_"):  # a fitted estimator
         theta = np.atleast_2d(obj.coef_)[0]
         if hasattr(obj, "log_alpha_"):
-            log_alpha = np.atleast_2d(obj.log_alpha_)[0]
-            table = {"theta": theta, "log_alpha": log_alpha, "snr": np.exp(-0.5 * log_alpha)}
+            table = _vd_table(theta, np.atleast_2d(obj.log_alpha_)[0], threshold)
         else:
             alpha = np.atleast_2d(obj.alpha_)[0]
             variance = _posterior_variance(obj, alpha)
@@ -81,6 +77,16 @@ def relevance(obj, site=None, *, feature_names=None, threshold=DEFAULT_THRESHOLD
     if len(names) != n:
         raise ValueError(f"feature_names has {len(names)} names for {n} weights")
     return pd.DataFrame(table, index=pd.Index(names, name="feature"))
+
+
+def _vd_table(theta, log_alpha, threshold):
+    """The columns of a VD weight: θ, log α, SNR = α^{-1/2}, relevant when log α ≤ ``threshold``."""
+    return {
+        "theta": theta,
+        "log_alpha": log_alpha,
+        "snr": np.exp(-0.5 * log_alpha),
+        "relevant": log_alpha <= threshold,
+    }
 
 
 def _posterior_variance(estimator, alpha):
