@@ -200,6 +200,7 @@ def _sparse_mnist(args):
         data,
         arch=args.arch,
         epochs=epochs,
+        kl_method=args.kl_method,
         seed=args.seed,
         out=args.out,
         resume=args.resume,
@@ -237,7 +238,8 @@ def _structured_mnist(args):
         seed=args.seed,
         out=args.out,
         resume=args.resume,
-        repeats=5 if args.quick else 30,
+        repeats=args.repeats or (5 if args.quick else 30),
+        noise_lr=args.noise_lr,
         progress=not args.quiet,
         log=_log(args),
     )
@@ -305,11 +307,14 @@ def build_parser():
         "sparse-mnist", _sparse_mnist, "Sparse VD on MNIST (LeNet-300-100 or LeNet-5)", data=True
     )
     sparse.add_argument("--arch", choices=("lenet300100", "lenet5"), default="lenet300100")
+    sparse.add_argument("--kl-method", choices=("molchanov", "kingma", "exact"), default="molchanov")
     sparse.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
     structured = command(
         "structured-mnist", _structured_mnist, "neuron-level noise and pruning of LeNet-500-300", data=True
     )
     structured.add_argument("--sparse-weights", action="store_true", help="Sparse VD on the weights too")
+    structured.add_argument("--noise-lr", type=float, default=1e-2, help="learning rate of the noise")
+    structured.add_argument("--repeats", type=int, default=None, help="timing repeats (30; 5 with --quick)")
     structured.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
     for sub in (sparse, structured):
         sub.set_defaults(dataset="mnist")
