@@ -1,5 +1,7 @@
 """The improper log-uniform prior of variational dropout."""
 
+import numbers
+
 import torch
 from pyro.distributions import TorchDistribution
 from pyro.distributions.util import broadcast_shape, sum_rightmost
@@ -20,6 +22,36 @@ class _NonZeroReal(constraints.Constraint):
 
 
 nonzero_real = _NonZeroReal()
+
+#: log|w| bounds of the proper stand-in that :meth:`LogUniform.sample` draws from.
+DEFAULT_SAMPLE_LOG_BOUNDS = (-6.0, 0.0)
+
+
+def _check_shape(name, shape):
+    if isinstance(shape, torch.Size):
+        return shape
+    if isinstance(shape, (str, bytes)) or not hasattr(shape, "__iter__"):
+        raise TypeError(
+            f"LogUniform's {name} must be a sequence of non-negative ints such as (3,) or torch.Size([3]); "
+            f"got {shape!r} (for a vector of 3 weights write LogUniform(event_shape=(3,)))"
+        )
+    shape = tuple(shape)
+    if not all(isinstance(n, numbers.Integral) and not isinstance(n, bool) and n >= 0 for n in shape):
+        raise TypeError(f"LogUniform's {name} must hold non-negative ints; got {shape!r}")
+    return torch.Size(shape)
+
+
+def _check_sample_log_bounds(bounds):
+    try:
+        low, high = bounds
+    except (TypeError, ValueError):
+        raise TypeError(f"sample_log_bounds must be a pair (low, high) of log|w|; got {bounds!r}") from None
+    for value in (low, high):
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not abs(value) < float("inf"):
+            raise ValueError(f"sample_log_bounds must be two finite numbers; got {bounds!r}")
+    if not low < high:
+        raise ValueError(f"sample_log_bounds must have low < high; got {bounds!r}")
+    return float(low), float(high)
 
 
 class LogUniform(TorchDistribution):
@@ -42,11 +74,24 @@ class LogUniform(TorchDistribution):
     gives :math:`\mathbb{E}_q \log p(w) = -\log|\theta| - \mathbb{E}\log|1 + \sqrt\alpha\,\varepsilon|`.
     This is what keeps the ELBO's optimum in :math:`\theta` the same as dropout training's.
 
-    The prior has no normalizing constant, so it cannot be sampled: fit it with a variational
-    dropout guide, :class:`~pyro_vd.distributions.VDNormal` at the site (see
+    The prior has no normalizing constant: fit it with a variational dropout guide,
+    :class:`~pyro_vd.distributions.VDNormal` at the site (see
     :func:`~pyro_vd.distributions.kl_log_uniform` for the KL that Pyro's
-    :class:`~pyro.infer.TraceMeanField_ELBO` then uses). In every other respect it is an ordinary
-    Pyro distribution; shapes are given as for :class:`~pyro.distributions.ImproperUniform`::
+    :class:`~pyro.infer.TraceMeanField_ELBO` then uses), e.g.
+    :class:`~pyro_vd.guides.AutoVariationalDropout`.
+
+    **Sampling draws from a proper stand-in.** Pyro's own tools run a model's prior once to learn its
+    shapes (:class:`~pyro.infer.Predictive`, :class:`~pyro.infer.autoguide.AutoGuideList` and every
+    autoguide's set-up), so :meth:`sample` must return a value in the support. It draws from the
+    log-uniform prior *truncated* to :math:`\log|w| \in [a, b]` = ``sample_log_bounds`` (default
+    :math:`[-6, 0]`, i.e. :math:`|w| \in [0.0025, 1]`) with a random sign, as Pyro's
+    :class:`~pyro.distributions.ImproperUniform` docstring suggests a proper stand-in (``.mask(False)``).
+    :meth:`log_prob` stays the improper :math:`-\log|w|`. The stand-in is only what a prior predictive
+    (``Predictive(model, num_samples=...)`` without a guide) draws: there is no "prior predictive" of an
+    improper prior, so read such draws as those of the truncated prior you chose.
+
+    In every other respect it is an ordinary Pyro distribution; shapes are given as for
+    :class:`~pyro.distributions.ImproperUniform`::
 
         w = pyro.sample("w", LogUniform(event_shape=(10,)))        # a weight vector
         w = pyro.sample("w", LogUniform().expand([10]).to_event(1))  # the same
@@ -55,6 +100,8 @@ class LogUniform(TorchDistribution):
 
     :param torch.Size batch_shape: The batch shape.
     :param torch.Size event_shape: The event shape.
+    :param tuple sample_log_bounds: ``(a, b)``: :meth:`sample` draws :math:`\log|w| \sim \mathcal{U}(a, b)`
+        with a random sign.
     :param bool validate_args: Whether :meth:`log_prob` rejects values outside the support
         (0, NaN, ±inf).
     """
@@ -63,12 +110,24 @@ class LogUniform(TorchDistribution):
     support = nonzero_real
     has_rsample = False
 
-    def __init__(self, batch_shape=(), event_shape=(), *, validate_args=None):
-        super().__init__(torch.Size(batch_shape), torch.Size(event_shape), validate_args=validate_args)
+    def __init__(
+        self,
+        batch_shape=(),
+        event_shape=(),
+        *,
+        sample_log_bounds=DEFAULT_SAMPLE_LOG_BOUNDS,
+        validate_args=None,
+    ):
+        self.sample_log_bounds = _check_sample_log_bounds(sample_log_bounds)
+        batch_shape = _check_shape("batch_shape", batch_shape)
+        event_shape = _check_shape("event_shape", event_shape)
+        super().__init__(batch_shape, event_shape, validate_args=validate_args)
 
     def expand(self, batch_shape, _instance=None):
         new = self._get_checked_instance(LogUniform, _instance)
-        super(LogUniform, new).__init__(torch.Size(batch_shape), self.event_shape, validate_args=False)
+        new.sample_log_bounds = self.sample_log_bounds
+        batch_shape = _check_shape("batch_shape", batch_shape)
+        super(LogUniform, new).__init__(batch_shape, self.event_shape, validate_args=False)
         new._validate_args = self._validate_args
         return new
 
@@ -80,16 +139,14 @@ class LogUniform(TorchDistribution):
         return log_prob.expand(broadcast_shape(log_prob.shape, self.batch_shape))
 
     def sample(self, sample_shape=torch.Size()):
-        raise NotImplementedError(
-            "LogUniform is an improper prior (p(log|w|) = const has no normalizing constant), so it "
-            "cannot be sampled, and Pyro's autoguides cannot initialize from it. Fit it with a "
-            "variational dropout guide: one that samples the site from "
-            "pyro_vd.distributions.VDNormal(theta, log_sigma2), initialized by hand "
-            "(e.g. theta ~ N(0, 1/fan_in), log_sigma2 = -10)."
-        )
-
-    def rsample(self, sample_shape=torch.Size()):
-        return self.sample(sample_shape)
+        r"""A draw from the proper stand-in: :math:`\log|w| \sim \mathcal{U}(a, b)`, sign ±1 with
+        probability ½ each (``sample_log_bounds`` = :math:`(a, b)`); never 0, NaN or inf."""
+        shape = self._extended_shape(sample_shape)
+        low, high = self.sample_log_bounds
+        with torch.no_grad():
+            magnitude = torch.exp(low + (high - low) * torch.rand(shape))
+            sign = torch.randint(0, 2, shape).mul_(2).sub_(1)
+            return magnitude * sign
 
     def __repr__(self):
         return f"LogUniform(batch_shape={tuple(self.batch_shape)}, event_shape={tuple(self.event_shape)})"

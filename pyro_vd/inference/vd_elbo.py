@@ -5,7 +5,7 @@ import numbers
 
 import pyro.poutine as poutine
 import torch
-from pyro.distributions import Independent
+from pyro.distributions import Delta, Independent
 from pyro.distributions.util import scale_and_mask, sum_rightmost
 from pyro.infer.elbo import ELBO
 from pyro.poutine.util import site_is_subsample
@@ -34,13 +34,24 @@ class VariationalDropoutELBO(ELBO):
         \;-\; \lambda \sum_{\text{sites}} \mathrm{KL}\big(q(w)\,\|\,p(w)\big)\Big),
 
     one Monte Carlo draw of the likelihood per particle (the :math:`N/B` comes from the model's
-    ``pyro.plate(..., subsample=...)``), and the KL in closed form: for
-    :class:`~pyro_vd.distributions.VDNormal` against :class:`~pyro_vd.distributions.LogUniform` by
-    :func:`~pyro_vd.distributions.kl_log_uniform` with ``kl_method`` (default: each guide
-    distribution's own ``kl_method``), for other pairs by ``torch.distributions.kl_divergence``. A pair
-    without a closed-form KL is an error: the KL is **never** estimated by sampling, and no
-    log-density of a weight sample is ever computed. Each KL is scaled by its guide site's scale and
-    mask (as in :class:`~pyro.infer.TraceMeanField_ELBO`).
+    ``pyro.plate(..., subsample=...)``), and the KL of each latent site:
+
+    * :class:`~pyro_vd.distributions.VDNormal` against :class:`~pyro_vd.distributions.LogUniform`: in
+      closed form by :func:`~pyro_vd.distributions.kl_log_uniform` with ``kl_method`` (default: each
+      guide distribution's own ``kl_method``); no log-density of a weight sample is ever computed;
+    * any other pair with a registered ``torch.distributions.kl_divergence`` (e.g. the neuron noise's
+      ``TruncatedLogNormal ‖ TruncatedLogUniform``, ``Normal ‖ Normal``): in closed form;
+    * every other latent site — other guides' sites in an
+      :class:`~pyro.infer.autoguide.AutoGuideList`, such as ``AutoNormal``'s ``Delta`` sites, and
+      **auxiliary** guide sites (``AutoNormal``'s ``*_unconstrained``, ``AutoDiagonalNormal``'s
+      latent) — by the estimator of Pyro's :class:`~pyro.infer.Trace_ELBO`,
+      :math:`\log q(v) - \log p(v)` at the guide's draw (for a ``Delta`` its ``log_density``, the
+      Jacobian of the autoguide's transform; for an auxiliary site its :math:`\log q`, whose
+      expectation is the entropy the model-facing ``Delta`` does not carry).
+
+    Each term is scaled by its guide site's scale and mask (as in
+    :class:`~pyro.infer.TraceMeanField_ELBO`). A guide site that is not reparameterized is refused
+    (use Pyro's ``Trace_ELBO`` for score-function gradients).
 
     ``kl_weight`` (:math:`\lambda`) can be changed between steps, e.g.
     ``elbo.kl_weight = linear_warmup(epoch, 5, 20)``; at 0 the KL is not computed at all. After each
@@ -50,9 +61,10 @@ class VariationalDropoutELBO(ELBO):
     ``elbo(model, guide)`` for the ``nn.Module`` whose ``forward`` is the differentiable loss (with
     ``pyro.settings.set(module_local_params=True)`` for plain PyTorch training loops).
 
-    .. warning:: Like :class:`~pyro.infer.TraceMeanField_ELBO`, this assumes a mean-field guide whose
-        latent sites are reparameterized and do not depend on each other; every latent model site must
-        have a guide site.
+    .. warning:: Like :class:`~pyro.infer.TraceMeanField_ELBO`, a closed-form KL per site assumes that
+        the guide's distribution of a site and the model's are given the same ancestors (true for
+        mean-field guides and for every guide Pyro ships); every latent model site must have a guide
+        site, and every guide site must be reparameterized.
 
     A non-finite loss raises before any gradient is taken: a ``ValueError`` naming the model argument
     or observed site that holds NaN/inf, or a ``FloatingPointError`` when the data are finite (the
@@ -99,19 +111,22 @@ class VariationalDropoutELBO(ELBO):
         model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*args, **kwargs)
         return model_trace, guide_trace
 
-    def _site_kl(self, name, q, p):
+    def _site_kl(self, name, guide_site, model_site):
+        """KL(q ‖ p) of one latent site: closed form where there is one, else log q(v) − log p(v)."""
+        q, p = guide_site["fn"], model_site["fn"]
         q_base, q_event_dims = _unwrap(q)
         p_base, _ = _unwrap(p)
         if isinstance(q_base, VDNormal) and isinstance(p_base, LogUniform):
             return sum_rightmost(q_base.kl_to_log_uniform(self.kl_method), q_event_dims)
-        try:
-            return kl_divergence(q, p)
-        except NotImplementedError:
-            raise ValueError(
-                f"site {name!r}: no closed-form KL between the guide's {type(q_base).__name__} and the "
-                f"prior {type(p_base).__name__}; VariationalDropoutELBO never estimates the KL by "
-                "sampling (use a VDNormal guide against a LogUniform prior, or register a KL)"
-            ) from None
+        # A Delta is the model-facing site of Pyro's AutoNormal, AutoDiagonalNormal, … (the real q sits
+        # on an auxiliary site): its registered KL, −log p(v), would drop the Jacobian in log_density.
+        if not isinstance(q_base, Delta):
+            try:
+                return kl_divergence(q, p)
+            except NotImplementedError:
+                pass
+        value = model_site["value"]
+        return q.log_prob(value) - p.log_prob(value)
 
     def _terms(self, model_trace, guide_trace):
         data = 0.0
@@ -126,10 +141,18 @@ class VariationalDropoutELBO(ELBO):
             guide_site = guide_trace.nodes.get(name)
             if guide_site is None:
                 raise ValueError(f"latent site {name!r} of the model has no site in the guide")
+            _check_reparameterized(name, guide_site)
             if kl is None:
                 continue
-            site_kl = self._site_kl(name, guide_site["fn"], site["fn"])
+            site_kl = self._site_kl(name, guide_site, site)
             kl = kl + scale_and_mask(site_kl, guide_site["scale"], guide_site["mask"]).sum()
+        if kl is not None:  # auxiliary guide sites (AutoNormal's *_unconstrained): their log q, as Trace_ELBO
+            for name, site in guide_trace.nodes.items():
+                if site["type"] != "sample" or name in model_trace.nodes or site_is_subsample(site):
+                    continue
+                _check_reparameterized(name, site)
+                log_q = site["fn"].log_prob(site["value"])
+                kl = kl + scale_and_mask(log_q, site["scale"], site["mask"]).sum()
         return data, kl
 
     # ------------------------------------------------------------------------------- the loss
@@ -170,6 +193,15 @@ class VariationalDropoutELBO(ELBO):
         loss = self.differentiable_loss(model, guide, *args, **kwargs)
         loss.backward(retain_graph=self.retain_graph)
         return loss.item()
+
+
+def _check_reparameterized(name, site):
+    if not site["fn"].has_rsample:
+        raise ValueError(
+            f"guide site {name!r} ({type(_unwrap(site['fn'])[0]).__name__}) is not reparameterized: "
+            "VariationalDropoutELBO takes pathwise gradients only; use Pyro's Trace_ELBO (score-function "
+            "gradients) or TraceEnum_ELBO for it"
+        )
 
 
 def _detach(value):

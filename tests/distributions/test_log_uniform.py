@@ -69,11 +69,46 @@ def test_validation_rejects_wrong_event_shape():
         LogUniform(event_shape=(3,), validate_args=True).log_prob(torch.ones(2))
 
 
-def test_sample_raises_clear_error():
-    d = LogUniform((2,))
-    for call in (d.sample, d.rsample):
-        with pytest.raises(NotImplementedError, match=r"improper.*VDNormal"):
-            call()
+@pytest.mark.parametrize("sample_shape", [(), (1000,)], ids=str)
+@pytest.mark.parametrize("batch_shape", BATCH_SHAPES, ids=str)
+def test_sample_draws_from_the_truncated_stand_in(batch_shape, sample_shape):
+    # Pyro's Predictive and every autoguide's set-up run the prior once: sample() must give a value in
+    # the support, from log|w| ~ U(a, b) with a random sign.
+    torch.manual_seed(0)
+    d = LogUniform(batch_shape, (2,), sample_log_bounds=(-3.0, 1.0))
+    value = d.sample(sample_shape)
+    assert value.shape == sample_shape + batch_shape + (2,)
+    assert d.support.check(value).all()
+    log_abs = value.abs().log()
+    assert (log_abs >= -3.0).all() and (log_abs <= 1.0).all()
+    assert d.expand((5,) + batch_shape).sample_log_bounds == (-3.0, 1.0)
+    with pytest.raises(NotImplementedError):
+        d.rsample()
+
+
+def test_sample_moments():
+    # 200 000 draws: log|w| ~ U(-6, 0) has mean -3 (sd of the mean 0.004) and the sign is fair (0.0011).
+    torch.manual_seed(0)
+    value = LogUniform().sample((200_000,))
+    assert abs(value.abs().log().mean().item() + 3.0) < 0.02
+    assert abs((value > 0).float().mean().item() - 0.5) < 0.006
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"batch_shape": 3}, TypeError, "sequence of non-negative ints"),
+        ({"event_shape": "ab"}, TypeError, "sequence of non-negative ints"),
+        ({"event_shape": (2.5,)}, TypeError, "non-negative ints"),
+        ({"sample_log_bounds": (1.0, 0.0)}, ValueError, "low < high"),
+        ({"sample_log_bounds": (0.0, float("inf"))}, ValueError, "finite"),
+        ({"sample_log_bounds": 3.0}, TypeError, "pair"),
+    ],
+    ids=str,
+)
+def test_bad_arguments_are_named(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        LogUniform(**kwargs)
 
 
 def test_support():

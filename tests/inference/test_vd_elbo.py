@@ -100,15 +100,35 @@ def test_elbo_module_in_a_plain_torch_loop():
     assert loss.requires_grad and loss.dim() == 0
 
 
-def test_never_samples_the_kl():
+def test_pair_without_closed_form_gets_trace_elbo_estimator():
+    # A guide distribution with no registered KL to the prior: log q(w) − log p(w) at the guide's
+    # draw, as Pyro's Trace_ELBO (the VD sites keep their closed form).
     def model(x):
-        pyro.sample("w", LogUniform(event_shape=(6,)))
-        pyro.sample("obs", dist.Normal(0.0, 1.0), obs=x.sum())
+        w = pyro.sample("w", LogUniform(event_shape=(6,)))
+        pyro.sample("obs", dist.Normal(w.sum(), 1.0), obs=x.sum())
 
     def guide(x):
         pyro.sample("w", dist.Laplace(torch.ones(6), 0.1).to_event(1))
 
-    with pytest.raises(ValueError, match="never estimates the KL by sampling"):
+    elbo = VariationalDropoutELBO()
+    pyro.set_rng_seed(0)
+    loss = elbo.loss(model, guide, X)
+    pyro.set_rng_seed(0)
+    w = dist.Laplace(torch.ones(6), 0.1).sample()
+    expected_kl = dist.Laplace(torch.ones(6), 0.1).log_prob(w).sum() + w.abs().log().sum()
+    assert elbo.last_terms["kl"] == pytest.approx(expected_kl.item(), rel=1e-6)
+    assert loss == pytest.approx(expected_kl.item() - elbo.last_terms["data"], rel=1e-6)
+
+
+def test_non_reparameterized_guide_site_is_refused():
+    def model(x):
+        pyro.sample("k", dist.Poisson(3.0))
+        pyro.sample("obs", dist.Normal(0.0, 1.0), obs=x.sum())
+
+    def guide(x):
+        pyro.sample("k", dist.Poisson(pyro.param("rate", torch.tensor(2.0))))
+
+    with pytest.raises(ValueError, match=r"'k'.*not reparameterized.*Trace_ELBO"):
         VariationalDropoutELBO().loss(model, guide, X)
 
 
