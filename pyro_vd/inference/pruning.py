@@ -2,6 +2,7 @@
 
 import copy
 from dataclasses import dataclass, field
+from operator import attrgetter
 
 import pyro
 import pyro.poutine as poutine
@@ -133,16 +134,15 @@ def deterministic(model, guide, threshold=DEFAULT_THRESHOLD, *, snr_threshold=DE
     device = next(iter({**weights, **noise}.values())).device
     net = copy.deepcopy(template).to_empty(device=device)
     store = pyro.get_param_store()
-    module_state = model.net.state_dict()
     state = {}
     for key in net.state_dict():
         site = f"net.{key}"
         if site in weights:
             state[key] = weights[site]
-        elif site in store:
+        elif site in store:  # a point estimate (PyroParam): the store is its source of truth
             state[key] = store[site].detach()
-        else:
-            state[key] = module_state[key]
+        else:  # a buffer, or a parameter never run: the module's own value
+            state[key] = attrgetter(key)(model.net).detach()
     for site, scale in noise.items():  # x·θ then W: the same as W with its columns scaled by θ
         key = site[len("net.") : -len("input_noise")] + "weight"
         weight = state[key]

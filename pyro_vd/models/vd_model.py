@@ -2,21 +2,34 @@
 
 import copy
 import numbers
+import warnings
 
 import pyro
 import pyro.distributions as dist
 import torch
 from pyro.nn import PyroModule, PyroParam, PyroSample
 from pyro.nn.module import to_pyro_module_
+from pyro.poutine.plate_messenger import PlateMessenger
+from pyro.poutine.runtime import _PYRO_STACK
 from torch import nn
 from torch.distributions import constraints
 
 from ..distributions.log_uniform import LogUniform
 from .neuron_noise import DEFAULT_HIGH, DEFAULT_LOW, add_input_noise
 
-#: Layer types whose weights become LogUniform sites (conv is linear in its weights, so LRT applies).
+#: Layer types whose weights become LogUniform sites and whose inputs can carry neuron noise (conv is
+#: linear in its weights, so LRT applies).
 WEIGHT_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+#: Transposed convolutions: linear in the weight too (LRT applies), weight laid out (in, out/groups, *k).
+TRANSPOSED_LAYERS = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
+#: Layers whose affine parameters are point estimates by design: not reported as left deterministic.
+_NORM_LAYERS = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm, nn.LocalResponseNorm)
 LIKELIHOODS = ("categorical", "bernoulli", "normal")
+
+
+class DeterministicParametersWarning(UserWarning):
+    """``bayesianize`` left weights of layer types it does not support (LSTM, GRU, Embedding, …) as
+    point estimates."""
 
 
 class VDModel(PyroModule):
@@ -38,8 +51,19 @@ class VDModel(PyroModule):
         binary target), ``"normal"`` (regression with noise scale ``noise_scale``) or a callable
         ``output -> distribution``.
     :param float noise_scale: the Normal likelihood's σ; ``None`` learns it.
-    :param exclude: names of submodules (as in ``net.named_modules()``) whose weights stay
-        deterministic parameters.
+    :param include: names of submodules (as in ``net.named_modules()``) whose weights get the prior;
+        ``None`` (default): every ``Linear``, ``Conv*`` and ``ConvTranspose*`` layer.
+    :param exclude: names of submodules whose weights stay deterministic parameters.
+
+    Weights of other layer types (``LSTM``, ``GRU``, ``Embedding``, …) stay point estimates; a
+    :class:`DeterministicParametersWarning` lists them (name them in ``exclude`` to silence it).
+    Every parameter that stays a point estimate (biases included) is a
+    :class:`~pyro.nn.PyroParam`, so Pyro's parameter store is its one source of truth:
+    ``pyro.get_param_store().load(...)`` or ``set_state`` updates what the network computes with.
+
+    ``forward`` checks the targets against the likelihood: a ``(B, 1)`` target of a single-output
+    model is squeezed to ``(B,)``; any other shape that differs from the likelihood's is a
+    ``ValueError`` (never broadcast into a ``B × B`` likelihood).
     :param neuron_noise: structured dropout (:mod:`pyro_vd.models.neuron_noise`): ``True`` puts a
         multiplicative noise site ``net.<layer>.input_noise`` (prior
         :class:`~pyro_vd.distributions.TruncatedLogUniform`) on the input neurons of every ``Linear`` /
@@ -56,6 +80,7 @@ class VDModel(PyroModule):
         likelihood="categorical",
         *,
         noise_scale=None,
+        include=None,
         exclude=(),
         neuron_noise=False,
         sparse_weights=True,
@@ -73,17 +98,26 @@ class VDModel(PyroModule):
         self.num_data = num_data
         self.likelihood = likelihood
         names = dict(net.named_modules())
-        for name in exclude:
-            if name not in names:
-                raise ValueError(f"exclude names {name!r}, which is not a submodule of net")
+        exclude = _check_names("exclude", exclude, names)
+        vd_layers = [n for n, m in names.items() if isinstance(m, WEIGHT_LAYERS + TRANSPOSED_LAYERS)]
+        if include is not None:
+            include = _check_names("include", include, names)
+            unsupported = [n for n in include if n not in vd_layers]
+            if unsupported:
+                raise ValueError(
+                    f"include names {unsupported}, which are not Linear, Conv or ConvTranspose layers "
+                    f"(those are {vd_layers})"
+                )
         self._template = (copy.deepcopy(net).to("meta"),)  # a tuple: not registered as a submodule
         net = copy.deepcopy(net)
         layers = [n for n, m in net.named_modules() if isinstance(m, WEIGHT_LAYERS)]
-        weights = [n for n in layers if n not in exclude] if sparse_weights else []
+        chosen = vd_layers if include is None else [n for n in vd_layers if n in include]
+        weights = [n for n in chosen if n not in exclude] if sparse_weights else []
         noisy = _noise_layers(neuron_noise, layers)
+        _warn_deterministic(names, exclude)
         if not weights and not noisy:
             raise ValueError(
-                "net has no Linear or Conv1d/2d/3d layer whose weights could get a LogUniform prior"
+                "net has no Linear or Conv/ConvTranspose layer whose weights could get a LogUniform prior"
                 if sparse_weights
                 else "sparse_weights=False leaves nothing random: ask for neuron_noise as well"
             )
@@ -95,6 +129,7 @@ class VDModel(PyroModule):
             module = modules[name]
             shape = module.weight.shape
             module.weight = PyroSample(LogUniform(event_shape=shape))
+        _point_estimates_to_pyro_params(net)
         self.net = net
         self.weight_sites = [f"net.{n}.weight" if n else "net.weight" for n in weights]
         self.noise_sites = [f"net.{n}.input_noise" if n else "net.input_noise" for n in noisy]
@@ -123,8 +158,8 @@ class VDModel(PyroModule):
         return dist.Normal(output, self.noise_scale).to_event(output.dim() - 1)
 
     def forward(self, x, y=None):
-        if not isinstance(x, torch.Tensor):
-            raise TypeError(f"x must be a torch.Tensor; got {type(x).__name__}")
+        _refuse_vectorized_plates()
+        x = self._check_input(x)
         try:
             output = self.net(x)
         except RuntimeError as error:
@@ -138,9 +173,109 @@ class VDModel(PyroModule):
         size = self.num_data or batch
         if size < batch:
             raise ValueError(f"the batch has {batch} rows but num_data is {size}")
+        likelihood = self._distribution(output)
+        if y is not None:
+            y = self._check_target(y, likelihood)
         with pyro.plate("data", size, subsample=torch.arange(batch, device=output.device)):
-            pyro.sample("obs", self._distribution(output), obs=y)
+            pyro.sample("obs", likelihood, obs=y)
         return output
+
+    def _check_input(self, x):
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"x must be a torch.Tensor; got {type(x).__name__}")
+        if x.dim() < 2:
+            raise ValueError(
+                f"x must have a batch dimension first, e.g. (batch, features); got shape {tuple(x.shape)}"
+            )
+        if x.shape[0] == 0:
+            raise ValueError("x is an empty batch (0 rows)")
+        dtype = self.template_dtype
+        if not x.is_floating_point():
+            raise TypeError(
+                f"x must be a floating-point tensor ({dtype}); got {x.dtype}: convert it with x.to({dtype})"
+            )
+        if x.dtype != dtype:
+            raise TypeError(
+                f"x has dtype {x.dtype} but the network computes in {dtype}: convert x with x.to({dtype}) "
+                "or the model (and its guide's data) to x's dtype"
+            )
+        return x
+
+    @property
+    def template_dtype(self):
+        """The floating-point dtype the network computes in (its first floating parameter or buffer;
+        the template's when it has none of its own)."""
+        for tensor in [*self.net.parameters(), *self.net.buffers(), *self.template.parameters()]:
+            if tensor.is_floating_point():
+                return tensor.dtype
+        return torch.get_default_dtype()
+
+    def _check_target(self, y, likelihood):
+        """``y`` shaped as the likelihood's values: (B, 1) → (B,) for one output; anything else that
+        differs is an error, never a broadcast."""
+        expected = likelihood.batch_shape + likelihood.event_shape
+        if y.shape == expected:
+            return y
+        if y.dim() == len(expected) + 1 and y.shape[-1] == 1 and y.shape[:-1] == expected:
+            return y.squeeze(-1)
+        name = self.likelihood if isinstance(self.likelihood, str) else "likelihood"
+        raise ValueError(
+            f"y has shape {tuple(y.shape)} but the model's {name} likelihood takes targets of shape "
+            f"{tuple(expected)} (one per row of x"
+            + (", class indices" if self.likelihood == "categorical" else "")
+            + "); reshape y instead of letting it broadcast"
+        )
+
+
+def _refuse_vectorized_plates():
+    """A torch network takes one weight tensor per call: a plate around the model (Predictive's
+    ``parallel=True``, ``vectorize_particles=True``) would hand it a batch of weights."""
+    outer = [m.name for m in _PYRO_STACK if isinstance(m, PlateMessenger)]
+    if outer:
+        raise ValueError(
+            f"a VDModel cannot run inside the plate(s) {outer}: its torch layers take one weight "
+            "sample per call, not a batch of them. Draw samples one at a time: "
+            "Predictive(..., parallel=False) (the default), or an ELBO with vectorize_particles=False."
+        )
+
+
+def _check_names(argument, names, modules):
+    if isinstance(names, str):
+        names = [names]
+    names = list(names)
+    unknown = [n for n in names if n not in modules]
+    if unknown:
+        raise ValueError(f"{argument} names {unknown}, which are not submodules of net")
+    return names
+
+
+def _warn_deterministic(modules, exclude):
+    """Warn about weights of layer types that bayesianize cannot give the prior (LSTM, Embedding…)."""
+    left = []
+    for name, module in modules.items():
+        if isinstance(module, WEIGHT_LAYERS + TRANSPOSED_LAYERS + _NORM_LAYERS):
+            continue
+        if any(name == e or name.startswith(e + ".") for e in exclude if e):
+            continue
+        left += [f"{name}.{p}" if name else p for p, _ in module.named_parameters(recurse=False)]
+    if left:
+        warnings.warn(
+            f"bayesianize leaves these parameters as point estimates (their layer types have no "
+            f"variational dropout here): {', '.join(left)}. Name their modules in exclude= to silence "
+            "this.",
+            DeterministicParametersWarning,
+            stacklevel=4,
+        )
+
+
+def _point_estimates_to_pyro_params(net):
+    """Every remaining plain ``nn.Parameter`` becomes a ``PyroParam``: a plain parameter is tracked by
+    object, so after ``param_store.load``/``set_state`` the module kept computing with its old tensor
+    while the store held the loaded one (DESIGN.md §3, trap 12)."""
+    for module in net.modules():
+        for name, param in list(module._parameters.items()):
+            if param is not None:
+                setattr(module, name, PyroParam(param.detach().clone(), constraints.real))
 
 
 def _noise_layers(neuron_noise, layers):

@@ -17,9 +17,10 @@ gradient, and one matmul of :math:`A^2` replaces a weight sample per example.
 its data is :math:`\theta`'s (detached), so shape, dtype and device queries are free. Through
 ``__torch_function__``:
 
-* ``F.linear`` and ``F.conv1d/2d/3d`` (hence ``nn.Linear`` and ``nn.Conv*``) with it as the
-  **weight** sample the pre-activations as above, with stride, padding, dilation and groups passed
-  through to both convolutions;
+* ``F.linear``, ``F.conv1d/2d/3d`` and ``F.conv_transpose1d/2d/3d`` (hence ``nn.Linear``,
+  ``nn.Conv*`` and ``nn.ConvTranspose*``) with it as the **weight** sample the pre-activations as
+  above, with stride, padding, output padding, dilation and groups passed through to both calls
+  (each is linear in the weight);
 * any **other** use (the weight as an input, ``w.sum()``, a log-density…) draws one ordinary weight
   sample :math:`\theta + \sigma\varepsilon`, once, and uses it from then on, so the semantics stay
   those of a random weight.
@@ -33,7 +34,15 @@ apply the trick without being rewritten.
 import torch
 import torch.nn.functional as F
 
-_LRT_FUNCTIONS = {F.linear, F.conv1d, F.conv2d, F.conv3d}
+_LRT_FUNCTIONS = {
+    F.linear,
+    F.conv1d,
+    F.conv2d,
+    F.conv3d,
+    F.conv_transpose1d,
+    F.conv_transpose2d,
+    F.conv_transpose3d,
+}
 #: Queries answered from θ's data without sampling anything.
 _METADATA = {
     "shape",

@@ -23,7 +23,10 @@ class LocalReparameterizationMessenger(Messenger):
     :math:`b \sim \mathcal{N}(A\theta + \text{bias}, A^2\sigma^2)`.
 
     In SVI the guide draws the site first, so the value the model replays is the handle; observed
-    sites, sites that already have a value, and non-Normal sites are left alone. Without this handler
+    sites, sites that already have a value, non-Normal sites and **auxiliary** sites (the
+    ``*_unconstrained`` / latent sites of Pyro's ``AutoNormal`` or ``AutoDiagonalNormal`` in an
+    ``AutoGuideList``, which are transformed, never multiplied into a layer) are left alone.
+    Without this handler
     (or with ``enabled=False``) the guide samples whole weights: the weight-sampling mode, kept for
     comparison.
 
@@ -48,6 +51,8 @@ class LocalReparameterizationMessenger(Messenger):
 
     def _pyro_sample(self, msg):
         if not self.enabled or msg["is_observed"] or msg["value"] is not None:
+            return
+        if msg["infer"].get("is_auxiliary"):
             return
         base = _normal_base(msg["fn"])
         if base is None:
