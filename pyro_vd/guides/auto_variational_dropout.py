@@ -2,6 +2,7 @@
 truncated log-normal at every neuron-noise (TruncatedLogUniform) site."""
 
 import math
+import warnings
 from contextlib import ExitStack
 from operator import attrgetter
 
@@ -132,6 +133,13 @@ class AutoVariationalDropout(AutoGuide):
                 f"parameterization must be one of {PARAMETERIZATIONS} or None; got {parameterization!r}"
             )
         self._parameterization = parameterization
+        if parameterization == "additive":
+            shared = sorted({g for g in self._granularities() if g != "weight"})
+            if shared:
+                raise ValueError(
+                    f"parameterization='additive' learns σ² per weight, but granularity {shared[0]!r} "
+                    "shares α between weights, which needs parameterization='multiplicative' (or None)"
+                )
         self.kl_method = check_kl_method(kl_method)
         # VDNormal validates the bounds; build one now so that bad bounds fail here, not at step 1.
         VDNormal(torch.ones(()), torch.zeros(()), min_log_alpha=min_log_alpha, max_log_alpha=max_log_alpha)
@@ -149,8 +157,15 @@ class AutoVariationalDropout(AutoGuide):
         self.init_seed = int(init_seed)
         super().__init__(model, create_plates=create_plates)
 
+    def _granularities(self):
+        if isinstance(self._granularity, dict):
+            return [*self._granularity.values(), "weight"]
+        return [self._granularity]
+
     @staticmethod
     def _check_granularity(granularity):
+        if isinstance(granularity, dict) and not all(isinstance(k, str) for k in granularity):
+            raise TypeError("granularity's keys must be site names (str)")
         values = granularity.values() if isinstance(granularity, dict) else [granularity]
         for value in values:
             if value not in GRANULARITIES:
@@ -178,14 +193,17 @@ class AutoVariationalDropout(AutoGuide):
         return self._parameterization
 
     # ----------------------------------------------------------------------------------- set-up
-    def _init_theta(self, site, generator):
+    def _init_theta(self, site, generator, used_keys):
         name, shape = site["name"], site["fn"].shape()
         if callable(self.init_theta):
             value = self.init_theta(site)
         elif self.init_theta is not None:
-            value = self.init_theta.get(name)
-            if value is None and "." in name:
-                value = self.init_theta.get(name.split(".", 1)[1])
+            value = None
+            for key in (name, name.split(".", 1)[1] if "." in name else None):
+                if key is not None and self.init_theta.get(key) is not None:
+                    value = self.init_theta.get(key)
+                    used_keys.add(key)
+                    break
         else:
             value = None
         if value is None:
@@ -205,10 +223,11 @@ class AutoVariationalDropout(AutoGuide):
         device = tensors[0].device if tensors else torch.device("cpu")
         dtype = floats[0].dtype if floats else torch.get_default_dtype()
         generator = torch.Generator().manual_seed(self.init_seed)
+        used_keys = set()
 
         def init_fn(site):
             if _is_log_uniform(site["fn"]):
-                return self._init_theta(site, generator).to(device=device, dtype=dtype)
+                return self._init_theta(site, generator, used_keys).to(device=device, dtype=dtype)
             if _is_neuron_noise(site["fn"]):  # a value in the support, drawn from no generator
                 return torch.full(
                     site["fn"].shape(), math.exp(_base(site["fn"]).high), device=device, dtype=dtype
@@ -244,6 +263,7 @@ class AutoVariationalDropout(AutoGuide):
                 "AutoVariationalDropout(poutine.block(model, expose=[...])) and e.g. "
                 "AutoNormal(poutine.block(model, hide=[...]))."
             )
+        self._report_init_theta(used_keys)
         # in the model's order, so that Pyro's mean-field check sees the same sequence
         self._all_sites = {
             n: s
@@ -289,6 +309,30 @@ class AutoVariationalDropout(AutoGuide):
                 _deep_setattr(self.log_alphas, name, PyroParam(init, constraints.real, event_dim))
         if shared is not None:
             self.shared_log_alpha = PyroParam(shared, constraints.real)
+
+    def _report_init_theta(self, used_keys):
+        """A mapping ``init_theta`` that matches no site is an error; one that misses some sites, or
+        has weight keys that match none, is reported."""
+        if self.init_theta is None or callable(self.init_theta) or not self._sites:
+            return
+        keys = [str(k) for k in self.init_theta.keys()]
+        random_sites = [n for n in self._sites if n not in used_keys and n.split(".", 1)[-1] not in used_keys]
+        if not used_keys:
+            raise ValueError(
+                f"init_theta matches none of the guide's sites {list(self._sites)}; its keys are "
+                f"{keys[:8]}{' …' if len(keys) > 8 else ''} (keys are site names, or site names without the "
+                "model's leading 'net.', e.g. a state_dict of the network bayesianize was given)"
+            )
+        unused = [k for k in keys if k not in used_keys and k.rsplit(".", 1)[-1] == "weight"]
+        if random_sites or unused:
+            warnings.warn(
+                "init_theta: "
+                + (f"sites {random_sites} have no key and start from random θ" if random_sites else "")
+                + ("; " if random_sites and unused else "")
+                + (f"keys {unused} match no site" if unused else ""),
+                UserWarning,
+                stacklevel=4,
+            )
 
     # ------------------------------------------------------------------------------- sampling
     @property

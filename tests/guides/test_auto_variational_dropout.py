@@ -130,9 +130,10 @@ def test_bad_arguments():
         AutoVariationalDropout(_mlp(), min_log_alpha=1.0, max_log_alpha=0.0)
     with pytest.raises(TypeError, match="init_theta"):
         AutoVariationalDropout(_mlp(), init_theta=3.0)
-    guide = AutoVariationalDropout(_mlp(), granularity="output", parameterization="additive")
-    with pytest.raises(ValueError, match="needs parameterization='multiplicative'"):
-        guide(X, Y)
+    # rejected when the guide is built, not at the first step
+    for granularity in ("output", {"net.0.weight": "layer"}):
+        with pytest.raises(ValueError, match="needs parameterization='multiplicative'"):
+            AutoVariationalDropout(_mlp(), granularity=granularity, parameterization="additive")
     with pytest.raises(RuntimeError, match="has not been run yet"):
         AutoVariationalDropout(_mlp()).site_names  # noqa: B018
 
@@ -152,3 +153,20 @@ def test_refuses_other_latent_sites_by_name():
 
     with pytest.raises(ValueError, match=r"latent sites z \(Normal\).*AutoGuideList"):
         AutoVariationalDropout(model)(X)
+
+
+def test_init_theta_that_matches_no_site_is_an_error():
+    guide = AutoVariationalDropout(_mlp(), init_theta={"encoder.weight": torch.zeros(3, 3)})
+    with pytest.raises(ValueError, match=r"init_theta matches none of the guide's sites.*fc1\.weight"):
+        guide(X, Y)
+
+
+def test_init_theta_reports_sites_left_random_and_unused_keys():
+    model = _mlp()
+    site = model.weight_sites[0]
+    shape = model.template.get_submodule(site[len("net.") : -len(".weight")]).weight.shape
+    init = {site: torch.full(shape, 0.5), "head.weight": torch.zeros(2, 2), "0.bias": torch.zeros(1)}
+    guide = AutoVariationalDropout(model, init_theta=init)
+    with pytest.warns(UserWarning, match=r"have no key and start from random θ.*'head\.weight'"):
+        guide(X, Y)
+    assert torch.equal(guide.get_theta(site), torch.full(shape, 0.5))
