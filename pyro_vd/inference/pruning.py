@@ -9,6 +9,8 @@ import pyro.poutine as poutine
 import torch
 from torch import nn
 
+from ..poutine.full_data_messenger import FullDataMessenger
+
 #: Sparse VD's rule: a weight with log α > 3 (binary-dropout rate above 0.95) is pruned.
 DEFAULT_THRESHOLD = 3.0
 #: SBP's rule: a neuron is kept when E θ / √Var θ > 1.
@@ -107,7 +109,7 @@ class _ConditionedModel(nn.Module):
 
     def forward(self, *args, **kwargs):
         data = {name: getattr(self, f"weight_{i}") for i, name in enumerate(self._names)}
-        with poutine.block(), torch.no_grad():
+        with poutine.block(), torch.no_grad(), FullDataMessenger("the network's outputs"):
             return poutine.condition(self.model, data=data)(*args, **kwargs)
 
 
@@ -122,7 +124,8 @@ def deterministic(model, guide, threshold=DEFAULT_THRESHOLD, *, snr_threshold=DE
     For a :class:`~pyro_vd.models.VDModel` (``bayesianize`` and the ``pyro_vd.models`` networks) this is
     a plain torch module of the original architecture, with the learned biases and buffers, in eval
     mode; its output is the network's (e.g. logits). For any other Pyro model it is a module that runs
-    the model with the weights fixed and returns what the model returns.
+    the model with the weights fixed and returns what the model returns; a model whose plate draws a
+    random subsample is refused there (its outputs would be for random rows).
     """
     from .neuron_pruning import neuron_scales
 

@@ -106,3 +106,53 @@ def test_bad_input():
         to_inference_data(VDRegression(), num_samples=0)
     with pytest.raises(TypeError, match="relevance"):
         relevance(object())
+
+
+def _batchnorm_model():
+    from torch import nn
+
+    from pyro_vd import bayesianize
+
+    net = nn.Sequential(nn.Linear(4, 6), nn.BatchNorm1d(6), nn.ReLU(), nn.Dropout(0.5), nn.Linear(6, 2))
+    return bayesianize(net, num_data=64)
+
+
+def test_pyro_model_is_analysed_in_eval_mode_and_its_mode_restored():
+    pyro.clear_param_store()
+    pyro.set_rng_seed(0)
+    model = _batchnorm_model()
+    guide = AutoVariationalDropout(model)
+    x, y = torch.randn(64, 4), torch.randint(0, 2, (64,))
+    svi = pyro.infer.SVI(model, guide, pyro.optim.Adam({"lr": 1e-2}), VariationalDropoutELBO())
+    for _ in range(5):
+        svi.step(x, y)
+    batchnorm = model.net[1]
+    before = batchnorm.running_mean.clone(), batchnorm.num_batches_tracked.clone()
+    model.train()  # a caller's own mix of modes: BatchNorm training, dropout not
+    model.net[3].eval()
+    modes = [m.training for m in model.modules()]
+    idata = to_inference_data(model, guide, 5 * torch.randn(32, 4), y[:32], num_samples=4)
+    assert torch.equal(batchnorm.running_mean, before[0])  # eval data did not overwrite the statistics
+    assert torch.equal(batchnorm.num_batches_tracked, before[1])
+    assert [m.training for m in model.modules()] == modes
+    # eval mode: dropout off, so two draws with the same weights give the same outputs
+    assert idata.posterior_predictive["obs"].shape == (1, 4, 32)
+
+
+def test_random_subsampling_model_is_refused():
+    from pyro_vd import LogUniform, deterministic
+
+    def model(x, y=None):
+        w = pyro.sample("w", LogUniform(event_shape=(3,)))
+        with pyro.plate("data", len(x), subsample_size=10) as rows:
+            obs = None if y is None else y[rows]
+            pyro.sample("obs", pyro.distributions.Normal(x[rows] @ w, 1.0), obs=obs)
+            return x[rows] @ w
+
+    x, y = torch.randn(40, 3), torch.randn(40)
+    guide = AutoVariationalDropout(model)
+    guide(x, y)
+    with pytest.raises(ValueError, match=r"plate 'data' draws a random subsample \(10 of 40 rows\)"):
+        to_inference_data(model, guide, x, y, num_samples=3)
+    with pytest.raises(ValueError, match="random subsample"):
+        deterministic(model, guide)(x)
