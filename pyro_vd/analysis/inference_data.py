@@ -8,11 +8,14 @@ Groups: ``posterior`` (draws of the weights from q, one chain), ``posterior_pred
 the posterior mean and the prior precision α).
 """
 
+import contextlib
 import warnings
 
 import numpy as np
 import pyro.poutine as poutine
 import torch
+
+from ..poutine.full_data_messenger import FullDataMessenger
 
 
 def import_arviz():
@@ -40,8 +43,28 @@ def _linear_dims(model, feature_names):
     return {"feature": names, "output": [0]}, {"net.weight": ["output", "feature"]}
 
 
+@contextlib.contextmanager
+def _eval_mode(*objects):
+    """Every ``nn.Module`` among ``objects`` in eval mode (BatchNorm uses its running statistics and
+    leaves them alone, dropout is off); each submodule's own mode is restored afterwards."""
+    modules = [m for obj in objects if isinstance(obj, torch.nn.Module) for m in obj.modules()]
+    modes = [m.training for m in modules]
+    try:
+        for module in modules:
+            module.training = False
+        yield
+    finally:
+        for module, mode in zip(modules, modes, strict=True):
+            module.training = mode
+
+
 @torch.no_grad()
 def _from_pyro(model, guide, args, kwargs, num_samples, feature_names, coords, dims):
+    with _eval_mode(model, guide), FullDataMessenger("draws stacked for ArviZ"):
+        return _collect_pyro(model, guide, args, kwargs, num_samples, feature_names, coords, dims)
+
+
+def _collect_pyro(model, guide, args, kwargs, num_samples, feature_names, coords, dims):
     posterior, predictive, log_likelihood, observed = {}, {}, {}, {}
     for _ in range(num_samples):
         guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
@@ -100,56 +123,63 @@ def _build(*, posterior, variational, coords, dims, **groups):
 
 
 def _from_estimator(estimator, X, y, num_samples, feature_names, seed):
+    r"""
+    Draws of ``coef`` from a fitted :mod:`pyro_vd.linear` estimator's Gaussian posterior, its
+    ``variational`` group, and with ``X`` and ``y`` the pointwise log-likelihood and posterior predictive.
+
+    The ``feature`` coordinate is ``feature_names``, else ``feature_names_in_`` (fitted on a data frame),
+    else ``x0, x1, …``; ``X`` is checked as ``predict`` checks it (count and names of the columns). For
+    classifiers the observed data and the predictive draws are class indices into ``classes_``.
+
+    A one-vs-rest classifier with more than two classes has one weight vector per class: ``coef``,
+    ``theta`` and ``log_alpha`` / ``alpha`` get dims ``("class", "feature")``, the ``class`` coordinate
+    being ``classes_``. Its K binary posteriors were fitted independently, and no multiclass likelihood
+    was: the log-likelihood and the posterior predictive are those of the categorical
+    :math:`p(y = k \mid w) = \sigma(\eta_k) / \sum_j \sigma(\eta_j)`,
+    :math:`\eta_k = x^\top w_k + b_k`, per draw (the normalization ``predict_proba`` applies to the
+    predictive probabilities), so that ``az.loo`` / ``az.compare`` score the class label as for any
+    classifier. (The one-vs-rest model's own likelihood, :math:`\prod_k \sigma(\pm\eta_k)`, is a
+    density over one-hot vectors, not over labels.)
+    """
     if not hasattr(estimator, "coef_"):
         raise TypeError(
             f"{type(estimator).__name__} is not fitted (no coef_): call fit first, or pass a Pyro model "
             "and its guide"
         )
-    coef = np.atleast_2d(np.asarray(estimator.coef_, dtype=float))
-    if coef.shape[0] != 1:
-        raise ValueError("to_inference_data supports binary classifiers and regressors (one coef_ row)")
-    coef = coef[0]
-    d = coef.size
+    from ..linear._base import validate_X
+    from ..linear._posterior import weight_posteriors
+
+    rows = weight_posteriors(estimator)
+    d = rows[0]["theta"].size
+    if feature_names is None and getattr(estimator, "feature_names_in_", None) is not None:
+        feature_names = list(estimator.feature_names_in_)
     names = list(feature_names) if feature_names is not None else [f"x{i}" for i in range(d)]
     if len(names) != d:
         raise ValueError(f"feature_names has {len(names)} names but the estimator has {d} features")
     rng = np.random.default_rng(seed)
-    variational = {"theta": coef}
-    if hasattr(estimator, "log_alpha_"):  # VD: q(w_d) = N(θ_d, α_d θ_d²), factorized
-        log_alpha = np.atleast_2d(estimator.log_alpha_)[0]
-        variational["log_alpha"] = log_alpha
-        std = np.abs(coef) * np.exp(0.5 * np.clip(log_alpha, None, 700))
-        draws = coef + std * rng.standard_normal((num_samples, d))
-    else:  # RVM / G-KL: N(m, Σ) on the active weights, the others exactly 0
-        alpha = np.atleast_2d(estimator.alpha_)[0]
-        variational["alpha"] = alpha
-        cov = getattr(estimator, "covariance_", None)
-        if cov is None and hasattr(estimator, "sigma_"):
-            cov = np.zeros((d, d))
-            active = np.asarray(getattr(estimator, "active_", np.flatnonzero(np.isfinite(alpha))))
-            cov[np.ix_(active, active)] = estimator.sigma_
-        if cov is None:
-            draws = np.tile(coef, (num_samples, 1))
-        else:
-            cov = 0.5 * (cov + cov.T)
-            values, vectors = np.linalg.eigh(cov)
-            root = vectors * np.sqrt(np.clip(values, 0, None))
-            draws = coef + rng.standard_normal((num_samples, d)) @ root.T
-    intercept = float(np.ravel(getattr(estimator, "intercept_", 0.0))[0])
+    draws = np.stack([_coef_draws(row, num_samples, rng) for row in rows], axis=1)  # (draw, class, feature)
+    key = "log_alpha" if "log_alpha" in rows[0] else "alpha"
+    variational = {name: np.stack([row[name] for row in rows]) for name in ("theta", key)}
     coords = {"feature": names}
-    dims = {"coef": ["feature"], "theta": ["feature"], "log_alpha": ["feature"], "alpha": ["feature"]}
+    weight_dims = ["feature"]
+    if len(rows) > 1:
+        coords["class"] = list(estimator.classes_)
+        weight_dims = ["class", "feature"]
+    else:
+        draws, variational = draws[:, 0], {name: value[0] for name, value in variational.items()}
+    dims = {name: weight_dims for name in ("coef", "theta", "log_alpha", "alpha")}
     posterior = {"coef": draws[None]}
     if X is None or y is None:
         return _build(posterior=posterior, variational=variational, coords=coords, dims=dims)
-    X = np.asarray(X, dtype=float)
+    X, _ = validate_X(estimator, X, reset=False)
     y = np.asarray(y)
-    eta = draws @ X.T + intercept  # (draws, n)
+    if y.ndim != 1 or len(y) != len(X):
+        raise ValueError(f"y must have shape ({len(X)},); got {y.shape}")
+    intercept = np.atleast_1d(np.asarray(getattr(estimator, "intercept_", 0.0), dtype=float))
     if hasattr(estimator, "classes_"):
-        t = (y == estimator.classes_[-1]).astype(float)
-        log_lik = -np.logaddexp(0.0, -(2 * t - 1) * eta)
-        predictive = (rng.random(eta.shape) < 1 / (1 + np.exp(-eta))).astype(int)
-        observed = t.astype(int)
+        log_lik, predictive, observed = _classifier_likelihood(estimator, draws, intercept, X, y, rng)
     else:
+        eta = draws @ X.T + intercept[0]  # (draws, n)
         beta = float(getattr(estimator, "noise_precision_", 1.0))
         log_lik = 0.5 * np.log(beta / (2 * np.pi)) - 0.5 * beta * (y - eta) ** 2
         predictive = eta + rng.standard_normal(eta.shape) / np.sqrt(beta)
@@ -165,6 +195,50 @@ def _from_estimator(estimator, X, y, num_samples, feature_names, seed):
     )
 
 
+def _coef_draws(row, num_samples, rng):
+    """``num_samples`` draws of one weight vector from its Gaussian posterior (see ``weight_posteriors``)."""
+    theta = row["theta"]
+    d = theta.size
+    if "log_alpha" in row:  # VD: q(w_d) = N(θ_d, α_d θ_d²), factorized
+        std = np.abs(theta) * np.exp(0.5 * np.clip(row["log_alpha"], None, 700))
+        return theta + std * rng.standard_normal((num_samples, d))
+    cov = row["covariance"]  # RVM / G-KL: N(m, Σ) on the active weights, the others exactly 0
+    if cov is None:
+        return np.tile(theta, (num_samples, 1))
+    cov = 0.5 * (cov + cov.T)
+    values, vectors = np.linalg.eigh(cov)
+    root = vectors * np.sqrt(np.clip(values, 0, None))
+    return theta + rng.standard_normal((num_samples, d)) @ root.T
+
+
+def _classifier_likelihood(estimator, draws, intercept, X, y, rng):
+    """Pointwise log-likelihood, predictive draws and observed labels, all as indices into ``classes_``:
+    Bernoulli for two classes, the normalized one-vs-rest categorical for more."""
+    classes = np.asarray(estimator.classes_)
+    unknown = ~np.isin(y, classes)
+    if unknown.any():
+        raise ValueError(f"y has labels the classifier was not fitted on: {np.unique(y[unknown])[:5]}")
+    observed = np.searchsorted(classes, y) if classes.dtype.kind != "O" else _label_index(classes, y)
+    if len(classes) == 2:
+        eta = draws @ X.T + intercept[0]  # (draws, n)
+        log_lik = -np.logaddexp(0.0, -(2 * observed - 1) * eta)
+        predictive = (rng.random(eta.shape) < 1 / (1 + np.exp(-eta))).astype(int)
+        return log_lik, predictive, observed
+    eta = np.einsum("skd,nd->snk", draws, X) + intercept  # (draws, n, class)
+    log_p = -np.logaddexp(0.0, -eta)  # log σ(η_k)
+    log_p = log_p - np.logaddexp.reduce(log_p, axis=-1, keepdims=True)
+    log_lik = np.take_along_axis(log_p, observed[None, :, None], axis=-1)[..., 0]
+    cumulative = np.cumsum(np.exp(log_p), axis=-1)
+    u = rng.random(eta.shape[:2])[..., None] * cumulative[..., -1:]
+    predictive = np.minimum((u >= cumulative).sum(-1), len(classes) - 1)
+    return log_lik, predictive, observed
+
+
+def _label_index(classes, y):
+    position = {label: i for i, label in enumerate(classes)}
+    return np.array([position[label] for label in y])
+
+
 def to_inference_data(
     model, guide=None, *args, num_samples=200, feature_names=None, coords=None, dims=None, seed=0, **kwargs
 ):
@@ -175,7 +249,10 @@ def to_inference_data(
       :class:`~pyro_vd.models.VDModel`) and its trained guide, called with the data: ``num_samples``
       draws of every latent site from the guide (weights sampled, no local reparameterization), the
       posterior predictive of each observed site, its pointwise log-likelihood, and the ``variational``
-      group (θ and log α per weight site; E θ and SNR per neuron-noise site).
+      group (θ and log α per weight site; E θ and SNR per neuron-noise site). The model and guide
+      run in eval mode (BatchNorm's running statistics are used and left alone, dropout is off); each
+      module's mode is restored afterwards. A model whose plate draws a random subsample is refused:
+      every draw must see the same rows.
     * ``to_inference_data(estimator, X=X, y=y)`` — a fitted :class:`~pyro_vd.linear.VDRegression`,
       :class:`~pyro_vd.linear.RVR`, …: draws of ``coef`` from its Gaussian posterior; with ``X`` and
       ``y`` also the pointwise log-likelihood and the posterior predictive.

@@ -13,14 +13,23 @@ def relevance(obj, site=None, *, feature_names=None, threshold=DEFAULT_THRESHOLD
     * a trained :class:`~pyro_vd.guides.AutoVariationalDropout` and a ``site`` (default: its only weight
       site): :math:`\mathrm{SNR} = |\theta|/\sigma = \alpha^{-1/2}`, relevant when
       :math:`\log\alpha \le` ``threshold`` (3);
-    * a fitted estimator of :mod:`pyro_vd.linear`: its ``relevance_`` decides; SNR is
-      :math:`\alpha^{-1/2}` for VD and :math:`|m_d| / \sqrt{\Sigma_{dd}}` for the RVM-type ones;
+    * a fitted estimator of :mod:`pyro_vd.linear`: its own rule decides (``relevance_``); SNR is
+      :math:`\alpha^{-1/2}` for VD and :math:`|m_d| / \sqrt{\Sigma_{dd}}` for the RVM-type ones. The
+      features are named by ``feature_names``, else by ``feature_names_in_`` (fitted on a data frame),
+      else ``x0, x1, …``;
     * an ``InferenceData`` from :func:`to_inference_data`: read from its ``variational`` group.
+
+    A one-vs-rest classifier with more than two classes (``coef_`` of shape (n_classes, n_features)), or an
+    ``InferenceData`` of one, gives one row per (class, feature), indexed by a ``(class, feature)``
+    :class:`~pandas.MultiIndex`: each row holds that class's θ, α and SNR, and ``relevant`` is that class's
+    own flag (``table.groupby(level="feature")["relevant"].any()`` is the estimator's ``relevance_``;
+    ``table.xs(label, level="class")`` is one class's table).
 
     Rows are sorted as the features are; ``df.sort_values("snr")`` ranks them.
     """
     import pandas as pd
 
+    classes = None  # class labels when there is one row of weights per class
     if hasattr(obj, "get_log_alpha"):  # a guide
         names = obj.site_names
         if site is None:
@@ -37,18 +46,21 @@ def relevance(obj, site=None, *, feature_names=None, threshold=DEFAULT_THRESHOLD
     elif hasattr(obj, "groups") and "variational" in obj.groups():  # InferenceData
         group = obj["variational"]
         if "theta" in group:
-            theta = group["theta"].values
-            names_default = (
-                group["theta"].coords["feature"].values if "feature" in group["theta"].coords else None
-            )
+            theta = group["theta"]
+            coords = theta.coords
+            if feature_names is None and "feature" in coords:
+                feature_names = list(coords["feature"].values)
+            if "class" in theta.dims:
+                classes = list(coords["class"].values) if "class" in coords else list(range(theta.shape[0]))
+            theta = theta.values
             if "log_alpha" in group:
                 table = _vd_table(theta, group["log_alpha"].values, threshold)
             else:
                 alpha = group["alpha"].values
-                table = {"theta": theta, "alpha": alpha, "snr": np.abs(theta) * np.sqrt(alpha)}
+                with np.errstate(invalid="ignore"):  # removed weights: θ = 0, α = ∞
+                    snr = np.where(np.isfinite(alpha), np.abs(theta) * np.sqrt(alpha), 0.0)
+                table = {"theta": theta, "alpha": alpha, "snr": snr}
                 table["relevant"] = np.isfinite(alpha) & (alpha < 1e4)
-            if feature_names is None and names_default is not None:
-                feature_names = list(names_default)
         else:
             sites = [k[: -len(".theta")] for k in group.data_vars if k.endswith(".theta")]
             site = site or (sites[0] if len(sites) == 1 else None)
@@ -57,26 +69,38 @@ def relevance(obj, site=None, *, feature_names=None, threshold=DEFAULT_THRESHOLD
             theta = group[f"{site}.theta"].values.ravel()
             table = _vd_table(theta, group[f"{site}.log_alpha"].values.ravel(), threshold)
     elif hasattr(obj, "relevance_"):  # a fitted estimator
-        theta = np.atleast_2d(obj.coef_)[0]
-        if hasattr(obj, "log_alpha_"):
-            table = _vd_table(theta, np.atleast_2d(obj.log_alpha_)[0], threshold)
+        from ..linear._posterior import weight_posteriors
+
+        rows = weight_posteriors(obj)
+        table = {key: np.stack([row[key] for row in rows]) for key in ("theta", "relevant")}
+        if "log_alpha" in rows[0]:
+            table = {
+                **_vd_table(table["theta"], np.stack([r["log_alpha"] for r in rows]), threshold),
+                "relevant": table["relevant"],
+            }
         else:
-            alpha = np.atleast_2d(obj.alpha_)[0]
-            variance = _posterior_variance(obj, alpha)
-            with np.errstate(divide="ignore", invalid="ignore"):
-                snr = np.where(variance > 0, np.abs(theta) / np.sqrt(variance), 0.0)
-            table = {"theta": theta, "alpha": alpha, "snr": snr}
-        table["relevant"] = np.asarray(obj.relevance_, bool)
+            table["alpha"] = np.stack([r["alpha"] for r in rows])
+            table["snr"] = np.stack([_ard_snr(r) for r in rows])
+            table = {key: table[key] for key in ("theta", "alpha", "snr", "relevant")}
+        if len(rows) > 1:
+            classes = list(obj.classes_)
+        if feature_names is None and getattr(obj, "feature_names_in_", None) is not None:
+            feature_names = list(obj.feature_names_in_)
     else:
         raise TypeError(
             f"relevance() takes a guide, a fitted pyro_vd.linear estimator or an InferenceData; got "
             f"{type(obj).__name__}"
         )
-    n = len(table["theta"])
+    n = np.shape(table["theta"])[-1]
     names = list(feature_names) if feature_names is not None else [f"x{i}" for i in range(n)]
     if len(names) != n:
         raise ValueError(f"feature_names has {len(names)} names for {n} weights")
-    return pd.DataFrame(table, index=pd.Index(names, name="feature"))
+    if classes is None:
+        table = {key: np.ravel(value) for key, value in table.items()}
+        return pd.DataFrame(table, index=pd.Index(names, name="feature"))
+    table = {key: np.asarray(value).reshape(-1) for key, value in table.items()}  # class-major
+    index = pd.MultiIndex.from_product([classes, names], names=["class", "feature"])
+    return pd.DataFrame(table, index=index)
 
 
 def _vd_table(theta, log_alpha, threshold):
@@ -89,17 +113,13 @@ def _vd_table(theta, log_alpha, threshold):
     }
 
 
-def _posterior_variance(estimator, alpha):
-    d = len(alpha)
-    if hasattr(estimator, "covariance_"):
-        return np.diag(estimator.covariance_).copy()
-    if hasattr(estimator, "sigma_"):
-        variance = np.zeros(d)
-        active = np.asarray(getattr(estimator, "active_", np.flatnonzero(np.isfinite(alpha))))
-        variance[active] = np.diag(estimator.sigma_)
-        return variance
-    if hasattr(estimator, "_fits") and "L" in estimator._fits[0]:
-        L = estimator._fits[0]["L"]
-        return (L * L).sum(1)
-    with np.errstate(divide="ignore"):
-        return np.where(np.isfinite(alpha), 1.0 / alpha, 0.0)  # the prior variance: an upper bound
+def _ard_snr(row):
+    """|m_d| / √Σ_dd of one ARD posterior; the prior variance 1/α (an upper bound) without a covariance."""
+    theta, alpha = row["theta"], row["alpha"]
+    if row["covariance"] is not None:
+        variance = np.clip(np.diag(row["covariance"]), 0.0, None)
+    else:
+        with np.errstate(divide="ignore"):
+            variance = np.where(np.isfinite(alpha), 1.0 / alpha, 0.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(variance > 0, np.abs(theta) / np.sqrt(variance), 0.0)

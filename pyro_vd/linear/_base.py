@@ -117,6 +117,97 @@ def check_X(X, *, n_features=None, estimator=None, name="X", check_finite=True):
     return X
 
 
+def feature_names_of(X):
+    """
+    The column names of a data frame as an object array, or None: scikit-learn's
+    ``_get_feature_names`` without importing pandas (a data frame is anything with ``columns``: pandas,
+    polars, …). Only all-string names count; a mix of strings and other names is a TypeError.
+    """
+    columns = getattr(X, "columns", None)
+    if columns is None or callable(columns) or isinstance(columns, str):
+        return None
+    try:
+        columns = list(columns)
+    except TypeError:
+        return None
+    if not columns:
+        return None
+    types = sorted({type(name).__qualname__ for name in columns})
+    if len(types) > 1 and "str" in types:
+        raise TypeError(
+            "Feature names are only supported if all input features have string names, but your input "
+            f"has {types} as feature name / column name types. If you want feature names to be stored and "
+            "validated, you must convert them all to strings, by using X.columns = X.columns.astype(str) "
+            "for example. Otherwise you can remove feature / column names from your input data, or "
+            "convert them all to a non-string data type."
+        )
+    if types != ["str"]:
+        return None
+    names = np.empty(len(columns), dtype=object)
+    names[:] = columns
+    return names
+
+
+def _list_names(names):
+    shown = "".join(f"- {name}\n" for name in names[:5])
+    return shown + ("- ...\n" if len(names) > 5 else "")
+
+
+def check_feature_names(estimator, X, *, reset):
+    """
+    scikit-learn's feature-name rule (``sklearn.utils.validation._check_feature_names``). ``reset``
+    (``fit``, a first ``partial_fit``): returns the names ``X`` carries, for :func:`set_features` to
+    record once the fit succeeded. Otherwise compares them with ``feature_names_in_``: a ValueError when
+    names differ or are reordered, a UserWarning when only one side has names.
+    """
+    names = feature_names_of(X)
+    if reset:
+        return names
+    fitted = getattr(estimator, "feature_names_in_", None)
+    owner = type(estimator).__name__
+    if fitted is None and names is None:
+        return None
+    if fitted is None:
+        warnings.warn(f"X has feature names, but {owner} was fitted without feature names", UserWarning, 3)
+        return None
+    if names is None:
+        warnings.warn(
+            f"X does not have valid feature names, but {owner} was fitted with feature names", UserWarning, 3
+        )
+        return fitted
+    if len(fitted) == len(names) and np.all(fitted == names):
+        return fitted
+    message = "The feature names should match those that were passed during fit.\n"
+    unexpected = sorted(set(names) - set(fitted))
+    missing = sorted(set(fitted) - set(names))
+    if unexpected:
+        message += "Feature names unseen at fit time:\n" + _list_names(unexpected)
+    if missing:
+        message += "Feature names seen at fit time, yet now missing:\n" + _list_names(missing)
+    if not unexpected and not missing:
+        message += "Feature names must be in the same order as they were in fit.\n"
+    raise ValueError(message)
+
+
+def validate_X(estimator, X, *, reset, check_finite=True):
+    """
+    :func:`check_feature_names` then :func:`check_X` (against ``n_features_in_`` unless ``reset``), in
+    scikit-learn's order; returns ``(X, names)`` and sets nothing.
+    """
+    names = check_feature_names(estimator, X, reset=reset)
+    n_features = None if reset else getattr(estimator, "n_features_in_", None)
+    return check_X(X, n_features=n_features, estimator=estimator, check_finite=check_finite), names
+
+
+def set_features(estimator, X, names):
+    """Record ``n_features_in_`` and ``feature_names_in_`` of a successful fit (drop stale names)."""
+    estimator.n_features_in_ = X.shape[1]
+    if names is not None:
+        estimator.feature_names_in_ = names
+    elif "feature_names_in_" in vars(estimator):
+        del estimator.feature_names_in_
+
+
 def check_finite_statistics(X, *statistics, name="X"):
     """After ``check_X(..., check_finite=False)``: sums of a NaN or inf are NaN or inf, so finite
     ``statistics`` (reductions of X) prove X finite; otherwise the usual error, or one about overflow
@@ -178,9 +269,13 @@ __all__ = [
     "NotFittedError",
     "RegressorMixin",
     "check_X",
+    "check_feature_names",
     "check_is_fitted",
     "check_positive_float",
     "check_positive_int",
     "check_y",
+    "feature_names_of",
     "flatten_column",
+    "set_features",
+    "validate_X",
 ]

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from ._base import BaseEstimator, ClassifierMixin, check_is_fitted, check_X, flatten_column
+from ._base import BaseEstimator, ClassifierMixin, check_is_fitted, flatten_column, set_features, validate_X
 
 
 class LinearClassifierBase(ClassifierMixin, BaseEstimator):
@@ -10,7 +10,8 @@ class LinearClassifierBase(ClassifierMixin, BaseEstimator):
     Binary models fitted by ``_fit_binary(X, t)`` (``t`` in {0, 1}, returns a dict with ``coef``,
     ``intercept`` and whatever ``_binary_proba`` needs); more than two classes: one model per class
     against the rest, probabilities normalized. Fitted ``coef_`` has shape (n_features,) for two
-    classes and (n_classes, n_features) otherwise.
+    classes and (n_classes, n_features) otherwise. Fitted on a data frame with string column names,
+    ``feature_names_in_`` holds them and the prediction methods check them (scikit-learn's rule).
     """
 
     def _check_targets(self, X, y):
@@ -33,12 +34,13 @@ class LinearClassifierBase(ClassifierMixin, BaseEstimator):
         return y, classes
 
     def fit(self, X, y):
-        X = check_X(X)
-        y, self.classes_ = self._check_targets(X, y)
+        X, names = validate_X(self, X, reset=True)
+        y, classes = self._check_targets(X, y)
         self._check_params()
-        self.n_features_in_ = X.shape[1]
-        problems = [self.classes_[1:]] if len(self.classes_) == 2 else [[c] for c in self.classes_]
-        self._fits = [self._fit_binary(X, np.isin(y, p).astype(np.float64)) for p in problems]
+        problems = [classes[1:]] if len(classes) == 2 else [[c] for c in classes]
+        fits = [self._fit_binary(X, np.isin(y, p).astype(np.float64)) for p in problems]
+        self.classes_, self._fits = classes, fits
+        set_features(self, X, names)
         self.coef_ = self._stacked("coef")
         self.intercept_ = self._stacked("intercept")
         self._set_relevance()
@@ -54,7 +56,7 @@ class LinearClassifierBase(ClassifierMixin, BaseEstimator):
     def predict_proba(self, X):
         """Predictive class probabilities, shape (n_samples, n_classes)."""
         check_is_fitted(self)
-        X = check_X(X, n_features=self.n_features_in_, estimator=self)
+        X, _ = validate_X(self, X, reset=False)
         if len(self.classes_) == 2:
             p = self._binary_proba(X, self._fits[0])
             return np.column_stack([1.0 - p, p])

@@ -96,7 +96,8 @@ class GKLClassifier(LinearClassifierBase):
 
     Attributes
     ----------
-    coef_ (m), intercept_, alpha_, relevance_, elbo_ (per binary model), n_iter_ (outer α updates)
+    coef_ (m), intercept_, alpha_, relevance_, elbo_ (per binary model), n_iter_ (outer α updates),
+    n_features_in_, classes_, feature_names_in_ (fitted on a data frame with string column names)
     """
 
     def __init__(

@@ -6,7 +6,7 @@ from ._base import (
     BaseEstimator,
     RegressorMixin,
     check_is_fitted,
-    check_X,
+    validate_X,
 )
 from .relevance import DEFAULT_ALPHA_BOUND
 from .rvr import prepare_ard_regression
@@ -40,7 +40,8 @@ class GKLRegression(RegressorMixin, BaseEstimator):
     Attributes
     ----------
     coef_ (m), intercept_, alpha_, noise_precision_, covariance_ (S over all features; rows and columns
-    of removed features are 0), relevance_, elbo_, n_iter_, n_features_in_
+    of removed features are 0), relevance_, elbo_, n_iter_, n_features_in_, feature_names_in_ (fitted on
+    a data frame with string column names)
     """
 
     def __init__(self, *, fit_intercept=True, max_iter=500, tol=1e-6, alpha_bound=DEFAULT_ALPHA_BOUND):
@@ -103,7 +104,7 @@ class GKLRegression(RegressorMixin, BaseEstimator):
     def predict(self, X, return_std=False):
         """Predictive mean; with ``return_std`` the standard deviation √(1/β + xᵀ S x)."""
         check_is_fitted(self)
-        X = check_X(X, n_features=self.n_features_in_, estimator=self)
+        X, _ = validate_X(self, X, reset=False)
         mean = X @ self.coef_ + self.intercept_
         if not return_std:
             return mean

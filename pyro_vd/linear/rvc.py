@@ -65,7 +65,8 @@ class RVC(LinearClassifierBase):
 
     Attributes
     ----------
-    coef_, intercept_, alpha_ (inf when removed), relevance_, n_iter_, n_features_in_, classes_
+    coef_, intercept_, alpha_ (inf when removed), relevance_, n_iter_, n_features_in_, classes_,
+    feature_names_in_ (fitted on a data frame with string column names)
     """
 
     def __init__(self, *, max_iter=300, tol=1e-4, alpha_bound=DEFAULT_ALPHA_BOUND):

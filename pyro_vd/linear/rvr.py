@@ -8,8 +8,9 @@ from ._base import (
     check_is_fitted,
     check_positive_float,
     check_positive_int,
-    check_X,
     check_y,
+    set_features,
+    validate_X,
 )
 from .relevance import DEFAULT_ALPHA_BOUND
 from .vd_regression import _solve_spd
@@ -28,14 +29,14 @@ def prepare_ard_regression(estimator, X, y):
     """
     Checks and statistics shared by the ARD regressors: validated ``X``, ``y`` and parameters, then
     ``(n, x_mean, y_mean, G = XᵀX, Xᵀt, tᵀt, diag G, usable)`` on centered data, where ``usable`` marks
-    the non-constant columns; sets ``n_features_in_``.
+    the non-constant columns; sets ``n_features_in_`` (and ``feature_names_in_`` for a data frame).
     """
-    X = check_X(X)
+    X, names = validate_X(estimator, X, reset=True)
     y = check_y(y, X.shape[0])
     check_positive_int(estimator.max_iter, "max_iter")
     check_positive_float(estimator.tol, "tol")
     check_positive_float(estimator.alpha_bound, "alpha_bound")
-    estimator.n_features_in_ = X.shape[1]
+    set_features(estimator, X, names)
     x_mean, y_mean, G, Xt, tt = _centered_statistics(X, y, estimator.fit_intercept)
     diag = np.diag(G).copy()
     usable = diag > 1e-12 * max(diag.max(), np.finfo(float).tiny)
@@ -71,7 +72,8 @@ class RVR(RegressorMixin, BaseEstimator):
     Attributes
     ----------
     coef_, intercept_, alpha_ (inf for pruned bases), noise_precision_, sigma_ (posterior covariance of
-    the active bases), active_ (their indices), relevance_, n_iter_, n_features_in_
+    the active bases), active_ (their indices), relevance_, n_iter_, n_features_in_, feature_names_in_
+    (fitted on a data frame with string column names)
     """
 
     def __init__(self, *, fit_intercept=True, max_iter=3000, tol=1e-3, alpha_bound=DEFAULT_ALPHA_BOUND):
@@ -170,7 +172,7 @@ class RVR(RegressorMixin, BaseEstimator):
     def predict(self, X, return_std=False):
         """Predictive mean; with ``return_std`` the standard deviation √(1/β + x_Aᵀ Σ x_A)."""
         check_is_fitted(self)
-        X = check_X(X, n_features=self.n_features_in_, estimator=self)
+        X, _ = validate_X(self, X, reset=False)
         mean = X @ self.coef_ + self.intercept_
         if not return_std:
             return mean

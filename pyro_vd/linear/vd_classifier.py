@@ -63,6 +63,11 @@ class VDClassifier(LinearClassifierBase):
     threshold : float
     random_state : int
         Seed of θ's initialization (θ ~ N(0, 0.01²), log σ² = −10).
+
+    Attributes
+    ----------
+    coef_, intercept_, log_alpha_, relevance_, n_iter_, n_features_in_, classes_, feature_names_in_
+    (fitted on a data frame with string column names)
     """
 
     def __init__(

@@ -11,8 +11,9 @@ from ._base import (
     check_is_fitted,
     check_positive_float,
     check_positive_int,
-    check_X,
     check_y,
+    set_features,
+    validate_X,
 )
 from .alpha_update import LOG_ALPHA_MAX, optimal_log_alpha_profile
 
@@ -70,6 +71,9 @@ class VDRegression(RegressorMixin, BaseEstimator):
         The final ELBO (up to the prior's constant).
     n_iter_ : int
     n_features_in_ : int
+    feature_names_in_ : ndarray of str, shape (n_features_in_,)
+        The column names of a data frame ``X`` (all strings), as scikit-learn: ``predict`` and
+        ``partial_fit`` then refuse other names or another order. Absent when fitted on an array.
     """
 
     def __init__(
@@ -91,39 +95,29 @@ class VDRegression(RegressorMixin, BaseEstimator):
 
     # ------------------------------------------------------------------------------------- fitting
     def fit(self, X, y):
-        """Fit on all rows; returns ``self``."""
-        for attribute in ("_stats", "n_features_in_"):
-            if hasattr(self, attribute):
-                delattr(self, attribute)
-        return self.partial_fit(X, y)
+        """Fit on all rows; returns ``self``. Refused data (a ValueError) leave a previous fit as it was."""
+        return self._update(X, y, reset=True)
 
     def partial_fit(self, X, y):
-        """Add a chunk of rows to the sufficient statistics and refit; returns ``self``."""
-        X = check_X(X, n_features=getattr(self, "n_features_in_", None), estimator=self, check_finite=False)
+        """
+        Add a chunk of rows to the sufficient statistics and refit; returns ``self``. The accumulated
+        statistics are computed and checked first: a chunk that would make them overflow is refused with
+        a ValueError and the estimator is left exactly as it was, so later chunks still work.
+        """
+        return self._update(X, y, reset="_stats" not in vars(self))
+
+    def _update(self, X, y, *, reset):
+        X, names = validate_X(self, X, reset=reset, check_finite=False)
         y = check_y(y, X.shape[0])
         self._check_params()
-        stats = getattr(self, "_stats", None)
-        if stats is None:
-            d = X.shape[1]
-            stats = {
-                "n": 0,
-                "sx": np.zeros(d),
-                "sy": 0.0,
-                "xx": np.zeros((d, d)),
-                "xy": np.zeros(d),
-                "yy": 0.0,
-            }
-        sx, xx = X.sum(0), X.T @ X
-        check_finite_statistics(X, sx, xx)
-        stats["n"] += X.shape[0]
-        stats["sx"] += sx
-        stats["sy"] += y.sum()
-        stats["xx"] += xx
-        stats["xy"] += X.T @ y
-        stats["yy"] += y @ y
+        stats = _chunk_statistics(X, y)
+        if not reset:
+            stats = _accumulate(self._stats, stats)
+        fitted = self._solve(stats)
         self._stats = stats
-        self.n_features_in_ = X.shape[1]
-        self._solve()
+        set_features(self, X, names)
+        for name, value in fitted.items():
+            setattr(self, name, value)
         return self
 
     def _check_params(self):
@@ -134,8 +128,7 @@ class VDRegression(RegressorMixin, BaseEstimator):
         if not isinstance(self.threshold, int | float) or not np.isfinite(self.threshold):
             raise ValueError(f"threshold must be a finite number; got {self.threshold!r}")
 
-    def _centered(self):
-        s = self._stats
+    def _centered(self, s):
         n = s["n"]
         if self.fit_intercept:
             x_mean, y_mean = s["sx"] / n, s["sy"] / n
@@ -147,18 +140,25 @@ class VDRegression(RegressorMixin, BaseEstimator):
             xx, xy, yy = s["xx"], s["xy"], s["yy"]
         return n, x_mean, y_mean, xx, xy, max(yy, 0.0)
 
-    def _solve(self):
-        n, x_mean, y_mean, xx, xy, yy = self._centered()
+    def _solve(self, stats):
+        """The fitted attributes for the statistics ``stats`` (a ValueError if they are not finite)."""
+        n, x_mean, y_mean, xx, xy, yy = self._centered(stats)
         d = xx.shape[0]
         diag = np.clip(np.diag(xx).copy(), 0.0, None)
         scale = max(diag.max(), np.finfo(float).tiny)
         usable = diag > 1e-12 * scale  # constant columns: no information, α = ∞
+        # Solve in columns scaled to Σ x² = 1: the ELBO is invariant to column scales (θ_d √S_dd and α_d
+        # do not change), and XᵀX + diag κ, r_d² cannot overflow for any finite statistics.
+        root = np.sqrt(np.where(usable, diag, 1.0))
+        xx = xx / root[:, None] / root[None, :]
+        xy = xy / root
+        diag = usable.astype(float)
         cap = float(self.max_log_alpha)
         log_alpha = np.where(usable, 0.0, cap)
-        theta = np.zeros(d)
+        theta = np.zeros(d)  # in the original units; new_theta below in the scaled ones
         # A floor on the residual energy, relative to the target's scale, keeps β finite for an exactly
         # fitted (e.g. constant) target, so that rounding noise in XᵀT is not mistaken for signal.
-        energy_floor = 1e-12 * max(self._stats["yy"], n * np.finfo(float).tiny)
+        energy_floor = 1e-12 * max(stats["yy"], n * np.finfo(float).tiny)
         beta = n / max(yy, energy_floor)
         n_iter = 0
         for n_iter in range(1, self.max_iter + 1):  # noqa: B007
@@ -172,30 +172,41 @@ class VDRegression(RegressorMixin, BaseEstimator):
             penalty = np.sum(np.exp(np.minimum(log_alpha, cap)) * diag * new_theta**2 * active)
             beta = n / max(fit + penalty, energy_floor)
             # α updates, each jointly with its θ_d (the others fixed): argmax q_d/(1+α) − KL(α) with
-            # q_d = β r_d² / (2 S_dd), r_d = x_dᵀ(t − X_{−d} θ_{−d}). Exact coordinate steps of the ELBO,
-            # and a feature with q_d < ½ goes to α = ∞ at once.
+            # q_d = β r_d² / (2 S_dd) (S_dd = 1 here), r_d = x_dᵀ(t − X_{−d} θ_{−d}). Exact coordinate
+            # steps of the ELBO, and a feature with q_d < ½ goes to α = ∞ at once.
             residual_corr = xy - xx @ new_theta + diag * new_theta
-            q = np.where(active, 0.5 * beta * residual_corr**2 / np.where(usable, diag, 1.0), 0.0)
+            q = np.where(active, 0.5 * beta * residual_corr**2, 0.0)
             new_log_alpha = np.where(
                 active, optimal_log_alpha_profile(q, self.kl_method, max_log_alpha=cap), cap
             )
-            theta_change = np.max(np.abs(new_theta - theta)) / max(1.0, np.max(np.abs(new_theta)))
+            unscaled = new_theta / root
+            theta_change = np.max(np.abs(unscaled - theta)) / max(1.0, np.max(np.abs(unscaled)))
             alpha_change = np.max(np.abs(new_log_alpha - log_alpha))
-            theta, log_alpha = new_theta, new_log_alpha
+            theta, log_alpha = unscaled, new_log_alpha
             if theta_change < self.tol and alpha_change < 100 * self.tol:
                 break
         theta[log_alpha >= cap] = 0.0
-        self.coef_ = theta
-        self.intercept_ = float(y_mean - x_mean @ theta) if self.fit_intercept else 0.0
-        self.log_alpha_ = log_alpha
-        self.noise_precision_ = float(beta)
-        self.relevance_ = log_alpha <= self.threshold
-        self.n_iter_ = n_iter
-        fit = theta @ xx @ theta - 2.0 * theta @ xy + yy
+        scaled = theta * root
+        fit = scaled @ xx @ scaled - 2.0 * scaled @ xy + yy
         kept = log_alpha < cap
-        penalty = np.sum(np.exp(log_alpha[kept]) * diag[kept] * theta[kept] ** 2)
+        penalty = np.sum(np.exp(log_alpha[kept]) * scaled[kept] ** 2)
         kl = float(kl_log_uniform(_tensor(log_alpha), self.kl_method).sum())
-        self.elbo_ = 0.5 * n * np.log(beta / (2 * np.pi)) - 0.5 * beta * (fit + penalty) - kl
+        fitted = {
+            "coef_": theta,
+            "intercept_": float(y_mean - x_mean @ theta) if self.fit_intercept else 0.0,
+            "log_alpha_": log_alpha,
+            "noise_precision_": float(beta),
+            "relevance_": log_alpha <= self.threshold,
+            "n_iter_": n_iter,
+            "elbo_": 0.5 * n * np.log(beta / (2 * np.pi)) - 0.5 * beta * (fit + penalty) - kl,
+        }
+        bad = [name for name, value in fitted.items() if not np.isfinite(value).all()]
+        if bad:
+            raise ValueError(
+                f"the fit is not finite ({', '.join(bad)}): X or y is too large for float64 arithmetic; "
+                "rescale them"
+            )
+        return fitted
 
     # ---------------------------------------------------------------------------------- prediction
     def predict(self, X, return_std=False):
@@ -204,13 +215,48 @@ class VDRegression(RegressorMixin, BaseEstimator):
         deviation :math:`\\sqrt{\\beta^{-1} + \\sum_d x_d^2 \\alpha_d\\theta_d^2}`.
         """
         check_is_fitted(self)
-        X = check_X(X, n_features=self.n_features_in_, estimator=self)
+        X, _ = validate_X(self, X, reset=False)
         mean = X @ self.coef_ + self.intercept_
         if not return_std:
             return mean
         kept = self.log_alpha_ < self.max_log_alpha
         weight_var = np.where(kept, np.exp(np.where(kept, self.log_alpha_, 0.0)) * self.coef_**2, 0.0)
         return mean, np.sqrt(1.0 / self.noise_precision_ + (X**2) @ weight_var)
+
+
+_STATISTICS = {"sx": "column sums of X", "xx": "XᵀX", "sy": "sum of y", "xy": "Xᵀy", "yy": "yᵀy (Σ y²)"}
+
+
+def _chunk_statistics(X, y):
+    """XᵀX, Xᵀy, yᵀy, the sums and N of one chunk, or a ValueError naming what is not finite."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        stats = {"n": X.shape[0], "sx": X.sum(0), "xx": X.T @ X}
+        check_finite_statistics(X, stats["sx"], stats["xx"])  # NaN/inf in X, or x² overflows
+        stats["yy"] = float(y @ y)
+        if not np.isfinite(stats["yy"]):
+            raise ValueError(
+                f"y² overflows float64 (max |y| = {np.abs(y).max():.3g}): y has values so large that "
+                "their squares are infinite; rescale y"
+            )
+        stats["sy"] = float(y.sum())
+        stats["xy"] = X.T @ y
+    for key in ("sy", "xy"):
+        if not np.isfinite(stats[key]).all():
+            raise ValueError(f"{_STATISTICS[key]} overflows float64 for this X and y; rescale them")
+    return stats
+
+
+def _accumulate(total, chunk):
+    """New totals (``total`` untouched), or a ValueError when one of them overflows."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        new = {key: total[key] + chunk[key] for key in total}
+    for key, what in _STATISTICS.items():
+        if not np.isfinite(new[key]).all():
+            raise ValueError(
+                f"the accumulated {what} overflows float64 with this chunk ({new['n']} rows in all); the "
+                "chunk was refused and the fit is unchanged: rescale X and y"
+            )
+    return new
 
 
 def _tensor(array):

@@ -13,7 +13,7 @@ import torch
 from pyro_vd import AutoVariationalDropout, VariationalDropoutELBO, local_reparameterization
 from pyro_vd.analysis import import_arviz, relevance, to_inference_data
 from pyro_vd.experiments.ard_data import make_ard_regression
-from pyro_vd.linear import RVR, VDClassifier, VDRegression
+from pyro_vd.linear import RVC, RVR, GKLClassifier, VDClassifier, VDRegression
 from pyro_vd.models import LinearRegression
 
 az = import_arviz()
@@ -156,3 +156,87 @@ def test_random_subsampling_model_is_refused():
         to_inference_data(model, guide, x, y, num_samples=3)
     with pytest.raises(ValueError, match="random subsample"):
         deterministic(model, guide)(x)
+
+
+def _three_classes(n=240, d=5, seed=1):
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, d))
+    scores = X[:, :2] @ np.array([[3.0, 0.0, -3.0], [0.0, 3.0, -3.0]]) + 0.5 * rng.standard_normal((n, 3))
+    return X, np.array(["ant", "bee", "cat"])[np.argmax(scores, 1)]
+
+
+@pytest.fixture(scope="module")
+def three_class_fits():
+    X, y = _three_classes()
+    small = {"RVC": RVC(max_iter=20), "GKLClassifier": GKLClassifier(max_iter=3, inner_iter=30)}
+    return X, y, {"VDClassifier": VDClassifier().fit(X, y), **{k: e.fit(X, y) for k, e in small.items()}}
+
+
+@pytest.mark.parametrize("name", ["VDClassifier", "RVC", "GKLClassifier"])
+def test_multiclass_relevance_has_a_row_per_class_and_feature(three_class_fits, name):
+    *_, fits = three_class_fits
+    fit = fits[name]
+    table = relevance(fit, feature_names=NAMES[:5])
+    assert table.index.names == ["class", "feature"] and len(table) == 3 * 5
+    for k, label in enumerate(["ant", "bee", "cat"]):
+        rows = table.xs(label, level="class")
+        assert list(rows.index) == NAMES[:5]
+        np.testing.assert_array_equal(rows["theta"].values, fit.coef_[k])  # each class's own θ
+        if name == "VDClassifier":
+            np.testing.assert_array_equal(rows["log_alpha"].values, fit.log_alpha_[k])
+            np.testing.assert_array_equal(rows["relevant"].values, fit.log_alpha_[k] <= fit.threshold)
+        else:
+            np.testing.assert_array_equal(rows["alpha"].values, fit.alpha_[k])
+            np.testing.assert_array_equal(rows["relevant"].values, fit.alpha_[k] < fit.alpha_bound)
+    union = table.groupby(level="feature", sort=False)["relevant"].any()
+    np.testing.assert_array_equal(union.values, fit.relevance_)
+    assert np.isfinite(table["snr"]).all()
+
+
+@pytest.mark.parametrize("name", ["VDClassifier", "RVC"])
+def test_multiclass_to_inference_data(three_class_fits, name):
+    X, y, fits = three_class_fits
+    fit = fits[name]
+    idata = to_inference_data(fit, X=X, y=y, num_samples=60, feature_names=NAMES[:5])
+    coef = idata.posterior["coef"]
+    assert coef.dims == ("chain", "draw", "class", "feature") and coef.shape == (1, 60, 3, 5)
+    assert list(coef.coords["class"].values) == ["ant", "bee", "cat"]
+    assert idata.variational["theta"].dims == ("class", "feature")
+    np.testing.assert_array_equal(idata.variational["theta"].values, fit.coef_)
+    assert (coef.std("draw").values[0][fit.coef_ != 0] > 0).all()  # draws from the posterior, not θ alone
+    # observed and predicted labels are indices into classes_; the log-likelihood is the normalized
+    # one-vs-rest categorical of each draw
+    np.testing.assert_array_equal(idata.observed_data["y"].values, np.searchsorted(fit.classes_, y))
+    assert set(np.unique(idata.posterior_predictive["y"].values)) <= {0, 1, 2}
+    draw = coef.values[0, 7]
+    log_sigmoid = -np.logaddexp(0.0, -(X @ draw.T + fit.intercept_))
+    expected = log_sigmoid - np.logaddexp.reduce(log_sigmoid, axis=1, keepdims=True)
+    observed = np.searchsorted(fit.classes_, y)
+    np.testing.assert_allclose(idata.log_likelihood["y"].values[0, 7], expected[np.arange(len(y)), observed])
+    assert np.isfinite(_loo(idata).elpd_loo)
+    # the table read back from the InferenceData has the same rows
+    again = relevance(idata)
+    np.testing.assert_array_equal(
+        again["theta"].values, relevance(fit, feature_names=NAMES[:5])["theta"].values
+    )
+    assert again.index.names == ["class", "feature"]
+
+
+def test_feature_names_of_a_data_frame_flow_into_the_analysis():
+    pd = pytest.importorskip("pandas")
+    X, y, *_ = make_ard_regression(200, 8, 3, seed=0)
+    frame = pd.DataFrame(X, columns=NAMES)
+    fit = VDRegression().fit(frame, y)
+    assert list(relevance(fit).index) == NAMES
+    idata = to_inference_data(fit, X=frame, y=y, num_samples=10)
+    assert list(idata.posterior["coef"].coords["feature"].values) == NAMES
+    assert list(idata.variational["theta"].coords["feature"].values) == NAMES
+    assert list(relevance(idata).index) == NAMES
+    with pytest.raises(ValueError, match="same order as they were in fit"):
+        to_inference_data(fit, X=frame[NAMES[::-1]], y=y, num_samples=10)
+    # an explicit feature_names still wins
+    assert list(relevance(fit, feature_names=list("abcdefgh")).index) == list("abcdefgh")
+    classes = VDClassifier().fit(frame, (y > 0).astype(int))
+    assert list(relevance(classes).index) == NAMES
+    idata = to_inference_data(classes, X=frame, y=(y > 0).astype(int), num_samples=10)
+    assert list(idata.posterior["coef"].coords["feature"].values) == NAMES

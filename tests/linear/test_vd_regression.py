@@ -1,4 +1,5 @@
 import itertools
+import pickle
 import warnings
 
 import numpy as np
@@ -145,3 +146,82 @@ def test_scikit_learn_estimator_checks():
     failures = check_estimator(VDRegression(), on_fail=None, on_skip=None)
     problems = [f"{r['check_name']}: {r['exception']}" for r in failures if r["status"] == "failed"]
     assert not problems, "\n".join(problems)
+
+
+def _state(model):
+    """The fitted state, byte for byte (arrays pickle bit-exactly)."""
+    return pickle.dumps(vars(model))
+
+
+def _huge_chunks(n=50, seed=6):
+    """Chunks of ±1e153 whose own XᵀX is finite (diagonal 0.5e308) but whose accumulated XᵀX overflows
+    with the 4th."""
+    rng = np.random.default_rng(seed)
+    X = rng.choice([-1.0, 1.0], size=(n, 3))
+    y = X[:, 0] + 0.1 * rng.normal(size=n)
+    return X * 1e153, y
+
+
+def test_partial_fit_refuses_a_chunk_whose_accumulated_statistics_overflow():
+    X_big, y_big = _huge_chunks()
+    model = VDRegression()
+    for _ in range(3):
+        model.partial_fit(X_big, y_big)  # each alone and their sum are finite, and so is the fit
+        assert np.isfinite(model.coef_).all() and np.isfinite([model.noise_precision_, model.elbo_]).all()
+    before = _state(model)
+    with pytest.raises(ValueError, match="the accumulated XᵀX overflows"):
+        model.partial_fit(X_big, y_big)
+    assert _state(model) == before  # refused: nothing changed
+    model.partial_fit(X_big[:5] * 1e-100, y_big[:5])  # a later good chunk works
+    assert model._stats["n"] == 155 and np.isfinite(model.coef_).all()
+    assert np.isfinite([model.noise_precision_, model.elbo_]).all()
+
+
+def test_y_whose_square_overflows_is_refused():
+    X, y, _ = _data(n=50, d=3, relevant=2, seed=7)
+    bad = y.copy()
+    bad[0] = 1e200
+    with pytest.raises(ValueError, match="y² overflows"):
+        VDRegression().fit(X, bad)
+    model = VDRegression().partial_fit(X, y)
+    before = _state(model)
+    with pytest.raises(ValueError, match="y² overflows"):
+        model.partial_fit(X, bad)
+    assert _state(model) == before
+    # finite yᵀy per chunk, infinite in all
+    model = VDRegression().partial_fit(X, np.full(50, 1.5e153))
+    before = _state(model)
+    with pytest.raises(ValueError, match=r"the accumulated yᵀy \(Σ y²\) overflows"):
+        model.partial_fit(X, np.full(50, 1.5e153))
+    assert _state(model) == before
+    model.partial_fit(X, y)  # and recovers
+    assert np.isfinite([model.noise_precision_, model.elbo_]).all() and model._stats["n"] == 100
+
+
+def test_refused_fit_keeps_the_previous_fit():
+    X, y, _ = _data(n=60, d=4, relevant=2, seed=8)
+    model = VDRegression().fit(X, y)
+    before = _state(model)
+    for bad_X, bad_y, match in [
+        (X * 1e200, y, "squares overflow"),
+        (X, np.where(np.arange(60) == 3, 1e300, y), "y² overflows"),
+        (np.where(np.arange(4) == 1, np.nan, X), y, "NaN or infinity"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            model.fit(bad_X, bad_y)
+        with pytest.raises(ValueError, match=match):
+            model.partial_fit(bad_X, bad_y)
+        assert _state(model) == before
+    with pytest.raises(ValueError, match="X has 3 features"):
+        model.partial_fit(X[:, :3], y)
+    assert _state(model) == before
+
+
+@pytest.mark.parametrize("scale", [1e-100, 1e100, 1e150])
+def test_fit_is_invariant_to_the_scale_of_X(scale):
+    """θ_d √S_dd and α_d do not depend on column scales, so huge (finite) XᵀX still fits."""
+    X, y, _ = _data(n=200, d=6, relevant=2, seed=9)
+    reference, scaled = VDRegression().fit(X, y), VDRegression().fit(X * scale, y)
+    np.testing.assert_allclose(scaled.coef_ * scale, reference.coef_, atol=1e-12)
+    np.testing.assert_allclose(scaled.log_alpha_, reference.log_alpha_, atol=1e-9)
+    assert scaled.noise_precision_ == pytest.approx(reference.noise_precision_, rel=1e-9)

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from pyro_vd import AutoVariationalDropout, bayesianize
-from pyro_vd.linear import RVR, VDRegression
+from pyro_vd.linear import RVR, VDClassifier, VDRegression
 from pyro_vd.models.architectures import mlp
 from pyro_vd.plots import (
     plot_alpha_trajectories,
@@ -78,4 +78,42 @@ def test_training_plots():
     assert len(fig.axes) == 2 and len(fig.axes[1].lines) == 3
     with pytest.raises(ValueError, match="empty"):
         plot_training_curves([])
+    plt.close("all")
+
+
+def _labels(ax):
+    return [label.get_text() for label in ax.get_yticklabels()]
+
+
+def test_coefficient_plot_labels_come_from_the_feature_names():
+    pd = pytest.importorskip("pandas")
+    rng = np.random.default_rng(1)
+    names = ["age", "bmi", "dose", "height", "weight"]
+    X = pd.DataFrame(rng.standard_normal((150, 5)), columns=names)
+    y = X["bmi"].to_numpy() - X["dose"].to_numpy() + 0.3 * rng.standard_normal(150)
+    fig = plot_coefficients(VDRegression().fit(X, y))
+    assert _labels(fig.axes[0]) == names  # the first column at the top
+    fig = plot_coefficients(VDRegression().fit(X, y), feature_names=list("abcde"))
+    assert _labels(fig.axes[0]) == list("abcde")
+    plt.close("all")
+
+
+def test_coefficient_plot_draws_every_class():
+    rng = np.random.default_rng(2)
+    X = rng.standard_normal((200, 6))
+    scores = X[:, :2] @ np.array([[3.0, 0.0, -3.0], [0.0, 3.0, -3.0]]) + 0.5 * rng.standard_normal((200, 3))
+    fit = VDClassifier().fit(X, np.array(["a", "b", "c"])[np.argmax(scores, 1)])
+    fig = plot_coefficients(fit)
+    panels = _panels(fig)
+    assert [ax.get_title() for ax in panels] == ["class a", "class b", "class c"]
+    assert _labels(panels[0]) == [f"x{i}" for i in range(6)]  # the panels share the feature axis
+    for k, ax in enumerate(panels):
+        theta = ax.collections[-1].get_offsets()[:, 0]  # the markers, top row first
+        np.testing.assert_allclose(theta, fit.coef_[k])
+    fig = plot_coefficients(fit, max_features=3)  # the same features in every panel
+    assert all(ax.get_shared_y_axes().joined(ax, fig.axes[0]) for ax in _panels(fig))
+    _, axes = plt.subplots(1, 3)
+    assert plot_coefficients(fit, ax=axes).axes[0] is axes[0]
+    with pytest.raises(ValueError, match="one Axes per class"):
+        plot_coefficients(fit, ax=axes[0])
     plt.close("all")
