@@ -1,42 +1,67 @@
 """Saving and resuming a training run: parameters, optimizer state, epoch and every RNG."""
 
+import collections
+import contextlib
+import hashlib
 import os
 import pathlib
 import random
+import re
+import socket
+import sys
 import tempfile
+import time
+import zipfile
 
 import numpy as np
 import pyro
 import torch
+from torch.distributions.constraints import Constraint
 
-_FORMAT = "pyro_vd.checkpoint/1"
+from ..guides.auto_variational_dropout import AutoVariationalDropout
 
-
-def _rng_state():
-    # The legacy global numpy generator is what np.random.* calls in user code draw from.
-    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}  # noqa: NPY002
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state):
-    torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])  # noqa: NPY002
-    random.setstate(state["python"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+_FORMAT = "pyro_vd.checkpoint/2"
+_KEYS = (
+    "format",
+    "epoch",
+    "param_store",
+    "optim",
+    "model",
+    "guide",
+    "guide_config",
+    "kl_weight",
+    "rng",
+    "extra",
+)
+#: Packages whose constraint classes a checkpoint may name (a constraint is stored as class + attributes).
+_CONSTRAINT_PACKAGES = ("torch", "pyro", "pyro_vd")
+#: Temporary files of older versions carry no pid: removed only once this old (seconds).
+_LEGACY_TMP_AGE = 3600.0
+#: ``<checkpoint name>`` + this: a temporary file of save_checkpoint (mkstemp's random part has no dot).
+_TMP = re.compile(r"\.(?P<writer>[0-9a-f]{8})\.(?P<pid>[0-9]+)\.[A-Za-z0-9_]+\.tmp")
+_LEGACY_TMP = re.compile(r"\.[a-z0-9_]{8}\.tmp")
+_PLAIN_LEAVES = (type(None), bool, int, float, complex, str, bytes, torch.Tensor, torch.nn.Parameter)
+_PLAIN_CONTAINERS = (list, tuple, set, dict, collections.OrderedDict)
 
 
 def save_checkpoint(path, *, optim, epoch, model=None, guide=None, elbo=None, extra=None):
     """
     Save a training run so that :func:`load_checkpoint` continues the same trajectory: Pyro's parameter
     store, the optimizer's state, the epoch, the KL weight of ``elbo``, the state dicts of ``model`` and
-    ``guide`` (needed with ``pyro.settings.set(module_local_params=True)``), the torch / CUDA / numpy /
-    Python RNG states, and ``extra`` (anything picklable, e.g. a history of metrics).
+    ``guide`` (needed with ``pyro.settings.set(module_local_params=True)``), the guide's configuration
+    (granularity, parameterization and sites of every :class:`~pyro_vd.guides.AutoVariationalDropout`
+    in it, checked at loading), the torch / CUDA / numpy / Python RNG states, and ``extra``.
 
-    The file is written to a temporary file in the same folder and renamed over ``path`` only once
-    complete, so an interrupted save never destroys the previous checkpoint.
+    The file is loaded with ``torch.load(weights_only=True)``, which never runs code from the file, so
+    ``extra`` must be plain data: ``None``, bools, numbers, strings, bytes, torch tensors, and lists,
+    tuples, sets and dicts of those (e.g. ``{"history": [{"epoch": 1, "test_error": 0.02}, ...]}``);
+    numpy scalars are stored as Python numbers. Anything else (a numpy array, a dataclass, a
+    namedtuple) is a ``TypeError`` here, before anything is written.
+
+    The file is written to a temporary file ``<name>.<writer>.<pid>.<random>.tmp`` in the same folder,
+    flushed to disk (``fsync``) and renamed over ``path`` only once complete, so an interrupted save never
+    destroys the previous checkpoint. Temporary files of this checkpoint that a killed save left behind
+    are removed at the next save, once their writer (a process on this machine) is gone.
 
     :param optim: the :class:`pyro.optim.PyroOptim` of the SVI run.
     :param int epoch: the number of epochs completed.
@@ -46,26 +71,47 @@ def save_checkpoint(path, *, optim, epoch, model=None, guide=None, elbo=None, ex
         raise ValueError(f"path {str(path)!r} is a directory; give a file name")
     if not hasattr(optim, "get_state"):
         raise TypeError(f"optim must be a pyro.optim.PyroOptim; got {type(optim).__name__}")
+    for name, module in (("model", model), ("guide", guide)):
+        if module is not None and not isinstance(module, torch.nn.Module):
+            raise TypeError(
+                f"{name} must be a torch.nn.Module (e.g. a PyroModule); got {type(module).__name__}"
+            )
+    store = pyro.get_param_store()
+    params = dict(store.named_parameters())
+    store_state = store.get_state()
     state = {
         "format": _FORMAT,
         "epoch": int(epoch),
-        "param_store": pyro.get_param_store().get_state(),
-        "optim": optim.get_state(),
+        "param_store": {
+            "params": params,
+            "constraints": {
+                name: _encode_constraint(c, f"the constraint of param {name!r}")
+                for name, c in store_state["constraints"].items()
+            },
+        },
+        "optim": _plain(_optim_state(optim, params), "the optimizer state"),
         "model": model.state_dict() if model is not None else None,
         "guide": guide.state_dict() if guide is not None else None,
-        "kl_weight": getattr(elbo, "kl_weight", None),
+        "guide_config": _guide_config(guide) if guide is not None else None,
+        "kl_weight": None if getattr(elbo, "kl_weight", None) is None else float(elbo.kl_weight),
         "rng": _rng_state(),
-        "extra": extra,
+        "extra": _plain(extra, "extra"),
     }
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    _remove_stale_temporaries(path)
+    handle, tmp = tempfile.mkstemp(
+        prefix=f"{path.name}.{_writer_tag()}.{os.getpid()}.", suffix=".tmp", dir=path.parent
+    )
     try:
         with os.fdopen(handle, "wb") as f:
             torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         pathlib.Path(tmp).unlink(missing_ok=True)
         raise
+    _fsync_folder(path.parent)  # make the rename itself durable
     return path
 
 
@@ -74,36 +120,589 @@ def load_checkpoint(path, *, optim, model=None, guide=None, elbo=None, map_locat
     Restore what :func:`save_checkpoint` saved, into a fresh ``model``, ``guide`` (both built but not
     yet run is fine), ``optim`` and ``elbo``; the RNG states are restored last, so the next step draws
     what the uninterrupted run would have drawn. Pass the ``model`` when it has ordinary
-    ``nn.Parameter``s (biases of a :class:`~pyro_vd.models.VDModel`): Pyro tracks those by object, and
-    only the model's own tensors keep being optimized after a restore.
+    ``nn.Parameter``s: Pyro tracks those by object, and only the model's own tensors keep being optimized
+    after a restore. The optimizer's state is the checkpoint's, also in a session that has trained.
+
+    Everything is checked before anything changes: the file (a truncated, corrupt or foreign file, or one
+    holding objects whose unpickling could run code, is a ``ValueError`` naming it), every entry, and the
+    parameter names and shapes and the guide's configuration against the live session — the live
+    parameter store, the ``model``'s state dict and, once it has been run, the ``guide``'s (run the
+    guide once before loading, as the experiments do, for the sites' shapes to be checked too). A
+    mismatch is a ``ValueError`` naming the file and what differs, and leaves the session as it was;
+    should restoring fail part-way, the parameter store, the optimizer, the modules, ``elbo`` and the
+    RNGs are put back as they were.
 
     :returns: ``{"epoch": int, "extra": ...}``.
     """
     path = pathlib.Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {str(path)!r}")
-    state = torch.load(path, map_location=map_location, weights_only=False)
-    if not isinstance(state, dict) or state.get("format") != _FORMAT:
+    if not hasattr(optim, "set_state"):
+        raise TypeError(f"optim must be a pyro.optim.PyroOptim; got {type(optim).__name__}")
+    for name, module in (("model", model), ("guide", guide)):
+        if module is not None and not isinstance(module, torch.nn.Module):
+            raise TypeError(
+                f"{name} must be a torch.nn.Module (e.g. a PyroModule); got {type(module).__name__}"
+            )
+    plan = _plan(path, _read(path, map_location), model, guide)
+    snapshot = _snapshot(optim, model, guide, elbo)
+    try:
+        _restore(plan, optim, model, guide, elbo)
+    except BaseException:
+        with contextlib.suppress(Exception):
+            _restore_snapshot(snapshot, optim, model, guide, elbo)
+        raise
+    return {"epoch": plan["epoch"], "extra": plan["extra"]}
+
+
+# ------------------------------------------------------------------------------------------ reading
+def _read(path, map_location):
+    where = f"checkpoint {str(path)!r}"
+    with open(path, "rb") as f:
+        try:
+            return torch.load(f, map_location=map_location, weights_only=True)
+        except Exception as error:  # torch raises EOFError, RuntimeError, OSError, UnpicklingError, …
+            message = str(error)
+            detail = _detail(message) or type(error).__name__
+            if re.search(r"unsupported (global|class)|\bGLOBAL\b", message, re.IGNORECASE):
+                if _written_in_format_1(path):
+                    raise ValueError(
+                        f"{where} was written by an older pyro_vd (format 'pyro_vd.checkpoint/1'), whose "
+                        f"files hold pickled objects that only an unsafe load could read ({detail}); this "
+                        f"version reads {_FORMAT!r} files, loaded with weights_only=True"
+                    ) from error
+                raise ValueError(
+                    f"{where} holds an object that is not plain data, and unpickling it could run code "
+                    f"({detail}); it was refused. save_checkpoint never writes such objects: load only "
+                    "checkpoints it wrote"
+                ) from error
+            if "map_location" in message:
+                raise ValueError(f"{where} cannot be loaded on this machine: {detail}") from error
+            raise ValueError(f"{where} is truncated or corrupt: {type(error).__name__}: {detail}") from error
+
+
+def _written_in_format_1(path):
+    with contextlib.suppress(Exception), zipfile.ZipFile(path) as archive:
+        pickles = [n for n in archive.namelist() if n == "data.pkl" or n.endswith("/data.pkl")]
+        return bool(pickles) and b"pyro_vd.checkpoint/1" in archive.read(pickles[0])
+    return False
+
+
+def _detail(message):
+    """The informative line of a torch.load error (weights-only errors bury it after a long preamble)."""
+    match = re.search(r"WeightsUnpickler error: ([^\n]*)", message)
+    line = match.group(1) if match else next((s for s in message.splitlines() if s.strip()), "")
+    return line.strip()[:300]
+
+
+# --------------------------------------------------------------------------------------- validation
+def _plan(path, state, model, guide):
+    """Check every entry of ``state`` and compare it with the live session; returns what to restore."""
+    where = f"checkpoint {str(path)!r}"
+    if not isinstance(state, dict) or "format" not in state:
         raise ValueError(f"{str(path)!r} is not a pyro_vd checkpoint")
-    store = pyro.get_param_store()
-    store.set_state(state["param_store"])
-    optim.set_state(state["optim"])
-    if model is not None and state["model"] is not None:
-        # A PyroModule's plain nn.Parameters (e.g. biases) are registered in the store by object: drop
-        # the restored copies so that the module's own tensors, loaded here, are the ones optimized.
+    if state["format"] != _FORMAT:
+        if isinstance(state["format"], str) and state["format"].startswith("pyro_vd.checkpoint/"):
+            raise ValueError(f"{where} has format {state['format']!r}; this pyro_vd reads {_FORMAT!r}")
+        raise ValueError(f"{str(path)!r} is not a pyro_vd checkpoint")
+    missing = [key for key in _KEYS if key not in state]
+    if missing:
+        raise ValueError(f"{where} is incomplete: it lacks {_names(missing)}")
+
+    epoch = state["epoch"]
+    if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
+        raise ValueError(f"{where}: the epoch must be a non-negative int; the file has {epoch!r}")
+    kl_weight = state["kl_weight"]
+    if kl_weight is not None and (isinstance(kl_weight, bool) or not isinstance(kl_weight, int | float)):
+        raise ValueError(f"{where}: kl_weight must be a number or None; the file has {kl_weight!r}")
+    params, constraints = _check_param_store(where, state["param_store"])
+    optim_state = state["optim"]
+    if not isinstance(optim_state, dict) or not all(isinstance(v, dict) for v in optim_state.values()):
+        raise ValueError(f"{where}: the optimizer state must be a dict of per-parameter dicts")
+    unknown = [name for name in optim_state if name not in params]
+    if unknown:
+        raise ValueError(
+            f"{where}: the optimizer state names params the file does not hold: {_names(unknown)}"
+        )
+    for key in ("model", "guide"):
+        saved = state[key]
+        if saved is not None and not _is_tensor_dict(saved):
+            raise ValueError(f"{where}: the {key} state must be a dict of tensors or None")
+    if state["guide_config"] is not None and not isinstance(state["guide_config"], dict):
+        raise ValueError(f"{where}: the guide configuration must be a dict or None")
+    rng = _decode_rng(where, state["rng"])
+
+    # --- against the live session
+    _check_guide_config(where, state["guide_config"], guide)
+    live = dict(pyro.get_param_store().named_parameters())
+    guide_ran = guide is not None and _has_run(guide)
+    _compare(where, "param", live, params, file_may_have_more=not (guide_ran and live))
+    local = pyro.settings.get("module_local_params")
+    model_state = state["model"]
+    model_params = {}  # plain nn.Parameters of the model, tracked by the store by object
+    if model is not None:
+        here = model.state_dict()
+        if model_state is not None:
+            _compare(where, "model tensor", here, model_state, file_may_have_more=False)
+        elif local and here:
+            raise ValueError(
+                f"{where} holds no model state (saved without model=), which module_local_params needs"
+            )
         prefix = getattr(model, "_pyro_name", "")
-        for name, _ in model.named_parameters():
+        for name, param in model.named_parameters():
             fullname = f"{prefix}.{name}" if prefix else name
-            if fullname in store:
-                del store[fullname]
-        model.load_state_dict(state["model"], strict=False)
-    if guide is not None and state["guide"] is not None and _has_params(guide):
-        guide.load_state_dict(state["guide"], strict=False)
-    if elbo is not None and state["kl_weight"] is not None:
-        elbo.kl_weight = state["kl_weight"]
-    _set_rng_state(state["rng"])
-    return {"epoch": state["epoch"], "extra": state["extra"]}
+            if fullname in params:
+                _compare(
+                    where, "param", {fullname: param}, {fullname: params[fullname]}, file_may_have_more=True
+                )
+                model_params[fullname] = param
+    guide_state = state["guide"] or None
+    if guide is not None:
+        here = guide.state_dict()
+        if here and guide_state is not None:
+            _compare(where, "guide tensor", here, guide_state, file_may_have_more=False)
+        elif local and guide_state is not None:
+            raise ValueError(
+                f"{where}: with module_local_params the guide's parameters live in the guide only: run it "
+                "once (e.g. guide(x, y)) before load_checkpoint, so that they exist to be restored"
+            )
+        elif local and here:
+            raise ValueError(
+                f"{where} holds no guide state (saved without guide=), which module_local_params needs"
+            )
+        if not here:
+            guide_state = None
+    return {
+        "epoch": epoch,
+        "extra": state["extra"],
+        "kl_weight": kl_weight,
+        "params": params,
+        "constraints": constraints,
+        "optim": optim_state,
+        "model": model_state if model is not None else None,
+        "model_params": model_params,
+        "guide": guide_state,
+        "rng": rng,
+    }
 
 
-def _has_params(module):
-    return any(True for _ in module.state_dict())
+def _check_param_store(where, saved):
+    if not isinstance(saved, dict) or set(saved) != {"params", "constraints"}:
+        raise ValueError(f"{where}: the param store must be a dict with 'params' and 'constraints'")
+    params, encoded = saved["params"], saved["constraints"]
+    if not _is_tensor_dict(params) or not isinstance(encoded, dict) or set(params) != set(encoded):
+        raise ValueError(f"{where}: the param store must map every param name to a tensor and a constraint")
+    constraints = {name: _decode_constraint(where, name, c) for name, c in encoded.items()}
+    return params, constraints
+
+
+def _is_tensor_dict(value):
+    return isinstance(value, dict) and all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in value.items()
+    )
+
+
+def _compare(where, what, here, there, *, file_may_have_more):
+    """Names, shapes and dtypes of the live tensors ``here`` against the file's ``there``."""
+    missing = [name for name in here if name not in there]
+    if missing:
+        raise ValueError(
+            f"{where}: {what}{'s' if len(missing) > 1 else ''} {_names(missing)} "
+            f"{'are' if len(missing) > 1 else 'is'} here but not in the file (a checkpoint of another "
+            "model or guide?)"
+        )
+    if not file_may_have_more:
+        more = [name for name in there if name not in here]
+        if more:
+            raise ValueError(
+                f"{where}: {what}{'s' if len(more) > 1 else ''} {_names(more)} "
+                f"{'are' if len(more) > 1 else 'is'} in the file but not here (a checkpoint of another "
+                "model or guide?)"
+            )
+    for name, value in here.items():
+        saved = there[name]
+        if value.shape != saved.shape:
+            raise ValueError(
+                f"{where}: {what} {name!r} has shape {tuple(value.shape)} here but {tuple(saved.shape)} "
+                "in the file"
+            )
+        if value.dtype != saved.dtype:
+            raise ValueError(
+                f"{where}: {what} {name!r} has dtype {value.dtype} here but {saved.dtype} in the file"
+            )
+
+
+def _names(names, limit=5):
+    shown = ", ".join(repr(n) for n in names[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+def _has_run(guide):
+    if any(True for _ in guide.state_dict()):
+        return True
+    return any(getattr(m, "prototype_trace", None) is not None for m in guide.modules())
+
+
+# ------------------------------------------------------------------------------- guide configuration
+def _guide_config(guide):
+    """The guide's class and, for every AutoVariationalDropout in it, its granularity, parameterization
+    and (once run) sites."""
+    parts = {}
+    for name, module in guide.named_modules():
+        if not isinstance(module, AutoVariationalDropout):
+            continue
+        granularity = module._granularity
+        part = {
+            "granularity": dict(granularity) if isinstance(granularity, dict) else granularity,
+            "parameterization": module._parameterization,
+        }
+        if module.prototype_trace is not None:
+            part["sites"] = {
+                s: [module.granularity(s), module.parameterization(s)] for s in module.site_names
+            }
+            part["noise_sites"] = list(module.noise_site_names)
+        parts[name] = part
+    return {"type": type(guide).__qualname__, "parts": parts}
+
+
+def _check_guide_config(where, saved, guide):
+    if saved is None or guide is None:
+        return
+    live = _guide_config(guide)
+    if saved.get("type") != live["type"]:
+        raise ValueError(
+            f"{where}: the checkpoint's guide is a {saved.get('type')}, this guide a {live['type']}"
+        )
+    saved_parts = saved.get("parts")
+    if not isinstance(saved_parts, dict) or set(saved_parts) != set(live["parts"]):
+        raise ValueError(f"{where}: the checkpoint's guide is made of other parts than this guide")
+    modules = dict(guide.named_modules())
+    for name, part in live["parts"].items():
+        old = saved_parts[name]
+        label = f" (part {name!r})" if name else ""
+        if not isinstance(old, dict):
+            raise ValueError(f"{where}: the guide configuration{label} is malformed")
+        _check_guide_part(where + label, old, part, modules[name])
+
+
+def _check_guide_part(where, old, new, module):
+    g_old, g_new = old.get("granularity"), new["granularity"]
+    both_str = isinstance(g_old, str) and isinstance(g_new, str)
+    if both_str:
+        if g_old != g_new:
+            raise ValueError(
+                f"{where}: the checkpoint's guide has granularity {g_old!r}, this guide {g_new!r}"
+            )
+        p_old, p_new = (_effective(p, g_new) for p in (old.get("parameterization"), new["parameterization"]))
+        if p_old != p_new:
+            raise ValueError(
+                f"{where}: the checkpoint's guide has parameterization {p_old!r}, this guide {p_new!r}"
+            )
+    sites = old.get("sites")
+    if not isinstance(sites, dict):  # saved before the guide ran: only the settings can be compared
+        for key in () if both_str else ("granularity", "parameterization"):
+            if old.get(key) != new[key]:
+                raise ValueError(
+                    f"{where}: the checkpoint's guide has {key} {old.get(key)!r}, this guide {new[key]!r}"
+                )
+        return
+    if "sites" in new:
+        for key in ("sites", "noise_sites"):
+            saved_names, names = list(old.get(key) or ()), list(new[key])
+            if sorted(saved_names) != sorted(names):
+                kind = "weight sites" if key == "sites" else "neuron-noise sites"
+                raise ValueError(
+                    f"{where}: the checkpoint's guide has the {kind} {saved_names}, this guide {names}"
+                )
+    for site, setting in sites.items():
+        if not isinstance(setting, list | tuple) or len(setting) != 2:
+            raise ValueError(f"{where}: the guide configuration of site {site!r} is malformed")
+        try:
+            here = [module.granularity(site), module.parameterization(site)]
+        except ValueError as error:
+            raise ValueError(f"{where}: {error}") from error
+        for key, value, saved_value in zip(("granularity", "parameterization"), here, setting, strict=True):
+            if value != saved_value:
+                raise ValueError(
+                    f"{where}: the checkpoint's guide has {key} {saved_value!r} at site {site!r}, this guide "
+                    f"{value!r}"
+                )
+
+
+def _effective(parameterization, granularity):
+    if parameterization is not None:
+        return parameterization
+    return "additive" if granularity == "weight" else "multiplicative"
+
+
+# ---------------------------------------------------------------------------------------- restoring
+def _snapshot(optim, model, guide, elbo):
+    return {
+        "store": pyro.get_param_store().get_state(),
+        "optim": {key: dict(getattr(optim, key)) for key in _optim_dicts(optim)},
+        "model": _clone_state(model),
+        "guide": _clone_state(guide),
+        "kl_weight": getattr(elbo, "kl_weight", None),
+        "rng": _live_rng_state(),
+    }
+
+
+def _clone_state(module):
+    if module is None:
+        return None
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def _optim_dicts(optim):
+    return [
+        k
+        for k in ("optim_objs", "grad_clip", "_state_waiting_to_be_consumed")
+        if isinstance(getattr(optim, k, None), dict)
+    ]
+
+
+def _restore(plan, optim, model, guide, elbo):
+    if plan["model"] is not None:
+        model.load_state_dict(plan["model"])
+    params = dict(plan["params"])
+    with torch.no_grad():
+        for fullname, param in plan["model_params"].items():
+            if plan["model"] is None:  # saved without model=: the store's copy is the value
+                param.copy_(params[fullname])
+            params[fullname] = param  # the store tracks the module's own tensor
+    if plan["guide"] is not None:
+        guide.load_state_dict(plan["guide"])
+    store = pyro.get_param_store()
+    store.clear()
+    store.set_state({"params": params, "constraints": plan["constraints"]})
+    # Optimizers are keyed by tensor: drop the live ones so that the checkpoint's states are used.
+    for key in ("optim_objs", "grad_clip"):
+        if isinstance(getattr(optim, key, None), dict):
+            getattr(optim, key).clear()
+    optim.set_state(plan["optim"])
+    if elbo is not None and plan["kl_weight"] is not None:
+        elbo.kl_weight = plan["kl_weight"]
+    _set_rng_state(plan["rng"])
+
+
+def _restore_snapshot(snapshot, optim, model, guide, elbo):
+    _set_rng_state(snapshot["rng"])
+    if elbo is not None and snapshot["kl_weight"] is not None:
+        elbo.kl_weight = snapshot["kl_weight"]
+    for key, saved in snapshot["optim"].items():
+        live = getattr(optim, key)
+        live.clear()
+        live.update(saved)
+    store = pyro.get_param_store()
+    store.clear()
+    store.set_state(snapshot["store"])
+    for module, saved in ((guide, snapshot["guide"]), (model, snapshot["model"])):
+        if module is not None:
+            module.load_state_dict(saved)
+
+
+def _optim_state(optim, params):
+    """The optimizer state of every param in the store, including states restored by load_checkpoint
+    that no step has consumed yet (a save right after a load keeps them)."""
+    state = dict(getattr(optim, "_state_waiting_to_be_consumed", None) or {})
+    state.update(optim.get_state())
+    return {name: s for name, s in state.items() if name in params}
+
+
+# ------------------------------------------------------------------------------------------ plain data
+def _plain(value, where, _seen=None):
+    """``value`` as data that ``torch.load(weights_only=True)`` reads back (numpy scalars become Python
+    numbers); a ``TypeError`` naming where anything else is."""
+    if isinstance(value, np.generic) and not isinstance(value, np.void):
+        return value.item()
+    if type(value) in _PLAIN_LEAVES:
+        return value
+    if type(value) not in _PLAIN_CONTAINERS:
+        raise TypeError(
+            f"{where} is a {type(value).__module__}.{type(value).__qualname__}, which a checkpoint cannot "
+            "hold (it is loaded with weights_only=True): use None, bools, numbers, strings, bytes, "
+            "tensors, and lists, tuples, sets and dicts of those"
+        )
+    _seen = _seen or set()
+    if id(value) in _seen:
+        raise TypeError(f"{where} contains itself")
+    _seen = _seen | {id(value)}
+    if isinstance(value, dict):
+        items = [
+            (_plain(k, f"a key of {where}", _seen), _plain(v, f"{where}[{k!r}]", _seen))
+            for k, v in value.items()
+        ]
+        return type(value)(items)
+    return type(value)(_plain(v, f"{where}[{i}]", _seen) for i, v in enumerate(value))
+
+
+def _encode_constraint(constraint, where):
+    """A constraint as ``{"class", "attributes"}``: weights-only loading cannot rebuild class instances."""
+    cls = type(constraint)
+    if not isinstance(constraint, Constraint) or cls.__module__.split(".")[0] not in _CONSTRAINT_PACKAGES:
+        raise TypeError(
+            f"{where} is a {cls.__module__}.{cls.__qualname__}; a checkpoint holds constraints of torch, "
+            "pyro and pyro_vd only"
+        )
+    attributes = {}
+    for key, value in vars(constraint).items():
+        if isinstance(value, Constraint):
+            attributes[key] = _encode_constraint(value, where)
+        else:
+            attributes[key] = _plain(value, f"{where}.{key}")
+    return {"class": f"{cls.__module__}:{cls.__qualname__}", "attributes": attributes}
+
+
+def _decode_constraint(where, name, encoded):
+    """Rebuild a constraint from :func:`_encode_constraint`, importing nothing and creating instances of
+    torch / pyro / pyro_vd constraint classes only."""
+    try:
+        module_name, qualname = encoded["class"].split(":")
+        if module_name.split(".")[0] not in _CONSTRAINT_PACKAGES:
+            raise ValueError(f"{module_name} is not a package a constraint may come from")
+        cls = sys.modules[module_name]
+        for part in qualname.split("."):
+            cls = getattr(cls, part)
+        if not (isinstance(cls, type) and issubclass(cls, Constraint)):
+            raise ValueError(f"{encoded['class']} is not a constraint class")
+        constraint = cls.__new__(cls)
+        for key, value in encoded["attributes"].items():
+            is_constraint = isinstance(value, dict) and set(value) == {"class", "attributes"}
+            constraint.__dict__[key] = _decode_constraint(where, name, value) if is_constraint else value
+    except (KeyError, AttributeError, TypeError, ValueError) as error:
+        raise ValueError(f"{where}: the constraint of param {name!r} cannot be read: {error!r}") from error
+    return constraint
+
+
+# ------------------------------------------------------------------------------------------------ RNG
+def _live_rng_state():
+    """Every RNG state, in the form the setters take."""
+    # The legacy global numpy generator is what np.random.* calls in user code draw from.
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}  # noqa: NPY002
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _rng_state():
+    """Every RNG state as tensors and Python numbers (numpy's array would need pickled numpy code)."""
+    live = _live_rng_state()
+    kind, keys, pos, has_gauss, cached_gaussian = live["numpy"]
+    version, internal, gauss_next = live["python"]
+    state = {
+        "torch": live["torch"],
+        "numpy": {
+            "kind": str(kind),
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached_gaussian),
+        },
+        "python": {"version": int(version), "internal": list(internal), "gauss_next": gauss_next},
+    }
+    if "cuda" in live:
+        state["cuda"] = live["cuda"]
+    return state
+
+
+def _decode_rng(where, state):
+    """The file's RNG states in the form the setters take, each tried on a scratch generator first."""
+    try:
+        numpy_state = state["numpy"]
+        python_state = state["python"]
+        decoded = {
+            "torch": state["torch"].cpu(),
+            "numpy": (
+                str(numpy_state["kind"]),
+                numpy_state["keys"].cpu().numpy().astype(np.uint32),
+                int(numpy_state["pos"]),
+                int(numpy_state["has_gauss"]),
+                float(numpy_state["cached_gaussian"]),
+            ),
+            "python": (
+                int(python_state["version"]),
+                tuple(int(v) for v in python_state["internal"]),
+                None if python_state["gauss_next"] is None else float(python_state["gauss_next"]),
+            ),
+        }
+        if state.get("cuda") is not None:
+            decoded["cuda"] = [s.cpu() for s in state["cuda"]]
+        torch.Generator().set_state(decoded["torch"])
+        np.random.RandomState().set_state(decoded["numpy"])
+        random.Random().setstate(decoded["python"])
+    except (KeyError, AttributeError, TypeError, ValueError, RuntimeError) as error:
+        raise ValueError(f"{where}: the RNG state is malformed: {error!r}") from error
+    return decoded
+
+
+def _set_rng_state(state):
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])  # noqa: NPY002
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        for device, cuda_state in enumerate(state["cuda"][: torch.cuda.device_count()]):
+            torch.cuda.set_rng_state(cuda_state, device)
+
+
+# ------------------------------------------------------------------------------------- temporary files
+def _writer_tag():
+    """8 hex digits naming this machine and pid namespace, in which a temporary file's pid is checked."""
+    namespace = ""
+    with contextlib.suppress(OSError):
+        namespace = str(os.stat("/proc/self/ns/pid").st_ino)
+    return hashlib.sha1(f"{socket.gethostname()}/{namespace}".encode()).hexdigest()[:8]
+
+
+def _pid_alive(pid):
+    if pid == os.getpid():
+        return True
+    if os.name != "posix":  # os.kill would terminate the process there: assume it is alive
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (OSError, OverflowError):  # e.g. PermissionError: it exists, under another user
+        return True
+    with contextlib.suppress(OSError, IndexError):  # a zombie (killed, not yet reaped) writes no more
+        stat = pathlib.Path(f"/proc/{pid}/stat").read_text()
+        return stat.rsplit(")", 1)[1].split()[0] != "Z"
+    return True
+
+
+def _remove_stale_temporaries(path):
+    """Remove the temporary files of this checkpoint left by saves that were killed: those of a writer on
+    this machine whose process is gone, and those of older versions (no pid) after an hour."""
+    writer = _writer_tag()
+    try:
+        entries = list(os.scandir(path.parent))
+    except OSError:
+        return
+    for entry in entries:
+        if not entry.name.startswith(path.name + "."):
+            continue
+        rest = entry.name[len(path.name) :]
+        match = _TMP.fullmatch(rest)
+        with contextlib.suppress(OSError):
+            if match:
+                stale = match["writer"] == writer and not _pid_alive(int(match["pid"]))
+            elif _LEGACY_TMP.fullmatch(rest):
+                stale = time.time() - entry.stat(follow_symlinks=False).st_mtime > _LEGACY_TMP_AGE
+            else:
+                continue
+            if stale and entry.is_file(follow_symlinks=False):
+                os.unlink(entry.path)
+
+
+def _fsync_folder(folder):
+    """fsync a folder after a rename in it, where the OS allows it (not on Windows)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

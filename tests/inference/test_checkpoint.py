@@ -1,9 +1,20 @@
+import math
+import os
+import pathlib
+import subprocess
+import sys
+import time
+
+import numpy as np
 import pyro
+import pyro.distributions as dist
 import pytest
 import torch
+from pyro.nn import PyroModule, PyroSample
 
 from pyro_vd import AutoVariationalDropout, VariationalDropoutELBO
-from pyro_vd.inference import linear_warmup, load_checkpoint, save_checkpoint
+from pyro_vd.distributions import LogUniform
+from pyro_vd.inference import checkpoint, linear_warmup, load_checkpoint, save_checkpoint
 from pyro_vd.models import BayesianMLP
 from pyro_vd.poutine import local_reparameterization
 
@@ -83,3 +94,367 @@ def test_bad_paths(tmp_path):
         save_checkpoint(
             tmp_path / "x.pt", optim=torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1), epoch=0
         )
+
+
+# ------------------------------------------------------------------------------------ refused loads
+def _session(hidden=5, run=True, **guide_kwargs):
+    """A live session (model, guide, optim, elbo, svi) that has trained one step when ``run``."""
+    model = BayesianMLP([6, hidden, 3], num_data=40)
+    guide = AutoVariationalDropout(model, **guide_kwargs)
+    optim = pyro.optim.Adam({"lr": 0.01})
+    elbo = VariationalDropoutELBO()
+    svi = pyro.infer.SVI(model, guide, optim, elbo)
+    if run:
+        svi.step(X[:10], Y[:10])
+    return model, guide, optim, elbo, svi
+
+
+def _file_from(tmp_path, **session):
+    """A checkpoint of another session, written with the param store cleared before and after."""
+    pyro.clear_param_store()
+    model, guide, optim, elbo, _ = _session(**session)
+    path = save_checkpoint(tmp_path / "other.pt", optim=optim, epoch=3, model=model, guide=guide, elbo=elbo)
+    pyro.clear_param_store()
+    return path
+
+
+def _without_rng(tmp_path):
+    path = _file_from(tmp_path)
+    state = torch.load(path, weights_only=True)
+    del state["rng"]
+    torch.save(state, path)
+    return path
+
+
+def _truncated(tmp_path):
+    path = _file_from(tmp_path)
+    path.write_bytes(path.read_bytes()[:-300])
+    return path
+
+
+REFUSED = [
+    # (case, how the file is made, what the live guide is, the error)
+    (
+        "another model",
+        lambda p: _file_from(p, hidden=4),
+        {},
+        r"param '.*fc1.*' has shape \(5(, 6)?,?\) here but \(4",
+    ),
+    (
+        "granularity",
+        lambda p: _file_from(p, granularity="layer"),
+        {},
+        "granularity 'layer', this guide 'weight'",
+    ),
+    (
+        "parameterization",
+        lambda p: _file_from(p, parameterization="multiplicative"),
+        {},
+        "parameterization 'multiplicative', this guide 'additive'",
+    ),
+    (
+        "per-site granularity",
+        lambda p: _file_from(p, granularity={"net.fc2.weight": "output"}),
+        {},
+        "granularity 'output' at site 'net.fc2.weight', this guide 'weight'",
+    ),
+    ("missing key", _without_rng, {}, "is incomplete: it lacks 'rng'"),
+    ("truncated", _truncated, {}, "is truncated or corrupt"),
+]
+
+
+@pytest.mark.parametrize("run", [True, False], ids=["live guide run", "live guide fresh"])
+@pytest.mark.parametrize("case, make_file, live, match", REFUSED, ids=[c[0] for c in REFUSED])
+def test_refused_load_leaves_the_session_training(tmp_path, case, make_file, live, match, run):
+    path = make_file(tmp_path)
+    model, guide, optim, elbo, svi = _session(run=run, **live)
+    store = pyro.get_param_store()
+    before = dict(store.named_parameters())
+    values = {k: v.detach().clone() for k, v in before.items()}
+    optim_before = {k: dict(getattr(optim, k)) for k in ("optim_objs", "_state_waiting_to_be_consumed")}
+    rng = torch.get_rng_state()
+    if case == "another model" and not run:  # nothing live to compare with but the model's biases
+        match = r"'net.fc1.bias(_unconstrained)?' has shape \(5,\) here but \(4,\)"
+    with pytest.raises(ValueError, match=match) as info:
+        load_checkpoint(path, optim=optim, model=model, guide=guide, elbo=elbo)
+    assert "other.pt" in str(info.value)
+    after = dict(store.named_parameters())
+    assert after.keys() == before.keys()
+    for name, value in after.items():
+        assert value is before[name] and torch.equal(value, values[name]), name
+    assert {k: dict(getattr(optim, k)) for k in optim_before} == optim_before
+    assert torch.equal(torch.get_rng_state(), rng)
+
+    loss = svi.step(X[:10], Y[:10])
+    assert math.isfinite(loss)
+    changed = dict(store.named_parameters())
+    assert any(name not in values or not torch.equal(v, values[name]) for name, v in changed.items())
+
+
+def test_restore_is_all_or_nothing(tmp_path, monkeypatch):
+    path = _file_from(tmp_path)
+    model, guide, optim, elbo, svi = _session()
+    elbo.kl_weight = 0.25
+    store = pyro.get_param_store()
+    before = dict(store.named_parameters())
+    values = {k: v.detach().clone() for k, v in before.items()}
+    modules = {m: {k: v.clone() for k, v in m.state_dict().items()} for m in (model, guide)}
+    optim_before = {
+        k: dict(getattr(optim, k)) for k in ("optim_objs", "grad_clip", "_state_waiting_to_be_consumed")
+    }
+    rng = torch.get_rng_state()
+    real = checkpoint._set_rng_state
+    calls = []
+
+    def fail_once(state):  # the restore's call fails, the rollback's works
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("boom")
+        real(state)
+
+    monkeypatch.setattr(checkpoint, "_set_rng_state", fail_once)
+    with pytest.raises(RuntimeError, match="boom"):
+        load_checkpoint(path, optim=optim, model=model, guide=guide, elbo=elbo)
+    monkeypatch.undo()
+
+    after = dict(store.named_parameters())
+    assert after.keys() == before.keys()
+    for name, value in after.items():
+        assert value is before[name] and torch.equal(value, values[name]), name
+    for module, state in modules.items():
+        for key, value in module.state_dict().items():
+            assert torch.equal(value, state[key]), key
+    assert {k: dict(getattr(optim, k)) for k in optim_before} == optim_before
+    assert elbo.kl_weight == 0.25
+    assert torch.equal(torch.get_rng_state(), rng)
+    assert math.isfinite(svi.step(X[:10], Y[:10]))
+
+
+# ------------------------------------------------------------------------------------ what resumes
+def test_resume_into_a_session_that_already_trained(tmp_path):
+    """The live optimizers (keyed by tensor) must give way to the checkpoint's states."""
+    pyro.set_rng_seed(0)
+    model, guide, optim, elbo, svi = _fresh()
+    _epoch(svi, elbo, 0)
+    save_checkpoint(tmp_path / "ckpt.pt", optim=optim, epoch=1, model=model, guide=guide, elbo=elbo)
+    _epoch(svi, elbo, 1)
+    uninterrupted = _params()
+
+    pyro.clear_param_store()
+    pyro.set_rng_seed(7)
+    model, guide, optim, elbo, svi = _fresh()
+    for epoch in range(3):  # a session with its own optimizer state and moments
+        _epoch(svi, elbo, epoch)
+    load_checkpoint(tmp_path / "ckpt.pt", optim=optim, model=model, guide=guide, elbo=elbo)
+    _epoch(svi, elbo, 1)
+    resumed = _params()
+    assert resumed.keys() == uninterrupted.keys()
+    for name in resumed:
+        assert torch.equal(resumed[name], uninterrupted[name]), name
+
+
+class _PlainBias(PyroModule):
+    """A user's model whose bias is an ordinary nn.Parameter (tracked by Pyro by object)."""
+
+    def __init__(self):
+        super().__init__()
+        self.weight = PyroSample(LogUniform(event_shape=(3, 6)))
+        self.bias = torch.nn.Parameter(torch.zeros(3))
+
+    def forward(self, x, y=None):
+        logits = x @ self.weight.T + self.bias
+        with pyro.plate("data", len(x)):
+            pyro.sample("obs", dist.Categorical(logits=logits), obs=y)
+
+
+@pytest.mark.parametrize("trained", [False, True], ids=["into a fresh session", "into a trained session"])
+@pytest.mark.parametrize("save_model", [True, False], ids=["model saved", "model not saved"])
+def test_resume_with_plain_nn_parameters(tmp_path, save_model, trained):
+    def fresh():
+        model = _PlainBias()
+        guide = AutoVariationalDropout(model)
+        optim, elbo = pyro.optim.Adam({"lr": 0.05}), VariationalDropoutELBO()
+        return model, guide, optim, elbo, pyro.infer.SVI(model, guide, optim, elbo)
+
+    def steps(svi, n):
+        for _ in range(n):
+            svi.step(X, Y)
+
+    pyro.set_rng_seed(0)
+    model, guide, optim, _, svi = fresh()
+    steps(svi, 3)
+    save_checkpoint(tmp_path / "c.pt", optim=optim, epoch=3, model=model if save_model else None, guide=guide)
+    steps(svi, 3)
+    uninterrupted = _params()
+    assert not torch.equal(uninterrupted["bias"], torch.zeros(3))
+
+    pyro.clear_param_store()
+    model, guide, optim, _, svi = fresh()
+    if trained:  # the live optimizer of the bias is keyed by the module's tensor, which stays
+        steps(svi, 2)
+    load_checkpoint(tmp_path / "c.pt", optim=optim, model=model, guide=guide)
+    steps(svi, 3)
+    assert torch.equal(model.bias.detach(), uninterrupted["bias"])  # the module's own tensor was trained
+    resumed = _params()
+    for name in uninterrupted:
+        assert torch.equal(resumed[name], uninterrupted[name]), name
+
+
+def test_save_right_after_load_keeps_the_optimizer_state(tmp_path):
+    model, guide, optim, _, _ = _session()
+    save_checkpoint(tmp_path / "a.pt", optim=optim, epoch=1, model=model, guide=guide)
+    saved = optim.get_state()
+    pyro.clear_param_store()
+    model, guide, optim, _, _ = _session(run=False)
+    load_checkpoint(tmp_path / "a.pt", optim=optim, model=model, guide=guide)
+    save_checkpoint(tmp_path / "b.pt", optim=optim, epoch=1, model=model, guide=guide)  # no step between
+    again = torch.load(tmp_path / "b.pt", weights_only=True)["optim"]
+    assert again.keys() == saved.keys()
+    for name in saved:
+        assert torch.equal(again[name]["state"][0]["exp_avg"], saved[name]["state"][0]["exp_avg"]), name
+
+
+# ------------------------------------------------------------------------------------ extra, pickles
+def test_extra_holds_plain_data(tmp_path):
+    _, _, optim, _, _ = _fresh()
+    extra = {
+        "history": [{"epoch": 1, "test_error": 0.25, "neurons": {"fc1": 3}}, {"epoch": 2, "kl": None}],
+        "seconds": np.float64(1.5),
+        "tags": ("a", "b"),
+        "curve": torch.arange(3.0),
+    }
+    save_checkpoint(tmp_path / "c.pt", optim=optim, epoch=2, extra=extra)
+    back = load_checkpoint(tmp_path / "c.pt", optim=optim)["extra"]
+    assert back["history"] == extra["history"] and back["tags"] == ("a", "b")
+    assert type(back["seconds"]) is float and back["seconds"] == 1.5
+    assert torch.equal(back["curve"], extra["curve"])
+
+
+@pytest.mark.parametrize(
+    "extra, where",
+    [
+        (np.zeros(3), r"extra is a numpy.ndarray"),
+        ({"h": [1, object()]}, r"extra\['h'\]\[1\] is a builtins.object"),
+    ],
+    ids=["numpy array", "object"],
+)
+def test_extra_that_is_not_plain_data_is_refused_before_writing(tmp_path, extra, where):
+    _, _, optim, _, _ = _fresh()
+    with pytest.raises(TypeError, match=where):
+        save_checkpoint(tmp_path / "c.pt", optim=optim, epoch=0, extra=extra)
+    assert list(tmp_path.iterdir()) == []
+
+
+class _RunsCode:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (pathlib.Path.touch, (self.marker,))
+
+
+def test_a_pickle_that_would_run_code_is_refused(tmp_path):
+    _, _, optim, _, _ = _fresh()
+    path = save_checkpoint(tmp_path / "c.pt", optim=optim, epoch=0)
+    state = torch.load(path, weights_only=True)
+    marker = tmp_path / "executed"
+    state["extra"] = _RunsCode(marker)
+    torch.save(state, path)
+    with pytest.raises(ValueError, match=r"c\.pt'.*could run code"):
+        load_checkpoint(path, optim=optim)
+    assert not marker.exists()
+
+
+# ------------------------------------------------------------------------------------ corrupt files
+def _good(tmp_path):
+    _, _, optim, _, _ = _session()
+    return save_checkpoint(tmp_path / "good.pt", optim=optim, epoch=1).read_bytes()
+
+
+CORRUPT = [
+    ("empty", lambda data: b""),
+    ("1 byte", lambda data: data[:1]),
+    ("10 bytes", lambda data: data[:10]),
+    ("100 bytes", lambda data: data[:100]),
+    ("half", lambda data: data[: len(data) // 2]),
+    ("all but 100 bytes", lambda data: data[:-100]),
+    ("all but 1 byte", lambda data: data[:-1]),
+    ("random bytes", lambda data: np.random.default_rng(0).bytes(5000)),
+    ("random after a zip signature", lambda data: b"PK\x03\x04" + np.random.default_rng(1).bytes(5000)),
+    ("bytes overwritten", lambda data: data[:100] + bytes(200) + data[300:]),
+]
+
+
+@pytest.mark.parametrize("case, corrupt", CORRUPT, ids=[c[0] for c in CORRUPT])
+def test_truncated_or_corrupt_files_name_the_file(tmp_path, case, corrupt):
+    path = tmp_path / "broken.pt"
+    path.write_bytes(corrupt(_good(tmp_path)))
+    _, _, optim, _, _ = _fresh()
+    with pytest.raises(ValueError, match=r"checkpoint '.*broken\.pt' is truncated or corrupt: \w+"):
+        load_checkpoint(path, optim=optim)
+
+
+@pytest.mark.parametrize(
+    "content",
+    [torch.zeros(3), {"format": "something else"}, [1, 2]],
+    ids=["a tensor", "a dict of another format", "a list"],
+)
+def test_a_torch_file_that_is_no_checkpoint(tmp_path, content):
+    path = tmp_path / "other.pt"
+    torch.save(content, path)
+    _, _, optim, _, _ = _fresh()
+    with pytest.raises(ValueError, match=r"'.*other\.pt' is not a pyro_vd checkpoint"):
+        load_checkpoint(path, optim=optim)
+
+
+# ------------------------------------------------------------------------------------ temporary files
+def test_stale_temporaries_of_dead_writers_are_removed(tmp_path):
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    tag = checkpoint._writer_tag()
+    files = {
+        "dead writer": f"ckpt.pt.{tag}.{dead.pid}.abcd1234.tmp",
+        "live writer": f"ckpt.pt.{tag}.{os.getpid()}.abcd1234.tmp",
+        "other machine": f"ckpt.pt.{'0' * 8 if tag != '0' * 8 else '1' * 8}.{dead.pid}.abcd1234.tmp",
+        "other checkpoint": f"other.pt.{tag}.{dead.pid}.abcd1234.tmp",
+        "old version, old": "ckpt.pt.abcd1234.tmp",
+        "old version, recent": "ckpt.pt.efgh5678.tmp",
+        "user file": "ckpt.pt.notes.tmp",
+    }
+    for name in files.values():
+        (tmp_path / name).write_bytes(b"x" * 10)
+    old = time.time() - 2 * 3600
+    os.utime(tmp_path / files["old version, old"], (old, old))
+    _, _, optim, _, _ = _fresh()
+    save_checkpoint(tmp_path / "ckpt.pt", optim=optim, epoch=0)
+    left = {p.name for p in tmp_path.iterdir()}
+    removed = {case for case, name in files.items() if name not in left}
+    assert removed == {"dead writer", "old version, old"}
+    assert "ckpt.pt" in left and len(left) == len(files) - 2 + 1  # no temporary of this save left
+
+
+def test_a_checkpoint_of_the_older_format_is_refused_with_its_reason(tmp_path):
+    path = tmp_path / "v1.pt"
+    state = {"format": "pyro_vd.checkpoint/1", "rng": {"numpy": np.random.get_state()}}  # noqa: NPY002
+    torch.save(state, path)
+    _, _, optim, _, _ = _fresh()
+    with pytest.raises(ValueError, match=r"v1\.pt' was written by an older pyro_vd"):
+        load_checkpoint(path, optim=optim)
+
+
+def test_save_flushes_the_file_and_the_folder_to_disk(tmp_path, monkeypatch):
+    synced = []
+    real = os.fsync
+
+    def fsync(fd):
+        synced.append(pathlib.Path(os.readlink(f"/proc/self/fd/{fd}")).name)
+        real(fd)
+
+    if not pathlib.Path("/proc/self/fd").is_dir():
+        pytest.skip("needs /proc to name file descriptors")
+    monkeypatch.setattr(os, "fsync", fsync)
+    _, _, optim, _, _ = _fresh()
+    save_checkpoint(tmp_path / "c.pt", optim=optim, epoch=0)
+    assert len(synced) == 2
+    assert synced[0].startswith("c.pt.") and synced[0].endswith(".tmp")  # the data, before the rename
+    assert synced[1] == tmp_path.name  # the folder, after it
