@@ -1,11 +1,17 @@
-"""The ``pyro-vd`` command: one subcommand per experiment of the seed. Each prints its table and writes
-``results.json``, ``results.md`` (the table) and its PNG plots into ``--out``."""
+"""The ``pyro-vd`` command (also ``python -m pyro_vd``): one subcommand per experiment of the seed. Each
+prints its table and writes ``results.json``, ``results.md`` (the table) and its PNG plots into ``--out``.
+
+``--out`` is checked before any work and held under a lock for the whole run; a folder that already
+holds a run is refused unless ``--resume`` continues it or ``--overwrite`` replaces it
+(:mod:`pyro_vd.experiments.run_dir`)."""
 
 import argparse
 import json
 import math
 import pathlib
 import sys
+
+from .experiments.run_dir import RunDir, RunDirBusy, RunDirError, recorded_options
 
 
 def _write_results(out, result, table, figures=None):
@@ -65,6 +71,10 @@ def _report(args, table, written, header=""):
 
 
 # ------------------------------------------------------------------------------------------ commands
+#: (n, d) of the ARD commands with --quick.
+QUICK_SIZES = {"ard-table": (150, 40), "ard-minibatch": (5000, 20)}
+
+
 def _kl_table(args):
     from .experiments.kl_table import format_kl_table, kl_table
 
@@ -83,7 +93,7 @@ def _ard_table(args):
     from .plots import plot_coefficients
 
     _seed_everything(args.seed)
-    n, d = (150, 40) if args.quick else (args.n, args.d)
+    n, d = QUICK_SIZES[args.command] if args.quick else (args.n, args.d)
     result = more_features(n=n, d=d, n_relevant=args.n_relevant, seed=args.seed, log=_log(args))
     irrelevant = d - args.n_relevant
     table = (
@@ -106,7 +116,7 @@ def _ard_minibatch(args):
 
     _seed_everything(args.seed)
     if args.quick:
-        n, d, fractions, steps = 5000, 20, (0.01, 0.1), 300
+        (n, d), fractions, steps = QUICK_SIZES[args.command], (0.01, 0.1), 300
     else:
         n, d, fractions, steps = args.n, args.d, (0.001, 0.01, 0.1), args.steps
     include = None if not args.quick else ("VD-RVR", "RVR", "VD-RVC", "RVC")
@@ -142,7 +152,7 @@ def _load(args):
     loader = load_cifar10 if args.dataset == "cifar10" else load_mnist
     try:
         data = loader(args.data_dir)
-    except (FileNotFoundError, ValueError) as error:
+    except (OSError, ValueError) as error:
         raise DataError(f"{error} (give the folder with --data-dir or $PYRO_VD_DATA)") from error
     if args.quick:  # a small slice: the command's plumbing in seconds
         data = type(data)(
@@ -160,7 +170,7 @@ def _layer_case(args):
     from .plots import plot_alpha_trajectories
 
     data = _load(args)
-    epochs = 1 if args.quick and args.epochs is None else (args.epochs or 10)
+    epochs = args.epochs
     hidden = (32, 32, 32) if args.quick else HIDDEN
     result = run_layer_case(
         data, epochs=epochs, hidden=hidden, seed=args.seed, progress=not args.quiet, log=_log(args)
@@ -195,7 +205,7 @@ def _sparse_mnist(args):
     )
 
     data = _load(args)
-    epochs = args.epochs or (1 if args.quick else 200)
+    epochs = args.epochs
     result, report, _, guide = run_sparse_vd_mnist(
         data,
         arch=args.arch,
@@ -230,7 +240,7 @@ def _structured_mnist(args):
     from .plots import plot_training_curves
 
     data = _load(args)
-    epochs = args.epochs or (1 if args.quick else 200)
+    epochs = args.epochs
     summary, small = run_structured_mnist(
         data,
         epochs=epochs,
@@ -238,7 +248,7 @@ def _structured_mnist(args):
         seed=args.seed,
         out=args.out,
         resume=args.resume,
-        repeats=args.repeats or (5 if args.quick else 30),
+        repeats=args.repeats,
         noise_lr=args.noise_lr,
         progress=not args.quiet,
         log=_log(args),
@@ -262,40 +272,115 @@ def _structured_mnist(args):
     return 0
 
 
+# ------------------------------------------------------------------------------------ option types
+def _integer(minimum, maximum=None):
+    """An argparse type: an integer in ``[minimum, maximum]``."""
+
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {minimum}; got {value}")
+        if maximum is not None and value > maximum:
+            raise argparse.ArgumentTypeError(f"must be an integer <= {maximum}; got {value}")
+        return value
+
+    return parse
+
+
+_positive_int = _integer(1)
+# numpy's legacy generator, which pyro.set_rng_seed seeds too, takes 32 bits
+_seed = _integer(0, 2**32 - 1)
+
+
+def _learning_rate(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive finite number; got {text}")
+    return value
+
+
+def _folder(text):
+    if not text.strip():
+        raise argparse.ArgumentTypeError("must not be empty")
+    return text
+
+
 # -------------------------------------------------------------------------------------------- parser
+#: The PNGs each command writes (``--overwrite`` removes them with the other files of the run).
+FIGURES = {
+    "ard-table": ("vd_rvr_coefficients",),
+    "ard-minibatch": ("batch_size_regression", "batch_size_classification"),
+    "layer-case": ("test_error", "alpha_trajectories"),
+    "sparse-mnist": ("log_alpha_vs_theta", "log_alpha_histogram", "training", "first_layer_masks"),
+    "structured-mnist": ("training",),
+}
+#: ``--epochs`` (and ``--repeats``) when not given: (full run, with --quick).
+DEFAULTS = {
+    "layer-case": {"epochs": (10, 1)},
+    "sparse-mnist": {"epochs": (200, 1)},
+    "structured-mnist": {"epochs": (200, 1), "repeats": (30, 5)},
+}
+#: Options a resumed run may change (recorded in run.json); every other recorded option must match.
+MAY_CHANGE_ON_RESUME = ("epochs", "data_dir", "repeats")
+#: Not part of a run's record: they change neither its data nor its trajectory.
+NOT_RECORDED = ("run", "parser", "command", "out", "resume", "overwrite", "quiet", "threads")
+
+
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="pyro-vd", description="Variational dropout for Pyro: reproduce the seed's experiments."
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def command(name, run, help_text, *, data=False):
-        sub = commands.add_parser(name, help=help_text, description=help_text)
-        sub.add_argument("--out", metavar="DIR", default=f"results/{name}", help="where results go")
-        sub.add_argument("--seed", type=int, default=0)
+    def command(name, run, help_text, *, data=False, resume=False):
+        # argparse %-formats help strings (not descriptions): a literal % must be doubled
+        sub = commands.add_parser(name, help=help_text.replace("%", "%%"), description=help_text)
+        sub.add_argument(
+            "--out", metavar="DIR", type=_folder, default=f"results/{name}", help="where results go"
+        )
+        sub.add_argument("--seed", type=_seed, default=0, help="random seed, 0 to 2**32 - 1 (default 0)")
         sub.add_argument("--quick", action="store_true", help="a small, fast version (seconds)")
         sub.add_argument("--quiet", action="store_true", help="no progress output")
+        reuse = sub.add_mutually_exclusive_group()
+        reuse.add_argument(
+            "--overwrite", action="store_true", help="replace the run already in --out (else it is refused)"
+        )
+        if resume:
+            reuse.add_argument(
+                "--resume",
+                action="store_true",
+                help="continue from the checkpoint in --out (a larger --epochs extends the run)",
+            )
         if data:
             sub.add_argument(
                 "--data-dir", metavar="DIR", help="the data folder (default: $PYRO_VD_DATA)", default=None
             )
-            sub.add_argument("--epochs", type=int, default=None)
-            sub.add_argument("--threads", type=int, default=2, help="torch CPU threads")
-        sub.set_defaults(run=run)
+            full, quick = DEFAULTS[name]["epochs"]
+            sub.add_argument(
+                "--epochs", type=_positive_int, default=None, help=f"epochs ({full}; {quick} with --quick)"
+            )
+            sub.add_argument("--threads", type=_positive_int, default=2, help="torch CPU threads")
+        sub.set_defaults(run=run, parser=sub)
         return sub
 
     command("kl-table", _kl_table, "the KL to the log-uniform prior by each method, and their errors")
     ard = command("ard-table", _ard_table, "the seed's ARD table: 1000 objects, 10 relevant + 990 irrelevant")
-    ard.add_argument("--n", type=int, default=1000)
-    ard.add_argument("--d", type=int, default=1000)
-    ard.add_argument("--n-relevant", type=int, default=10)
+    ard.add_argument("--n", type=_integer(10), default=1000, help="objects (at least 10)")
+    ard.add_argument("--d", type=_positive_int, default=1000, help="features")
+    ard.add_argument("--n-relevant", type=_integer(0), default=10, help="relevant features (at most --d)")
     mini = command(
         "ard-minibatch", _ard_minibatch, "100 000 × 100 ARD with minibatch SVI at 0.1/1/10 % batches"
     )
-    mini.add_argument("--n", type=int, default=100000)
-    mini.add_argument("--d", type=int, default=100)
-    mini.add_argument("--n-relevant", type=int, default=10)
-    mini.add_argument("--steps", type=int, default=3000, help="SVI steps at each batch size")
+    mini.add_argument("--n", type=_integer(10), default=100000, help="objects (at least 10)")
+    mini.add_argument("--d", type=_positive_int, default=100, help="features")
+    mini.add_argument("--n-relevant", type=_integer(0), default=10, help="relevant features (at most --d)")
+    mini.add_argument("--steps", type=_positive_int, default=3000, help="SVI steps at each batch size")
     layer = command(
         "layer-case",
         _layer_case,
@@ -304,18 +389,28 @@ def build_parser():
     )
     layer.add_argument("--dataset", choices=("mnist", "cifar10"), default="mnist")
     sparse = command(
-        "sparse-mnist", _sparse_mnist, "Sparse VD on MNIST (LeNet-300-100 or LeNet-5)", data=True
+        "sparse-mnist",
+        _sparse_mnist,
+        "Sparse VD on MNIST (LeNet-300-100 or LeNet-5)",
+        data=True,
+        resume=True,
     )
     sparse.add_argument("--arch", choices=("lenet300100", "lenet5"), default="lenet300100")
     sparse.add_argument("--kl-method", choices=("molchanov", "kingma", "exact"), default="molchanov")
-    sparse.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
     structured = command(
-        "structured-mnist", _structured_mnist, "neuron-level noise and pruning of LeNet-500-300", data=True
+        "structured-mnist",
+        _structured_mnist,
+        "neuron-level noise and pruning of LeNet-500-300",
+        data=True,
+        resume=True,
     )
     structured.add_argument("--sparse-weights", action="store_true", help="Sparse VD on the weights too")
-    structured.add_argument("--noise-lr", type=float, default=1e-2, help="learning rate of the noise")
-    structured.add_argument("--repeats", type=int, default=None, help="timing repeats (30; 5 with --quick)")
-    structured.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
+    structured.add_argument(
+        "--noise-lr", type=_learning_rate, default=1e-2, help="learning rate of the noise (> 0)"
+    )
+    structured.add_argument(
+        "--repeats", type=_positive_int, default=None, help="timing repeats (30; 5 with --quick)"
+    )
     for sub in (sparse, structured):
         sub.set_defaults(dataset="mnist")
     return parser
@@ -325,10 +420,52 @@ class DataError(Exception):
     """The data could not be found or read: reported in one line, exit status 1."""
 
 
+def _complete(args):
+    """Fill in the defaults that depend on --quick or on the run being resumed; check the options
+    that depend on each other. Before any work."""
+    if hasattr(args, "n_relevant"):
+        d = QUICK_SIZES[args.command][1] if args.quick else args.d
+        if args.n_relevant > d:
+            args.parser.error(f"--n-relevant {args.n_relevant} is more than the {d} features (--d)")
+    recorded = recorded_options(args.out) if getattr(args, "resume", False) else None
+    for name, (full, quick) in DEFAULTS.get(args.command, {}).items():
+        if getattr(args, name) is None:  # a resume keeps the run's own value
+            previous = (recorded or {}).get(name)
+            setattr(args, name, previous if previous is not None else quick if args.quick else full)
+    if getattr(args, "data_dir", None) is not None:
+        args.data_dir = str(pathlib.Path(args.data_dir).absolute())
+
+
+def _run_dir(args):
+    options = {k: v for k, v in vars(args).items() if k not in NOT_RECORDED}
+
+    def note(message):
+        print(f"pyro-vd {args.command}: {message}", file=sys.stderr)
+
+    return RunDir(
+        args.out,
+        command=args.command,
+        options=options,
+        resume=getattr(args, "resume", False),
+        resumable=hasattr(args, "resume"),
+        overwrite=args.overwrite,
+        fixed=[k for k in options if k not in MAY_CHANGE_ON_RESUME],
+        figures=FIGURES.get(args.command, ()),
+        log=note,
+    )
+
+
 def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
-        return args.run(args)
+        _complete(args)
+        with _run_dir(args):
+            return args.run(args)
+    except RunDirBusy as error:
+        print(f"pyro-vd {args.command}: {error}", file=sys.stderr)
+        return 1
+    except RunDirError as error:
+        args.parser.error(str(error))
     except DataError as error:
         print(f"pyro-vd {args.command}: {error}", file=sys.stderr)
         return 1

@@ -1,11 +1,16 @@
 import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
-from pyro_vd.cli import main
+from pyro_vd.cli import build_parser, main
 from pyro_vd.datasets import write_cifar10, write_idx
 from pyro_vd.datasets.mnist import FILES
+
+COMMANDS = ("kl-table", "ard-table", "ard-minibatch", "layer-case", "sparse-mnist", "structured-mnist")
 
 
 @pytest.fixture(scope="module")
@@ -112,9 +117,11 @@ def test_layer_case_quick(tmp_path, capsys, tiny_mnist, dataset):
 
 def test_missing_data_is_one_clear_line(tmp_path, capsys, monkeypatch):
     monkeypatch.delenv("PYRO_VD_DATA", raising=False)
+    monkeypatch.chdir(tmp_path)  # the default --out, results/sparse-mnist, is relative
     assert main(["sparse-mnist", "--quick", "--data-dir", str(tmp_path / "nowhere")]) == 1
     err = capsys.readouterr().err
     assert "does not exist" in err and "--data-dir" in err
+    assert list(tmp_path.iterdir()) == []  # the failed run left no folder behind to refuse the next
 
 
 def test_unknown_command_exits_with_usage(capsys):
@@ -122,3 +129,244 @@ def test_unknown_command_exits_with_usage(capsys):
         main(["no-such-command"])
     assert excinfo.value.code == 2
     assert "invalid choice" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------------- --help
+def test_every_help_prints(capsys):
+    subcommands = build_parser()._subparsers._group_actions[0].choices
+    assert set(subcommands) == set(COMMANDS)
+    for argv in ([], *([name] for name in COMMANDS)):
+        with pytest.raises(SystemExit) as excinfo:
+            main([*argv, "--help"])
+        assert excinfo.value.code == 0
+        printed = capsys.readouterr().out
+        assert printed.startswith("usage: pyro-vd") and (not argv or "--overwrite" in printed)
+        assert "0.1/1/10 % batches" in printed if argv in ([], ["ard-minibatch"]) else True
+
+
+def _pyro_vd(*argv, cwd, timeout=600):
+    """``python -m pyro_vd ARGV`` in a process of its own."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", "pyro_vd", *map(str, argv)],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def test_python_dash_m_help(tmp_path):
+    done = _pyro_vd("--help", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert all(name in done.stdout for name in COMMANDS)
+
+
+# ------------------------------------------------------------------------------ values on the line
+T = pytest.param
+BAD_VALUES = [
+    T(["sparse-mnist", "--epochs", "0"], "--epochs", id="epochs 0"),
+    T(["sparse-mnist", "--epochs", "-1"], "--epochs", id="epochs -1"),
+    T(["layer-case", "--epochs", "0"], "--epochs", id="layer-case epochs 0"),
+    T(["structured-mnist", "--repeats", "0"], "--repeats", id="repeats 0"),
+    T(["kl-table", "--seed", "-1"], "--seed", id="seed -1"),
+    T(["kl-table", "--seed", str(2**40)], "--seed", id="seed 2**40"),
+    T(["ard-table", "--n", "0"], "--n", id="n 0"),
+    T(["ard-table", "--d", "0"], "--d", id="d 0"),
+    T(["ard-table", "--n-relevant", "-1"], "--n-relevant", id="n-relevant -1"),
+    T(["ard-table", "--d", "5", "--n-relevant", "6"], "--n-relevant", id="n-relevant > d"),
+    T(["ard-minibatch", "--steps", "0"], "--steps", id="steps 0"),
+    T(["structured-mnist", "--noise-lr", "-0.01"], "--noise-lr", id="noise-lr negative"),
+    T(["structured-mnist", "--noise-lr", "nan"], "--noise-lr", id="noise-lr nan"),
+    T(["structured-mnist", "--noise-lr", "inf"], "--noise-lr", id="noise-lr inf"),
+    T(["sparse-mnist", "--threads", "0"], "--threads", id="threads 0"),
+    T(["kl-table", "--out", ""], "--out", id="out empty"),
+    T(["sparse-mnist", "--resume", "--overwrite"], "--overwrite", id="resume and overwrite"),
+]
+
+
+@pytest.mark.parametrize("argv, option", BAD_VALUES)
+def test_bad_values_exit_with_usage_before_any_work(tmp_path, monkeypatch, capsys, argv, option):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as excinfo:
+        main(argv)
+    assert excinfo.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: pyro-vd") and option in err.splitlines()[-1]
+    assert list(tmp_path.iterdir()) == []  # nothing made, not even results/
+
+
+def _refused(argv, capsys):
+    with pytest.raises(SystemExit) as excinfo:
+        main(argv)
+    assert excinfo.value.code == 2
+    return capsys.readouterr().err.splitlines()[-1]
+
+
+def test_out_that_cannot_hold_a_run_is_refused_before_any_work(tmp_path, monkeypatch, capsys):
+    import pyro_vd.experiments.ard as ard
+
+    monkeypatch.setattr(ard, "more_features", lambda **_: pytest.fail("the computation started"))
+    (tmp_path / "a-file").write_text("")
+    assert "is a file" in _refused(["ard-table", "--out", str(tmp_path / "a-file")], capsys)
+    assert "is a file" in _refused(["ard-table", "--out", str(tmp_path / "a-file" / "sub")], capsys)
+    monkeypatch.setattr(os, "access", lambda *_: False)  # root may write anywhere: pretend
+    assert "not writable" in _refused(["ard-table", "--out", str(tmp_path / "new")], capsys)
+    assert not (tmp_path / "new").exists()
+
+
+# ------------------------------------------------------------------------------------------ data
+def _damage_gzip(folder):
+    path = folder / (FILES["train_images"] + ".gz")
+    path.write_bytes(path.read_bytes()[:-100])
+    return path.name
+
+
+def _bad_label(folder):
+    write_idx(folder / (FILES["test_labels"] + ".gz"), np.full(100, 12, np.uint8))
+    return FILES["test_labels"]
+
+
+def _float_images(folder):
+    write_idx(folder / (FILES["test_images"] + ".gz"), np.full((100, 28, 28), 0.5, np.float32))
+    return FILES["test_images"]
+
+
+def _train_images_32(folder):
+    write_idx(folder / (FILES["train_images"] + ".gz"), np.zeros((300, 32, 32), np.uint8))
+    return FILES["train_images"]
+
+
+def _data_dir_is_a_file(folder):
+    (folder / "file").write_text("")
+    return "file"
+
+
+@pytest.mark.parametrize(
+    "damage", [_damage_gzip, _bad_label, _float_images, _train_images_32, _data_dir_is_a_file]
+)
+def test_bad_data_is_one_line(tmp_path, capsys, tiny_mnist, damage):
+    folder = tmp_path / "mnist"
+    folder.mkdir()
+    for file in tiny_mnist.iterdir():
+        (folder / file.name).write_bytes(file.read_bytes())
+    name = damage(folder)
+    data_dir = folder / "file" if name == "file" else folder
+    argv = ["sparse-mnist", "--quick", "--quiet", "--data-dir", str(data_dir), "--out", str(tmp_path / "out")]
+    assert main(argv) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("pyro-vd sparse-mnist: ") and name in err
+
+
+def test_bad_cifar_is_one_line(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "cifar"
+    write_cifar10(
+        folder, (rng.integers(0, 256, (10, 3072)), rng.integers(0, 10, 10)), (np.zeros((4, 3072)), [0] * 4)
+    )
+    import pickle
+
+    with open(folder / "test_batch", "wb") as handle:
+        pickle.dump({b"data": np.full((4, 3072), 0.5), b"labels": [0] * 4}, handle)
+    argv = [
+        "layer-case",
+        "--quick",
+        "--dataset",
+        "cifar10",
+        "--data-dir",
+        str(folder),
+        "--out",
+        str(tmp_path / "o"),
+    ]
+    assert main(argv) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "test_batch" in err and "uint8" in err
+
+
+# ------------------------------------------------------------------- the run folder, in processes
+def _files(folder):
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+@pytest.mark.slow
+def test_a_second_run_never_replaces_the_first(tmp_path, tiny_mnist):
+    out = tmp_path / "out"
+    run = ("sparse-mnist", "--quick", "--quiet", "--threads", "1", "--data-dir", tiny_mnist, "--out", out)
+    first = _pyro_vd(*run, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    before = _files(out)
+    assert {"checkpoint.pt", "results.json", "run.json"} <= set(before) and "run.lock" not in before
+    second = _pyro_vd(*run, "--arch", "lenet5", cwd=tmp_path)
+    assert second.returncode == 2
+    assert "already holds" in second.stderr and "--overwrite" in second.stderr
+    assert _files(out) == before
+    third = _pyro_vd(*run, "--arch", "lenet5", "--overwrite", cwd=tmp_path)
+    assert third.returncode == 0, third.stderr
+    assert "first_layer_masks.png" not in _files(out)  # the first run's files went, all of them
+    assert json.loads((out / "results.json").read_text())["arch"] == "lenet5"
+
+
+_HOLD_LOCK = """
+import sys
+from pyro_vd.experiments.run_dir import RunDir
+with RunDir(sys.argv[1], command="sparse-mnist", options={}, overwrite=True, log=lambda _: None):
+    print("held", flush=True)
+    sys.stdin.read()
+"""
+
+
+def _lock_holder(out):
+    """A process that holds ``out``'s lock until its stdin closes."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLD_LOCK, str(out)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    assert holder.stdout.readline().strip() == "held"
+    return holder
+
+
+@pytest.mark.slow
+def test_a_run_in_progress_holds_its_folder(tmp_path, tiny_mnist):
+    out = tmp_path / "out"
+    run = ("sparse-mnist", "--quick", "--quiet", "--threads", "1", "--data-dir", tiny_mnist, "--out", out)
+    assert _pyro_vd(*run, cwd=tmp_path).returncode == 0
+    with _lock_holder(out) as holder:
+        for extra in (["--resume", "--epochs", "2"], ["--overwrite"], []):
+            busy = _pyro_vd(*run, *extra, cwd=tmp_path)
+            assert busy.returncode == 1, (extra, busy.stderr)
+            assert f"in use by process {holder.pid}" in busy.stderr
+            assert len(busy.stderr.strip().splitlines()) == 1
+        holder.stdin.close()
+    # A holder killed outright leaves its lock file: the next run takes it over and says so.
+    with _lock_holder(out) as holder:
+        holder.kill()
+    assert (out / "run.lock").read_text().strip() == str(holder.pid)
+    taken = _pyro_vd(*run, "--overwrite", cwd=tmp_path)
+    assert taken.returncode == 0, taken.stderr
+    assert "stale lock" in taken.stderr and str(holder.pid) in taken.stderr
+    assert not (out / "run.lock").exists()
+
+
+@pytest.mark.slow
+def test_resume_checks_the_folder_and_the_options(tmp_path, tiny_mnist):
+    out = tmp_path / "out"
+    run = ("sparse-mnist", "--quick", "--quiet", "--threads", "1", "--data-dir", tiny_mnist, "--out", out)
+    nothing = _pyro_vd(*run, "--resume", cwd=tmp_path)
+    assert nothing.returncode == 2 and "no checkpoint.pt" in nothing.stderr
+    assert _pyro_vd(*run, cwd=tmp_path).returncode == 0
+    before = _files(out)
+    for option, value in (("--kl-method", "exact"), ("--seed", "1"), ("--arch", "lenet5")):
+        refused = _pyro_vd(*run, "--resume", option, value, cwd=tmp_path)
+        assert refused.returncode == 2 and f"with {option} {value}, but" in refused.stderr, refused.stderr
+    assert _files(out) == before
+    longer = _pyro_vd(*run, "--resume", "--epochs", "3", cwd=tmp_path)
+    assert longer.returncode == 0, longer.stderr
+    result = json.loads((out / "results.json").read_text())
+    assert [h["epoch"] for h in result["history"]] == [1, 2, 3] and result["epochs"] == 3
+    assert all(h["lr"] > 0 for h in result["history"])
+    assert result["resumes"] == [{"at_epoch": 1, "epochs": 3, "was": 1}]
+    record = json.loads((out / "run.json").read_text())
+    assert record["resumes"][-1]["changed"] == {"epochs": [1, 3]}
+    again = _pyro_vd(*run, "--resume", cwd=tmp_path)  # --epochs left out: the run's own 3
+    assert again.returncode == 0, again.stderr
+    assert json.loads((out / "results.json").read_text())["epochs"] == 3

@@ -6,7 +6,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from .mnist import resolve_data_dir
+from .mnist import check_labels, check_pixels, resolve_data_dir
 
 TRAIN_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))
 TEST_BATCH = "test_batch"
@@ -22,27 +22,46 @@ class CIFAR10(NamedTuple):
     test_labels: torch.Tensor
 
 
+class _BatchUnpickler(pickle.Unpickler):
+    """Unpickles what a CIFAR-10 batch holds (dicts, lists, bytes, numbers and numpy arrays) and nothing
+    else: a pickle naming any other global is refused instead of run."""
+
+    _ALLOWED = {
+        (module, name)
+        for module in ("numpy.core.multiarray", "numpy._core.multiarray")
+        for name in ("_reconstruct", "scalar")
+    } | {("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")}
+
+    def find_class(self, module, name):
+        if (module, name) not in self._ALLOWED:
+            raise pickle.UnpicklingError(f"it refers to {module}.{name}, which a CIFAR-10 batch never does")
+        return super().find_class(module, name)
+
+
 def _read_batch(path):
     try:
         with open(path, "rb") as handle:
-            batch = pickle.load(handle, encoding="bytes")
-    except (pickle.UnpicklingError, EOFError, ValueError) as error:
-        raise ValueError(f"{str(path)!r} is not a CIFAR-10 python batch: {error}") from error
+            batch = _BatchUnpickler(handle, encoding="bytes").load()
+    except OSError:
+        raise
+    except Exception as error:  # a corrupt pickle raises nearly anything (EOFError, KeyError, …)
+        raise ValueError(f"{str(path)!r} is not a CIFAR-10 python batch: {error!r}") from error
     if not isinstance(batch, dict):
         raise ValueError(f"{str(path)!r} is not a CIFAR-10 python batch (no dict inside)")
     data = batch.get(b"data", batch.get("data"))
     labels = batch.get(b"labels", batch.get("labels"))
     if data is None or labels is None:
         raise ValueError(f"{str(path)!r} has no 'data' and 'labels' entries")
-    data = np.asarray(data, dtype=np.uint8)
-    labels = np.asarray(labels, dtype=np.int64)
-    if data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or len(data) != len(labels):
+    try:
+        data, labels = np.asarray(data), np.asarray(labels)
+    except ValueError as error:  # ragged lists
+        raise ValueError(f"{str(path)!r}: 'data' or 'labels' is not an array: {error}") from error
+    if data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or labels.ndim != 1 or len(data) != len(labels):
         raise ValueError(
-            f"{str(path)!r}: data of shape {data.shape} and {len(labels)} labels; expected (N, 3072) and N"
+            f"{str(path)!r}: data of shape {data.shape} and labels of shape {labels.shape}; "
+            "expected (N, 3072) and (N,)"
         )
-    if labels.size and (labels.min() < 0 or labels.max() > 9):
-        raise ValueError(f"{str(path)!r}: labels outside 0..9")
-    return data, labels
+    return check_pixels(path, data), check_labels(path, labels)
 
 
 def load_cifar10(data_dir=None):

@@ -3,6 +3,7 @@
 import gzip
 import pathlib
 import struct
+import zlib
 
 import numpy as np
 
@@ -30,16 +31,25 @@ def read_idx(path):
     An IDX file as a numpy array: magic ``0x0000 <type> <ndim>``, then ``ndim`` big-endian uint32
     sizes, then the data (gzip-compressed or not).
 
-    :raises ValueError: if the file is not a well-formed IDX file (naming the file).
+    :raises ValueError: if the file is not a well-formed IDX file, or a truncated or corrupt gzip
+        stream (naming the file).
     """
-    with _open(path) as f:
-        header = f.read(4)
-        if len(header) != 4 or header[:2] != b"\x00\x00" or header[2] not in _DTYPES:
-            raise ValueError(f"{path}: not an IDX file (bad magic number {header.hex()!r})")
-        ndim = header[3]
-        sizes = struct.unpack(f">{ndim}I", f.read(4 * ndim))
-        dtype = np.dtype(_DTYPES[header[2]])
-        data = f.read()
+    try:
+        with _open(path) as f:
+            header = f.read(4)
+            if len(header) != 4 or header[:2] != b"\x00\x00" or header[2] not in _DTYPES:
+                raise ValueError(f"{path}: not an IDX file (bad magic number {header.hex()!r})")
+            ndim = header[3]
+            raw_sizes = f.read(4 * ndim)
+            if len(raw_sizes) != 4 * ndim:
+                raise ValueError(
+                    f"{path}: IDX header announces {ndim} dimensions but the file ends inside their sizes"
+                )
+            sizes = struct.unpack(f">{ndim}I", raw_sizes)
+            dtype = np.dtype(_DTYPES[header[2]])
+            data = f.read()
+    except (EOFError, zlib.error, gzip.BadGzipFile) as error:
+        raise ValueError(f"{path}: truncated or corrupt gzip file ({error})") from error
     expected = int(np.prod(sizes, dtype=np.int64)) * dtype.itemsize
     if len(data) != expected:
         raise ValueError(

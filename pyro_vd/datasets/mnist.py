@@ -5,6 +5,7 @@ import os
 import pathlib
 from typing import NamedTuple
 
+import numpy as np
 import torch
 
 from .idx import read_idx
@@ -16,6 +17,8 @@ FILES = {
     "test_labels": "t10k-labels-idx1-ubyte",
 }
 ENV_VAR = "PYRO_VD_DATA"
+IMAGE_SIZE = (28, 28)
+N_CLASSES = 10
 
 
 class MNIST(NamedTuple):
@@ -28,7 +31,8 @@ class MNIST(NamedTuple):
 
 
 def resolve_data_dir(data_dir=None, subdir=None):
-    """``data_dir``, else ``$PYRO_VD_DATA`` (plus ``subdir`` if that folder has it); an error if neither."""
+    """``data_dir``, else ``$PYRO_VD_DATA`` (plus ``subdir`` if that folder has it); an error if neither,
+    if the folder does not exist (:class:`FileNotFoundError`) or is a file (:class:`ValueError`)."""
     if data_dir is None:
         root = os.environ.get(ENV_VAR)
         if not root:
@@ -37,9 +41,44 @@ def resolve_data_dir(data_dir=None, subdir=None):
         if subdir and (data_dir / subdir).is_dir():
             data_dir = data_dir / subdir
     data_dir = pathlib.Path(data_dir)
+    if data_dir.exists() and not data_dir.is_dir():
+        raise ValueError(f"data folder {str(data_dir)!r} is a file; expected the folder holding the data")
     if not data_dir.is_dir():
         raise FileNotFoundError(f"data folder {str(data_dir)!r} does not exist")
     return data_dir
+
+
+def check_labels(path, labels, n_classes=N_CLASSES):
+    """``labels`` as int64, if they are whole numbers in ``0 .. n_classes - 1``; else a ValueError
+    naming ``path`` (shared by the MNIST and CIFAR-10 readers)."""
+    labels = np.asarray(labels)
+    if labels.dtype.kind not in "uif":
+        raise ValueError(
+            f"{str(path)!r}: labels of type {labels.dtype}; expected integers 0..{n_classes - 1}"
+        )
+    if labels.dtype.kind == "f" and not np.all(np.isfinite(labels) & (labels == np.round(labels))):
+        raise ValueError(
+            f"{str(path)!r}: fractional or non-finite labels; expected integers 0..{n_classes - 1}"
+        )
+    if labels.size and (labels.min() < 0 or labels.max() > n_classes - 1):
+        raise ValueError(
+            f"{str(path)!r}: labels from {labels.min():g} to {labels.max():g}; "
+            f"expected integers 0..{n_classes - 1}"
+        )
+    return labels.astype(np.int64)
+
+
+def check_pixels(path, images):
+    """``images`` as uint8, if they are integers in 0..255 (the bytes the formats store); else a
+    ValueError naming ``path``. Floats are refused rather than guessed at (already scaled to [0, 1]?)."""
+    images = np.asarray(images)
+    if images.dtype.kind not in "ui":
+        raise ValueError(
+            f"{str(path)!r}: pixels of type {images.dtype}; expected unsigned bytes 0..255 (uint8)"
+        )
+    if images.size and (images.min() < 0 or images.max() > 255):
+        raise ValueError(f"{str(path)!r}: pixels from {images.min()} to {images.max()}; expected 0..255")
+    return images.astype(np.uint8)
 
 
 def _find(data_dir, stem):
@@ -81,17 +120,26 @@ def load_mnist(data_dir=None, *, verify_md5=False):
         _verify_md5(data_dir, paths.values())
     arrays = {key: read_idx(path) for key, path in paths.items()}
     for split in ("train", "test"):
-        images, labels = arrays[f"{split}_images"], arrays[f"{split}_labels"]
-        if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
+        images, labels = f"{split}_images", f"{split}_labels"
+        shape = arrays[images].shape
+        if arrays[images].ndim != 3 or shape[1:] != IMAGE_SIZE:
             raise ValueError(
-                f"{split}: images of shape {images.shape} and labels of shape {labels.shape} do not "
-                "match (expected (N, rows, cols) and (N,))"
+                f"{str(paths[images])!r}: images of shape {shape}; expected (N, 28, 28) (MNIST's 28 × 28)"
             )
+        if arrays[labels].ndim != 1 or len(arrays[labels]) != shape[0]:
+            raise ValueError(
+                f"{str(paths[labels])!r}: labels of shape {arrays[labels].shape} do not match the "
+                f"{shape[0]} images of {paths[images].name} (expected ({shape[0]},))"
+            )
+        if shape[0] == 0:
+            raise ValueError(f"{str(paths[images])!r} holds no images")
+        arrays[images] = check_pixels(paths[images], arrays[images])
+        arrays[labels] = check_labels(paths[labels], arrays[labels])
     return MNIST(
         *(
-            torch.from_numpy(arrays[key].copy()).float().div_(255.0).unsqueeze(1)
+            torch.from_numpy(arrays[key]).float().div_(255.0).unsqueeze(1)
             if key.endswith("images")
-            else torch.from_numpy(arrays[key].astype("int64"))
+            else torch.from_numpy(arrays[key])
             for key in FILES
         )
     )

@@ -20,6 +20,8 @@ from .sparse_vd_mnist import run_sparse_vd_mnist, test_error
 @torch.no_grad()
 def speedup(dense, small, images, repeats=30, batch_size=1000):
     """``(dense seconds, small seconds)``: medians of interleaved timings in the same run."""
+    if not isinstance(repeats, int) or isinstance(repeats, bool) or repeats < 1:
+        raise ValueError(f"repeats must be a positive integer; got {repeats!r}")
     batch = images[:batch_size]
     dense(batch), small(batch)
     dense_times, small_times = [], []
@@ -52,8 +54,11 @@ def run_structured_mnist(
 
     :returns: a dict: test error of the small network (and of the full-size pruned one, which must
         agree), input neurons kept per layer, weights of each network, the batch-1000 CPU inference
-        times and their ratio.
+        times and their ratio, and the resumes of the training run (see
+        :func:`~pyro_vd.experiments.run_sparse_vd_mnist`).
     """
+    if not isinstance(repeats, int) or isinstance(repeats, bool) or repeats < 1:
+        raise ValueError(f"repeats must be a positive integer; got {repeats!r}")
     result, _, model, guide = run_sparse_vd_mnist(
         data,
         arch="lenet500300",
@@ -90,6 +95,7 @@ def run_structured_mnist(
         "small_seconds": small_seconds,
         "speedup": dense_seconds / small_seconds,
         "train_seconds": result["train_seconds"],
+        "resumes": result["resumes"],
         "history": result["history"],
     }
     if out is not None:

@@ -84,3 +84,59 @@ def test_data_dir_from_environment(tmp_path, monkeypatch):
         load_mnist()
     with pytest.raises(FileNotFoundError, match="does not exist"):
         load_mnist(tmp_path / "nowhere")
+
+
+# --------------------------------------------------------------------- corrupt or unexpected files
+def _corrupt_gzip(path):
+    payload = bytearray(path.read_bytes())
+    payload[20:40] = bytes(20)  # inside the deflate stream
+    path.write_bytes(bytes(payload))
+
+
+def _truncate(path):
+    path.write_bytes(path.read_bytes()[: len(path.read_bytes()) // 2])
+
+
+def _header_only(path):
+    path.write_bytes(b"\x00\x00\x08\x03\x00\x00")  # 3 sizes announced, half of one follows
+
+
+@pytest.mark.parametrize("damage", [_truncate, _corrupt_gzip, _header_only], ids=lambda f: f.__name__)
+def test_damaged_idx_is_a_value_error_naming_the_file(tmp_path, damage):
+    _make_mnist(tmp_path, n_train=60)
+    damage(tmp_path / "train-images-idx3-ubyte.gz")
+    with pytest.raises(ValueError, match=r"train-images-idx3-ubyte\.gz"):
+        load_mnist(tmp_path)
+
+
+T = pytest.param
+BAD_CONTENTS = [
+    T("train_labels", np.array([0, 1, 2, 3, 4, 10], np.uint8), "0..9", id="label 10"),
+    T("test_labels", np.array([0, -1, 2, 3], np.int8), "0..9", id="negative label"),
+    T("train_labels", np.array([0, 1.5, 2, 3, 4, 5], np.float32), "fractional", id="fractional label"),
+    T("train_images", np.full((6, 28, 28), 0.5, np.float32), "uint8", id="float images in [0, 1]"),
+    T("test_images", np.full((4, 28, 28), 300, np.int16), "0..255", id="int16 pixels above 255"),
+    T("train_images", np.zeros((6, 32, 32), np.uint8), "28", id="32 x 32 train images"),
+    T("test_images", np.zeros((0, 28, 28), np.uint8), "do not match|no images", id="no test images"),
+]
+
+
+@pytest.mark.parametrize("key, array, expected", BAD_CONTENTS)
+def test_unexpected_contents_are_value_errors_naming_the_file(tmp_path, key, array, expected):
+    _make_mnist(tmp_path)
+    write_idx(tmp_path / (FILES[key] + ".gz"), array)
+    with pytest.raises(ValueError, match=expected) as excinfo:
+        load_mnist(tmp_path)
+    assert FILES[key] in str(excinfo.value)
+
+
+def test_whole_float_labels_are_accepted(tmp_path):
+    arrays = _make_mnist(tmp_path)
+    write_idx(tmp_path / (FILES["train_labels"] + ".gz"), arrays["train_labels"].astype(np.float32))
+    assert torch.equal(load_mnist(tmp_path).train_labels, torch.from_numpy(arrays["train_labels"]).long())
+
+
+def test_data_dir_that_is_a_file(tmp_path):
+    (tmp_path / "mnist.tar").write_bytes(b"")
+    with pytest.raises(ValueError, match="is a file"):
+        load_mnist(tmp_path / "mnist.tar")

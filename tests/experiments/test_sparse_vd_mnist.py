@@ -5,6 +5,7 @@ import torch
 
 from pyro_vd.datasets import MNIST
 from pyro_vd.experiments import run_sparse_vd_mnist
+from pyro_vd.experiments.run_dir import RunDirError
 
 
 def _tiny_mnist(n_train=200, n_test=100):
@@ -53,3 +54,39 @@ def test_bad_arguments():
         run_sparse_vd_mnist(_tiny_mnist(), arch="vgg")
     with pytest.raises(ValueError, match="epochs"):
         run_sparse_vd_mnist(_tiny_mnist(), epochs=0)
+
+
+def _quiet(_):
+    pass
+
+
+def test_resume_with_more_epochs_follows_the_new_schedule(tmp_path):
+    data = _tiny_mnist()
+    first, _, _, _ = run_sparse_vd_mnist(data, epochs=2, out=tmp_path, log=_quiet)
+    assert [h["lr"] for h in first["history"]] == [1e-3, 1e-3]  # the schedule then decays to 0 at 2
+    resumed, _, _, _ = run_sparse_vd_mnist(data, epochs=4, out=tmp_path, resume=True, log=_quiet)
+    lrs = [h["lr"] for h in resumed["history"]]
+    # epoch 3 of 4 is still before the decay (it starts at epoch 2 of 4), epoch 4 halfway through it
+    assert lrs[2:] == [pytest.approx(1e-3), pytest.approx(5e-4)]
+    assert resumed["resumes"] == [{"at_epoch": 2, "epochs": 4, "was": 2}]
+    assert json.loads((tmp_path / "results.json").read_text())["resumes"] == resumed["resumes"]
+    kl = [h["kl_weight"] for h in resumed["history"]]
+    assert kl == sorted(kl)  # the warm-up of the longer schedule does not undo the weight reached
+
+
+def test_resume_refuses_what_would_change_the_trajectory(tmp_path):
+    data = _tiny_mnist()
+    run_sparse_vd_mnist(data, epochs=2, out=tmp_path, log=_quiet)
+    for change, name in (
+        ({"arch": "lenet5"}, "weight sites"),  # the checkpoint's own check comes first
+        ({"kl_method": "exact"}, "kl_method"),
+        ({"seed": 1}, "seed"),
+        ({"epochs": 1}, "already holds 2 epochs"),
+    ):
+        options = {"epochs": 2, **change}
+        with pytest.raises(ValueError, match=name):
+            run_sparse_vd_mnist(data, out=tmp_path, resume=True, log=_quiet, **options)
+    with pytest.raises(RunDirError, match="no checkpoint"):
+        run_sparse_vd_mnist(data, epochs=2, out=tmp_path / "empty", resume=True, log=_quiet)
+    with pytest.raises(ValueError, match="noise_lr"):
+        run_sparse_vd_mnist(data, epochs=2, noise_lr=float("nan"))

@@ -1,0 +1,312 @@
+"""
+The run folder (``--out``) of a ``pyro-vd`` command: checked before any work, held under a lock for the
+whole run, and never silently reused.
+
+* ``--out`` must not be empty, an existing file, or a folder that cannot be written.
+* A folder that already holds files is refused unless the run ``resume``\\ s it (then its checkpoint
+  must exist, and the options recorded in ``run.json`` must agree with the new ones) or ``overwrite``\\ s
+  it (then the files a ``pyro-vd`` run writes are removed first; other files are left alone).
+* ``run.lock`` in the folder is held with :func:`fcntl.flock` for the whole run: a second run into the
+  same folder stops at once (:class:`RunDirBusy`). The kernel drops the lock when its process dies, so a
+  lock file left by a killed run is stale: it is taken over, and reported.
+* ``run.json`` records the command, its options and every resume (with what changed).
+* A run that fails before its first checkpoint (e.g. on missing data) leaves the folder as it found it:
+  a new folder is removed again, and a resume's entry is taken back out of ``run.json``.
+
+Example::
+
+    with RunDir("results/x", command="sparse-mnist", options={"seed": 0}, fixed=("seed",)) as run:
+        ...  # the lock is held here
+"""
+
+import datetime
+import errno
+import fcntl
+import json
+import os
+import pathlib
+
+RUN_FILE = "run.json"
+LOCK_FILE = "run.lock"
+CHECKPOINT = "checkpoint.pt"
+#: What a run writes, and so what ``overwrite=True`` removes (besides the PNGs named by the caller).
+RUN_FILES = (RUN_FILE, CHECKPOINT, "results.json", "results.md")
+
+
+class RunDirError(ValueError):
+    """``--out`` cannot be used as asked (a usage error: exit status 2)."""
+
+
+class RunDirBusy(RunDirError):
+    """Another live process holds the folder's lock (exit status 1)."""
+
+
+def check_out_path(path):
+    """
+    Refuse an ``--out`` that cannot hold a run, before any work: an empty name, an existing file, or a
+    folder (or the nearest existing parent of a folder still to be made) that is not writable.
+
+    :returns: the path as a :class:`pathlib.Path`.
+    :raises RunDirError: naming the path and the problem.
+    """
+    if path is None or not str(path).strip():
+        raise RunDirError("--out is empty; give a folder for the results")
+    path = pathlib.Path(path)
+    if path.exists() and not path.is_dir():
+        raise RunDirError(f"--out {str(path)!r} is a file, not a folder")
+    existing = path
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise RunDirError(f"--out {str(path)!r}: {str(existing)!r} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise RunDirError(f"--out {str(path)!r}: {str(existing)!r} is not writable")
+    return path
+
+
+def _pid_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, but another user's
+        return True
+    return True
+
+
+class RunDir:
+    """
+    The folder of one run, as a context manager (see the module docstring).
+
+    :param path: the folder (made if missing).
+    :param str command: the subcommand, recorded in ``run.json``.
+    :param dict options: the run's options (JSON-serializable), recorded in ``run.json``.
+    :param bool resume: continue the run in ``path``: its ``checkpoint.pt`` must exist.
+    :param bool resumable: the command can resume (so a refusal suggests ``--resume``).
+    :param bool overwrite: replace the run in ``path``.
+    :param fixed: the options that must equal the recorded ones on a resume (the others may change;
+        what changed is recorded).
+    :param figures: the PNG stems the command writes (removed by ``overwrite`` with :data:`RUN_FILES`).
+    :param log: where the notes go (a stale lock taken over, files replaced).
+    """
+
+    def __init__(
+        self,
+        path,
+        *,
+        command,
+        options,
+        resume=False,
+        resumable=False,
+        overwrite=False,
+        fixed=(),
+        figures=(),
+        log=print,
+    ):
+        if resume and overwrite:
+            raise RunDirError("--resume and --overwrite contradict each other; give one")
+        self.path = check_out_path(path)
+        self.command, self.options = command, dict(options)
+        self.resume, self.resumable, self.overwrite = resume, resumable, overwrite
+        self.fixed, self.figures, self.log = tuple(fixed), tuple(figures), log
+        self._lock = self._made = self._previous = self._checkpoint = None
+        self._wrote = False
+
+    # ------------------------------------------------------------------------------------- locking
+    def _acquire(self):
+        lock_path = self.path / LOCK_FILE
+        while True:
+            try:
+                fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError as error:
+                raise RunDirError(f"cannot make the lock {str(lock_path)!r}: {error.strerror}") from error
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as error:
+                os.close(fd)
+                if error.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                    raise RunDirError(
+                        f"cannot lock {str(lock_path)!r} ({error.strerror}); give an --out on a local disk"
+                    ) from error
+                holder = _read_pid(lock_path)
+                who = f"process {holder}" if holder else "another process"
+                raise RunDirBusy(
+                    f"--out {str(self.path)!r} is in use by {who} (lock {str(lock_path)!r}); "
+                    "wait for it to finish or give another --out"
+                ) from None
+            try:  # the holder before us may have removed the file after we opened it: lock the new one
+                same = os.path.samestat(os.fstat(fd), os.stat(lock_path))
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            os.close(fd)
+        previous = os.read(fd, 64).decode(errors="replace").strip()
+        if previous:
+            alive = previous.isdigit() and _pid_alive(int(previous))
+            state = "no longer holds it" if alive else "is no longer running"
+            self.log(f"took over the stale lock {str(lock_path)!r} (process {previous} {state})")
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._lock = fd
+
+    def _release(self):
+        if self._lock is None:
+            return
+        # Remove the file while still holding the lock; a process that opened it meanwhile sees that
+        # the path no longer names its file and retries on a fresh one.
+        (self.path / LOCK_FILE).unlink(missing_ok=True)
+        os.close(self._lock)
+        self._lock = None
+
+    # --------------------------------------------------------------------------------- the folder
+    def _contents(self):
+        return sorted(p.name for p in self.path.iterdir() if p.name != LOCK_FILE)
+
+    def _ours(self, name):
+        return (
+            name in RUN_FILES
+            or name.startswith((CHECKPOINT + ".", RUN_FILE + "."))  # temporary files of a save
+            or (name.endswith(".png") and name[: -len(".png")] in self.figures)
+        )
+
+    def _check_resume(self):
+        if not (self.path / CHECKPOINT).is_file():
+            raise RunDirError(
+                f"--resume: there is no {CHECKPOINT} in {str(self.path)!r} to resume; "
+                "leave out --resume to start a new run"
+            )
+        record_path = self.path / RUN_FILE
+        if not record_path.is_file():
+            self.log(f"{RUN_FILE} is missing from {str(self.path)!r}: the options cannot be compared")
+            return {"command": self.command, "options": self.options, "resumes": []}
+        try:
+            record = json.loads(record_path.read_text())
+            recorded = record["options"]
+        except (ValueError, KeyError, TypeError) as error:
+            raise RunDirError(f"{str(record_path)!r} is not a pyro-vd run record: {error}") from error
+        if record.get("command") != self.command:
+            raise RunDirError(
+                f"--resume: {str(self.path)!r} holds a {record.get('command')!r} run, not {self.command!r}"
+            )
+        for name in self.fixed:
+            if name in recorded and recorded[name] != self.options.get(name):
+                flag = "--" + name.replace("_", "-")
+                raise RunDirError(
+                    f"--resume {_describe(flag, self.options.get(name))}, but the run in "
+                    f"{str(self.path)!r} was made {_describe(flag, recorded[name])}: resume with the "
+                    f"same {flag}, or start a new --out"
+                )
+        changed = {
+            name: [recorded.get(name), value]
+            for name, value in self.options.items()
+            if recorded.get(name) != value
+        }
+        record.setdefault("resumes", []).append({"at": _now(), "changed": changed})
+        record["options"] = {**recorded, **self.options}
+        return record
+
+    def _prepare(self):
+        contents = self._contents()
+        if self.resume:
+            return self._check_resume()
+        if contents and not self.overwrite:
+            shown = ", ".join(contents[:4]) + (", …" if len(contents) > 4 else "")
+            hint = "--resume to continue it or --overwrite" if self.resumable else "--overwrite"
+            raise RunDirError(
+                f"--out {str(self.path)!r} already holds files ({shown}); pass {hint} to replace it, "
+                "or give another --out"
+            )
+        removed = [name for name in contents if self._ours(name)]
+        for name in removed:
+            (self.path / name).unlink()
+        if removed:
+            self.log(f"--overwrite: removed {', '.join(removed)} from {str(self.path)!r}")
+        return {"command": self.command, "options": self.options, "started": _now(), "resumes": []}
+
+    def __enter__(self):
+        made = self.path
+        while not made.parent.exists():
+            made = made.parent
+        self._made = None if made.exists() else made
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise RunDirError(f"--out {str(self.path)!r} cannot be made: {error.strerror}") from error
+        self._acquire()
+        try:
+            record_path = self.path / RUN_FILE
+            self._previous = record_path.read_text() if self.resume and record_path.is_file() else None
+            self._checkpoint = _stat(self.path / CHECKPOINT)
+            self.record = self._prepare()
+            self._write_record()
+        except BaseException:
+            self._undo()
+            raise
+        return self
+
+    def __exit__(self, exc_type, exc, traceback):
+        if exc_type is not None and _stat(self.path / CHECKPOINT) == self._checkpoint:
+            self._undo()  # nothing was trained: leave the folder as it was
+        else:
+            self._release()
+        return False
+
+    def _undo(self):
+        record_path = self.path / RUN_FILE
+        if self._wrote and self._previous is not None:
+            record_path.write_text(self._previous)
+        elif self._wrote and self._contents() == [RUN_FILE]:
+            record_path.unlink()
+        self._release()
+        if self._made is not None and not any(self.path.iterdir()):
+            folder = self.path
+            while True:  # the folders this run made, from the innermost
+                try:
+                    folder.rmdir()
+                except OSError:
+                    break
+                if folder == self._made:
+                    break
+                folder = folder.parent
+
+    def _write_record(self):
+        path = self.path / RUN_FILE
+        tmp = path.with_name(RUN_FILE + ".tmp")
+        tmp.write_text(json.dumps(self.record, indent=2) + "\n")
+        os.replace(tmp, path)
+        self._wrote = True
+
+
+def recorded_options(path):
+    """The options recorded in ``path``'s ``run.json``, or ``None`` when it has none (or none readable)."""
+    try:
+        options = json.loads((pathlib.Path(path) / RUN_FILE).read_text())["options"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return options if isinstance(options, dict) else None
+
+
+def _describe(flag, value):
+    if isinstance(value, bool):
+        return f"{'with' if value else 'without'} {flag}"
+    return f"with {flag} {value}"
+
+
+def _stat(path):
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        return None
+    return stat.st_mtime_ns, stat.st_size, stat.st_ino
+
+
+def _read_pid(path):
+    try:
+        return path.read_text().strip() or None
+    except OSError:
+        return None
+
+
+def _now():
+    return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
