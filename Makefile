@@ -23,7 +23,7 @@ $(VENV)/.installed-test: $(VENV)/.installed
 	touch $@
 
 demo: $(VENV)/.installed
-	$(BIN)/pyro-vd ard-table
+	$(BIN)/pyro-vd ard-table --overwrite
 
 test: $(VENV)/.installed-test
 	$(BIN)/python -m pytest
