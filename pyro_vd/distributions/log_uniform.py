@@ -36,9 +36,16 @@ def _check_shape(name, shape):
             f"got {shape!r} (for a vector of 3 weights write LogUniform(event_shape=(3,)))"
         )
     shape = tuple(shape)
-    if not all(isinstance(n, numbers.Integral) and not isinstance(n, bool) and n >= 0 for n in shape):
+    if not all(_is_size(n) for n in shape):
         raise TypeError(f"LogUniform's {name} must hold non-negative ints; got {shape!r}")
     return torch.Size(shape)
+
+
+def _is_size(n):
+    """A non-negative int, or a 0-dim integer tensor (a size under torch.jit tracing)."""
+    if isinstance(n, torch.Tensor):
+        return n.dim() == 0 and not n.is_floating_point() and not n.is_complex() and bool(n >= 0)
+    return isinstance(n, numbers.Integral) and not isinstance(n, bool) and n >= 0
 
 
 def _check_sample_log_bounds(bounds):
