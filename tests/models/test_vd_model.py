@@ -1,3 +1,5 @@
+import warnings
+
 import pyro
 import pyro.distributions as dist
 import pytest
@@ -98,3 +100,156 @@ def test_bad_input():
         conditioned(torch.randn(5, 4))
     with pytest.raises(TypeError, match=r"x must be a torch\.Tensor"):
         conditioned([[1.0] * 4])
+
+
+# ------------------------------------------------------------------------------ targets and inputs
+def _conditioned(model):
+    weights = {name: torch.randn(p.event_shape) for name, p in _priors(model).items()}
+    return pyro.poutine.condition(model, data=weights)
+
+
+@pytest.mark.parametrize(
+    ("likelihood", "sizes", "target"),
+    [
+        ("normal", [4, 3, 1], lambda b: torch.randn(b)),
+        ("bernoulli", [4, 3, 1], lambda b: torch.rand(b).round()),
+        ("categorical", [4, 3, 5], lambda b: torch.randint(0, 5, (b,))),
+    ],
+    ids=["normal", "bernoulli", "categorical"],
+)
+def test_a_column_target_is_squeezed_never_broadcast(likelihood, sizes, target):
+    # (B, 1) targets against a (B,) likelihood used to broadcast into a B × B log-likelihood
+    model = _conditioned(BayesianMLP(sizes, num_data=12, likelihood=likelihood))
+    x, y = torch.randn(6, 4), target(6)
+    pyro.set_rng_seed(0)
+    flat = pyro.poutine.trace(model).get_trace(x, y)
+    pyro.set_rng_seed(0)
+    column = pyro.poutine.trace(model).get_trace(x, y.unsqueeze(-1))
+    flat.compute_log_prob()
+    column.compute_log_prob()
+    assert column.nodes["obs"]["log_prob"].shape == (6,)
+    assert torch.equal(flat.nodes["obs"]["log_prob_sum"], column.nodes["obs"]["log_prob_sum"])
+
+
+@pytest.mark.parametrize(
+    ("likelihood", "sizes", "bad"),
+    [
+        ("normal", [4, 3, 2], (6, 3)),  # two outputs, three targets each
+        ("normal", [4, 3, 2], (6,)),  # two outputs, one target
+        ("normal", [4, 3, 1], (6, 2)),
+        ("categorical", [4, 3, 5], (6, 5)),  # one-hot targets
+        ("bernoulli", [4, 3, 1], (6, 1, 1)),
+    ],
+    ids=str,
+)
+def test_targets_of_another_shape_are_refused(likelihood, sizes, bad):
+    model = _conditioned(BayesianMLP(sizes, num_data=12, likelihood=likelihood))
+    y = torch.zeros(bad, dtype=torch.long if likelihood == "categorical" else torch.float)
+    with pytest.raises(ValueError, match=r"y has shape .* takes targets of shape"):
+        model(torch.randn(6, 4), y)
+
+
+def test_a_callable_likelihood_is_checked_too():
+    model = _conditioned(
+        BayesianMLP([4, 3, 1], num_data=12, likelihood=lambda out: dist.Normal(out, 1.0).to_event(1))
+    )
+    model(torch.randn(6, 4), torch.randn(6, 1))
+    with pytest.raises(ValueError, match=r"takes targets of shape \(6, 1\)"):
+        model(torch.randn(6, 4), torch.randn(6, 3))
+
+
+@pytest.mark.parametrize(
+    ("x", "error", "match"),
+    [
+        (
+            torch.randn(5, 4, dtype=torch.float64),
+            TypeError,
+            r"float64 but the network computes in torch\.float32",
+        ),
+        (torch.ones(5, 4, dtype=torch.long), TypeError, "floating-point"),
+        (torch.randn(4), ValueError, "batch dimension"),
+        (torch.randn(0, 4), ValueError, "empty batch"),
+    ],
+    ids=["float64", "int64", "1-D", "empty"],
+)
+def test_bad_inputs_are_named(x, error, match):
+    model = _conditioned(BayesianMLP([4, 3, 2], num_data=12))
+    with pytest.raises(error, match=match):
+        model(x)
+
+
+# --------------------------------------------------------------------------------- layer coverage
+def test_include_and_exclude_choose_the_layers():
+    net = nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 3), nn.ReLU(), nn.Linear(3, 2))
+    assert bayesianize(net, include=["2", "4"]).weight_sites == ["net.2.weight", "net.4.weight"]
+    assert bayesianize(net, include=["2", "4"], exclude=["4"]).weight_sites == ["net.2.weight"]
+    with pytest.raises(ValueError, match="include names"):
+        bayesianize(net, include=["1"])  # a ReLU has no weight
+
+
+def test_layers_without_variational_dropout_are_reported():
+    class Tagger(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed = nn.Embedding(10, 4)
+            self.lstm = nn.LSTM(4, 4, batch_first=True)
+            self.norm = nn.LayerNorm(4)
+            self.head = nn.Linear(4, 3)
+
+        def forward(self, tokens):
+            h, _ = self.lstm(self.embed(tokens))
+            return self.head(self.norm(h[:, -1]))
+
+    with pytest.warns(UserWarning, match=r"point estimates.*embed\.weight.*lstm\.weight_ih_l0") as record:
+        model = bayesianize(Tagger())
+    assert "norm.weight" not in str(record[0].message)  # normalization layers are point estimates by design
+    assert model.weight_sites == ["net.head.weight"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        bayesianize(Tagger(), exclude=["embed", "lstm"])
+
+
+# ----------------------------------------------------------------- one source of truth for params
+def _train_steps(model, guide, svi, x, y, steps):
+    for _ in range(steps):
+        svi.step(x, y)
+
+
+@pytest.mark.parametrize("route", ["param_store", "checkpoint"])
+def test_restored_biases_are_the_ones_the_network_uses(route, tmp_path):
+    from pyro_vd import AutoVariationalDropout, VariationalDropoutELBO, deterministic
+    from pyro_vd.inference import load_checkpoint, save_checkpoint
+
+    pyro.clear_param_store()
+    pyro.set_rng_seed(0)
+    x, y = torch.randn(64, 4), torch.randint(0, 2, (64,))
+    model = BayesianMLP([4, 5, 2], num_data=64)
+    guide = AutoVariationalDropout(model)
+    optim = pyro.optim.Adam({"lr": 0.05})
+    svi = pyro.infer.SVI(model, guide, optim, VariationalDropoutELBO())
+    _train_steps(model, guide, svi, x, y, 20)
+    path = tmp_path / "state.pt"
+    if route == "param_store":
+        pyro.get_param_store().save(path)
+    else:
+        save_checkpoint(path, optim=optim, epoch=1, model=model, guide=guide)
+    saved = pyro.get_param_store()["net.fc1.bias"].detach().clone()
+    _train_steps(model, guide, svi, x, y, 20)  # the live biases move on
+    assert not torch.equal(pyro.get_param_store()["net.fc1.bias"], saved)
+    if route == "param_store":
+        pyro.get_param_store().load(path)
+    else:
+        load_checkpoint(path, optim=optim, model=model, guide=guide)
+    # the network computes with the restored bias: deterministic() and the model's forward agree
+    weights = {name: guide.get_theta(name) for name in guide.site_names}
+    with torch.no_grad():
+        forward = pyro.poutine.condition(model, data=weights)(x)
+    net = deterministic(model, guide, threshold=float("inf"))
+    assert torch.allclose(net(x), forward, atol=1e-6)
+    assert torch.equal(net.fc1.bias, saved)
+    # and training goes on updating the tensor the network uses
+    _train_steps(model, guide, svi, x, y, 5)
+    with torch.no_grad():
+        moved = pyro.poutine.condition(model, data=weights)(x)
+    assert not torch.allclose(moved, forward)
+    assert torch.equal(pyro.get_param_store()["net.fc1.bias"].detach(), deterministic(model, guide).fc1.bias)

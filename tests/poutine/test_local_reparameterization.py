@@ -128,3 +128,55 @@ def test_non_normal_sites_untouched():
 
     with local_reparameterization():
         assert type(model()) is torch.Tensor
+
+
+@pytest.mark.parametrize(
+    ("func", "x_shape", "w_shape", "kwargs"),
+    [
+        (F.conv_transpose1d, (2, 4, 5), (4, 3, 3), {"stride": 2}),
+        (F.conv_transpose2d, (2, 4, 5, 5), (4, 3, 3, 3), {"stride": 2, "padding": 1, "output_padding": 1}),
+        (F.conv_transpose2d, (2, 4, 5, 5), (4, 1, 3, 3), {"groups": 2}),
+        (F.conv_transpose3d, (1, 2, 3, 3, 3), (2, 2, 2, 2, 2), {}),
+    ],
+    ids=["1d", "2d-stride", "2d-groups", "3d"],
+)
+def test_conv_transpose_moments(func, x_shape, w_shape, kwargs):
+    # a transposed convolution is linear in its weight: b ~ N(f(A, θ), f(A², σ²))
+    torch.manual_seed(0)
+    theta, var_w = torch.randn(w_shape), torch.rand(w_shape) * 0.3
+    a = torch.randn(x_shape)
+    bias = torch.randn(w_shape[1] * kwargs.get("groups", 1))
+    weight = LocalReparamWeight(theta, var_w)
+    draws = torch.stack([func(a, weight, bias, **kwargs) for _ in range(4000)])
+    mean = func(a, theta, bias, **kwargs)
+    _check_moments(draws, mean, func(a * a, var_w, None, **kwargs) + 1e-8)
+
+
+def test_conv_transpose_layer_in_a_bayesianized_net():
+    from pyro_vd import AutoVariationalDropout, VariationalDropoutELBO, bayesianize
+
+    net = nn.Sequential(nn.Conv2d(1, 3, 3), nn.ReLU(), nn.ConvTranspose2d(3, 1, 3))
+    model = bayesianize(net, num_data=8, likelihood="normal", noise_scale=1.0)
+    assert model.weight_sites == ["net.0.weight", "net.2.weight"]
+    guide = AutoVariationalDropout(model)
+    x = torch.randn(8, 1, 6, 6)
+    y = torch.randn(8, 1, 6, 6)
+    loss = VariationalDropoutELBO().differentiable_loss(model, guide, x, y)
+    with local_reparameterization():
+        trace = pyro.poutine.trace(guide).get_trace(x, y)
+        assert isinstance(trace.nodes["net.2.weight"]["value"], LocalReparamWeight)
+        lrt_loss = VariationalDropoutELBO().differentiable_loss(model, guide, x, y)
+    assert torch.isfinite(loss) and torch.isfinite(lrt_loss)
+    lrt_loss.backward()
+    assert getattr(guide.thetas.net, "2").weight_unconstrained.grad.abs().sum() > 0
+
+
+def test_auxiliary_sites_are_left_alone():
+    def guide():
+        pyro.sample("aux", dist.Normal(0.0, 1.0), infer={"is_auxiliary": True})
+        pyro.sample("w", VDNormal(torch.ones(3), torch.full((3,), -2.0)).to_event(1))
+
+    with local_reparameterization():
+        trace = pyro.poutine.trace(guide).get_trace()
+    assert type(trace.nodes["aux"]["value"]) is torch.Tensor
+    assert isinstance(trace.nodes["w"]["value"], LocalReparamWeight)
