@@ -303,3 +303,17 @@ def test_module_route_with_a_torch_optimizer(lrt):
         net = pyro_vd.deterministic(model, guide)
         # the deployed net uses the module's trained biases
         assert torch.equal(net[0].bias, model.net[0].bias_unconstrained.detach())
+
+
+def test_the_vd_elbo_keeps_the_jacobian_of_a_constrained_latent():
+    # AutoNormal's Delta carries log|dσ/du| in its log_density; Pyro's registered KL(Delta ‖ p) = −log p(v)
+    # drops it, and TraceMeanField_ELBO then converges to loc −1.08 for this prior (measured). With no
+    # data the posterior is the prior: LogNormal(0, 1), i.e. loc 0 and scale 1 in the unconstrained space.
+    def prior_only():
+        pyro.sample("sigma", dist.LogNormal(0.0, 1.0))
+
+    guide = AutoNormal(prior_only)
+    _train(prior_only, guide, VariationalDropoutELBO(num_particles=4), steps=600, lr=0.05)
+    # measured (seeds 0–2, 600 steps): loc −0.11 … 0.08, scale 0.91–1.05; TraceMeanField_ELBO −1.11 … −0.92
+    assert abs(pyro.param("AutoNormal.locs.sigma").item()) < 0.25
+    assert abs(pyro.param("AutoNormal.scales.sigma").item() - 1.0) < 0.15
