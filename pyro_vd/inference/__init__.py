@@ -21,11 +21,12 @@ from .pruning import (
     pruned_weights,
     sparsity,
 )
-from .vd_elbo import VariationalDropoutELBO
+from .vd_elbo import DivergenceWarning, VariationalDropoutELBO
 
 __all__ = [
     "DEFAULT_SNR_THRESHOLD",
     "DEFAULT_THRESHOLD",
+    "DivergenceWarning",
     "LayerSparsity",
     "SelectInputs",
     "SparsityReport",

@@ -4,12 +4,21 @@ from . import architectures
 from .lenet import BayesianMLP, LeNet5, LeNet300100, LeNet500300
 from .linear import LinearRegression, LogisticRegression
 from .neuron_noise import NeuronNoise, apply_neuron_noise, neuron_noise_prior
-from .vd_model import LIKELIHOODS, WEIGHT_LAYERS, VDModel, bayesianize
+from .vd_model import (
+    LIKELIHOODS,
+    TRANSPOSED_LAYERS,
+    WEIGHT_LAYERS,
+    DeterministicParametersWarning,
+    VDModel,
+    bayesianize,
+)
 
 __all__ = [
     "LIKELIHOODS",
+    "TRANSPOSED_LAYERS",
     "WEIGHT_LAYERS",
     "BayesianMLP",
+    "DeterministicParametersWarning",
     "LeNet5",
     "LeNet300100",
     "LeNet500300",

@@ -180,3 +180,35 @@ def test_linear_warmup():
         linear_warmup(1, 5, 2)
     with pytest.raises(ValueError, match="t must be"):
         linear_warmup(math.nan, 0, 1)
+
+
+def test_a_runaway_loss_is_reported_once():
+    from pyro_vd.inference import DivergenceWarning
+    from pyro_vd.models import BayesianMLP
+
+    pyro.set_rng_seed(0)
+    x, y = torch.randn(200, 10), torch.randint(0, 3, (200,))
+    model = BayesianMLP([10, 50, 3], num_data=200)
+    guide = AutoVariationalDropout(model)
+    svi = pyro.infer.SVI(model, guide, pyro.optim.Adam({"lr": 10.0}), VariationalDropoutELBO())
+    with pytest.warns(DivergenceWarning, match="diverging") as record:
+        for _ in range(100):  # measured: the loss goes from 2.6e3 to 4e7, never NaN
+            svi.step(x, y)
+    assert len([w for w in record if issubclass(w.category, DivergenceWarning)]) == 1
+
+
+def test_validation_tripping_on_finite_data_is_a_floating_point_error():
+    from pyro_vd.models import BayesianMLP
+
+    pyro.set_rng_seed(0)
+    x, y = torch.randn(20, 4), torch.randint(0, 3, (20,))
+    model = BayesianMLP([4, 5, 3], num_data=20)
+    guide = AutoVariationalDropout(model)
+    guide(x, y)
+    with torch.no_grad():  # a diverged parameter
+        guide.thetas.net.fc1.weight_unconstrained.fill_(float("nan"))
+    with (
+        pyro.validation_enabled(True),
+        pytest.raises(FloatingPointError, match=r"diverged.*Expected parameter"),
+    ):
+        VariationalDropoutELBO().loss(model, guide, x, y)
