@@ -23,7 +23,12 @@ polynomial per element in the forward pass (values + first derivatives; error
 :math:`\le h^4 \max|\mathrm{KL}^{(4)}|/384 < 10^{-9}`) and another in the backward pass, which
 interpolates the analytic gradient :math:`-xF(x)` from its own table (values + second derivatives)
 rather than differentiating the interpolant. Outside the grid the asymptotes are exact to
-:math:`e^{-40}`. The same code runs on CPU and CUDA tensors; float16/bfloat16 are computed in float32.
+:math:`e^{-40}`: below it the KL is linear with slope −½; above it the series
+:math:`\mathrm{KL} = x^2 - x^4/3 + 4x^6/45`, :math:`-xF(x) = -(x^2 - 2x^4/3 + 4x^6/15)`,
+:math:`x^2 = e^{-t}/2`, so both tend to 0 as they should (a fused caller's
+:math:`\partial/\partial\theta = -2\,\mathrm{KL}'/\theta = (\theta/\sigma^2)(1 + O(\alpha^{-1}))`
+tends to 0 too, instead of growing like :math:`1/\theta` off a frozen table end). The same code
+runs on CPU and CUDA tensors; float16/bfloat16 are computed in float32.
 """
 
 import functools
@@ -128,28 +133,46 @@ def _horner(coefficients, index, s):
     return torch.addcmul(c0, s, torch.addcmul(c1, s, torch.addcmul(c2, s, c3)))
 
 
+def _x2_beyond(log_alpha):
+    """x² = e^{−t}/2 for t > T_MAX (elsewhere a harmless placeholder), and the mask t > T_MAX."""
+    beyond = log_alpha > T_MAX
+    return log_alpha.clamp(min=T_MAX).neg_().exp_().mul_(0.5), beyond
+
+
 def _value(log_alpha):
     """KL(log α) without autograd, and the grid position (index, s) that the slope reuses."""
     kl_coef, _ = _tables(log_alpha.dtype, log_alpha.device)
     index, s = _locate(log_alpha)
     kl = _horner(kl_coef, index, s)
     # Beyond T_MIN the KL is linear in log α with slope -1/2 (exact to e^{T_MIN}).
-    return kl.add_((T_MIN - log_alpha).clamp_(min=0.0), alpha=0.5), index, s
+    kl = kl.add_((T_MIN - log_alpha).clamp_(min=0.0), alpha=0.5)
+    # Beyond T_MAX: x² − x⁴/3 + 4x⁶/45 (the first omitted term is below x⁸ < e^{−160}).
+    x2, beyond = _x2_beyond(log_alpha)
+    series = x2 * (1.0 - x2 / 3.0 * (1.0 - 4.0 / 15.0 * x2))
+    return torch.where(beyond, series, kl), index, s
+
+
+def _slope_at(log_alpha, grad_coef, index, s):
+    """dKL/d log α from the table, and −(x² − 2x⁴/3 + 4x⁶/15) beyond T_MAX."""
+    slope = _horner(grad_coef, index, s)
+    x2, beyond = _x2_beyond(log_alpha)
+    series = -x2 * (1.0 - 2.0 / 3.0 * x2 * (1.0 - 0.4 * x2))
+    return torch.where(beyond, series, slope)
 
 
 class _ExactKL(torch.autograd.Function):
     @staticmethod
     def forward(ctx, log_alpha):
         kl, index, s = _value(log_alpha)
-        ctx.save_for_backward(index, s)
+        ctx.save_for_backward(log_alpha, index, s)
         ctx.grad_coef = _tables(log_alpha.dtype, log_alpha.device)[1]
         return kl
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_output):
-        index, s = ctx.saved_tensors
-        return grad_output * _horner(ctx.grad_coef, index, s)
+        log_alpha, index, s = ctx.saved_tensors
+        return grad_output * _slope_at(log_alpha, ctx.grad_coef, index, s)
 
 
 def exact_kl_value(log_alpha):
@@ -160,7 +183,7 @@ def exact_kl_value(log_alpha):
 def exact_kl_slope(log_alpha):
     """dKL/d log α = −x F(x), without autograd."""
     _, grad_coef = _tables(log_alpha.dtype, log_alpha.device)
-    return _horner(grad_coef, *_locate(log_alpha))
+    return _slope_at(log_alpha, grad_coef, *_locate(log_alpha))
 
 
 def exact_kl(log_alpha):

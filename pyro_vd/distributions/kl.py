@@ -26,7 +26,7 @@ from .kl_log_uniform import DEFAULT_KL_METHOD, kl_log_uniform
 from .log_uniform import LogUniform
 from .truncated_log_normal import TruncatedLogNormal
 from .truncated_log_uniform import TruncatedLogUniform
-from .vd_normal import VDNormal, _log_theta2
+from .vd_normal import VDNormal, _log_alpha, _working
 
 
 def _check_scalar_event(q, p):
@@ -51,7 +51,7 @@ def _kl_vdnormal_loguniform(q, p):
 @register_kl(Normal, LogUniform)
 def _kl_normal_loguniform(q, p):
     _check_scalar_event(q, p)
-    log_alpha = 2.0 * q.scale.log() - _log_theta2(q.loc)
+    log_alpha = _log_alpha(2.0 * _working(q.scale).log(), q.loc)
     return _broadcast_to_batch(kl_log_uniform(log_alpha, DEFAULT_KL_METHOD), q, p)
 
 

@@ -85,6 +85,12 @@ def _log_pdf(x):
     return -0.5 * x * x - _HALF_LOG_2PI
 
 
+def _wide(tensor):
+    """float16/bfloat16 as float64 (torch has no erfcx for them, and their range would overflow the
+    intermediate squares); other dtypes as they are."""
+    return tensor.double() if tensor.dtype in (torch.float16, torch.bfloat16) else tensor
+
+
 class TruncatedLogNormal(TorchDistribution):
     r"""
     A log-normal distribution truncated to :math:`[e^{a}, e^{b}]`: :math:`\log\theta \sim
@@ -108,6 +114,9 @@ class TruncatedLogNormal(TorchDistribution):
 
     ``rsample`` is the inverse-CDF transform of a uniform draw (reparameterized in μ and σ); in the far
     tail, where :math:`\Phi` underflows, the truncated normal is sampled as its exponential limit.
+
+    float16 / bfloat16 parameters are computed with in float64 internally (torch has no ``erfcx`` for
+    them) and every result is cast back to their dtype.
 
     :param loc: :math:`\mu`.
     :param scale: :math:`\sigma > 0`.
@@ -148,10 +157,15 @@ class TruncatedLogNormal(TorchDistribution):
         """:math:`(b - \\mu)/\\sigma`."""
         return (self.high - self.loc) / self.scale
 
+    def _standardized_bounds(self):
+        """(α, β) in a dtype the special functions support (float16/bfloat16 widened)."""
+        loc, scale = _wide(self.loc), _wide(self.scale)
+        return (self.low - loc) / scale, (self.high - loc) / scale
+
     @property
     def log_normalizer(self):
         """:math:`\\log Z = \\log(\\Phi(\\beta) - \\Phi(\\alpha))`."""
-        return log_diff_ndtr(self.alpha, self.beta)
+        return log_diff_ndtr(*self._standardized_bounds()).to(self.loc.dtype)
 
     def _standardized64(self):
         """μ, σ, α, β in float64: every special-function expression below is evaluated in float64 (there
@@ -255,14 +269,19 @@ class TruncatedLogNormal(TorchDistribution):
     def log_prob(self, value):
         if self._validate_args:
             self._validate_sample(value)
-        log_theta = torch.log(value)
-        z = (log_theta - self.loc) / self.scale
-        return _log_pdf(z) - torch.log(self.scale) - self.log_normalizer - log_theta
+        dtype = torch.promote_types(torch.as_tensor(value).dtype, self.loc.dtype)
+        loc, scale = _wide(self.loc), _wide(self.scale)
+        log_theta = torch.log(_wide(torch.as_tensor(value)))
+        z = (log_theta - loc) / scale
+        log_z = log_diff_ndtr(*self._standardized_bounds())
+        return (_log_pdf(z) - torch.log(scale) - log_z - log_theta).to(dtype)
 
     def cdf(self, value):
-        z = (torch.log(value) - self.loc) / self.scale
-        z = torch.maximum(torch.minimum(z, self.beta), self.alpha)
-        return torch.exp(log_diff_ndtr(self.alpha, z) - self.log_normalizer)
+        dtype = torch.promote_types(torch.as_tensor(value).dtype, self.loc.dtype)
+        alpha, beta = self._standardized_bounds()
+        z = (torch.log(_wide(torch.as_tensor(value))) - _wide(self.loc)) / _wide(self.scale)
+        z = torch.maximum(torch.minimum(z, beta), alpha)
+        return torch.exp(log_diff_ndtr(alpha, z) - log_diff_ndtr(alpha, beta)).to(dtype)
 
 
 def _sample_standard(alpha, beta, u):

@@ -1,11 +1,11 @@
 """The prior of structured (neuron-level) dropout: log-uniform on a bounded interval."""
 
+import math
 import numbers
 
 import torch
 from pyro.distributions import TorchDistribution
 from torch.distributions import constraints
-from torch.distributions.utils import broadcast_all
 
 
 def check_log_bounds(low, high):
@@ -29,6 +29,12 @@ class TruncatedLogUniform(TorchDistribution):
     distribution of log θ, so both prior and posterior are truncated to the same :math:`[a, b]`
     (default :math:`[-20, 0]`). Unlike :class:`LogUniform` it is proper and can be sampled.
 
+    ``mean`` and ``variance`` are computed in float64 and in log space
+    (:math:`\log\mathbb{E}\,\theta = b + \log(1 - e^{a-b}) - \log(b - a)`), so they are finite wherever
+    the result is representable in the default dtype (float32: :math:`\mathbb{E}\,\theta` up to
+    :math:`b \approx 88 + \log(b - a)`, not :math:`e^b` itself); beyond, they raise a ValueError that
+    gives the logarithm (:meth:`log_moment` returns it for any bounds).
+
     :param float low: :math:`a`, the lower bound of log θ.
     :param float high: :math:`b`, the upper bound of log θ.
     :param torch.Size batch_shape: the batch shape (e.g. ``(n_neurons,)``); ``expand`` also works.
@@ -43,7 +49,8 @@ class TruncatedLogUniform(TorchDistribution):
 
     @constraints.dependent_property(is_discrete=False, event_dim=0)
     def support(self):
-        return constraints.interval(torch.tensor(self.low).exp().item(), torch.tensor(self.high).exp().item())
+        bounds = torch.tensor([self.low, self.high], dtype=torch.float64).exp().tolist()  # e^710 = inf
+        return constraints.interval(*bounds)
 
     def expand(self, batch_shape, _instance=None):
         new = self._get_checked_instance(TruncatedLogUniform, _instance)
@@ -64,17 +71,31 @@ class TruncatedLogUniform(TorchDistribution):
         log_prob = -torch.log(value) - torch.log(torch.tensor(self.high - self.low, dtype=value.dtype))
         return log_prob.expand(torch.broadcast_shapes(value.shape, self.batch_shape))
 
+    def log_moment(self, k):
+        r""":math:`\log\mathbb{E}\,\theta^k = kb + \log(1 - e^{-k(b-a)}) - \log(k(b - a))` for k > 0, as a
+        Python float (float64; finite for any finite bounds)."""
+        width = k * (self.high - self.low)
+        return k * self.high + math.log(-math.expm1(-width)) - math.log(width)
+
+    def _representable(self, name, log_value):
+        dtype = torch.get_default_dtype()
+        value = torch.tensor(math.exp(min(log_value, 709.0)), dtype=torch.float64).to(dtype)
+        if log_value > 709.0 or not torch.isfinite(value):
+            raise ValueError(
+                f"the {name} of TruncatedLogUniform(low={self.low}, high={self.high}) is e^{log_value:.4g}, "
+                f"which overflows {dtype}; use log_moment() or smaller bounds"
+            )
+        return value.expand(self.batch_shape)
+
     @property
     def mean(self):
-        a, b = broadcast_all(torch.tensor(self.low), torch.tensor(self.high))
-        return ((b.exp() - a.exp()) / (b - a)).expand(self.batch_shape)
+        return self._representable("mean", self.log_moment(1))
 
     @property
     def variance(self):
-        a, b = torch.tensor(self.low, dtype=torch.float64), torch.tensor(self.high, dtype=torch.float64)
-        second = (torch.exp(2 * b) - torch.exp(2 * a)) / (2 * (b - a))
-        mean = (b.exp() - a.exp()) / (b - a)
-        return (second - mean**2).to(torch.get_default_dtype()).expand(self.batch_shape)
+        # Var = E θ² (1 − (E θ)² / E θ²), the ratio in log space (no e^{2b} − (e^b)² cancellation)
+        log_second, log_ratio = self.log_moment(2), 2 * self.log_moment(1) - self.log_moment(2)
+        return self._representable("variance", log_second + math.log(-math.expm1(min(log_ratio, -1e-300))))
 
     def entropy(self):
         r""":math:`H = \log(b - a) + (a + b)/2` (the entropy of θ, not of log θ)."""

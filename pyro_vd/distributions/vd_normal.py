@@ -9,10 +9,30 @@ from torch.distributions.utils import broadcast_all, lazy_property
 
 from .kl_log_uniform import DEFAULT_KL_METHOD, check_kl_method, kl_log_uniform, kl_log_uniform_additive
 
+_HALF_DTYPES = (torch.float16, torch.bfloat16)
+
+
+def _working(tensor):
+    """float16/bfloat16 as float32 (log θ² of a float16 θ below 7.8e-3 would floor θ² at float16's tiny
+    and flip pruning decisions); other dtypes as they are."""
+    return tensor.float() if tensor.dtype in _HALF_DTYPES else tensor
+
+
+def _log_theta2_working(theta):
+    theta = _working(theta)
+    return theta.square().clamp_min(torch.finfo(theta.dtype).tiny).log()
+
 
 def _log_theta2(theta):
-    """log θ², finite at θ = 0 (θ² is floored at the dtype's smallest normal number)."""
-    return theta.square().clamp_min(torch.finfo(theta.dtype).tiny).log()
+    """log θ² = 2 log|θ|, finite at θ = 0 (θ² is floored at the smallest normal number of θ's dtype, or
+    of float32 for float16/bfloat16, in which it is computed); in θ's dtype."""
+    return _log_theta2_working(theta).to(theta.dtype)
+
+
+def _log_alpha(log_sigma2, theta):
+    """log α = log σ² − log θ² in θ's dtype, computed in float32 for a float16/bfloat16 θ and cast back
+    once."""
+    return (_working(log_sigma2) - _log_theta2_working(theta)).to(theta.dtype)
 
 
 def _check_bound(name, value):
@@ -105,9 +125,14 @@ class VDNormal(Normal):
         # Normal.__init__ is skipped: the scale is computed only when something asks for it (the local
         # reparameterization and the KL never do).
         super(torch.distributions.Normal, self).__init__(self.theta.shape, validate_args=validate_args)
-        if self._validate_args and torch.isnan(raw).any():
+        if self._validate_args:
             name = "log_alpha" if self._multiplicative else "log_sigma2"
-            raise ValueError(f"Expected parameter {name} of VDNormal to be real numbers, but found NaN")
+            for label, value in (("theta", self.theta), (name, raw)):
+                if not torch.isfinite(value).all():
+                    found = "NaN" if torch.isnan(value).any() else "inf"
+                    raise ValueError(
+                        f"Expected parameter {label} of VDNormal to be finite real numbers, but found {found}"
+                    )
 
     @classmethod
     def from_log_alpha(cls, theta, log_alpha, **kwargs):
@@ -124,7 +149,7 @@ class VDNormal(Normal):
         if self._multiplicative:
             log_alpha = self._raw_log_alpha
         else:
-            log_alpha = self._raw_log_sigma2 - _log_theta2(self.theta)
+            log_alpha = _log_alpha(self._raw_log_sigma2, self.theta)
         if self._clipped:
             log_alpha = log_alpha.clamp(self.min_log_alpha, self.max_log_alpha)
         return log_alpha

@@ -254,6 +254,58 @@ def check_positive_int(value, name):
     return int(value)
 
 
+def check_real(value, name, *, low=-np.inf, high=np.inf, low_open=False):
+    """A finite real number (Python or numpy, not bool) in [low, high] (``(low, high]`` with
+    ``low_open``), as a float; else a ValueError naming ``name`` and the allowed range."""
+    interval = f"{'(' if low_open else '['}{low:g}, {high:g}]"
+    bounded = f" in {interval}" if np.isfinite(low) or np.isfinite(high) else ""
+    if isinstance(value, bool | np.bool_) or not isinstance(value, numbers.Real) or not np.isfinite(value):
+        raise ValueError(f"{name} must be a finite real number{bounded}; got {value!r}")
+    value = float(value)
+    if value < low or value > high or (low_open and value == low):
+        raise ValueError(f"{name} must be in {interval}; got {value!r}")
+    return value
+
+
+def check_random_state(random_state):
+    """
+    A torch seed from scikit-learn's ``random_state`` conventions: an int seeds, None draws a fresh seed
+    from numpy's global generator, a ``numpy.random.RandomState`` or ``Generator`` is drawn from (and
+    advanced); anything else is a ValueError.
+    """
+    if random_state is None:
+        # numpy's global generator, as scikit-learn: np.random.seed(...) makes None reproducible
+        return int(np.random.randint(0, 2**31 - 1))  # noqa: NPY002
+    if isinstance(random_state, numbers.Integral) and not isinstance(random_state, bool | np.bool_):
+        if random_state < 0 or random_state >= 2**63:
+            raise ValueError(f"random_state must be in [0, 2**63) when an int; got {random_state!r}")
+        return int(random_state)
+    if isinstance(random_state, np.random.RandomState):
+        return int(random_state.randint(0, 2**31 - 1))
+    if isinstance(random_state, np.random.Generator):
+        return int(random_state.integers(0, 2**63 - 1))
+    raise ValueError(
+        "random_state must be None, an int, a numpy.random.RandomState or a numpy.random.Generator; "
+        f"got {random_state!r}"
+    )
+
+
+def power_of_two_scales(values, axis=0):
+    """
+    Per slice along ``axis`` (per column of X by default; a 1-D ``values`` gives one number): the power
+    of two nearest the root mean square, 1 for an all-zero slice. Dividing by it is exact in binary
+    floating point (a fit in these units maps back without rounding), and it is computed without
+    squaring ``values`` themselves, so that no finite input overflows.
+    """
+    magnitude = np.abs(values)
+    peak = np.max(magnitude, axis=axis)
+    peak = np.where(peak > 0, peak, 1.0)
+    rms = peak * np.sqrt(np.mean((magnitude / np.expand_dims(peak, axis)) ** 2, axis=axis))
+    with np.errstate(divide="ignore"):
+        exponent = np.round(np.log2(np.where(rms > 0, rms, 1.0)))
+    return np.ldexp(1.0, exponent.astype(int))
+
+
 def check_positive_float(value, name, *, allow_zero=False):
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not np.isfinite(value):
         raise ValueError(f"{name} must be a finite number; got {value!r}")
@@ -273,9 +325,12 @@ __all__ = [
     "check_is_fitted",
     "check_positive_float",
     "check_positive_int",
+    "check_random_state",
+    "check_real",
     "check_y",
     "feature_names_of",
     "flatten_column",
+    "power_of_two_scales",
     "set_features",
     "validate_X",
 ]

@@ -71,18 +71,20 @@ def _maximize(coefficients, objective, derivative, max_log_alpha, bisections):
     Per coefficient > 0, the maximizer over t ∈ [LOG_ALPHA_MIN, max_log_alpha] of ``objective``: the best
     point of a 0.25-spaced grid, refined by bisection on ``derivative`` within one grid step. A maximizer
     at the top of the grid or past LOG_ALPHA_INFINITE is reported as ``max_log_alpha`` (α = ∞), and so
-    is every coefficient ≤ 0.
+    is every coefficient ≤ 0. The grid stops one unit past LOG_ALPHA_INFINITE (everything beyond is
+    reported as α = ∞ anyway), so a large ``max_log_alpha`` costs nothing and e^t stays finite.
     """
     result = np.full(coefficients.shape, float(max_log_alpha))
     positive = coefficients > 0
     if not positive.any():
         return result
     cp = torch.as_tensor(coefficients[positive])
-    grid = torch.arange(LOG_ALPHA_MIN, max_log_alpha + _GRID_STEP / 2, _GRID_STEP, dtype=torch.float64)
+    top = min(float(max_log_alpha), LOG_ALPHA_INFINITE + 1.0)
+    grid = torch.arange(LOG_ALPHA_MIN, top + _GRID_STEP / 2, _GRID_STEP, dtype=torch.float64)
     best = objective(grid, cp).argmax(dim=1)
     at_top = best == len(grid) - 1
     low = (grid[best] - _GRID_STEP).clamp(min=LOG_ALPHA_MIN)
-    high = (grid[best] + _GRID_STEP).clamp(max=max_log_alpha)
+    high = (grid[best] + _GRID_STEP).clamp(max=top)
     for _ in range(bisections):
         middle = 0.5 * (low + high)
         rising = derivative(middle, cp) > 0

@@ -3,7 +3,7 @@ r"""Gaussian-KL ("G-KL") variational ARD for logistic regression."""
 import numpy as np
 import torch
 
-from ._base import check_positive_float, check_positive_int
+from ._base import check_positive_float, check_positive_int, power_of_two_scales
 from ._classifier import LinearClassifierBase
 from .ard_update import fast_ard_alpha
 from .relevance import DEFAULT_ALPHA_BOUND
@@ -127,6 +127,17 @@ class GKLClassifier(LinearClassifierBase):
             raise ValueError(f"init must be 'ones' or 'rvc'; got {self.init!r}")
 
     def _fit_binary(self, X, t01):
+        scale = power_of_two_scales(X)
+        fit = self._fit_scaled(X / scale, t01)
+        # back to the units of X (powers of two: exact): m_d / c_d, L's rows / c_d, α_d c_d²
+        with np.errstate(over="ignore", under="ignore"):
+            fit["L_scaled"], fit["x_scale"] = fit["L"], scale
+            fit["L"] = fit["L"] / scale[:, None]
+            fit["coef"] = fit["coef"] / scale
+            fit["alpha"] = fit["alpha"] * scale**2
+        return fit
+
+    def _fit_scaled(self, X, t01):
         d = X.shape[1]
         X_all = torch.tensor(X)
         t = torch.as_tensor(2.0 * t01 - 1.0)
@@ -182,7 +193,7 @@ class GKLClassifier(LinearClassifierBase):
 
     def _binary_proba(self, X, fit):
         nodes, weights = gauss_hermite(self.n_quadrature)
-        X = torch.tensor(X)
-        mu = X @ torch.as_tensor(fit["coef"]) + fit["intercept"]
-        s = (X @ torch.as_tensor(fit["L"])).square().sum(1).sqrt()
+        mu = torch.as_tensor(X @ fit["coef"] + fit["intercept"])
+        s = torch.as_tensor(X / fit["x_scale"]) @ torch.as_tensor(fit["L_scaled"])
+        s = s.square().sum(1).sqrt()
         return expected_sigmoid(mu, s, nodes, weights).numpy()

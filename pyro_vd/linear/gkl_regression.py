@@ -51,10 +51,10 @@ class GKLRegression(RegressorMixin, BaseEstimator):
         self.alpha_bound = alpha_bound
 
     def fit(self, X, y):
-        n, x_mean, y_mean, G, Xt, tt, diag, usable, yy = prepare_ard_regression(self, X, y)
+        n, x_mean, y_mean, G, Xt, tt, diag, usable, yy, scaling = prepare_ard_regression(self, X, y)
         d = len(diag)
         alpha = np.where(usable, 1.0, np.inf)
-        floor = 1e-12 * max(yy, n * np.finfo(float).tiny)
+        floor = 1e-12 * max(yy, n)  # unit-scale y: yy ≈ n unless y is all zero
         beta = n / max(tt, floor)
         m = np.zeros(d)
         S_active = np.zeros((0, 0))
@@ -91,14 +91,17 @@ class GKLRegression(RegressorMixin, BaseEstimator):
             m = np.zeros(d)
             m[active] = beta * covariance[np.ix_(active, active)] @ Xt[active]
         alpha = np.where(alpha < _ALPHA_PRUNE, alpha, np.inf)
-        self.coef_ = m
-        self.intercept_ = float(y_mean - x_mean @ m) if self.fit_intercept else 0.0
-        self.alpha_ = alpha
-        self.noise_precision_ = float(beta)
-        self.covariance_ = covariance
-        self.relevance_ = alpha < self.alpha_bound
+        # the bound of unit-scale y, minus N log c_y for the density of y in its own units
+        elbo = _bound(G, Xt, tt, n, m, covariance, alpha, beta, active) - n * np.log(scaling.y)
+        self.noise_precision_ = scaling.noise_precision(beta)
+        self.coef_ = scaling.coef(m)
+        self.intercept_ = scaling.intercept(y_mean, x_mean, m) if self.fit_intercept else 0.0
+        self.alpha_ = scaling.alpha(alpha)
+        self.covariance_ = scaling.covariance(covariance, np.arange(d))
+        self.relevance_ = self.alpha_ < self.alpha_bound
         self.n_iter_ = n_iter
-        self.elbo_ = _bound(G, Xt, tt, n, m, covariance, alpha, beta, active)
+        self.elbo_ = float(elbo)
+        self._scaling, self._scaled_covariance, self._scaled_beta = scaling, covariance, beta
         return self
 
     def predict(self, X, return_std=False):
@@ -108,7 +111,9 @@ class GKLRegression(RegressorMixin, BaseEstimator):
         mean = X @ self.coef_ + self.intercept_
         if not return_std:
             return mean
-        return mean, np.sqrt(1.0 / self.noise_precision_ + ((X @ self.covariance_) * X).sum(1))
+        Xs = X / self._scaling.x  # in the fitted units (no x² or 1/β overflows), then back to those of y
+        var = 1.0 / self._scaled_beta + ((Xs @ self._scaled_covariance) * Xs).sum(1)
+        return mean, self._scaling.y * np.sqrt(var)
 
 
 def _bound(G, Xt, tt, n, m, S, alpha, beta, active):

@@ -3,7 +3,7 @@ r"""Relevance vector classification: Laplace approximation at the IRLS mode + ev
 import numpy as np
 from scipy.special import expit
 
-from ._base import check_positive_float, check_positive_int
+from ._base import check_positive_float, check_positive_int, power_of_two_scales
 from ._classifier import LinearClassifierBase
 from .ard_update import fast_ard_alpha
 from .relevance import DEFAULT_ALPHA_BOUND
@@ -61,7 +61,9 @@ class RVC(LinearClassifierBase):
     :math:`\sigma(\mu_a / \sqrt{1 + \pi s_a^2/8})`, :math:`s_a^2 = \phi^\top\Sigma\phi`.
 
     More than two classes: one-vs-rest. Relevance: α below ``alpha_bound``
-    (:mod:`pyro_vd.linear.relevance`).
+    (:mod:`pyro_vd.linear.relevance`). The fit runs in units where every column of X has unit root mean
+    square (powers of two, mapped back exactly: :math:`w_d \to w_d/c_d`, :math:`\alpha_d \to
+    \alpha_d c_d^2`, under which the evidence is invariant), so any finite scale of X fits alike.
 
     Attributes
     ----------
@@ -80,6 +82,18 @@ class RVC(LinearClassifierBase):
         check_positive_float(self.alpha_bound, "alpha_bound")
 
     def _fit_binary(self, X, t):
+        scale = power_of_two_scales(X)
+        fit = self._fit_scaled(X / scale, t)
+        # back to the units of X: w_d / c_d, α_d c_d², Σ with rows and columns of features divided by c
+        factor = np.append(1.0 / scale, 1.0)[fit["active"]]
+        with np.errstate(over="ignore", under="ignore"):
+            fit["sigma_scaled"], fit["x_scale"] = fit["sigma"], scale
+            fit["sigma"] = fit["sigma"] * factor[:, None] * factor[None, :]
+            fit["coef"] = fit["coef"] / scale
+            fit["alpha"] = fit["alpha"] * scale**2
+        return fit
+
+    def _fit_scaled(self, X, t):
         n, d = X.shape
         Phi = np.column_stack([X, np.ones(n)])
         usable = np.append(X.std(0) > 1e-12 * max(X.std(0).max(), np.finfo(float).tiny), True)
@@ -126,7 +140,7 @@ class RVC(LinearClassifierBase):
         self.relevance_ = (np.atleast_2d(self.alpha_) < self.alpha_bound).any(0)
 
     def _binary_proba(self, X, fit):
-        Phi = np.column_stack([X, np.ones(len(X))])[:, fit["active"]]
+        Phi = np.column_stack([X / fit["x_scale"], np.ones(len(X))])[:, fit["active"]]
         mean = X @ fit["coef"] + fit["intercept"]
-        var = np.clip(((Phi @ fit["sigma"]) * Phi).sum(1), 0.0, None)
+        var = np.clip(((Phi @ fit["sigma_scaled"]) * Phi).sum(1), 0.0, None)
         return expit(mean / np.sqrt(1.0 + np.pi * var / 8.0))

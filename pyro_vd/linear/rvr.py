@@ -9,6 +9,7 @@ from ._base import (
     check_positive_float,
     check_positive_int,
     check_y,
+    power_of_two_scales,
     set_features,
     validate_X,
 )
@@ -25,22 +26,66 @@ def _centered_statistics(X, y, fit_intercept):
     return x_mean, y_mean, Xc.T @ Xc, Xc.T @ yc, float(yc @ yc)
 
 
+class ArdScaling:
+    r"""
+    The units an ARD regressor is fitted in: column ``d`` of X divided by ``x[d]`` and y by ``y``, powers
+    of two near their root mean squares (exact divisions). The evidence is invariant under
+    :math:`x_d \to x_d/c_d`, :math:`t \to t/c_y` with :math:`w_d \to w_d c_d/c_y`,
+    :math:`\alpha_d \to \alpha_d c_y^2/c_d^2`, :math:`\beta \to \beta c_y^2` (up to the constant
+    :math:`-N\log c_y`), so the fit maps back exactly and data of any finite scale fit alike: no β²
+    or XᵀX overflows, no absolute floor meets data of scale 1e-150.
+    """
+
+    def __init__(self, X, y):
+        self.x = power_of_two_scales(X)
+        self.y = float(power_of_two_scales(y))
+
+    def coef(self, coef):
+        return coef * (self.y / self.x)
+
+    def intercept(self, y_mean, x_mean, coef):
+        """The intercept of original units from the scaled means and weights."""
+        return float(self.y * (y_mean - x_mean @ coef))
+
+    def alpha(self, alpha):
+        with np.errstate(over="ignore"):
+            return alpha * (self.x / self.y) ** 2  # may overflow to inf: a weight of ~0 in these units
+
+    def covariance(self, sigma, index):
+        with np.errstate(over="ignore", under="ignore"):
+            ratio = self.y / self.x[index]
+            return sigma * ratio[:, None] * ratio[None, :]
+
+    def noise_precision(self, beta):
+        with np.errstate(over="ignore"):
+            beta = beta / self.y**2
+        if not np.isfinite(beta):
+            raise ValueError(
+                f"the noise precision overflows float64: y is so small (scale {self.y:.3g}) and fitted so "
+                "closely that 1/σ² is not representable; rescale y"
+            )
+        return float(beta)
+
+
 def prepare_ard_regression(estimator, X, y):
     """
     Checks and statistics shared by the ARD regressors: validated ``X``, ``y`` and parameters, then
-    ``(n, x_mean, y_mean, G = XᵀX, Xᵀt, tᵀt, diag G, usable)`` on centered data, where ``usable`` marks
-    the non-constant columns; sets ``n_features_in_`` (and ``feature_names_in_`` for a data frame).
+    ``(n, x_mean, y_mean, G = XᵀX, Xᵀt, tᵀt, diag G, usable, yᵀy, scaling)`` on centered data in the
+    units of ``scaling`` (:class:`ArdScaling`), where ``usable`` marks the non-constant columns; sets
+    ``n_features_in_`` (and ``feature_names_in_`` for a data frame).
     """
     X, names = validate_X(estimator, X, reset=True)
     y = check_y(y, X.shape[0])
     check_positive_int(estimator.max_iter, "max_iter")
     check_positive_float(estimator.tol, "tol")
     check_positive_float(estimator.alpha_bound, "alpha_bound")
+    scaling = ArdScaling(X, y)
+    X, y = X / scaling.x, y / scaling.y
     set_features(estimator, X, names)
     x_mean, y_mean, G, Xt, tt = _centered_statistics(X, y, estimator.fit_intercept)
     diag = np.diag(G).copy()
     usable = diag > 1e-12 * max(diag.max(), np.finfo(float).tiny)
-    return X.shape[0], x_mean, y_mean, G, Xt, tt, diag, usable, float(y @ y)
+    return X.shape[0], x_mean, y_mean, G, Xt, tt, diag, usable, float(y @ y), scaling
 
 
 class RVR(RegressorMixin, BaseEstimator):
@@ -83,10 +128,11 @@ class RVR(RegressorMixin, BaseEstimator):
         self.alpha_bound = alpha_bound
 
     def fit(self, X, y):
-        n, x_mean, y_mean, G, Phi_t, tt, diag, usable, yy = prepare_ard_regression(self, X, y)
+        n, x_mean, y_mean, G, Phi_t, tt, diag, usable, yy, scaling = prepare_ard_regression(self, X, y)
         d = len(diag)
         alpha = np.full(d, np.inf)
-        beta = 1.0 / max(0.1 * tt / n, 1e-12 * max(tt / n, 1e-300) + 1e-300)
+        # (unit-scale y: yy / n is 1 unless y is all zero)
+        beta = 1.0 / max(0.1 * tt / n, 1e-12 * max(yy / n, 1.0))
         n_iter = 0
         if usable.any() and tt > 1e-12 * max(yy, 1e-300):
             # Start from the basis best aligned with the target.
@@ -100,30 +146,36 @@ class RVR(RegressorMixin, BaseEstimator):
                 G_a = G[:, active]
                 S = beta * diag - beta**2 * ((G_a @ sigma) * G_a).sum(1)
                 Q = beta * Phi_t - beta * G_a @ mu
-                s, q = S.copy(), Q.copy()
-                a = alpha[active]
-                s[active] = a * S[active] / (a - S[active])
-                q[active] = a * Q[active] / (a - S[active])
-                theta = q**2 - s
-                delta = np.full(d, -np.inf)
-                new_alpha = np.full(d, np.inf)
-                in_model = np.isfinite(alpha)
-                grow = (theta > 0) & usable
-                new_alpha[grow] = s[grow] ** 2 / theta[grow]
-                add = grow & ~in_model
-                delta[add] = (Q[add] ** 2 - S[add]) / S[add] + np.log(S[add] / Q[add] ** 2)
-                reestimate = grow & in_model
-                if reestimate.any():
-                    inv_diff = 1.0 / new_alpha[reestimate] - 1.0 / alpha[reestimate]
-                    inv_diff = np.where(inv_diff == 0, np.finfo(float).tiny, inv_diff)
-                    delta[reestimate] = Q[reestimate] ** 2 / (S[reestimate] + 1.0 / inv_diff) - np.log1p(
-                        S[reestimate] * inv_diff
-                    )
-                delete = in_model & ~grow
-                if len(active) > 1 and delete.any():
-                    delta[delete] = Q[delete] ** 2 / (S[delete] - alpha[delete]) - np.log1p(
-                        -S[delete] / alpha[delete]
-                    )
+                # In exact arithmetic S_m ≥ 0, and S_i < α_i for a basis in the model; with n ≪ d, once
+                # the active bases span the data (S ≈ 0), rounding breaks both: actions whose formulas
+                # then divide by 0 or take the log of a negative number are left out (delta = −∞)
+                # instead of flooding warnings and being picked by argmax as NaN.
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    s, q = S.copy(), Q.copy()
+                    a = alpha[active]
+                    s[active] = a * S[active] / (a - S[active])
+                    q[active] = a * Q[active] / (a - S[active])
+                    theta = q**2 - s
+                    delta = np.full(d, -np.inf)
+                    new_alpha = np.full(d, np.inf)
+                    in_model = np.isfinite(alpha)
+                    grow = (theta > 0) & (s > 0) & usable
+                    new_alpha[grow] = s[grow] ** 2 / theta[grow]
+                    add = grow & ~in_model
+                    delta[add] = (Q[add] ** 2 - S[add]) / S[add] + np.log(S[add] / Q[add] ** 2)
+                    reestimate = grow & in_model
+                    if reestimate.any():
+                        inv_diff = 1.0 / new_alpha[reestimate] - 1.0 / alpha[reestimate]
+                        inv_diff = np.where(inv_diff == 0, np.finfo(float).tiny, inv_diff)
+                        delta[reestimate] = Q[reestimate] ** 2 / (S[reestimate] + 1.0 / inv_diff) - np.log1p(
+                            S[reestimate] * inv_diff
+                        )
+                    delete = in_model & ~grow
+                    if len(active) > 1 and delete.any():
+                        delta[delete] = Q[delete] ** 2 / (S[delete] - alpha[delete]) - np.log1p(
+                            -S[delete] / alpha[delete]
+                        )
+                delta[~np.isfinite(delta)] = -np.inf
                 best = int(np.argmax(delta))
                 # delta is twice the change of the log evidence; stop when no action is worth tol and
                 # the noise precision has settled too.
@@ -143,14 +195,16 @@ class RVR(RegressorMixin, BaseEstimator):
         if active.size:
             sigma, mu = self._posterior(G, Phi_t, alpha, active, beta)
             coef[active] = mu
-        self.coef_ = coef
-        self.intercept_ = float(y_mean - x_mean @ coef) if self.fit_intercept else 0.0
+        alpha = scaling.alpha(alpha)
+        self.noise_precision_ = scaling.noise_precision(beta)
+        self.coef_ = scaling.coef(coef)
+        self.intercept_ = scaling.intercept(y_mean, x_mean, coef) if self.fit_intercept else 0.0
         self.alpha_ = alpha
-        self.noise_precision_ = float(beta)
-        self.sigma_ = sigma
+        self.sigma_ = scaling.covariance(sigma, active)
         self.active_ = active
         self.relevance_ = alpha < self.alpha_bound
         self.n_iter_ = n_iter
+        self._scaling, self._scaled_sigma, self._scaled_beta = scaling, sigma, beta
         return self
 
     @staticmethod
@@ -176,6 +230,7 @@ class RVR(RegressorMixin, BaseEstimator):
         mean = X @ self.coef_ + self.intercept_
         if not return_std:
             return mean
-        Xa = X[:, self.active_]
-        var = 1.0 / self.noise_precision_ + ((Xa @ self.sigma_) * Xa).sum(1)
-        return mean, np.sqrt(var)
+        # in the fitted units (no x² or 1/β overflows), then back to those of y
+        Xa = X[:, self.active_] / self._scaling.x[self.active_]
+        var = 1.0 / self._scaled_beta + ((Xa @ self._scaled_sigma) * Xa).sum(1)
+        return mean, self._scaling.y * np.sqrt(var)

@@ -1,22 +1,35 @@
 r"""Variational dropout for logistic regression, with Gauss–Hermite quadrature."""
 
 import numpy as np
+import scipy.special
 import torch
 import torch.nn.functional as F
 
 from ..distributions.kl_log_uniform import check_kl_method, kl_log_uniform_additive
-from ._base import check_positive_int
+from ._base import check_positive_int, check_random_state, check_real, power_of_two_scales
 from ._classifier import LinearClassifierBase
 from .relevance import DEFAULT_LOG_ALPHA_THRESHOLD
+
+#: More Gauss–Hermite points than this buy nothing (and cost n_samples × n_quadrature memory).
+MAX_QUADRATURE = 1000
 
 
 def gauss_hermite(n_points):
     r"""
     Nodes :math:`y_k` and weights :math:`w_k` with
-    :math:`\int f(y)\mathcal{N}(y|0,1)dy \approx \sum_k w_k f(y_k)`.
+    :math:`\int f(y)\mathcal{N}(y|0,1)dy \approx \sum_k w_k f(y_k)`: the probabilists' Hermite rule of
+    :func:`scipy.special.roots_hermitenorm`, finite for any number of points (numpy's ``hermgauss``
+    overflows to NaN weights beyond about 370).
     """
-    nodes, weights = np.polynomial.hermite.hermgauss(n_points)
-    return torch.as_tensor(np.sqrt(2.0) * nodes), torch.as_tensor(weights / np.sqrt(np.pi))
+    nodes, weights = scipy.special.roots_hermitenorm(n_points)
+    return torch.as_tensor(nodes), torch.as_tensor(weights / np.sqrt(2.0 * np.pi))
+
+
+def log_predictive_scale2(X, log_sigma2):
+    r""":math:`\log s_n^2 = \log\sum_d x_{nd}^2\sigma_d^2` by ``logsumexp`` (−inf when every term is 0): no
+    overflow for huge x or σ², no underflow to 0 for tiny ones."""
+    X = torch.as_tensor(X)
+    return torch.logsumexp(2.0 * X.abs().log() + torch.as_tensor(log_sigma2), dim=-1)
 
 
 def expected_log_sigmoid(m, s, nodes, weights):
@@ -58,11 +71,18 @@ class VDClassifier(LinearClassifierBase):
     ----------
     kl_method : {"exact", "molchanov", "kingma"}
     n_quadrature : int
+        Gauss–Hermite points, 1 to 1000.
     max_iter : int
         L-BFGS iterations.
     threshold : float
-    random_state : int
-        Seed of θ's initialization (θ ~ N(0, 0.01²), log σ² = −10).
+        A finite number.
+    random_state : int, None, numpy.random.RandomState or numpy.random.Generator
+        Seed of θ's initialization (θ ~ N(0, 0.01²), log σ² = −10, in the units below); None draws one
+        from numpy's global generator (scikit-learn's convention).
+
+    The fit runs in units where every column of X has unit root mean square (a power of two per
+    column, so the map back is exact); the log-uniform prior is scale invariant, so this changes
+    nothing but the rounding, and columns of any finite scale (1e-150 or 1e150) fit alike.
 
     Attributes
     ----------
@@ -88,16 +108,21 @@ class VDClassifier(LinearClassifierBase):
     def _check_params(self):
         check_kl_method(self.kl_method)
         check_positive_int(self.n_quadrature, "n_quadrature")
+        if self.n_quadrature > MAX_QUADRATURE:
+            raise ValueError(f"n_quadrature must be in [1, {MAX_QUADRATURE}]; got {self.n_quadrature!r}")
         check_positive_int(self.max_iter, "max_iter")
+        check_real(self.threshold, "threshold")
+        self._seed = check_random_state(self.random_state)
 
     def _set_relevance(self):
         self.log_alpha_ = self._stacked("log_alpha")
         self.relevance_ = (np.atleast_2d(self.log_alpha_) <= self.threshold).any(0)
 
     def _fit_binary(self, X, t):
-        X = torch.tensor(X)  # a copy: X may be a read-only memmap
+        scale = power_of_two_scales(X)
+        X = torch.tensor(X / scale)  # unit-scale columns (a copy: X may be a read-only memmap)
         t = torch.as_tensor(2.0 * t - 1.0)  # {0, 1} → {−1, +1}
-        generator = torch.Generator().manual_seed(int(self.random_state))
+        generator = torch.Generator().manual_seed(self._seed)
         d = X.shape[1]
         theta = (0.01 * torch.randn(d, generator=generator, dtype=torch.float64)).requires_grad_()
         log_sigma2 = torch.full((d,), -10.0, dtype=torch.float64, requires_grad=True)
@@ -128,17 +153,23 @@ class VDClassifier(LinearClassifierBase):
         optimizer.step(closure)
         with torch.no_grad():
             log_alpha = log_sigma2 - theta.square().clamp_min(torch.finfo(torch.float64).tiny).log()
+        # Back to the units of X: θ_d / c_d and σ_d² / c_d² (α is scale free); c_d is a power of two.
+        coef = theta.detach().numpy() / scale
+        if not (np.isfinite(coef).all() and np.isfinite(float(bias.detach()))):
+            raise ValueError(
+                "the fit is not finite: the classes are separated so sharply for the scale of X that the "
+                "weights overflow float64; rescale X"
+            )
         return {
-            "coef": theta.detach().numpy().copy(),
+            "coef": coef,
             "log_alpha": log_alpha.numpy().copy(),
             "intercept": float(bias.detach()),
-            "log_sigma2": log_sigma2.detach().numpy().copy(),
+            "log_sigma2": log_sigma2.detach().numpy() - 2.0 * np.log(scale),
             "n_iter": optimizer.state[optimizer._params[0]].get("n_iter", evaluations[0]),
         }
 
     def _binary_proba(self, X, fit):
         nodes, weights = gauss_hermite(self.n_quadrature)
-        X = torch.tensor(X)
-        m = X @ torch.as_tensor(fit["coef"]) + fit["intercept"]
-        s = ((X * X) @ torch.as_tensor(fit["log_sigma2"]).exp()).clamp_min(0).sqrt()
+        m = torch.as_tensor(X @ fit["coef"] + fit["intercept"])
+        s = log_predictive_scale2(X, fit["log_sigma2"]).mul(0.5).exp()
         return expected_sigmoid(m, s, nodes, weights).numpy()

@@ -11,11 +11,16 @@ from ._base import (
     check_is_fitted,
     check_positive_float,
     check_positive_int,
+    check_real,
     check_y,
+    power_of_two_scales,
     set_features,
     validate_X,
 )
 from .alpha_update import LOG_ALPHA_MAX, optimal_log_alpha_profile
+
+#: The largest ``max_log_alpha``: e^700 is still a finite float64 (e^710 is not).
+MAX_LOG_ALPHA_LIMIT = 700.0
 
 
 class VDRegression(RegressorMixin, BaseEstimator):
@@ -49,13 +54,14 @@ class VDRegression(RegressorMixin, BaseEstimator):
     kl_method : {"exact", "molchanov", "kingma"}
         The KL of the α updates.
     threshold : float
-        log α above which a feature is irrelevant.
+        log α above which a feature is irrelevant (a finite number).
     max_iter : int
         Coordinate-ascent sweeps at most.
     tol : float
         Stop when θ changes by less than ``tol`` (relative) and log α by less than ``tol * 100``.
     max_log_alpha : float
-        log α that stands for α = ∞.
+        log α that stands for α = ∞, in (0, 700]. Optima beyond 35 (where the KL is below 1e-15) are
+        reported as this value.
 
     Attributes
     ----------
@@ -124,9 +130,8 @@ class VDRegression(RegressorMixin, BaseEstimator):
         check_kl_method(self.kl_method)
         check_positive_int(self.max_iter, "max_iter")
         check_positive_float(self.tol, "tol")
-        check_positive_float(self.max_log_alpha, "max_log_alpha")
-        if not isinstance(self.threshold, int | float) or not np.isfinite(self.threshold):
-            raise ValueError(f"threshold must be a finite number; got {self.threshold!r}")
+        check_real(self.max_log_alpha, "max_log_alpha", low=0.0, high=MAX_LOG_ALPHA_LIMIT, low_open=True)
+        check_real(self.threshold, "threshold")
 
     def _centered(self, s):
         n = s["n"]
@@ -151,14 +156,20 @@ class VDRegression(RegressorMixin, BaseEstimator):
         # do not change), and XᵀX + diag κ, r_d² cannot overflow for any finite statistics.
         root = np.sqrt(np.where(usable, diag, 1.0))
         xx = xx / root[:, None] / root[None, :]
-        xy = xy / root
+        # ... and y in units of its root mean square (a power of two): β, the floor below and q are O(1)
+        # for y of any finite scale; β and the ELBO map back at the end.
+        y_scale = float(power_of_two_scales(np.sqrt(stats["yy"] / n))) if stats["yy"] > 0 else 1.0
+        xy = xy / root / y_scale
+        yy = yy / y_scale**2
+        y_energy = stats["yy"] / y_scale**2
         diag = usable.astype(float)
         cap = float(self.max_log_alpha)
         log_alpha = np.where(usable, 0.0, cap)
         theta = np.zeros(d)  # in the original units; new_theta below in the scaled ones
         # A floor on the residual energy, relative to the target's scale, keeps β finite for an exactly
-        # fitted (e.g. constant) target, so that rounding noise in XᵀT is not mistaken for signal.
-        energy_floor = 1e-12 * max(stats["yy"], n * np.finfo(float).tiny)
+        # fitted (e.g. constant) target, so that rounding noise in XᵀT is not mistaken for signal; an
+        # all-zero target has no scale and is taken as of unit scale (β = 1e12, not ∞).
+        energy_floor = 1e-12 * (y_energy if y_energy > 0 else n)
         beta = n / max(yy, energy_floor)
         n_iter = 0
         for n_iter in range(1, self.max_iter + 1):  # noqa: B007
@@ -169,7 +180,8 @@ class VDRegression(RegressorMixin, BaseEstimator):
                 new_theta[active] = _solve_spd(xx[np.ix_(active, active)] + np.diag(kappa), xy[active])
             # β update: N / (‖Xθ − t‖² + Σ κ θ²), from the statistics.
             fit = new_theta @ xx @ new_theta - 2.0 * new_theta @ xy + yy
-            penalty = np.sum(np.exp(np.minimum(log_alpha, cap)) * diag * new_theta**2 * active)
+            # (pruned features have θ = 0 and log α = cap: e^cap is never formed)
+            penalty = np.sum(np.exp(log_alpha[active]) * diag[active] * new_theta[active] ** 2)
             beta = n / max(fit + penalty, energy_floor)
             # α updates, each jointly with its θ_d (the others fixed): argmax q_d/(1+α) − KL(α) with
             # q_d = β r_d² / (2 S_dd) (S_dd = 1 here), r_d = x_dᵀ(t − X_{−d} θ_{−d}). Exact coordinate
@@ -190,7 +202,12 @@ class VDRegression(RegressorMixin, BaseEstimator):
         fit = scaled @ xx @ scaled - 2.0 * scaled @ xy + yy
         kept = log_alpha < cap
         penalty = np.sum(np.exp(log_alpha[kept]) * scaled[kept] ** 2)
-        kl = float(kl_log_uniform(_tensor(log_alpha), self.kl_method).sum())
+        # pruned features (α = ∞) have KL = 0, its limit (and Kingma's polynomial would overflow there)
+        kl = float(kl_log_uniform(_tensor(log_alpha[kept]), self.kl_method).sum())
+        # the ELBO of unit-scale y, minus N log c_y for the density of y in its own units
+        elbo = 0.5 * n * np.log(beta / (2 * np.pi)) - 0.5 * beta * (fit + penalty) - kl - n * np.log(y_scale)
+        with np.errstate(over="ignore"):
+            theta, beta = theta * y_scale, beta / y_scale**2
         fitted = {
             "coef_": theta,
             "intercept_": float(y_mean - x_mean @ theta) if self.fit_intercept else 0.0,
@@ -198,13 +215,14 @@ class VDRegression(RegressorMixin, BaseEstimator):
             "noise_precision_": float(beta),
             "relevance_": log_alpha <= self.threshold,
             "n_iter_": n_iter,
-            "elbo_": 0.5 * n * np.log(beta / (2 * np.pi)) - 0.5 * beta * (fit + penalty) - kl,
+            "elbo_": float(elbo),
         }
         bad = [name for name, value in fitted.items() if not np.isfinite(value).all()]
         if bad:
             raise ValueError(
-                f"the fit is not finite ({', '.join(bad)}): X or y is too large for float64 arithmetic; "
-                "rescale them"
+                f"the fit is not finite ({', '.join(bad)}): the scales of X and y (y's root mean square "
+                f"{y_scale:.3g}) are beyond float64 arithmetic for it (e.g. 1/σ² of a tiny y fitted "
+                "exactly); rescale them"
             )
         return fitted
 
@@ -220,8 +238,12 @@ class VDRegression(RegressorMixin, BaseEstimator):
         if not return_std:
             return mean
         kept = self.log_alpha_ < self.max_log_alpha
-        weight_var = np.where(kept, np.exp(np.where(kept, self.log_alpha_, 0.0)) * self.coef_**2, 0.0)
-        return mean, np.sqrt(1.0 / self.noise_precision_ + (X**2) @ weight_var)
+        # the terms x_d θ_d √α_d and β^{-1/2}, scaled by their largest before squaring (no overflow
+        # for huge x with tiny θ or the converse)
+        terms = np.abs(X[:, kept] * self.coef_[kept]) * np.exp(0.5 * self.log_alpha_[kept])
+        terms = np.column_stack([terms, np.full(len(X), self.noise_precision_**-0.5)])
+        peak = terms.max(1, keepdims=True)
+        return mean, peak[:, 0] * np.sqrt(((terms / peak) ** 2).sum(1))
 
 
 _STATISTICS = {"sx": "column sums of X", "xx": "XᵀX", "sy": "sum of y", "xy": "Xᵀy", "yy": "yᵀy (Σ y²)"}

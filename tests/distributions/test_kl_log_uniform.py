@@ -161,3 +161,46 @@ def test_exact_on_cuda_matches_cpu(dtype):
     exact_kl(cpu).sum().backward()
     assert torch.allclose(exact_kl(t.cuda()).cpu(), exact_kl(t), rtol=1e-6, atol=1e-7)
     assert torch.allclose(cuda.grad.cpu(), cpu.grad, rtol=1e-6, atol=1e-7)
+
+
+def _series_kl(log_alpha):
+    """x² − x⁴/3 + 4x⁶/45, x² = e^{−t}/2: the exact KL to 1e-36 for t ≥ 20 (differentiable reference)."""
+    x2 = 0.5 * torch.exp(-log_alpha)
+    return x2 - x2**2 / 3 + 4 * x2**3 / 45
+
+
+@pytest.mark.parametrize("log_alpha", [-8.0, 0.0, 10.0, 30.0, 39.0, 41.0, 45.0, 60.0, 100.0, 300.0], ids=str)
+def test_additive_exact_theta_gradient_matches_float64_autograd(log_alpha):
+    """dKL/dθ = −(2/θ) dKL/dlog α with log α = log σ² − log θ²: tends to θ/σ² → 0 as α → ∞ (it once grew
+    like 1/θ past the end of the table at log α = 40)."""
+    from pyro_vd.distributions import kl_log_uniform_additive
+
+    log_sigma2 = torch.tensor(-2.0, dtype=torch.float64)
+    theta_value = math.exp(0.5 * (-2.0 - log_alpha))
+    theta = torch.tensor(theta_value, dtype=torch.float64, requires_grad=True)
+    kl = kl_log_uniform_additive(theta, log_sigma2, "exact")
+    (fused,) = torch.autograd.grad(kl, theta)
+    reference_theta = torch.tensor(theta_value, dtype=torch.float64, requires_grad=True)
+    log_alpha_ref = log_sigma2 - reference_theta.square().log()
+    reference_kl = _series_kl(log_alpha_ref) if log_alpha >= 20 else exact_kl(log_alpha_ref)
+    (reference,) = torch.autograd.grad(reference_kl, reference_theta)
+    assert fused.item() == pytest.approx(reference.item(), rel=1e-6, abs=1e-300)
+    assert kl.item() == pytest.approx(reference_kl.item(), rel=1e-6, abs=1e-12)
+    if log_alpha > 20:  # θ/σ², the large-α limit
+        assert fused.item() == pytest.approx(theta_value / math.exp(-2.0), rel=1e-6)
+
+
+def test_exact_beyond_the_table_follows_the_series_to_zero():
+    t = torch.tensor([39.99, 40.0, 40.01, 41.0, 60.0, 200.0, 700.0, 800.0], dtype=torch.float64)
+    x = t.clone().requires_grad_()
+    kl = exact_kl(x)
+    (slope,) = torch.autograd.grad(kl.sum(), x)
+    kl = kl.detach()
+    reference = t.clone().requires_grad_()
+    (reference_slope,) = torch.autograd.grad(_series_kl(reference).sum(), reference)
+    assert torch.allclose(kl, _series_kl(t), rtol=1e-7, atol=0)
+    assert torch.allclose(slope, reference_slope, rtol=1e-6, atol=0)
+    assert (kl[1:] <= kl[:-1]).all() and (slope[1:] >= slope[:-1]).all() and kl[-1] == 0 and slope[-1] == 0
+    for dtype in (torch.float32, torch.float16):
+        low = exact_kl(t.to(dtype))
+        assert torch.isfinite(low).all() and (low >= 0).all() and low[-1] == 0

@@ -202,3 +202,50 @@ def test_snr_is_finite_over_the_guides_parameter_box():
     q = TruncatedLogNormal(loc.reshape(-1), log_scale.reshape(-1).exp())
     for value in (q.snr, q.mean, q.variance, kl_divergence(q, TruncatedLogUniform())):
         assert torch.isfinite(value).all()
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+def test_half_precision_is_computed_wide_and_cast_back(dtype):
+    loc, scale = torch.tensor([-1.0, -8.0, 2.0]), torch.tensor([0.5, 3.0, 0.25])
+    q, reference = (
+        TruncatedLogNormal(loc.to(dtype), scale.to(dtype)),
+        TruncatedLogNormal(loc.double(), scale.double()),
+    )
+    value = torch.tensor([0.3, 1e-3, 0.9])
+    tolerance = {"rtol": 2e-2, "atol": 2e-2}
+    for name, got, expected in [
+        ("log_normalizer", q.log_normalizer, reference.log_normalizer),
+        ("log_prob", q.log_prob(value.to(dtype)), reference.log_prob(value.to(dtype).double())),
+        ("cdf", q.cdf(value.to(dtype)), reference.cdf(value.to(dtype).double())),
+        ("mean", q.mean, reference.mean),
+        ("variance", q.variance, reference.variance),
+        ("entropy", q.entropy(), reference.entropy()),
+        ("kl", kl_divergence(q, TruncatedLogUniform()), kl_divergence(reference, TruncatedLogUniform())),
+    ]:
+        assert got.dtype == dtype, name
+        assert torch.allclose(got.double(), expected, **tolerance), name
+    sample = q.rsample((4,))
+    assert sample.dtype == dtype and torch.isfinite(sample).all()
+
+
+def test_truncated_log_uniform_moments_of_wide_bounds():
+    # e^89 overflows float32, the mean e^89 / 109 does not
+    p = TruncatedLogUniform(-20.0, 89.0)
+    assert p.mean.dtype == torch.get_default_dtype() and torch.isfinite(p.mean)
+    assert math.log(p.mean.item()) == pytest.approx(89.0 - math.log(109.0), abs=1e-6)
+    assert p.log_moment(1) == pytest.approx(89.0 - math.log(109.0), abs=1e-12)
+    with pytest.raises(
+        ValueError, match=r"variance of TruncatedLogUniform\(low=-20.0, high=89.0\) is e\^172.6"
+    ):
+        _ = p.variance
+    assert p.support.upper_bound == pytest.approx(math.exp(89.0))
+    wide = TruncatedLogUniform(-20.0, 40.0)  # E θ² ≈ e^80 / 120: finite in float32, and Var with it
+    second = (math.exp(80.0) - math.exp(-40.0)) / 120.0
+    mean = (math.exp(40.0) - math.exp(-20.0)) / 60.0
+    assert wide.variance.item() == pytest.approx(second - mean**2, rel=1e-6)
+    huge = TruncatedLogUniform(-20.0, 800.0)
+    assert math.isfinite(huge.log_moment(2)) and huge.support.upper_bound == math.inf
+    with pytest.raises(ValueError, match=r"mean of TruncatedLogUniform.*overflows"):
+        _ = huge.mean
+    narrow = TruncatedLogUniform(-1e-4, 0.0)  # Var ≈ (b − a)² / 12: no cancellation of E θ² − (E θ)²
+    assert narrow.variance.item() == pytest.approx(1e-8 / 12, rel=1e-3)

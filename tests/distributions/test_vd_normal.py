@@ -144,3 +144,40 @@ def test_bad_arguments():
 def test_repr():
     assert "log_sigma2" in repr(VDNormal(torch.ones(2), torch.zeros(2)))
     assert "log_alpha in [None, 0.0]" in repr(VDNormal.from_log_alpha(1.0, 0.0, max_log_alpha=0.0))
+
+
+@pytest.mark.parametrize(
+    ("theta", "raw", "multiplicative", "name"),
+    [
+        (math.inf, 0.0, False, "theta"),
+        (-math.inf, 0.0, False, "theta"),
+        (1.0, math.inf, False, "log_sigma2"),
+        (1.0, -math.inf, False, "log_sigma2"),
+        (1.0, math.inf, True, "log_alpha"),
+    ],
+    ids=str,
+)
+def test_validation_rejects_infinite_parameters(theta, raw, multiplicative, name):
+    theta, raw = torch.tensor([1.0, theta]), torch.tensor([0.0, raw])
+    make = VDNormal.from_log_alpha if multiplicative else VDNormal
+    with pytest.raises(
+        ValueError, match=f"parameter {name} of VDNormal to be finite real numbers, but found inf"
+    ):
+        make(theta, raw, validate_args=True)
+    make(theta, raw, validate_args=False)  # unvalidated: accepted as before
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+def test_half_precision_log_alpha_is_computed_in_float32(dtype):
+    # θ² of these underflows float16's smallest normal (6.1e-5): flooring it there turned log α = 3.8
+    # (pruned at 3) into -0.3 (kept)
+    theta = torch.tensor([1e-3, -3e-3, 2e-2, 0.0, 0.5], dtype=dtype)
+    log_sigma2 = torch.tensor([-10.0, -10.0, -4.0, -10.0, -3.0], dtype=dtype)
+    reference = log_sigma2.double() - 2 * theta.double().abs().log()
+    q = VDNormal(theta, log_sigma2)
+    assert q.log_alpha.dtype == dtype
+    finite = theta != 0
+    assert torch.allclose(q.log_alpha[finite].double(), reference[finite], rtol=1e-2, atol=1e-2)
+    assert ((q.log_alpha > 3.0) == (reference > 3.0)).all()
+    assert q.log_alpha[3] > 70  # θ = 0: θ² floored at float32's tiny, not float16's
+    assert torch.isfinite(q.kl_to_log_uniform()).all()
