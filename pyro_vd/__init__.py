@@ -25,6 +25,16 @@ from .poutine import local_reparameterization
 
 __version__ = "0.1.0"
 
+
+def __getattr__(name):
+    # pyro_vd.distributed (data-parallel training) is imported on first use only
+    if name == "distributed":
+        import importlib
+
+        return importlib.import_module(".distributed", __name__)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 __all__ = [
     "DEFAULT_KL_METHOD",
     "KL_METHODS",
@@ -39,6 +49,7 @@ __all__ = [
     "analysis",
     "bayesianize",
     "deterministic",
+    "distributed",
     "distributions",
     "exact_kl",
     "guides",

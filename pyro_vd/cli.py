@@ -3,11 +3,17 @@ prints its table and writes ``results.json``, ``results.md`` (the table) and its
 
 ``--out`` is checked before any work and held under a lock for the whole run; a folder that already
 holds a run is refused unless ``--resume`` continues it or ``--overwrite`` replaces it
-(:mod:`pyro_vd.experiments.run_dir`)."""
+(:mod:`pyro_vd.experiments.run_dir`).
+
+Under ``torchrun --nproc_per_node=N -m pyro_vd <command> ...`` the training commands
+(:data:`DISTRIBUTED`) train data-parallel (:mod:`pyro_vd.distributed`): rank 0 alone checks and locks
+``--out``, then tells the other ranks to start (or to stop with its exit status) and hands them its
+completed options; rank 0 alone prints and writes. The other commands run on rank 0 alone."""
 
 import argparse
 import json
 import math
+import os
 import pathlib
 import sys
 
@@ -158,8 +164,25 @@ def _load(args):
         data = type(data)(
             data.train_images[:500], data.train_labels[:500], data.test_images[:200], data.test_labels[:200]
         )
-    torch.set_num_threads(max(1, args.threads))
+    threads = args.threads
+    if threads is None:  # 2 for the machine, shared by the processes torchrun started on it
+        threads = max(1, 2 // _env_int("LOCAL_WORLD_SIZE", 1))
+    torch.set_num_threads(threads)
     return data
+
+
+def _env_int(name, default):
+    try:
+        return int(os.environ.get(name) or default)
+    except ValueError:
+        return default
+
+
+def _is_main():
+    """Rank 0 of a distributed run, or the only process: the one that prints and writes."""
+    from .distributed import is_main_process
+
+    return is_main_process()
 
 
 def _layer_case(args):
@@ -175,6 +198,8 @@ def _layer_case(args):
     result = run_layer_case(
         data, epochs=epochs, hidden=hidden, seed=args.seed, progress=not args.quiet, log=_log(args)
     )
+    if not _is_main():
+        return 0
     result["config"]["dataset"] = args.dataset
     table = format_layer_case(result)
     import matplotlib.pyplot as plt
@@ -217,6 +242,8 @@ def _sparse_mnist(args):
         progress=not args.quiet,
         log=_log(args),
     )
+    if not _is_main():
+        return 0
     table = (
         str(report)
         + f"\n\ntest error {100 * result['test_error']:.2f} % at {report.compression:.1f}× compression "
@@ -253,6 +280,8 @@ def _structured_mnist(args):
         progress=not args.quiet,
         log=_log(args),
     )
+    if not _is_main():
+        return 0
     total = "-".join(str(v) for v in summary["neurons_total"].values())
     table = "\n".join(
         [
@@ -328,6 +357,10 @@ DEFAULTS = {
 }
 #: Options a resumed run may change (recorded in run.json); every other recorded option must match.
 MAY_CHANGE_ON_RESUME = ("epochs", "data_dir", "repeats")
+#: The commands that train data-parallel under torchrun (the others run on rank 0 alone).
+DISTRIBUTED = ("layer-case", "sparse-mnist", "structured-mnist")
+#: The global batch of the training commands: the processes must divide it.
+BATCH_SIZE = 100
 #: Not part of a run's record: they change neither its data nor its trajectory.
 NOT_RECORDED = ("run", "parser", "command", "out", "resume", "overwrite", "quiet", "threads")
 
@@ -365,7 +398,12 @@ def build_parser():
             sub.add_argument(
                 "--epochs", type=_positive_int, default=None, help=f"epochs ({full}; {quick} with --quick)"
             )
-            sub.add_argument("--threads", type=_positive_int, default=2, help="torch CPU threads")
+            sub.add_argument(
+                "--threads",
+                type=_positive_int,
+                default=None,
+                help="torch CPU threads (2, shared by the processes torchrun starts on a machine)",
+            )
         sub.set_defaults(run=run, parser=sub)
         return sub
 
@@ -457,9 +495,23 @@ def _run_dir(args):
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    if _env_int("WORLD_SIZE", 1) <= 1:
+        return _main(args)
+    from . import distributed
+
+    session = distributed.init_from_env()
+    try:
+        return _lead(args, session) if session.is_main else _follow(args, session)
+    finally:
+        distributed.close()
+
+
+def _main(args, ready=None):
     try:
         _complete(args)
         with _run_dir(args):
+            if ready is not None:
+                ready()
             return args.run(args)
     except RunDirBusy as error:
         print(f"pyro-vd {args.command}: {error}", file=sys.stderr)
@@ -469,6 +521,55 @@ def main(argv=None):
     except DataError as error:
         print(f"pyro-vd {args.command}: {error}", file=sys.stderr)
         return 1
+
+
+def _lead(args, session):
+    """Rank 0: check and lock ``--out`` as a single process would, then start the other ranks with the
+    completed options, or stop them with the exit status."""
+    from .distributed import broadcast_object
+
+    sent = []
+
+    def send(message):
+        if not sent:
+            sent.append(message)
+            broadcast_object(message)
+
+    def ready():
+        if args.command in DISTRIBUTED and BATCH_SIZE % session.world_size:
+            raise RunDirError(
+                f"the batch of {BATCH_SIZE} cannot be split evenly over {session.world_size} processes; "
+                f"run a number of processes that divides {BATCH_SIZE}"
+            )
+        send(("start", {k: v for k, v in vars(args).items() if k not in ("run", "parser")}))
+
+    try:
+        status = _main(args, ready)
+    except SystemExit as stop:
+        send(("stop", stop.code))
+        raise
+    except BaseException:
+        send(("stop", 1))
+        raise
+    send(("stop", status))
+    return status
+
+
+def _follow(args, session):
+    """Another rank: wait for rank 0's verdict on ``--out``, then train with its options, quietly."""
+    from .distributed import broadcast_object
+
+    verdict, value = broadcast_object(None)
+    if verdict == "stop":
+        return value if isinstance(value, int) else 1
+    vars(args).update(value)
+    if args.command not in DISTRIBUTED:
+        return 0
+    args.quiet = True
+    try:
+        return args.run(args)
+    except DataError:
+        return 1  # rank 0 reports it
 
 
 if __name__ == "__main__":

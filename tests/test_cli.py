@@ -370,3 +370,56 @@ def test_resume_checks_the_folder_and_the_options(tmp_path, tiny_mnist):
     again = _pyro_vd(*run, "--resume", cwd=tmp_path)  # --epochs left out: the run's own 3
     assert again.returncode == 0, again.stderr
     assert json.loads((out / "results.json").read_text())["epochs"] == 3
+
+
+# ------------------------------------------------------------------- several ranks (torchrun), in-process
+def _fake_ranks(monkeypatch, rank, verdict=None):
+    """Pretend to be ``rank`` of 2: the messages rank 0 broadcasts are recorded; another rank receives
+    ``verdict``."""
+    from pyro_vd import cli, distributed
+
+    sent = []
+
+    def broadcast(message, src=0):
+        sent.append(message)
+        return message if rank == 0 else verdict
+
+    monkeypatch.setattr(distributed, "broadcast_object", broadcast)
+    return cli, distributed.Session(rank=rank, world_size=2), sent
+
+
+def test_rank_zero_alone_checks_out_and_stops_the_others_with_its_status(tmp_path, monkeypatch, capsys):
+    cli, session, sent = _fake_ranks(monkeypatch, 0)
+    (tmp_path / "x.txt").write_text("someone's file")
+    args = cli.build_parser().parse_args(["sparse-mnist", "--quick", "--out", str(tmp_path)])
+    with pytest.raises(SystemExit) as stop:
+        cli._lead(args, session)
+    assert stop.value.code == 2 and sent == [("stop", 2)]
+    assert "already holds files" in capsys.readouterr().err
+
+
+def test_rank_zero_refuses_processes_that_do_not_divide_the_batch(tmp_path, monkeypatch, capsys):
+    from pyro_vd.distributed import Session
+
+    cli, _, sent = _fake_ranks(monkeypatch, 0)
+    args = cli.build_parser().parse_args(["sparse-mnist", "--quick", "--out", str(tmp_path / "out")])
+    with pytest.raises(SystemExit):
+        cli._lead(args, Session(rank=0, world_size=3))
+    assert sent == [("stop", 2)]
+    assert "cannot be split evenly over 3" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()  # the folder is left as it was
+
+
+def test_other_ranks_follow_rank_zero(tmp_path, monkeypatch):
+    cli, session, _ = _fake_ranks(monkeypatch, 1, verdict=("stop", 2))
+    args = cli.build_parser().parse_args(["sparse-mnist", "--out", str(tmp_path)])
+    assert cli._follow(args, session) == 2  # quietly: rank 0 reports why
+    ran = []
+    options = {"out": str(tmp_path), "epochs": 7, "quiet": False}
+    cli, session, _ = _fake_ranks(monkeypatch, 1, verdict=("start", options))
+    args = cli.build_parser().parse_args(["sparse-mnist", "--out", str(tmp_path)])
+    args.run = lambda a: ran.append((a.epochs, a.quiet)) or 0
+    assert cli._follow(args, session) == 0 and ran == [(7, True)]  # rank 0's options, no output
+    args = cli.build_parser().parse_args(["kl-table", "--out", str(tmp_path)])
+    args.run = lambda a: ran.append("kl-table")
+    assert cli._follow(args, session) == 0 and "kl-table" not in ran  # rank 0 alone runs it

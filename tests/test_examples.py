@@ -5,6 +5,7 @@ import runpy
 import sys
 
 import matplotlib
+import pyro
 import pytest
 
 EXAMPLES = sorted((pathlib.Path(__file__).resolve().parents[1] / "examples").glob("*.py"))
@@ -22,7 +23,8 @@ def test_example_runs(path, monkeypatch, capsys, tmp_path):
     )
     runpy.run_path(str(path), run_name="__main__")
     assert capsys.readouterr().out
+    assert pyro.settings.get("module_local_params") is False  # no example leaks Pyro's settings
 
 
-def test_there_are_three_examples():
-    assert len(EXAMPLES) == 3
+def test_there_are_four_examples():
+    assert len(EXAMPLES) == 4

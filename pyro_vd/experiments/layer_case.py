@@ -15,6 +15,7 @@ import pyro
 import torch
 from tqdm.auto import tqdm
 
+from .. import distributed
 from ..baselines import train_maximum_likelihood, with_dropout
 from ..guides import AutoVariationalDropout
 from ..inference import VariationalDropoutELBO, deterministic
@@ -27,27 +28,66 @@ METHODS = ("VD α ≤ 1 (Kingma)", "VD α free", "binary dropout", "Gaussian dro
 HIDDEN = (1000, 1000, 1000)
 
 
+@pyro.settings.context(module_local_params=True)  # Pyro's module route (DESIGN.md §3, trap 14)
 def _train_vd(data, sizes, *, clip, epochs, batch_size, lr, seed, evaluate):
+    session = distributed.current()
+    local_batch = distributed.local_batch_size(batch_size, session)
     pyro.clear_param_store()
-    pyro.set_rng_seed(seed)
+    pyro.set_rng_seed(seed)  # the same model and guide on every rank
     n = len(data.train_images)
     model = BayesianMLP(sizes, num_data=n)
     # α per layer, starting at α = 1 (the variance of binary dropout with p = 0.5)
     guide = AutoVariationalDropout(
         model, granularity="layer", init_log_alpha=0.0, max_log_alpha=0.0 if clip else None, init_seed=seed
     )
-    elbo = VariationalDropoutELBO()
-    svi = pyro.infer.SVI(model, guide, pyro.optim.Adam({"lr": lr}), elbo)
+    distributed.seed_noise(seed, session)  # each rank its own noise; rank 0 keeps the stream
+    loss_fn = VariationalDropoutELBO()(model, guide)
+    train_fn = distributed.data_parallel(loss_fn, data.train_images[:2], data.train_labels[:2])
+    optimizer = torch.optim.Adam(loss_fn.parameters(), lr=lr)
     steps = math.ceil(n / batch_size)
     for epoch in range(1, epochs + 1):
-        order = torch.randperm(n)
+        order = _epoch_order(n, epoch - 1, seed, session)
         with local_reparameterization():
             for step in range(steps):
-                index = order[step * batch_size : (step + 1) * batch_size]
-                svi.step(data.train_images[index], data.train_labels[index])
+                index = order[step * local_batch : (step + 1) * local_batch]
+                optimizer.zero_grad()
+                train_fn(data.train_images[index], data.train_labels[index]).backward()
+                optimizer.step()
         alphas = [float(guide.get_log_alpha(name).reshape(-1)[0].exp()) for name in guide.site_names]
         # all weights kept: the layer case does not prune
         evaluate(epoch, deterministic(model, guide, threshold=math.inf), alphas)
+
+
+def _epoch_order(n, epoch, seed, session):
+    """One process: a permutation from the global stream, as always; several: this rank's shard."""
+    if session.distributed:
+        return distributed.shard_indices(n, epoch=epoch, seed=seed, session=session)
+    return torch.randperm(n)
+
+
+def _train_baseline(data, sizes, kind, *, epochs, batch_size, lr, seed, evaluate):
+    session = distributed.current()
+    torch.manual_seed(seed)
+    net = with_dropout(mlp(sizes), kind, p=0.5)
+    images, labels = data.train_images, data.train_labels
+    if session.distributed:
+        # Data-parallel: each rank trains on its shard (fixed across epochs, reshuffled within) with the
+        # local batch; DDP broadcasts rank 0's initialization and averages the gradients.
+        from torch.nn.parallel import DistributedDataParallel
+
+        shard = distributed.shard_indices(len(images), epoch=0, seed=seed, session=session)
+        images, labels = images[shard], labels[shard]
+        distributed.seed_noise(seed, session)  # each rank its own dropout masks
+        net = DistributedDataParallel(net)
+    train_maximum_likelihood(
+        net,
+        images,
+        labels,
+        epochs=epochs,
+        batch_size=distributed.local_batch_size(batch_size, session),
+        lr=lr,
+        callback=lambda epoch, net: evaluate(epoch, getattr(net, "module", net)),
+    )
 
 
 def run_layer_case(
@@ -65,8 +105,12 @@ def run_layer_case(
     """
     Train every method of ``methods`` for ``epochs`` on ``data`` (an MNIST or CIFAR10 tuple).
 
+    In a process group (:func:`pyro_vd.distributed.init_from_env`, e.g. under ``torchrun``) every method
+    trains data-parallel: each rank on its shard with local batches of ``batch_size / W``, gradients
+    averaged by DDP, rank 0 alone logging; a single process trains as it always did.
+
     :returns: ``{"methods": {name: {"test_error": [per epoch], "alpha": [per epoch: [per layer]],
-        "seconds": s}}, "config": {...}}`` (``alpha`` only for the VD methods).
+        "seconds": s}}, "config": {...}, "world_size": W}`` (``alpha`` only for the VD methods).
     """
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
@@ -75,6 +119,9 @@ def run_layer_case(
     n_classes = int(max(data.train_labels.max(), data.test_labels.max())) + 1
     sizes = [n_inputs, *hidden, max(n_classes, 2)]
     result = {"methods": {}, "config": {"sizes": sizes, "epochs": epochs, "batch_size": batch_size, "lr": lr}}
+    result["world_size"] = distributed.current().world_size
+    if not distributed.is_main_process():  # rank 0 alone prints
+        progress, log = False, _silent
     bar = tqdm(total=epochs * len(methods), unit="epoch", disable=not progress, desc="layer case")
     write = tqdm.write if progress and log is print else log
     for name in methods:
@@ -102,17 +149,16 @@ def run_layer_case(
                 evaluate=evaluate,
             )
         else:
-            torch.manual_seed(seed)
             kind = {"binary dropout": "binary", "Gaussian dropout": "gaussian", "no dropout": "none"}[name]
-            net = with_dropout(mlp(sizes), kind, p=0.5)
-            train_maximum_likelihood(
-                net,
-                data.train_images,
-                data.train_labels,
+            _train_baseline(
+                data,
+                sizes,
+                kind,
                 epochs=epochs,
                 batch_size=batch_size,
                 lr=lr,
-                callback=lambda epoch, net, evaluate=evaluate: evaluate(epoch, net),
+                seed=seed,
+                evaluate=evaluate,
             )
         record["seconds"] = time.perf_counter() - tick
         if not record["alpha"]:
@@ -120,6 +166,10 @@ def run_layer_case(
         result["methods"][name] = record
     bar.close()
     return result
+
+
+def _silent(*args, **kwargs):
+    pass
 
 
 def format_layer_case(result):

@@ -23,6 +23,7 @@ import pyro
 import torch
 from tqdm.auto import tqdm
 
+from .. import distributed
 from ..guides import AutoVariationalDropout
 from ..inference import (
     VariationalDropoutELBO,
@@ -53,35 +54,33 @@ FIXED_ON_RESUME = (
 )
 
 
-class _EpochLambdaLR(pyro.optim.PyroLRScheduler):
-    """
-    ``pyro.optim.LambdaLR`` stepped once per epoch, whose restored state takes its learning rate from
-    this run's ``lr_factor`` at the restored epoch rather than from the saved optimizer: the saved one
-    followed a schedule over the saved number of epochs, which may have decayed to 0.
-    """
+class _NoPyroOptim:
+    """The ``optim`` of :func:`~pyro_vd.inference.save_checkpoint`: with module-local parameters the
+    parameter store is empty, and the torch optimizer's state travels in ``extra["optimizer"]``."""
 
-    def __init__(self, optim_args, lr_factor):
-        args = {"optimizer": torch.optim.Adam, "optim_args": optim_args, "lr_lambda": lr_factor}
-        super().__init__(torch.optim.lr_scheduler.LambdaLR, args)
-        self.lr_factor = lr_factor
+    def get_state(self):
+        return {}
 
-    def set_state(self, state_dict):
-        rescheduled = {}
-        for name, state in state_dict.items():
-            scheduler, optimizer = dict(state["scheduler"]), dict(state["optimizer"])
-            factor = self.lr_factor(scheduler["last_epoch"])
-            lrs = [base * factor for base in scheduler["base_lrs"]]
-            scheduler["_last_lr"] = lrs
-            optimizer["param_groups"] = [
-                {**group, "lr": lr} for group, lr in zip(optimizer["param_groups"], lrs, strict=True)
-            ]
-            rescheduled[name] = {"scheduler": scheduler, "optimizer": optimizer}
-        super().set_state(rescheduled)
+    def set_state(self, state):
+        pass
 
-    def lr_factor_used(self):
-        """The factor of the learning rates the optimizers step with now (``None`` before any step)."""
-        groups = [g for s in self.optim_objs.values() for g in s.optimizer.param_groups]
-        return max(g["lr"] / g["initial_lr"] for g in groups) if groups else None
+
+def _rank_rng_state(device):
+    """This rank's torch generator states (the noise streams differ between ranks)."""
+    state = {"torch": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def _silent(*args, **kwargs):
+    pass
+
+
+def _set_rank_rng_state(state, device):
+    torch.set_rng_state(state["torch"])
+    if device.type == "cuda" and state.get("cuda") is not None:
+        torch.cuda.set_rng_state(state["cuda"], device)
 
 
 @torch.no_grad()
@@ -94,6 +93,7 @@ def test_error(net, images, labels, batch_size=1000):
     return wrong / len(images)
 
 
+@pyro.settings.context(module_local_params=True)  # Pyro's module route (DESIGN.md §3, trap 14)
 def run_sparse_vd_mnist(
     data,
     *,
@@ -120,8 +120,16 @@ def run_sparse_vd_mnist(
     point-estimated. ``noise_lr`` is the learning rate of the noise parameters (default: ``lr``).
     ``progress=True`` shows a tqdm bar over the epochs (the log lines go through ``tqdm.write``).
 
+    It trains Pyro's way for plain PyTorch loops (``module_local_params``, the ELBO as an ``nn.Module``,
+    ``torch.optim.Adam``), so that it also runs data-parallel: in a process group of :math:`W`
+    processes (:func:`pyro_vd.distributed.init_from_env`, e.g. under ``torchrun``) each rank trains on
+    its shard with local batches of ``batch_size / W``, the gradients are averaged by DDP (the global
+    batch's gradient, :mod:`pyro_vd.distributed`), each rank draws its own noise, and rank 0 alone
+    logs and writes files (every rank returns the same result). A single process shuffles and draws
+    noise as it always did.
+
     :returns: a dict with the test error of the pruned deterministic network, the sparsity report, the
-        per-epoch history and the seconds spent.
+        per-epoch history, the seconds spent and the number of processes (``world_size``).
     """
     if arch not in ARCHITECTURES:
         raise ValueError(f"arch must be one of {tuple(ARCHITECTURES)}; got {arch!r}")
@@ -133,10 +141,18 @@ def run_sparse_vd_mnist(
             raise ValueError(f"{name} must be a positive finite number; got {value!r}")
     if resume and out is None:
         raise ValueError("resume=True needs the folder of the run to resume (out)")
+    session = distributed.current()
+    local_batch = distributed.local_batch_size(batch_size, session)
+    if not session.is_main:  # rank 0 alone prints
+        progress, log = False, _silent
+    device = session.device
+    images, labels = data.train_images.to(device), data.train_labels.to(device)
+    test_images, test_labels = data.test_images.to(device), data.test_labels.to(device)
     pyro.clear_param_store()
-    pyro.set_rng_seed(seed)
-    n_train = len(data.train_images)
+    pyro.set_rng_seed(seed)  # the same model and guide on every rank
+    n_train = len(images)
     model = ARCHITECTURES[arch](num_data=n_train, neuron_noise=neuron_noise, sparse_weights=sparse_weights)
+    model.to(device)
     generator = torch.Generator().manual_seed(seed)
     guide = AutoVariationalDropout(
         model,
@@ -144,16 +160,16 @@ def run_sparse_vd_mnist(
         init_theta=lambda site: 0.01 * torch.randn(site["fn"].shape(), generator=generator),
         init_log_sigma2=-10.0,
     )
+    distributed.seed_noise(seed, session)  # each rank its own noise; rank 0 keeps the stream
     scale = epochs / RECIPE_EPOCHS
     decay_start = epochs / 2
 
     def lr_factor(epoch):
         return 1.0 if epoch < decay_start else max(0.0, (epochs - epoch) / (epochs - decay_start))
 
-    # the neuron noise's μ must travel from 0 to about −20 to switch a neuron off
-    optim = _EpochLambdaLR(lambda name: {"lr": noise_lr if "noise_" in name else lr}, lr_factor)
     elbo = VariationalDropoutELBO()
-    svi = pyro.infer.SVI(model, guide, optim, elbo)
+    loss_fn = elbo(model, guide)
+    distributed.create_parameters(loss_fn, images[:2], labels[:2])
     config = {
         "arch": arch,
         "kl_method": kl_method,
@@ -168,24 +184,53 @@ def run_sparse_vd_mnist(
     }
     start_epoch, history, seconds, resumes, kl_floor = 0, [], 0.0, [], 0.0
     checkpoint = pathlib.Path(out) / "checkpoint.pt" if out is not None else None
+    saved_optimizer = None
     if resume:
         if not checkpoint.is_file():
             raise RunDirError(f"resume=True but there is no checkpoint at {str(checkpoint)!r}")
-        guide(data.train_images[:batch_size], data.train_labels[:batch_size])  # create the parameters
         try:
-            state = load_checkpoint(checkpoint, optim=optim, model=model, guide=guide, elbo=elbo)
+            state = load_checkpoint(checkpoint, optim=_NoPyroOptim(), model=model, guide=guide, elbo=elbo)
         except ValueError as error:  # corrupt, or saved by another configuration
             raise RunDirError(f"cannot resume: {error}") from error
         start_epoch, extra = state["epoch"], state["extra"]
         previous = (extra.get("config") or {}).get("epochs")
         _check_resume(checkpoint, extra.get("config"), config, start_epoch)
+        saved_optimizer = extra.get("optimizer")
+        if saved_optimizer is None:
+            raise RunDirError(
+                f"cannot resume {str(checkpoint)!r}: it was written by an earlier pyro_vd, whose trainer "
+                "kept the optimizer's state in Pyro's parameter store; start a new run (--overwrite)"
+            )
         history, seconds = extra["history"], extra["seconds"]
-        resumes = [*extra.get("resumes", []), {"at_epoch": start_epoch, "epochs": epochs, "was": previous}]
+        resume_entry = {"at_epoch": start_epoch, "epochs": epochs, "was": previous}
+        saved_world_size = extra.get("world_size", 1)
+        if saved_world_size != session.world_size:
+            resume_entry["world_size"] = [saved_world_size, session.world_size]
+        resumes = [*extra.get("resumes", []), resume_entry]
         kl_floor = elbo.kl_weight or 0.0
+        # load_checkpoint restored rank 0's generators everywhere; each rank takes its own stream back
+        rank_rng = extra.get("rank_rng") or []
+        if len(rank_rng) == session.world_size:
+            _set_rank_rng_state(rank_rng[session.rank], device)
+        elif session.rank > 0:  # another number of processes: fresh streams for the other ranks
+            pyro.set_rng_seed(distributed.noise_seed(seed, session.rank, start_epoch) % 2**32)
         log(
             f"resumed from {checkpoint} after epoch {start_epoch}"
             + (f" (now {epochs} epochs instead of {previous})" if previous not in (None, epochs) else "")
         )
+    # DDP broadcasts rank 0's parameters (equal anyway: same seed, same checkpoint) and averages gradients
+    train_fn = distributed.data_parallel(loss_fn, images[:2], labels[:2])
+    named = list(loss_fn.named_parameters())
+    # the neuron noise's μ must travel from 0 to about −20 to switch a neuron off: its own learning rate
+    groups = [
+        {"params": [p for n, p in named if "noise_" not in n], "lr": lr},
+        {"params": [p for n, p in named if "noise_" in n], "lr": noise_lr},
+    ]
+    groups = [g for g in groups if g["params"]]
+    base_lrs = [g["lr"] for g in groups]
+    optimizer = torch.optim.Adam(groups)
+    if saved_optimizer is not None:
+        optimizer.load_state_dict(saved_optimizer)  # its learning rates are set from the schedule below
     steps = math.ceil(n_train / batch_size)
     bar = tqdm(total=epochs, initial=start_epoch, desc=arch, unit="epoch", disable=not progress)
     if progress and log is print:
@@ -193,20 +238,29 @@ def run_sparse_vd_mnist(
     for epoch in range(start_epoch, epochs):
         tick = time.perf_counter()
         elbo.kl_weight = max(kl_floor, linear_warmup(epoch, 5 * scale, 20 * scale))
-        order = torch.randperm(n_train)
+        # the schedule of this run's epochs, whatever a resumed optimizer held (its own may have decayed)
+        factor = lr_factor(epoch)
+        for group, base in zip(optimizer.param_groups, base_lrs, strict=True):
+            group["lr"] = base * factor
+        if session.distributed:  # this rank's shard, reshuffled every epoch the same way on every rank
+            order = distributed.shard_indices(n_train, epoch=epoch, seed=seed, session=session).to(device)
+        else:
+            order = torch.randperm(n_train).to(device)
         data_term = kl = 0.0
         with local_reparameterization():
             for step in range(steps):
-                index = order[step * batch_size : (step + 1) * batch_size]
-                svi.step(data.train_images[index], data.train_labels[index])
+                index = order[step * local_batch : (step + 1) * local_batch]
+                optimizer.zero_grad()
+                train_fn(images[index], labels[index]).backward()  # DDP: averaged over the ranks
+                optimizer.step()
                 terms = elbo.last_terms
                 data_term += terms["data"] / steps
                 kl = terms["kl"] if terms["kl"] is not None else kl
-        lr_used = lr * optim.lr_factor_used()
-        optim.step()  # the learning-rate schedule, once per epoch
+        data_term = distributed.mean_across_ranks(data_term)
+        lr_used = lr * factor
         seconds += time.perf_counter() - tick
         report = sparsity(guide, threshold)
-        error = test_error(deterministic(model, guide, threshold), data.test_images, data.test_labels)
+        error = test_error(deterministic(model, guide, threshold), test_images, test_labels)
         neurons = neuron_sparsity(guide) if neuron_noise else None
         history.append(
             {
@@ -228,16 +282,28 @@ def run_sparse_vd_mnist(
         )
         bar.update(1)
         if checkpoint is not None:
-            save_checkpoint(
-                checkpoint,
-                optim=optim,
-                epoch=epoch + 1,
-                model=model,
-                guide=guide,
-                elbo=elbo,
-                extra={"history": history, "seconds": seconds, "config": config, "resumes": resumes},
-            )
+            rank_rng = distributed.gather_objects(_rank_rng_state(device))  # every rank takes part
+            if session.is_main:
+                save_checkpoint(
+                    checkpoint,
+                    optim=_NoPyroOptim(),
+                    epoch=epoch + 1,
+                    model=model,
+                    guide=guide,
+                    elbo=elbo,
+                    extra={
+                        "history": history,
+                        "seconds": seconds,
+                        "config": config,
+                        "resumes": resumes,
+                        "optimizer": optimizer.state_dict(),
+                        "world_size": session.world_size,
+                        "rank_rng": rank_rng,
+                    },
+                )
     bar.close()
+    if checkpoint is not None:
+        distributed.barrier()  # the last checkpoint is on disk before any rank moves on (e.g. to resume)
     report = sparsity(guide, threshold)
     result = {
         "arch": arch,
@@ -247,13 +313,14 @@ def run_sparse_vd_mnist(
         "seed": seed,
         "neuron_noise": neuron_noise,
         "sparse_weights": sparse_weights,
+        "world_size": session.world_size,
         "test_error": history[-1]["test_error"] if history else None,
         "sparsity": report.to_dict(),
         "train_seconds": seconds,
         "resumes": resumes,
         "history": history,
     }
-    if out is not None:
+    if out is not None and session.is_main:
         (pathlib.Path(out) / "results.json").write_text(json.dumps(result, indent=2) + "\n")
     return result, report, model, guide
 

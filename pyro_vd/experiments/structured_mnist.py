@@ -13,6 +13,7 @@ import time
 
 import torch
 
+from .. import distributed
 from ..inference import count_neurons, prune_neurons
 from .sparse_vd_mnist import run_sparse_vd_mnist, test_error
 
@@ -55,7 +56,10 @@ def run_structured_mnist(
     :returns: a dict: test error of the small network (and of the full-size pruned one, which must
         agree), input neurons kept per layer, weights of each network, the batch-1000 CPU inference
         times and their ratio, and the resumes of the training run (see
-        :func:`~pyro_vd.experiments.run_sparse_vd_mnist`).
+        :func:`~pyro_vd.experiments.run_sparse_vd_mnist`), and the number of processes that trained
+        (``world_size``). Trained data-parallel in a process group (see
+        :func:`~pyro_vd.experiments.run_sparse_vd_mnist`), the pruning and timing run on rank 0 alone
+        (timings of several ranks would compete for the cores); the other ranks return ``(None, None)``.
     """
     if not isinstance(repeats, int) or isinstance(repeats, bool) or repeats < 1:
         raise ValueError(f"repeats must be a positive integer; got {repeats!r}")
@@ -72,6 +76,8 @@ def run_structured_mnist(
         progress=progress,
         log=log,
     )
+    if not distributed.is_main_process():
+        return None, None
     dense = prune_neurons(model, guide, shrink_network=False)
     small = prune_neurons(model, guide)
     dense_seconds, small_seconds = speedup(dense, small, data.test_images, repeats=repeats)
@@ -81,6 +87,7 @@ def run_structured_mnist(
         "sparse_weights": sparse_weights,
         "noise_lr": noise_lr,
         "seed": seed,
+        "world_size": result["world_size"],
         "test_error": test_error(small, data.test_images, data.test_labels),
         "test_error_full_size": test_error(dense, data.test_images, data.test_labels),
         "neurons_kept": neurons,

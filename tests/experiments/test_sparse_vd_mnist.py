@@ -24,6 +24,7 @@ def test_runs_prunes_and_writes_results(tmp_path):
     result, report, _, _ = run_sparse_vd_mnist(_tiny_mnist(), epochs=3, out=tmp_path, log=lambda _: None)
     assert len(result["history"]) == 3 and 0 <= result["test_error"] <= 1
     assert result["history"][0]["kl_weight"] == 0.0
+    assert result["world_size"] == 1  # no process group: one process
     saved = json.loads((tmp_path / "results.json").read_text())
     assert saved["sparsity"]["compression"] == pytest.approx(report.compression)
     assert (tmp_path / "checkpoint.pt").is_file()
@@ -90,3 +91,14 @@ def test_resume_refuses_what_would_change_the_trajectory(tmp_path):
         run_sparse_vd_mnist(data, epochs=2, out=tmp_path / "empty", resume=True, log=_quiet)
     with pytest.raises(ValueError, match="noise_lr"):
         run_sparse_vd_mnist(data, epochs=2, noise_lr=float("nan"))
+
+
+def test_a_checkpoint_without_the_torch_optimizer_state_is_refused(tmp_path):
+    """Checkpoints of the earlier SVI trainer kept the optimizer's state in Pyro's parameter store."""
+    data = _tiny_mnist()
+    run_sparse_vd_mnist(data, epochs=1, out=tmp_path, log=_quiet)
+    state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    del state["extra"]["optimizer"]
+    torch.save(state, tmp_path / "checkpoint.pt")
+    with pytest.raises(RunDirError, match="earlier pyro_vd"):
+        run_sparse_vd_mnist(data, epochs=2, out=tmp_path, resume=True, log=_quiet)

@@ -1,0 +1,327 @@
+r"""
+Data-parallel training on :mod:`torch.distributed`: one process per core or GPU (``torchrun``), each
+training on its own shard of the data, gradients averaged by
+:class:`~torch.nn.parallel.DistributedDataParallel` (DDP). This is Pyro's module route (``DESIGN.md`` §3,
+trap 14): ``pyro.settings.set(module_local_params=True)``, ``loss_fn = VariationalDropoutELBO()(model,
+guide)`` (an ``nn.Module``), a plain torch optimizer on ``loss_fn.parameters()``.
+
+Why the average is the right gradient. On rank :math:`r` the model's plate scales the likelihood of the
+local batch of :math:`b` rows by :math:`N/b`; the KL of the global weights is not scaled. DDP averages
+over the :math:`W` ranks:
+
+.. math::
+
+    \frac{1}{W}\sum_r \nabla\Big(-\frac{N}{b}\sum_{i \in B_r}\log p(t_i \mid x_i, w) + \lambda\,
+    \mathrm{KL}\Big) = \nabla\Big(-\frac{N}{Wb}\sum_{i \in B}\log p(t_i \mid x_i, w)\Big) +
+    \lambda\,\nabla\mathrm{KL},
+
+the single-process gradient on the global batch :math:`B = \bigcup_r B_r` of :math:`Wb` rows, with the
+KL counted once. It needs equal local batches, which :func:`local_batch_size` (``b = B / W``) and
+:func:`shard_indices` (``DistributedSampler`` pads every shard to the same length) give.
+
+Randomness. Build the model and guide from the same seed on every rank (``pyro.set_rng_seed(seed)``),
+then call :func:`seed_noise`: rank 0 keeps that stream, every other rank gets its own, so each rank draws
+independent local-reparameterization noise and a run is reproducible given the seed and the world size
+(a one-process run is exactly the run without this module). The parameters themselves come from rank 0:
+DDP's constructor broadcasts them.
+
+Example (``torchrun --nproc_per_node=2 train.py``, or ``python train.py`` for one process)::
+
+    pyro.settings.set(module_local_params=True)
+    session = distributed.init_from_env()             # gloo on CPU, nccl on CUDA; no-op alone
+    pyro.set_rng_seed(0)
+    model = pyro_vd.models.LeNet300100(num_data=len(x))
+    guide = pyro_vd.AutoVariationalDropout(model)
+    distributed.seed_noise(0)
+    loss_fn = distributed.data_parallel(VariationalDropoutELBO()(model, guide), x[:2], y[:2])
+    optimizer = torch.optim.Adam(loss_fn.parameters(), lr=1e-3)
+    b = distributed.local_batch_size(100)
+    for epoch in range(epochs):
+        for index in distributed.shard_indices(len(x), epoch=epoch, seed=0).split(b):
+            optimizer.zero_grad()
+            loss_fn(x[index], y[index]).backward()      # gradients averaged across ranks
+            optimizer.step()
+    if distributed.is_main_process():
+        torch.save(guide.state_dict(), "guide.pt")
+    distributed.close()
+
+See ``examples/distributed_training.py``; the ``pyro-vd`` training commands use this module under
+``torchrun --nproc_per_node=N -m pyro_vd <command> ...``.
+"""
+
+import contextlib
+import dataclasses
+import functools
+import os
+
+import numpy as np
+import pyro
+import torch
+import torch.distributed as dist
+
+__all__ = [
+    "Session",
+    "barrier",
+    "broadcast_object",
+    "close",
+    "create_parameters",
+    "current",
+    "data_parallel",
+    "gather_objects",
+    "init_from_env",
+    "is_main_process",
+    "loader",
+    "local_batch_size",
+    "mean_across_ranks",
+    "noise_seed",
+    "rank_zero_only",
+    "seed_noise",
+    "shard_indices",
+]
+
+
+@dataclasses.dataclass(frozen=True)
+class Session:
+    """Where this process stands: its ``rank`` among ``world_size`` processes, its ``local_rank`` on its
+    machine, and the ``device`` it trains on."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    device: torch.device = dataclasses.field(default_factory=lambda: torch.device("cpu"))
+
+    @property
+    def is_main(self):
+        """Rank 0: the process that writes files and prints."""
+        return self.rank == 0
+
+    @property
+    def distributed(self):
+        """More than one process."""
+        return self.world_size > 1
+
+
+_DEVICE = {}  # the device init_from_env chose, for current()
+
+
+def _env_int(name, default):
+    value = os.environ.get(name)
+    try:
+        return default if value in (None, "") else int(value)
+    except ValueError:
+        raise ValueError(f"${name} must be an integer; got {value!r}") from None
+
+
+def init_from_env(backend=None):
+    """
+    Join the process group that ``torchrun`` (or ``python -m torch.distributed.run``) describes in the
+    environment (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR``, ``MASTER_PORT``). Without
+    those, or with ``WORLD_SIZE=1``, nothing is initialized: one process, rank 0.
+
+    :param str backend: ``None`` picks ``"nccl"`` when CUDA is available (one GPU per local rank) and
+        ``"gloo"`` (CPU) otherwise.
+    :returns: the :class:`Session`.
+    """
+    if dist.is_available() and dist.is_initialized():
+        return current()
+    world_size = _env_int("WORLD_SIZE", 1)
+    if world_size < 1:
+        raise ValueError(f"$WORLD_SIZE must be >= 1; got {world_size}")
+    if world_size == 1:
+        return Session()
+    if not dist.is_available():
+        raise RuntimeError("this torch build has no torch.distributed; run a single process")
+    local_rank = _env_int("LOCAL_RANK", 0)
+    if backend is None:
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+    device = torch.device("cpu")
+    if backend == "nccl":
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+    dist.init_process_group(backend=backend, init_method="env://")
+    _DEVICE["device"] = device
+    return current()
+
+
+def current():
+    """The :class:`Session` of this process: from the initialized process group, else one process."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return Session()
+    return Session(
+        rank=dist.get_rank(),
+        world_size=dist.get_world_size(),
+        local_rank=_env_int("LOCAL_RANK", 0),
+        device=_DEVICE.get("device", torch.device("cpu")),
+    )
+
+
+def close():
+    """Leave the process group (after a barrier, so that no rank leaves while another still talks)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+    _DEVICE.clear()
+
+
+def is_main_process():
+    """True on rank 0 (and in a single process)."""
+    return current().is_main
+
+
+def rank_zero_only(fn):
+    """Decorate ``fn`` so that it runs on rank 0 only (other ranks get ``None``), e.g. writing files."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        return fn(*args, **kwargs) if is_main_process() else None
+
+    return wrapper
+
+
+def barrier():
+    """Wait for every rank (nothing in a single process)."""
+    if current().distributed:
+        dist.barrier()
+
+
+def broadcast_object(obj, src=0):
+    """``obj`` of rank ``src``, on every rank (any picklable object)."""
+    if not current().distributed:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=src)
+    return box[0]
+
+
+def gather_objects(obj):
+    """The list of every rank's ``obj``, in rank order, on every rank."""
+    session = current()
+    if not session.distributed:
+        return [obj]
+    boxes = [None] * session.world_size
+    dist.all_gather_object(boxes, obj)
+    return boxes
+
+
+def mean_across_ranks(value):
+    """The mean of a number over the ranks (e.g. a loss to log), as a float, on every rank."""
+    session = current()
+    if not session.distributed:
+        return float(value)
+    tensor = torch.tensor([float(value)], dtype=torch.float64, device=session.device)
+    dist.all_reduce(tensor)
+    return float(tensor.item()) / session.world_size
+
+
+# ------------------------------------------------------------------------------------------ seeding
+def noise_seed(seed, rank, epoch=0):
+    """The seed of rank ``rank``'s noise stream (``rank > 0``), from ``epoch`` on (a run resumed with
+    another number of processes reseeds there): independent of every other ``(seed, rank, epoch)``."""
+    entropy = [int(seed), int(rank), int(epoch)]
+    return int(np.random.SeedSequence(entropy).generate_state(1, dtype=np.uint64)[0] >> 1)
+
+
+def seed_noise(seed, session=None):
+    """
+    Give each rank its own random stream, after the model and guide were built from ``seed`` on every
+    rank: rank 0 keeps the stream of ``pyro.set_rng_seed(seed)`` (so a single process runs exactly as
+    without this call), every other rank is reseeded with :func:`noise_seed` (torch, numpy, python).
+    """
+    session = current() if session is None else session
+    if session.rank > 0:
+        pyro.set_rng_seed(noise_seed(seed, session.rank) % 2**32)
+
+
+# --------------------------------------------------------------------------------------------- data
+def local_batch_size(global_batch, session=None):
+    """The batch of each rank, ``global_batch / world_size``: the global batch is what a single process
+    would use, so hyperparameters keep their meaning. It must divide evenly (equal local batches are what
+    make the averaged gradient the global batch's)."""
+    session = current() if session is None else session
+    if global_batch % session.world_size:
+        raise ValueError(
+            f"the batch of {global_batch} cannot be split evenly over {session.world_size} processes; "
+            "give a batch size that the number of processes divides"
+        )
+    return global_batch // session.world_size
+
+
+def shard_indices(n, *, epoch, seed=0, shuffle=True, session=None):
+    """
+    This rank's row indices of a data set of ``n`` rows for ``epoch``: a
+    :class:`~torch.utils.data.DistributedSampler` with ``set_epoch(epoch)``, so that the ranks' shards
+    are disjoint (but for the padding that makes them the same length) and reshuffled every epoch, the
+    same way on every rank. Index in-memory tensors with them (``x[index]``), batch by
+    ``.split(local_batch_size(B))``.
+    """
+    from torch.utils.data import DistributedSampler
+
+    session = current() if session is None else session
+    sampler = DistributedSampler(
+        range(n), num_replicas=session.world_size, rank=session.rank, shuffle=shuffle, seed=seed
+    )
+    sampler.set_epoch(epoch)
+    return torch.tensor(list(sampler), dtype=torch.long)
+
+
+def loader(dataset, batch_size, *, seed=0, shuffle=True, session=None, **kwargs):
+    """
+    A :class:`~torch.utils.data.DataLoader` over this rank's shard of ``dataset``, with local batches of
+    ``batch_size / world_size`` (``batch_size`` is the global batch). Call
+    ``loader.sampler.set_epoch(epoch)`` at the start of every epoch, as for any ``DistributedSampler``.
+    ``kwargs`` go to the ``DataLoader`` (``num_workers``, ``pin_memory``, …).
+    """
+    from torch.utils.data import DataLoader, DistributedSampler
+
+    session = current() if session is None else session
+    sampler = DistributedSampler(
+        dataset, num_replicas=session.world_size, rank=session.rank, shuffle=shuffle, seed=seed
+    )
+    return DataLoader(dataset, batch_size=local_batch_size(batch_size, session), sampler=sampler, **kwargs)
+
+
+# ---------------------------------------------------------------------------------------- the model
+@contextlib.contextmanager
+def _rng_untouched(device):
+    devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        yield
+
+
+def create_parameters(loss_fn, *args, **kwargs):
+    """
+    Run the guide of the ELBO module ``loss_fn`` once on ``args`` (e.g. two rows of data) so that its
+    lazily created parameters exist, without touching any random stream: afterwards the training draws
+    what it would have drawn had the first step created them.
+    """
+    guide = getattr(loss_fn, "guide", None)
+    if guide is None:
+        raise TypeError(f"loss_fn must be an ELBO module (elbo(model, guide)); got {type(loss_fn).__name__}")
+    with _rng_untouched(current().device), torch.no_grad():
+        guide(*args, **kwargs)
+
+
+def data_parallel(loss_fn, *args, **kwargs):
+    """
+    The ELBO module ``loss_fn`` ready for data-parallel training: its guide's lazy parameters created
+    (:func:`create_parameters` with ``args``), then wrapped in
+    :class:`~torch.nn.parallel.DistributedDataParallel`, whose constructor broadcasts every parameter
+    from rank 0 and whose backward averages the gradients. In a single process ``loss_fn`` comes back
+    unwrapped. Build the optimizer on the result's ``parameters()`` afterwards.
+
+    Needs ``pyro.settings.set(module_local_params=True)``: with Pyro's global parameter store the
+    parameters would not be the module's own.
+    """
+    if not pyro.settings.get("module_local_params"):
+        raise RuntimeError(
+            "data_parallel needs Pyro's module-local parameters: call "
+            "pyro.settings.set(module_local_params=True) before building the model and guide"
+        )
+    create_parameters(loss_fn, *args, **kwargs)
+    session = current()
+    if not session.distributed:
+        return loss_fn
+    from torch.nn.parallel import DistributedDataParallel
+
+    device_ids = [session.device] if session.device.type == "cuda" else None
+    return DistributedDataParallel(loss_fn, device_ids=device_ids)

@@ -1,0 +1,249 @@
+"""pyro_vd.distributed: the single-process behaviour in this process, and two-process gloo runs under
+``python -m torch.distributed.run`` (one thread each): DDP's averaged gradient is the single-process
+gradient on the global batch, a two-rank run resumes exactly, and the CLI resumes a two-rank run."""
+
+import json
+import os
+import pathlib
+import re
+import shlex
+import socket
+import subprocess
+import sys
+import textwrap
+
+import pyro
+import pytest
+import torch
+from torch.utils.data import DistributedSampler
+
+from pyro_vd import AutoVariationalDropout, VariationalDropoutELBO, distributed
+from pyro_vd.models import BayesianMLP
+
+# ------------------------------------------------------------------------------- one process (here)
+
+
+def test_a_single_process_is_rank_zero_of_one():
+    session = distributed.current()
+    assert (session.rank, session.world_size, session.is_main, session.distributed) == (0, 1, True, False)
+    assert distributed.init_from_env() == session  # no WORLD_SIZE: nothing to join
+    assert distributed.broadcast_object({"a": 1}) == {"a": 1}
+    assert distributed.gather_objects(3) == [3]
+    assert distributed.mean_across_ranks(2.5) == 2.5
+    assert distributed.rank_zero_only(lambda: "written")() == "written"
+
+
+def test_the_global_batch_is_split_evenly():
+    two = distributed.Session(rank=1, world_size=2)
+    assert distributed.local_batch_size(100, two) == 50
+    with pytest.raises(ValueError, match="cannot be split evenly over 3"):
+        distributed.local_batch_size(100, distributed.Session(rank=0, world_size=3))
+
+
+def test_shards_are_a_distributed_sampler_reshuffled_per_epoch():
+    sessions = [distributed.Session(rank, 2) for rank in (0, 1)]
+    shards = [distributed.shard_indices(11, epoch=1, seed=5, session=s) for s in sessions]
+    for rank, shard in enumerate(shards):
+        sampler = DistributedSampler(range(11), num_replicas=2, rank=rank, seed=5)
+        sampler.set_epoch(1)
+        assert shard.tolist() == list(sampler)
+    assert len(shards[0]) == len(shards[1]) == 6  # padded to equal length
+    assert set(shards[0].tolist()) | set(shards[1].tolist()) == set(range(11))
+    other_epoch = distributed.shard_indices(11, epoch=2, seed=5, session=distributed.Session(0, 2))
+    assert other_epoch.tolist() != shards[0].tolist()
+
+
+def test_ranks_draw_independent_noise_and_rank_zero_keeps_its_stream():
+    seeds = {distributed.noise_seed(0, rank) for rank in range(1, 5)} | {distributed.noise_seed(1, 1)}
+    assert len(seeds) == 5
+    assert distributed.noise_seed(0, 1, epoch=3) != distributed.noise_seed(0, 1)
+    pyro.set_rng_seed(0)
+    expected = torch.randn(3)
+    pyro.set_rng_seed(0)
+    distributed.seed_noise(0, distributed.Session(rank=0, world_size=2))
+    assert torch.equal(torch.randn(3), expected)
+    pyro.set_rng_seed(0)
+    distributed.seed_noise(0, distributed.Session(rank=1, world_size=2))
+    assert not torch.equal(torch.randn(3), expected)
+
+
+def _loss_fn(seed=0):
+    pyro.set_rng_seed(seed)
+    model = BayesianMLP([6, 5, 3], num_data=40)
+    return VariationalDropoutELBO()(model, AutoVariationalDropout(model))
+
+
+def test_data_parallel_alone_creates_the_parameters_and_draws_nothing():
+    x, y = torch.randn(4, 6), torch.randint(0, 3, (4,))
+    with pyro.settings.context(module_local_params=True):
+        loss_fn = _loss_fn()
+        state = torch.get_rng_state()
+        assert distributed.data_parallel(loss_fn, x, y) is loss_fn  # one process: not wrapped
+        assert torch.equal(torch.get_rng_state(), state)
+        names = [name for name, _ in loss_fn.named_parameters()]
+        assert any(name.startswith("guide.thetas.") for name in names)
+        loss_fn(x, y).backward()
+        assert all(p.grad is not None for p in loss_fn.parameters())
+
+
+def test_data_parallel_needs_module_local_params():
+    with pytest.raises(RuntimeError, match="module_local_params=True"):
+        distributed.data_parallel(_loss_fn(), torch.randn(2, 6), torch.zeros(2, dtype=torch.long))
+
+
+# ----------------------------------------------------------------------------- two processes (gloo)
+_WORKER = textwrap.dedent(
+    """
+    import json, pathlib, sys
+
+    import pyro
+    import torch
+
+    from pyro_vd import AutoVariationalDropout, VariationalDropoutELBO, distributed
+    from pyro_vd.datasets import MNIST
+    from pyro_vd.experiments import run_sparse_vd_mnist
+    from pyro_vd.models import BayesianMLP
+
+    out = pathlib.Path(sys.argv[1])
+    torch.set_num_threads(1)
+    session = distributed.init_from_env()
+    pyro.settings.set(module_local_params=True)
+    generator = torch.Generator().manual_seed(1)
+    x, y = torch.randn(8, 20, generator=generator), torch.randint(0, 3, (8,), generator=generator)
+
+
+    def build():
+        pyro.set_rng_seed(0)
+        model = BayesianMLP([20, 16, 3], num_data=64)
+        guide = AutoVariationalDropout(model, init_log_sigma2=-2.0)
+        return VariationalDropoutELBO()(model, guide)
+
+
+    def gradients(loss_fn, x, y):
+        # the noise held fixed: no local reparameterization, the same weight sample on every rank
+        torch.manual_seed(123)
+        loss_fn(x, y).backward()
+        module = getattr(loss_fn, "module", loss_fn)  # DDP's wrapped module
+        return {name: p.grad.clone() for name, p in module.named_parameters()}
+
+
+    # one step of the 2-rank run: each rank its half of the global batch of 8, DDP averages
+    loss_fn = build()
+    ddp = distributed.data_parallel(loss_fn, x[:2], y[:2])
+    local = slice(4 * session.rank, 4 * session.rank + 4)
+    averaged = gradients(ddp, x[local], y[local])
+    report = {"world_size": session.world_size}
+    if session.is_main:  # the single-process gradient on the whole global batch
+        single_fn = build()
+        distributed.create_parameters(single_fn, x[:2], y[:2])
+        single = gradients(single_fn, x, y)
+        report["max_abs_diff"] = max(float((averaged[k] - single[k]).abs().max()) for k in single)
+        report["max_abs_grad"] = max(float(g.abs().max()) for g in single.values())
+        report["names"] = sorted(single)
+
+    # a 2-rank Sparse VD run resumes exactly (each rank's noise stream is in the checkpoint)
+    generator = torch.Generator().manual_seed(0)
+    images = torch.rand(120, 1, 28, 28, generator=generator)
+    labels = torch.randint(0, 10, (120,), generator=generator)
+    data = MNIST(images[:100], labels[:100], images[100:], labels[100:])
+    options = {"batch_size": 20, "log": lambda _: None}
+    full, _, _, _ = run_sparse_vd_mnist(data, epochs=2, **options)
+    run_sparse_vd_mnist(data, epochs=1, out=out, **options)
+    resumed, _, _, _ = run_sparse_vd_mnist(data, epochs=2, out=out, resume=True, **options)
+    if session.is_main:
+        report["full"] = [h["test_error"] for h in full["history"]]
+        report["resumed"] = [h["test_error"] for h in resumed["history"]]
+        report["same_sparsity"] = full["sparsity"] == resumed["sparsity"]
+        report["data_terms"] = [full["history"][1]["data_term"], resumed["history"][1]["data_term"]]
+        report["result_world_size"] = resumed["world_size"]
+        (out / "report.json").write_text(json.dumps(report))
+    distributed.close()
+    """
+)
+
+
+def _free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _torchrun(*args, cwd=None, timeout=180):
+    """``python -m torch.distributed.run --nproc_per_node 2 ...`` on a free port, one thread a process."""
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    env["OMP_NUM_THREADS"] = "1"
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_addr",
+        "127.0.0.1",
+        "--master_port",
+        str(_free_port()),
+        *args,
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env, cwd=cwd)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return done
+
+
+def test_two_ranks_average_to_the_global_batch_gradient_and_resume_exactly(tmp_path):
+    worker = tmp_path / "worker.py"
+    worker.write_text(_WORKER)
+    _torchrun(str(worker), str(tmp_path))
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["world_size"] == report["result_world_size"] == 2
+    assert any(".thetas." in n for n in report["names"]) and any("bias" in n for n in report["names"])
+    # the same gradient up to float32 summation order (KL counted once, N/B from the local batch)
+    assert report["max_abs_diff"] <= 1e-6 * max(1.0, report["max_abs_grad"])
+    assert report["resumed"] == report["full"] and report["same_sparsity"]
+    assert report["data_terms"][0] == report["data_terms"][1]
+
+
+@pytest.fixture
+def tiny_mnist_dir(tmp_path):
+    import numpy as np
+
+    from pyro_vd.datasets import write_idx
+    from pyro_vd.datasets.mnist import FILES
+
+    folder = tmp_path / "mnist"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 200), ("test", 50)):
+        labels = rng.integers(0, 10, n).astype(np.uint8)
+        images = rng.integers(0, 256, (n, 28, 28)).astype(np.uint8)
+        write_idx(folder / (FILES[f"{split}_images"] + ".gz"), images)
+        write_idx(folder / (FILES[f"{split}_labels"] + ".gz"), labels)
+    return folder
+
+
+def _readme_commands():
+    """The torchrun commands of the README's "Scaling out" section."""
+    readme = (pathlib.Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme.split("## Scaling out", 1)[1].split("\n## ", 1)[0]
+    block = re.search(r"```bash\n(.*?)```", section, flags=re.S).group(1)
+    return [shlex.split(line) for line in block.splitlines() if line.strip()]
+
+
+def test_the_readme_two_rank_run_resumes(tmp_path, tiny_mnist_dir):
+    """The README's commands, on tiny data for one epoch and then a second (--resume)."""
+    out = tmp_path / "run"
+    commands = _readme_commands()
+    assert len(commands) == 2 and "--resume" in commands[1]
+    for epochs, tokens in enumerate(commands, start=1):
+        assert tokens[:5] == ["torchrun", "--nproc_per_node=2", "-m", "pyro_vd", "sparse-mnist"]
+        args = tokens[2:]
+        args[args.index("--epochs") + 1] = str(epochs)
+        args[args.index("--out") + 1] = str(out)
+        done = _torchrun(*args, "--quick", "--quiet", "--data-dir", str(tiny_mnist_dir))
+        assert done.stdout.count("results in") == 1  # rank 0 alone prints
+    result = json.loads((out / "results.json").read_text())
+    assert result["world_size"] == 2
+    assert [h["epoch"] for h in result["history"]] == [1, 2]
+    assert result["resumes"] == [{"at_epoch": 1, "epochs": 2, "was": 1}]
+    assert not (out / "run.lock").exists()
+    record = json.loads((out / "run.json").read_text())
+    assert record["options"]["epochs"] == 2 and len(record["resumes"]) == 1
