@@ -6,7 +6,7 @@ import warnings
 
 import pyro.poutine as poutine
 import torch
-from pyro.distributions import Delta, Independent
+from pyro.distributions import Delta, Independent, Unit
 from pyro.distributions.util import scale_and_mask, sum_rightmost
 from pyro.infer.elbo import ELBO
 from pyro.poutine.util import site_is_subsample
@@ -50,8 +50,11 @@ class VariationalDropoutELBO(ELBO):
       Jacobian of the autoguide's transform; for an auxiliary site its :math:`\log q`, whose
       expectation is the entropy the model-facing ``Delta`` does not carry).
 
-    Each term is scaled by its guide site's scale and mask (as in
-    :class:`~pyro.infer.TraceMeanField_ELBO`). A guide site that is not reparameterized is refused
+    A closed-form term is scaled by its guide site's scale and mask (as in
+    :class:`~pyro.infer.TraceMeanField_ELBO`); in the estimator, log q takes the guide site's and log p
+    the model site's (as in :class:`~pyro.infer.Trace_ELBO`). ``kl_weight`` multiplies every one of
+    these terms, other guides' latents included (a KL warm-up anneals them all). A guide site that is
+    not reparameterized is refused
     (use Pyro's ``Trace_ELBO`` for score-function gradients).
 
     ``kl_weight`` (:math:`\lambda`) can be changed between steps, e.g.
@@ -84,7 +87,7 @@ class VariationalDropoutELBO(ELBO):
         self.kl_method = None if kl_method is None else check_kl_method(kl_method)
         self.kl_weight = kl_weight
         self._last_terms = None
-        self._monitors = {}
+        self._monitor = _DivergenceMonitor()
 
     @property
     def kl_weight(self):
@@ -117,21 +120,33 @@ class VariationalDropoutELBO(ELBO):
         return model_trace, guide_trace
 
     def _site_kl(self, name, guide_site, model_site):
-        """KL(q ‖ p) of one latent site: closed form where there is one, else log q(v) − log p(v)."""
+        """The KL term of one latent site, scaled and summed: in closed form where there is one (scaled
+        by the guide site's scale and mask, as in TraceMeanField_ELBO), else Trace_ELBO's estimator
+        log q(v) − log p(v), each side scaled by its own site's scale and mask."""
         q, p = guide_site["fn"], model_site["fn"]
+        if q.event_dim != p.event_dim:  # Trace_ELBO refuses this too; a log-density would broadcast
+            raise ValueError(
+                f"site {name!r}: the guide's distribution has event_dim {q.event_dim}, the model's "
+                f"{p.event_dim} (use .to_event() on the same dims on both sides)"
+            )
         q_base, q_event_dims = _unwrap(q)
         p_base, _ = _unwrap(p)
+        closed = None
         if isinstance(q_base, VDNormal) and isinstance(p_base, LogUniform):
-            return sum_rightmost(q_base.kl_to_log_uniform(self.kl_method), q_event_dims)
-        # A Delta is the model-facing site of Pyro's AutoNormal, AutoDiagonalNormal, … (the real q sits
-        # on an auxiliary site): its registered KL, −log p(v), would drop the Jacobian in log_density.
-        if not isinstance(q_base, Delta):
+            closed = sum_rightmost(q_base.kl_to_log_uniform(self.kl_method), q_event_dims)
+        elif not isinstance(q_base, Delta):
+            # A Delta is the model-facing site of Pyro's AutoNormal, AutoDiagonalNormal, … (the real q
+            # sits on an auxiliary site): its registered KL, −log p(v), would drop its log_density.
             try:
-                return kl_divergence(q, p)
+                closed = kl_divergence(q, p)
             except NotImplementedError:
                 pass
+        if closed is not None:
+            return scale_and_mask(closed, guide_site["scale"], guide_site["mask"]).sum()
         value = model_site["value"]
-        return q.log_prob(value) - p.log_prob(value)
+        log_q = scale_and_mask(q.log_prob(value), guide_site["scale"], guide_site["mask"]).sum()
+        log_p = scale_and_mask(p.log_prob(value), model_site["scale"], model_site["mask"]).sum()
+        return log_q - log_p
 
     def _terms(self, model_trace, guide_trace):
         data = 0.0
@@ -140,22 +155,26 @@ class VariationalDropoutELBO(ELBO):
         for name, site in model_trace.nodes.items():
             if site["type"] != "sample" or site_is_subsample(site):
                 continue
-            if site["is_observed"]:
+            if site["is_observed"]:  # the likelihood, pyro.factor and pyro.deterministic sites
                 log_prob = site["fn"].log_prob(site["value"])
                 data = data + scale_and_mask(log_prob, site["scale"], site["mask"]).sum()
-                self._data_count += float(site["scale"]) * log_prob.numel()
+                if not site["infer"].get("_deterministic") and not isinstance(site["fn"], Unit):
+                    self._data_count = self._data_count + _count(log_prob, site["scale"])
                 continue
             guide_site = guide_trace.nodes.get(name)
             if guide_site is None:
                 raise ValueError(f"latent site {name!r} of the model has no site in the guide")
             _check_reparameterized(name, guide_site)
-            if kl is None:
-                continue
-            site_kl = self._site_kl(name, guide_site, site)
-            kl = kl + scale_and_mask(site_kl, guide_site["scale"], guide_site["mask"]).sum()
-        if kl is not None:  # auxiliary guide sites (AutoNormal's *_unconstrained): their log q, as Trace_ELBO
+            if kl is not None:
+                kl = kl + self._site_kl(name, guide_site, site)
+        if kl is not None:
+            # Guide sites with no latent model site: auxiliary ones (AutoNormal's *_unconstrained) and
+            # ones the model observes (poutine.condition): their log q, as in Trace_ELBO.
             for name, site in guide_trace.nodes.items():
-                if site["type"] != "sample" or name in model_trace.nodes or site_is_subsample(site):
+                if site["type"] != "sample" or site_is_subsample(site):
+                    continue
+                model_site = model_trace.nodes.get(name)
+                if model_site is not None and not model_site["is_observed"]:
                     continue
                 _check_reparameterized(name, site)
                 log_q = site["fn"].log_prob(site["value"])
@@ -188,9 +207,9 @@ class VariationalDropoutELBO(ELBO):
             raise ValueError("the model has no observed site and no latent site: nothing to optimize")
         if not torch.isfinite(loss):
             _diagnose_nonfinite(model_trace, args, kwargs)
-        if isinstance(data_total, torch.Tensor) and self._data_count > 0:
-            monitor = self._monitors.setdefault((id(model), id(guide)), _DivergenceMonitor())
-            monitor.update(-data_total.item() / self._data_count)
+        if torch.is_grad_enabled() and isinstance(data_total, torch.Tensor) and _positive(self._data_count):
+            # training steps only (not loss() on held-out data); read one step late: no extra sync
+            self._monitor.watch((id(model), id(guide)), -data_total.detach() / self._data_count)
         self._last_terms = {
             "loss": loss.detach(),
             "data": data_total.detach() if isinstance(data_total, torch.Tensor) else data_total,
@@ -217,33 +236,55 @@ class DivergenceWarning(RuntimeWarning):
 
 class _DivergenceMonitor:
     r"""
-    Watches the negative log-likelihood per data point, :math:`-\text{data}/N`, through a moving average
-    (weight 0.1 on each step, which smooths minibatch noise), and warns once when the average rises
-    more than ``rise`` nats above the lowest it reached. The per-datum data term is used rather than
-    the loss because the loss legitimately rises by orders of magnitude during a KL warm-up. A rise of
-    100 nats per data point is far beyond minibatch noise (no training run of the test suite, where
-    warnings are errors, comes near it), while Adam at learning rate 10 on a small MLP drives the
-    average from 1.2 to 121 within 60 steps and the loss from 2.6e3 to 4e7.
+    Watches the negative log-likelihood per data point, :math:`-\text{data}/N`, of the training steps
+    through a moving average (weight 0.1 on each step, which smooths minibatch noise), and warns once
+    when the average rises above the lowest it reached by more than ``max(rise, 10·|lowest|)`` nats:
+    both an absolute and a relative margin, so that minibatch swings of a large per-datum term (a
+    regression in raw units) do not count. The per-datum data term is used rather than the loss because
+    the loss legitimately rises by orders of magnitude during a KL warm-up. Adam at learning rate 10 on
+    a small MLP drives the average from 1.2 to 121 within 60 steps (the loss from 2.6e3 to 4e7); no
+    training run of the test suite, where warnings are errors, comes near the margin. Each value is
+    read one step late, so that watching adds no device synchronization; a new (model, guide) pair
+    starts a new watch.
     """
 
     def __init__(self, rise=100.0):
         self.rise = rise
-        self.average = None
-        self.best = math.inf
-        self.warned = False
+        self._reset(None)
+
+    def _reset(self, key):
+        self.key, self.pending, self.average, self.best, self.warned = key, None, None, math.inf, False
+
+    def watch(self, key, nll):
+        if key != self.key:
+            self._reset(key)
+        if self.pending is not None:
+            self.update(float(self.pending))
+        self.pending = nll
 
     def update(self, nll):
         self.average = nll if self.average is None else 0.9 * self.average + 0.1 * nll
         self.best = min(self.best, self.average)
-        if not self.warned and self.average - self.best > self.rise:
+        if not self.warned and self.average - self.best > max(self.rise, 10 * abs(self.best)):
             self.warned = True
             warnings.warn(
                 f"the optimization is diverging: the negative log-likelihood per data point rose from "
                 f"{self.best:.3g} to {self.average:.3g} (moving average). Lower the learning rate, or warm "
                 "up the KL.",
                 DivergenceWarning,
-                stacklevel=4,
+                stacklevel=5,
             )
+
+
+def _count(log_prob, scale):
+    """The number of data points a scaled log-density sums over: Σ scale (a tensor scale too)."""
+    if isinstance(scale, torch.Tensor):
+        return (scale * torch.ones_like(log_prob)).sum()
+    return float(scale) * log_prob.numel()
+
+
+def _positive(count):
+    return bool(count > 0) if not isinstance(count, torch.Tensor) else True
 
 
 def _check_reparameterized(name, site):
