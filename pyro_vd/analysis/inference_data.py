@@ -14,6 +14,7 @@ import warnings
 import numpy as np
 import pyro.poutine as poutine
 import torch
+from pyro.distributions import Unit
 
 from ..poutine.full_data_messenger import FullDataMessenger
 
@@ -76,6 +77,11 @@ def _collect_pyro(model, guide, args, kwargs, num_samples, feature_names, coords
                 posterior.setdefault(name, []).append(_numpy(site["value"]))
         for name, site in model_trace.nodes.items():
             if site["type"] != "sample" or not site["is_observed"]:
+                continue
+            if site["infer"].get("_deterministic"):  # pyro.deterministic: a function of the draws
+                posterior.setdefault(name, []).append(_numpy(site["value"]))
+                continue
+            if isinstance(site["fn"], Unit):  # pyro.factor: a term of the density, not data
                 continue
             fn = site["fn"]
             while hasattr(fn, "base_dist") and hasattr(fn, "reinterpreted_batch_ndims"):

@@ -109,6 +109,9 @@ class LogUniform(TorchDistribution):
     :param torch.Size event_shape: The event shape.
     :param tuple sample_log_bounds: ``(a, b)``: :meth:`sample` draws :math:`\log|w| \sim \mathcal{U}(a, b)`
         with a random sign.
+    :param torch.dtype dtype: the dtype of :meth:`sample`'s draws (default: torch's default dtype); a
+        :class:`~pyro_vd.models.VDModel` sets it, and ``device``, to its input's at every call.
+    :param device: the device of :meth:`sample`'s draws (default: torch's default device).
     :param bool validate_args: Whether :meth:`log_prob` rejects values outside the support
         (0, NaN, ±inf).
     """
@@ -123,9 +126,13 @@ class LogUniform(TorchDistribution):
         event_shape=(),
         *,
         sample_log_bounds=DEFAULT_SAMPLE_LOG_BOUNDS,
+        dtype=None,
+        device=None,
         validate_args=None,
     ):
         self.sample_log_bounds = _check_sample_log_bounds(sample_log_bounds)
+        self.dtype = dtype
+        self.device = device
         batch_shape = _check_shape("batch_shape", batch_shape)
         event_shape = _check_shape("event_shape", event_shape)
         super().__init__(batch_shape, event_shape, validate_args=validate_args)
@@ -133,6 +140,7 @@ class LogUniform(TorchDistribution):
     def expand(self, batch_shape, _instance=None):
         new = self._get_checked_instance(LogUniform, _instance)
         new.sample_log_bounds = self.sample_log_bounds
+        new.dtype, new.device = self.dtype, self.device
         batch_shape = _check_shape("batch_shape", batch_shape)
         super(LogUniform, new).__init__(batch_shape, self.event_shape, validate_args=False)
         new._validate_args = self._validate_args
@@ -150,9 +158,10 @@ class LogUniform(TorchDistribution):
         probability ½ each (``sample_log_bounds`` = :math:`(a, b)`); never 0, NaN or inf."""
         shape = self._extended_shape(sample_shape)
         low, high = self.sample_log_bounds
+        dtype = self.dtype or torch.get_default_dtype()
         with torch.no_grad():
-            magnitude = torch.exp(low + (high - low) * torch.rand(shape))
-            sign = torch.randint(0, 2, shape).mul_(2).sub_(1)
+            magnitude = torch.exp(low + (high - low) * torch.rand(shape, dtype=dtype, device=self.device))
+            sign = torch.randint(0, 2, shape, dtype=dtype, device=self.device).mul_(2).sub_(1)
             return magnitude * sign
 
     def __repr__(self):

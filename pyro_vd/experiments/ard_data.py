@@ -11,38 +11,59 @@ def _check(n, d, n_relevant, n_test):
         raise ValueError(f"n_relevant must be an integer in [0, d]; got {n_relevant!r}")
 
 
-def make_ard_regression(n, d, n_relevant=10, noise=0.1, seed=0, n_test=10000):
+def _correlate(X, rho):
+    """Columns of X ~ N(0, 1) made AR(1)-correlated, corr(x_i, x_j) = ``rho``^|i − j|, unit variance."""
+    if rho == 0:
+        return X
+    out = np.empty_like(X)
+    out[:, 0] = X[:, 0]
+    for j in range(1, X.shape[1]):
+        out[:, j] = rho * out[:, j - 1] + np.sqrt(1.0 - rho**2) * X[:, j]
+    return out
+
+
+def _check_rho(rho):
+    if not -1.0 < rho < 1.0:
+        raise ValueError(f"rho must be in (-1, 1); got {rho!r}")
+
+
+def make_ard_regression(n, d, n_relevant=10, noise=0.1, seed=0, n_test=10000, *, rho=0.0):
     """
     X ~ N(0, 1) (n × d); the first ``n_relevant`` weights ~ N(0, 1), the others 0;
     y = Xw + ε, ε ~ N(0, ``noise``) (a variance: the seed's test MSE ≈ 0.102 suggests 0.1).
-    A test set of ``n_test`` rows comes from the same distribution.
+    A test set of ``n_test`` rows comes from the same distribution. ``rho`` ≠ 0 correlates neighbouring
+    features, corr(x_i, x_j) = ρ^|i−j| (the relevant features with each other and with the first
+    irrelevant ones); ``rho=0`` draws exactly the seed's data.
 
     :returns: ``(X, y, X_test, y_test, w)``.
     """
     _check(n, d, n_relevant, n_test)
+    _check_rho(rho)
     if not noise >= 0:
         raise ValueError(f"noise must be a variance >= 0; got {noise!r}")
     rng = np.random.default_rng(seed)
     w = np.zeros(d)
     w[:n_relevant] = rng.normal(size=n_relevant)
-    X, X_test = rng.normal(size=(n, d)), rng.normal(size=(n_test, d))
+    X, X_test = _correlate(rng.normal(size=(n, d)), rho), _correlate(rng.normal(size=(n_test, d)), rho)
     y = X @ w + np.sqrt(noise) * rng.normal(size=n)
     y_test = X_test @ w + np.sqrt(noise) * rng.normal(size=n_test)
     return X, y, X_test, y_test, w
 
 
-def make_ard_classification(n, d, n_relevant=10, seed=0, n_test=10000):
+def make_ard_classification(n, d, n_relevant=10, seed=0, n_test=10000, *, rho=0.0):
     """
     X ~ N(0, 1); the first ``n_relevant`` weights ~ N(0, 1), the others 0; labels y ∈ {0, 1} drawn from
-    Bernoulli(σ(Xw)). A test set of ``n_test`` rows from the same distribution.
+    Bernoulli(σ(Xw)). A test set of ``n_test`` rows from the same distribution; ``rho`` as for
+    :func:`make_ard_regression`.
 
     :returns: ``(X, y, X_test, y_test, w)``.
     """
     _check(n, d, n_relevant, n_test)
+    _check_rho(rho)
     rng = np.random.default_rng(seed)
     w = np.zeros(d)
     w[:n_relevant] = rng.normal(size=n_relevant)
-    X, X_test = rng.normal(size=(n, d)), rng.normal(size=(n_test, d))
+    X, X_test = _correlate(rng.normal(size=(n, d)), rho), _correlate(rng.normal(size=(n_test, d)), rho)
     y = (rng.random(n) < 1.0 / (1.0 + np.exp(-X @ w))).astype(np.int64)
     y_test = (rng.random(n_test) < 1.0 / (1.0 + np.exp(-X_test @ w))).astype(np.int64)
     return X, y, X_test, y_test, w

@@ -23,7 +23,9 @@ from ..distributions.truncated_log_uniform import TruncatedLogUniform
 from ..distributions.vd_normal import VDNormal
 
 GRANULARITIES = ("weight", "output", "input", "layer", "shared")
-PARAMETERIZATIONS = ("additive", "multiplicative")
+PARAMETERIZATIONS = ("additive", "multiplicative", "shrinkage")
+#: The settings a model may recommend through a ``guide_defaults`` mapping (used where left at None).
+MODEL_DEFAULTS = ("parameterization", "init_log_sigma2", "init_log_alpha")
 #: SBP clips both μ and log σ of the neuron noise to this interval.
 NOISE_PARAM_BOUNDS = (-20.0, 5.0)
 
@@ -86,8 +88,15 @@ class AutoVariationalDropout(AutoGuide):
         (one per input unit, Kingma's variant A), ``"layer"`` (one per site) or ``"shared"`` (one for
         the whole model); or a dict ``{site: granularity}`` (sites not named get ``"weight"``).
     :param str parameterization: ``"additive"`` — learn :math:`(\theta, \log\sigma^2)`, which lets α grow
-        without bound (the default for ``"weight"``); or ``"multiplicative"`` — learn
-        :math:`(\theta, \log\alpha)` (the only choice when α is shared, and the default then).
+        without bound (the default for ``"weight"``); ``"multiplicative"`` — learn
+        :math:`(\theta, \log\alpha)` (the default when α is shared); or ``"shrinkage"`` — learn
+        :math:`(\varphi, \log\alpha)` with :math:`\theta = \varphi / (1 + \alpha)`. For a linear model
+        the ELBO's optimal θ given α is :math:`r/(S(1+\alpha))` (r: the feature's correlation with the
+        residual, S = Σx²; DESIGN.md §1), so φ's optimum does not move with α and a dropped-out weight
+        is shrunk to 0 by α itself rather than by θ reaching 0 under the optimizer's step noise; the
+        default of :class:`~pyro_vd.models.LinearRegression` and
+        :class:`~pyro_vd.models.LogisticRegression`. φ starts where θ would (``init_theta``), so θ starts
+        shrunk by :math:`1/(1+\alpha)`.
     :param float max_log_alpha: clip :math:`\log\alpha` from above (``0.`` is Kingma's α ≤ 1).
     :param float min_log_alpha: clip :math:`\log\alpha` from below.
     :param str kl_method: the KL the guide's :class:`VDNormal` asks for (``"molchanov"``, ``"kingma"``,
@@ -97,7 +106,12 @@ class AutoVariationalDropout(AutoGuide):
         ``"net."``), falling back to the default for sites it lacks; or a callable
         ``site -> tensor``.
     :param float init_log_sigma2: initial :math:`\log\sigma^2` (additive), −10 as in Sparse VD.
-    :param float init_log_alpha: initial :math:`\log\alpha` (multiplicative).
+    :param float init_log_alpha: initial :math:`\log\alpha` (multiplicative, shrinkage), −4.
+
+    ``parameterization``, ``init_log_sigma2`` and ``init_log_alpha`` left at ``None`` take the model's
+    recommendation when it has a ``guide_defaults`` mapping (the linear models of
+    :mod:`pyro_vd.models.linear` recommend ``"shrinkage"`` from log α = 3: a linear model is not a deep
+    net, its weights start nearly dropped out as in the seed's VD-RVC code), else the values above.
     :param int init_seed: seed of the initialization's own generator. By default one is drawn from
         torch's global generator when the guide is built, so ``pyro.set_rng_seed`` fixes it, and the lazy
         initialization at the first step draws nothing from the global stream (a run resumed from a
@@ -120,14 +134,21 @@ class AutoVariationalDropout(AutoGuide):
         min_log_alpha=None,
         kl_method=DEFAULT_KL_METHOD,
         init_theta=None,
-        init_log_sigma2=-10.0,
-        init_log_alpha=-4.0,
+        init_log_sigma2=None,
+        init_log_alpha=None,
         init_seed=None,
         init_noise_loc=0.0,
         init_noise_log_scale=-5.0,
         create_plates=None,
     ):
         self._granularity = self._check_granularity(granularity)
+        recommended = _model_defaults(model)
+        if parameterization is None:
+            parameterization = recommended.get("parameterization")
+        if init_log_sigma2 is None:
+            init_log_sigma2 = recommended.get("init_log_sigma2", -10.0)
+        if init_log_alpha is None:
+            init_log_alpha = recommended.get("init_log_alpha", -4.0)
         if parameterization is not None and parameterization not in PARAMETERIZATIONS:
             raise ValueError(
                 f"parameterization must be one of {PARAMETERIZATIONS} or None; got {parameterization!r}"
@@ -185,6 +206,8 @@ class AutoVariationalDropout(AutoGuide):
         granularity = self.granularity(name)
         if self._parameterization is None:
             return "additive" if granularity == "weight" else "multiplicative"
+        if self._parameterization == "shrinkage":
+            return "shrinkage"
         if self._parameterization == "additive" and granularity != "weight":
             raise ValueError(
                 f"site {name!r}: granularity {granularity!r} shares α between weights, which needs "
@@ -261,7 +284,8 @@ class AutoVariationalDropout(AutoGuide):
                 "also has the latent "
                 f"sites {', '.join(others)}. Give those their own guide: AutoGuideList with "
                 "AutoVariationalDropout(poutine.block(model, expose=[...])) and e.g. "
-                "AutoNormal(poutine.block(model, hide=[...]))."
+                "AutoNormal(poutine.block(model, hide=[...])). If one of them is the likelihood, call "
+                "the guide (or svi.step) with its data, e.g. guide(x, y): without them it is a latent site."
             )
         self._report_init_theta(used_keys)
         # in the model's order, so that Pyro's mean-field check sees the same sequence
@@ -365,13 +389,19 @@ class AutoVariationalDropout(AutoGuide):
             "kl_method": self.kl_method,
             "validate_args": False,
         }
-        if self.parameterization(name) == "additive":
+        parameterization = self.parameterization(name)
+        if parameterization == "additive":
             return VDNormal(theta, attrgetter(name)(self.log_sigma2s), **kwargs)
         if self.granularity(name) == "shared":
             log_alpha = self.shared_log_alpha
         else:
             log_alpha = attrgetter(name)(self.log_alphas)
-        return VDNormal.from_log_alpha(theta, log_alpha.expand(theta.shape), **kwargs)
+        log_alpha = log_alpha.expand(theta.shape)
+        if parameterization == "shrinkage":  # θ = φ / (1 + α), with α as VDNormal clips it
+            if self.min_log_alpha is not None or self.max_log_alpha is not None:
+                log_alpha = log_alpha.clamp(self.min_log_alpha, self.max_log_alpha)
+            theta = theta * torch.sigmoid(-log_alpha)
+        return VDNormal.from_log_alpha(theta, log_alpha, **kwargs)
 
     def _noise_posterior(self, name):
         prior = _base(self._noise_sites[name]["fn"])
@@ -404,6 +434,8 @@ class AutoVariationalDropout(AutoGuide):
     def get_theta(self, name):
         """θ of site ``name`` (detached)."""
         self._check_ready()
+        if self.parameterization(name) == "shrinkage":
+            return self.posterior(name).loc.detach().clone()
         return attrgetter(name)(self.thetas).detach().clone()
 
     @torch.no_grad()
@@ -442,6 +474,15 @@ class AutoVariationalDropout(AutoGuide):
             levels = torch.as_tensor(quantiles, dtype=q.loc.dtype, device=q.loc.device)
             result[name] = q.icdf(levels.reshape((-1,) + (1,) * q.loc.dim()))
         return result
+
+
+def _model_defaults(model):
+    """The model's ``guide_defaults`` (settings it recommends), checked; {} when it has none."""
+    defaults = getattr(model, "guide_defaults", None) or {}
+    unknown = sorted(set(defaults) - set(MODEL_DEFAULTS))
+    if unknown:
+        raise ValueError(f"the model's guide_defaults has unknown keys {unknown}; allowed: {MODEL_DEFAULTS}")
+    return dict(defaults)
 
 
 def _full_size(site):

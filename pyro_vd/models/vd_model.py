@@ -122,13 +122,15 @@ class VDModel(PyroModule):
                 else "sparse_weights=False leaves nothing random: ask for neuron_noise as well"
             )
         to_pyro_module_(net)
+        self._weight_priors = []
         modules = dict(net.named_modules())
         for name in noisy:  # first: it reads the layer's weight shape
             add_input_noise(modules[name], *noise_bounds)
         for name in weights:
             module = modules[name]
-            shape = module.weight.shape
-            module.weight = PyroSample(LogUniform(event_shape=shape))
+            prior = LogUniform(event_shape=module.weight.shape, dtype=module.weight.dtype)
+            module.weight = PyroSample(prior)
+            self._weight_priors.append(prior)
         _point_estimates_to_pyro_params(net)
         self.net = net
         self.weight_sites = [f"net.{n}.weight" if n else "net.weight" for n in weights]
@@ -163,6 +165,11 @@ class VDModel(PyroModule):
         try:
             output = self.net(x)
         except RuntimeError as error:
+            if "dtype" in str(error) or "scalar type" in str(error):
+                raise TypeError(
+                    f"x has dtype {x.dtype}, which the network (computing in {self.template_dtype}) does "
+                    f"not take: {error}"
+                ) from error
             if "shape" not in str(error) and "size" not in str(error):
                 raise
             raise ValueError(f"x of shape {tuple(x.shape)} does not fit the network: {error}") from error
@@ -183,22 +190,21 @@ class VDModel(PyroModule):
     def _check_input(self, x):
         if not isinstance(x, torch.Tensor):
             raise TypeError(f"x must be a torch.Tensor; got {type(x).__name__}")
-        if x.dim() < 2:
+        if x.dim() == 0 or (x.is_floating_point() and x.dim() < 2):
             raise ValueError(
                 f"x must have a batch dimension first, e.g. (batch, features); got shape {tuple(x.shape)}"
             )
         if x.shape[0] == 0:
             raise ValueError("x is an empty batch (0 rows)")
         dtype = self.template_dtype
-        if not x.is_floating_point():
-            raise TypeError(
-                f"x must be a floating-point tensor ({dtype}); got {x.dtype}: convert it with x.to({dtype})"
-            )
-        if x.dtype != dtype:
+        if x.is_floating_point() and x.dtype != dtype:
             raise TypeError(
                 f"x has dtype {x.dtype} but the network computes in {dtype}: convert x with x.to({dtype}) "
                 "or the model (and its guide's data) to x's dtype"
             )
+        # the prior's stand-in draws (Predictive, autoguide set-up) in the network's dtype and x's device
+        for prior in self._weight_priors:
+            prior.dtype, prior.device = dtype, x.device
         return x
 
     @property

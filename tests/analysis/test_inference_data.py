@@ -240,3 +240,25 @@ def test_feature_names_of_a_data_frame_flow_into_the_analysis():
     assert list(relevance(classes).index) == NAMES
     idata = to_inference_data(classes, X=frame, y=(y > 0).astype(int), num_samples=10)
     assert list(idata.posterior["coef"].coords["feature"].values) == NAMES
+
+
+def test_factor_and_deterministic_sites_are_not_data():
+    # pyro.factor is a term of the density, pyro.deterministic a function of the draws: neither is an
+    # observation, so az.loo sees one log-likelihood
+    from pyro_vd import LogUniform
+
+    def model(x, y=None):
+        w = pyro.sample("w", LogUniform(event_shape=(3,)))
+        pyro.factor("penalty", -0.1 * w.abs().sum())
+        mean = pyro.deterministic("mean", x @ w)
+        with pyro.plate("data", len(x)):
+            pyro.sample("obs", pyro.distributions.Normal(mean, 1.0), obs=y)
+
+    x, y = torch.randn(40, 3), torch.randn(40)
+    guide = AutoVariationalDropout(model)
+    guide(x, y)
+    idata = to_inference_data(model, guide, x, y, num_samples=20)
+    assert list(idata.log_likelihood.data_vars) == ["obs"]
+    assert list(idata.observed_data.data_vars) == ["obs"]
+    assert "mean" in idata.posterior and "penalty" not in idata.posterior
+    assert np.isfinite(_loo(idata).elpd_loo)

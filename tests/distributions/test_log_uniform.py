@@ -127,3 +127,9 @@ def test_inside_plate():
     assert type(site["fn"]) is LogUniform and site["fn"].batch_shape == (5,)
     trace.compute_log_prob()
     assert torch.allclose(site["log_prob_sum"], torch.tensor(-5 * torch.log(torch.tensor(2.0)).item()))
+
+
+def test_sample_dtype_and_device():
+    d = LogUniform(event_shape=(3,), dtype=torch.float64, device="cpu").expand([2])
+    assert d.sample().dtype == torch.float64 and d.sample().device.type == "cpu"
+    assert LogUniform().sample().dtype == torch.get_default_dtype()

@@ -170,3 +170,57 @@ def test_init_theta_reports_sites_left_random_and_unused_keys():
     with pytest.warns(UserWarning, match=r"have no key and start from random θ.*'head\.weight'"):
         guide(X, Y)
     assert torch.equal(guide.get_theta(site), torch.full(shape, 0.5))
+
+
+# ------------------------------------------------------------------ defaults recommended by the model
+def test_linear_models_recommend_shrinkage_from_a_sparse_start():
+    from pyro_vd.models import LinearRegression, LogisticRegression
+
+    for model in (LinearRegression(6, num_data=100), LogisticRegression(6, num_data=100)):
+        guide = AutoVariationalDropout(model)
+        guide(X, torch.rand(8).round())
+        assert guide.parameterization("net.weight") == "shrinkage"
+        q = guide.posterior("net.weight")
+        assert torch.allclose(q.log_alpha, torch.full((1, 6), 3.0))
+        phi = guide.thetas.net.weight.detach()
+        # θ = φ / (1 + α): the guide reports θ, not φ
+        assert torch.allclose(guide.get_theta("net.weight"), phi / (1 + torch.e**3))
+        pyro.clear_param_store()
+
+
+def test_deep_nets_keep_sparse_vd_defaults():
+    guide = AutoVariationalDropout(_mlp())
+    guide(X, Y)
+    assert guide.parameterization("net.fc1.weight") == "additive"
+    assert torch.allclose(guide.posterior("net.fc1.weight").log_sigma2, torch.full((5, 6), -10.0))
+
+
+def test_explicit_settings_override_the_models_recommendation():
+    from pyro_vd.models import LinearRegression
+
+    guide = AutoVariationalDropout(LinearRegression(6, num_data=100), parameterization="additive")
+    guide(X, torch.randn(8))
+    assert guide.parameterization("net.weight") == "additive"
+    assert torch.allclose(guide.posterior("net.weight").log_sigma2, torch.full((1, 6), -10.0))
+    pyro.clear_param_store()
+    guide = AutoVariationalDropout(LinearRegression(6, num_data=100), init_log_alpha=-1.0)
+    guide(X, torch.randn(8))
+    assert torch.allclose(guide.get_log_alpha("net.weight"), torch.full((1, 6), -1.0))
+
+
+def test_shrinkage_clips_alpha_in_theta_too():
+    guide = AutoVariationalDropout(
+        _mlp(), parameterization="shrinkage", init_log_alpha=5.0, max_log_alpha=1.0
+    )
+    guide(X, Y)
+    q = guide.posterior("net.fc1.weight")
+    phi = guide.thetas.net.fc1.weight.detach()
+    assert torch.allclose(q.log_alpha, torch.ones(5, 6))
+    assert torch.allclose(q.loc, phi / (1 + torch.e))
+
+
+def test_unknown_guide_defaults_are_refused():
+    model = _mlp()
+    model.guide_defaults = {"init_log_sigma": 1.0}
+    with pytest.raises(ValueError, match="guide_defaults has unknown keys"):
+        AutoVariationalDropout(model)

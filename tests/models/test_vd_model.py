@@ -166,7 +166,7 @@ def test_a_callable_likelihood_is_checked_too():
             TypeError,
             r"float64 but the network computes in torch\.float32",
         ),
-        (torch.ones(5, 4, dtype=torch.long), TypeError, "floating-point"),
+        (torch.ones(5, 4, dtype=torch.long), TypeError, "dtype torch.int64, which the network"),
         (torch.randn(4), ValueError, "batch dimension"),
         (torch.randn(0, 4), ValueError, "empty batch"),
     ],
@@ -253,3 +253,16 @@ def test_restored_biases_are_the_ones_the_network_uses(route, tmp_path):
         moved = pyro.poutine.condition(model, data=weights)(x)
     assert not torch.allclose(moved, forward)
     assert torch.equal(pyro.get_param_store()["net.fc1.bias"].detach(), deterministic(model, guide).fc1.bias)
+
+
+def test_integer_inputs_reach_an_embedding():
+    net = nn.Sequential(nn.Embedding(10, 4), nn.Flatten(), nn.Linear(8, 2))
+    model = _conditioned(bayesianize(net, num_data=5, exclude=["0"]))
+    assert model(torch.randint(0, 10, (5, 2))).shape == (5, 2)
+
+
+def test_a_float64_model_draws_its_prior_stand_in_in_float64():
+    model = bayesianize(nn.Sequential(nn.Linear(3, 2)).double(), likelihood="normal", noise_scale=1.0)
+    x = torch.randn(4, 3, dtype=torch.float64)
+    samples = pyro.infer.Predictive(model, num_samples=3, return_sites=["net.0.weight", "obs"])(x)
+    assert samples["net.0.weight"].dtype == torch.float64 and samples["obs"].dtype == torch.float64
