@@ -87,6 +87,9 @@ class AutoVariationalDropout(AutoGuide):
         ``"output"`` (one per output neuron: dim 0 of a ``(out, in, *kernel)`` weight), ``"input"``
         (one per input unit, Kingma's variant A), ``"layer"`` (one per site) or ``"shared"`` (one for
         the whole model); or a dict ``{site: granularity}`` (sites not named get ``"weight"``).
+        ``"output"`` and ``"input"`` index dims 0 and 1 of the weight as torch stores it: for a
+        ``ConvTranspose*`` layer, whose weight is ``(in, out / groups, *kernel)``, ``"output"`` gives
+        one α per *input* channel and ``"input"`` one per output channel.
     :param str parameterization: ``"additive"`` — learn :math:`(\theta, \log\sigma^2)`, which lets α grow
         without bound (the default for ``"weight"``); ``"multiplicative"`` — learn
         :math:`(\theta, \log\alpha)` (the default when α is shared); or ``"shrinkage"`` — learn
