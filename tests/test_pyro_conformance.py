@@ -48,14 +48,6 @@ AUTOGUIDES = {
 SIGMA = 0.5
 
 
-@pytest.fixture(autouse=True)
-def _fresh_store():
-    pyro.clear_param_store()
-    pyro.set_rng_seed(0)
-    yield
-    pyro.clear_param_store()
-
-
 def _regression_data(n=400, seed=0):
     generator = torch.Generator().manual_seed(seed)
     X = torch.randn(n, 3, generator=generator)

@@ -71,11 +71,7 @@ def save_checkpoint(path, *, optim, epoch, model=None, guide=None, elbo=None, ex
         raise ValueError(f"path {str(path)!r} is a directory; give a file name")
     if not hasattr(optim, "get_state"):
         raise TypeError(f"optim must be a pyro.optim.PyroOptim; got {type(optim).__name__}")
-    for name, module in (("model", model), ("guide", guide)):
-        if module is not None and not isinstance(module, torch.nn.Module):
-            raise TypeError(
-                f"{name} must be a torch.nn.Module (e.g. a PyroModule); got {type(module).__name__}"
-            )
+    _check_modules(model, guide)
     store = pyro.get_param_store()
     params = dict(store.named_parameters())
     store_state = store.get_state()
@@ -139,11 +135,7 @@ def load_checkpoint(path, *, optim, model=None, guide=None, elbo=None, map_locat
         raise FileNotFoundError(f"no checkpoint at {str(path)!r}")
     if not hasattr(optim, "set_state"):
         raise TypeError(f"optim must be a pyro.optim.PyroOptim; got {type(optim).__name__}")
-    for name, module in (("model", model), ("guide", guide)):
-        if module is not None and not isinstance(module, torch.nn.Module):
-            raise TypeError(
-                f"{name} must be a torch.nn.Module (e.g. a PyroModule); got {type(module).__name__}"
-            )
+    _check_modules(model, guide)
     plan = _plan(path, _read(path, map_location), model, guide)
     snapshot = _snapshot(optim, model, guide, elbo)
     try:
@@ -706,3 +698,11 @@ def _fsync_folder(folder):
         pass
     finally:
         os.close(fd)
+
+
+def _check_modules(model, guide):
+    for name, module in (("model", model), ("guide", guide)):
+        if module is not None and not isinstance(module, torch.nn.Module):
+            raise TypeError(
+                f"{name} must be a torch.nn.Module (e.g. a PyroModule); got {type(module).__name__}"
+            )
