@@ -4,7 +4,6 @@ import copy
 from dataclasses import dataclass, field
 from operator import attrgetter
 
-import pyro
 import pyro.poutine as poutine
 import torch
 from torch import nn
@@ -136,16 +135,13 @@ def deterministic(model, guide, threshold=DEFAULT_THRESHOLD, *, snr_threshold=DE
         return _ConditionedModel(model, {**weights, **noise}).eval()
     device = next(iter({**weights, **noise}.values())).device
     net = copy.deepcopy(template).to_empty(device=device)
-    store = pyro.get_param_store()
     state = {}
-    for key in net.state_dict():
-        site = f"net.{key}"
-        if site in weights:
-            state[key] = weights[site]
-        elif site in store:  # a point estimate (PyroParam): the store is its source of truth
-            state[key] = store[site].detach()
-        else:  # a buffer, or a parameter never run: the module's own value
-            state[key] = attrgetter(key)(model.net).detach()
+    # Point estimates (PyroParams) are read as the model's own forward reads them: inside its Pyro
+    # context, from the param store in the default mode, from the module under module_local_params.
+    with poutine.block(), torch.no_grad(), model._pyro_context:
+        for key in net.state_dict():
+            site = f"net.{key}"
+            state[key] = weights[site] if site in weights else attrgetter(key)(model.net).detach()
     for site, scale in noise.items():  # x·θ then W: the same as W with its columns scaled by θ
         key = site[len("net.") : -len("input_noise")] + "weight"
         weight = state[key]

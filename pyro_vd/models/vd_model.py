@@ -1,6 +1,7 @@
 """Turning a torch network into a Pyro model with log-uniform priors on its weights."""
 
 import copy
+import itertools
 import numbers
 import warnings
 
@@ -211,10 +212,8 @@ class VDModel(PyroModule):
     def template_dtype(self):
         """The floating-point dtype the network computes in (its first floating parameter or buffer;
         the template's when it has none of its own)."""
-        for tensor in [*self.net.parameters(), *self.net.buffers(), *self.template.parameters()]:
-            if tensor.is_floating_point():
-                return tensor.dtype
-        return torch.get_default_dtype()
+        tensors = itertools.chain(self.net.parameters(), self.net.buffers(), self.template.parameters())
+        return next((t.dtype for t in tensors if t.is_floating_point()), torch.get_default_dtype())
 
     def _check_target(self, y, likelihood):
         """``y`` shaped as the likelihood's values: (B, 1) → (B,) for one output; anything else that

@@ -60,3 +60,23 @@ def test_deterministic_for_a_hand_written_model():
     guide(x)
     net = deterministic(model, guide)
     assert torch.allclose(net(x), x @ pruned_weights(guide)["w"])
+
+
+def test_deterministic_reads_biases_where_the_forward_does():
+    # under module_local_params the module holds the bias; a same-named store entry left by an earlier
+    # run must not win
+    import pyro
+
+    from pyro_vd import AutoVariationalDropout, deterministic
+    from pyro_vd.models import BayesianMLP
+
+    pyro.get_param_store()["net.fc1.bias"] = torch.full((3,), 123.0)  # stale
+    with pyro.settings.context(module_local_params=True):
+        model = BayesianMLP([4, 3, 2], num_data=10)
+        guide = AutoVariationalDropout(model)
+        x = torch.randn(10, 4)
+        guide(x, torch.zeros(10, dtype=torch.long))
+        with torch.no_grad():
+            model.net.fc1.bias_unconstrained.fill_(0.5)
+        net = deterministic(model, guide)
+    assert torch.equal(net.fc1.bias, torch.full((3,), 0.5))
