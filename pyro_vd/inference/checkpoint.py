@@ -497,7 +497,16 @@ def _optim_state(optim, params):
     """The optimizer state of every param in the store, including states restored by load_checkpoint
     that no step has consumed yet (a save right after a load keeps them)."""
     state = dict(getattr(optim, "_state_waiting_to_be_consumed", None) or {})
-    state.update(optim.get_state())
+    live = optim.get_state()
+    if None in live and pyro.settings.get("module_local_params"):
+        # module-local parameters are not in the store, so their optimizer states have no names
+        raise ValueError(
+            "under pyro.settings module_local_params=True the parameters live on the modules, not in "
+            "Pyro's param store, so a pyro.optim optimizer's state cannot be saved by name: train with a "
+            "torch optimizer on the ELBO module's parameters and save its state_dict() in extra= (as "
+            "pyro_vd's experiments do), or train with the param store"
+        )
+    state.update(live)
     return {name: s for name, s in state.items() if name in params}
 
 

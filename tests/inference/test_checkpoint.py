@@ -458,3 +458,17 @@ def test_save_flushes_the_file_and_the_folder_to_disk(tmp_path, monkeypatch):
     assert len(synced) == 2
     assert synced[0].startswith("c.pt.") and synced[0].endswith(".tmp")  # the data, before the rename
     assert synced[1] == tmp_path.name  # the folder, after it
+
+
+def test_a_pyro_optim_under_module_local_params_is_refused_not_dropped(tmp_path):
+    # its states are keyed by param-store names, which module-local parameters do not have
+
+    with pyro.settings.context(module_local_params=True):
+        model = BayesianMLP([4, 3, 2], num_data=10)
+        guide = AutoVariationalDropout(model)
+        optim = pyro.optim.Adam({"lr": 0.01})
+        svi = pyro.infer.SVI(model, guide, optim, VariationalDropoutELBO())
+        svi.step(torch.randn(10, 4), torch.zeros(10, dtype=torch.long))
+        with pytest.raises(ValueError, match=r"module_local_params=True.*cannot be saved by name"):
+            save_checkpoint(tmp_path / "c.pt", optim=optim, epoch=1, model=model, guide=guide)
+    assert not (tmp_path / "c.pt").exists()
