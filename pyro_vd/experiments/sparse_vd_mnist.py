@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 from .. import distributed
 from ..guides import AutoVariationalDropout
 from ..inference import (
+    LogAlphaDrift,
     VariationalDropoutELBO,
     deterministic,
     linear_warmup,
@@ -233,6 +234,7 @@ def run_sparse_vd_mnist(
         optimizer.load_state_dict(saved_optimizer)  # its learning rates are set from the schedule below
     steps = math.ceil(n_train / batch_size)
     bar = tqdm(total=epochs, initial=start_epoch, desc=arch, unit="epoch", disable=not progress)
+    drift = LogAlphaDrift(guide, threshold) if guide.site_names else None  # weights crossing log α = 3
     if progress and log is print:
         log = tqdm.write
     for epoch in range(start_epoch, epochs):
@@ -262,6 +264,7 @@ def run_sparse_vd_mnist(
         report = sparsity(guide, threshold)
         error = test_error(deterministic(model, guide, threshold), test_images, test_labels)
         neurons = neuron_sparsity(guide) if neuron_noise else None
+        moved = drift.update() if drift is not None else None
         history.append(
             {
                 "epoch": epoch + 1,
@@ -271,12 +274,25 @@ def run_sparse_vd_mnist(
                 "kl": kl,
                 "test_error": error,
                 "compression": report.compression,
+                **({"log_alpha_drift": moved.to_dict()} if moved else {}),
                 **({"neurons_kept": {k: v.kept for k, v in neurons.layers.items()}} if neurons else {}),
             }
         )
+        bar.set_postfix(
+            data=f"{data_term:.4g}",
+            kl=f"{kl:.4g}",
+            err=f"{100 * error:.2f}%",
+            x=f"{report.compression:.1f}",
+            **({"crossed": moved.crossed} if moved else {}),
+        )
         log(
             f"epoch {epoch + 1:3d}/{epochs}  kl weight {elbo.kl_weight:.2f}  test error {100 * error:.2f} %  "
-            f"compression {report.compression:.1f}×"
+            f"compression {report.compression:.1f}×  data {data_term:.4g}  KL {kl:.4g}"
+            + (
+                f"  log α crossings {moved.crossed}" + ("" if moved.settled else " (drifting)")
+                if moved
+                else ""
+            )
             + (f"  neurons {'-'.join(str(v.kept) for v in neurons.layers.values())}" if neurons else "")
             + f"  ({seconds:.0f} s)"
         )

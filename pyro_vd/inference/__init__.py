@@ -1,6 +1,7 @@
 """Inference for variational dropout: the ELBO, KL schedules, weight and neuron pruning, checkpoints."""
 
 from .checkpoint import load_checkpoint, save_checkpoint
+from .convergence import Drift, LogAlphaDrift
 from .kl_schedule import linear_warmup
 from .neuron_pruning import (
     SelectInputs,
@@ -27,7 +28,9 @@ __all__ = [
     "DEFAULT_SNR_THRESHOLD",
     "DEFAULT_THRESHOLD",
     "DivergenceWarning",
+    "Drift",
     "LayerSparsity",
+    "LogAlphaDrift",
     "SelectInputs",
     "SparsityReport",
     "VariationalDropoutELBO",
