@@ -19,7 +19,7 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml
 	touch $@
 
 $(VENV)/.installed-test: $(VENV)/.installed
-	$(BIN)/python -m pip install --quiet $(TORCH) -e ".[test]"
+	$(BIN)/python -m pip install --quiet $(TORCH) -e ".[test,dask]"
 	touch $@
 
 demo: $(VENV)/.installed

@@ -12,7 +12,8 @@ def relevance(obj, site=None, *, feature_names=None, threshold=DEFAULT_THRESHOLD
 
     * a trained :class:`~pyro_vd.guides.AutoVariationalDropout` and a ``site`` (default: its only weight
       site): :math:`\mathrm{SNR} = |\theta|/\sigma = \alpha^{-1/2}`, relevant when
-      :math:`\log\alpha \le` ``threshold`` (3);
+      :math:`\log\alpha \le` ``threshold`` (3; ``"evidence"`` applies :mod:`pyro_vd.linear.relevance`'s
+      rule with d = the site's number of weights, ``"sparse_vd"`` is 3);
     * a fitted estimator of :mod:`pyro_vd.linear`: its own rule decides (``relevance_``); SNR is
       :math:`\alpha^{-1/2}` for VD and :math:`|m_d| / \sqrt{\Sigma_{dd}}` for the RVM-type ones. The
       features are named by ``feature_names``, else by ``feature_names_in_`` (fitted on a data frame),
@@ -104,12 +105,16 @@ def relevance(obj, site=None, *, feature_names=None, threshold=DEFAULT_THRESHOLD
 
 
 def _vd_table(theta, log_alpha, threshold):
-    """The columns of a VD weight: θ, log α, SNR = α^{-1/2}, relevant when log α ≤ ``threshold``."""
+    """The columns of a VD weight: θ, log α, SNR = α^{-1/2}, relevant when log α ≤ the bound of
+    ``threshold`` (a number, ``"sparse_vd"``, or ``"evidence"`` with d = the weights in a row)."""
+    from ..linear.relevance import log_alpha_threshold
+
+    bound = log_alpha_threshold(threshold, np.shape(log_alpha)[-1])
     return {
         "theta": theta,
         "log_alpha": log_alpha,
         "snr": np.exp(-0.5 * log_alpha),
-        "relevant": log_alpha <= threshold,
+        "relevant": log_alpha <= bound,
     }
 
 

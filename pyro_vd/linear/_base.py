@@ -60,6 +60,19 @@ except ImportError:  # pragma: no cover
         """A target of shape (n, 1) was flattened to (n,)."""
 
 
+def is_dask(X):
+    """Whether ``X`` is a Dask collection, told by its type's module: Dask itself is not imported."""
+    return type(X).__module__.partition(".")[0] in ("dask", "dask_expr")
+
+
+def dask_method(estimator, method, *args, **kwargs):
+    """``method`` ("fit", "partial_fit", "predict") of ``estimator`` on Dask input, from
+    :mod:`pyro_vd.linear.dask` (imported only now: Dask is an optional extra)."""
+    from . import dask
+
+    return getattr(dask, method)(estimator, *args, **kwargs)
+
+
 def check_is_fitted(estimator, attribute="coef_"):
     if not hasattr(estimator, attribute):
         raise NotFittedError(
@@ -96,6 +109,12 @@ def check_X(X, *, n_features=None, estimator=None, name="X", check_finite=True):
         raise ValueError(f"{name} must be an array of shape (n_samples, n_features), not None")
     if hasattr(X, "toarray") and hasattr(X, "nnz"):
         raise TypeError(f"{name} is a sparse matrix; pass a dense array (e.g. X.toarray())")
+    if is_dask(X):  # the estimators that fit Dask input dispatch before this check
+        owner = type(estimator).__name__ if estimator is not None else "this function"
+        raise TypeError(
+            f"{name} is a Dask collection and {owner} does not take one (only VDRegression, RVR and "
+            f"GKLRegression do): compute it into memory first ({name}.compute()) if it fits there"
+        )
     X = _to_float_array(X, name)
     if X.ndim != 2:
         raise ValueError(
@@ -328,8 +347,10 @@ __all__ = [
     "check_random_state",
     "check_real",
     "check_y",
+    "dask_method",
     "feature_names_of",
     "flatten_column",
+    "is_dask",
     "power_of_two_scales",
     "set_features",
     "validate_X",

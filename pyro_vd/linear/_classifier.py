@@ -5,6 +5,30 @@ import numpy as np
 from ._base import BaseEstimator, ClassifierMixin, check_is_fitted, flatten_column, set_features, validate_X
 
 
+def column_rms(X):
+    """Root mean square of each column of X, computed without squaring X (no overflow); 0 for a zero
+    column."""
+    peak = np.max(np.abs(X), axis=0)
+    safe = np.where(peak > 0, peak, 1.0)
+    return peak * np.sqrt(np.mean((X / safe) ** 2, axis=0))
+
+
+def ard_relevance(fits, bound):
+    r"""
+    Relevance of the ARD classifiers: α below ``bound`` once expressed for columns of unit root mean
+    square, :math:`\alpha_d / \overline{x_d^2}` (a weight's prior standard deviation above
+    ``bound``:sup:`-1/2` in logits per unit of x_d's scale), so the rule does not depend on the units of X;
+    for any class in one-vs-rest.
+    """
+    relevant = np.zeros(len(fits[0]["alpha"]), dtype=bool)
+    for fit in fits:
+        rms = fit["x_rms"]
+        with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+            standardized = fit["alpha"] / rms / rms
+        relevant |= np.isfinite(fit["alpha"]) & (rms > 0) & (standardized < bound)
+    return relevant
+
+
 class LinearClassifierBase(ClassifierMixin, BaseEstimator):
     """
     Binary models fitted by ``_fit_binary(X, t)`` (``t`` in {0, 1}, returns a dict with ``coef``,

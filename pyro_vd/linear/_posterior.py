@@ -26,7 +26,7 @@ def weight_posteriors(estimator):
             if coef.shape[0] == 1:
                 row["relevant"] = np.asarray(estimator.relevance_, bool)
             else:
-                row["relevant"] = log_alpha <= estimator.threshold
+                row["relevant"] = log_alpha <= getattr(estimator, "threshold_", estimator.threshold)
         else:
             alpha = np.atleast_2d(estimator.alpha_)[k]
             row = {"theta": theta, "alpha": alpha, "covariance": _covariance(estimator, k, alpha, d)}

@@ -6,10 +6,13 @@ from ._base import (
     BaseEstimator,
     RegressorMixin,
     check_is_fitted,
+    dask_method,
+    is_dask,
     validate_X,
 )
+from ._convergence import warn_not_converged
 from .relevance import DEFAULT_ALPHA_BOUND
-from .rvr import prepare_ard_regression
+from .rvr import prepare_ard_regression, standardized_relevance
 from .vd_regression import _solve_spd
 
 #: Bases whose prior precision passes this are removed from the computation (their weight is 0).
@@ -35,13 +38,16 @@ class GKLRegression(RegressorMixin, BaseEstimator):
     converges to the same kind of Type-II maximum-likelihood solution as :class:`RVR` (by a different,
     slower path). ``elbo_`` reports the bound.
 
-    Relevance: irrelevant when α exceeds ``alpha_bound`` (:mod:`pyro_vd.linear.relevance`).
+    Relevance: irrelevant when α, for standardized data, exceeds ``alpha_bound`` (as :class:`RVR`,
+    :mod:`pyro_vd.linear.relevance`). EM creeps towards α = ∞ for irrelevant weights, so the fit also
+    stops when the bound stops rising (by less than ``tol`` nats per data point a step); a
+    ``ConvergenceWarning`` says when it stops at ``max_iter`` instead.
 
     Attributes
     ----------
     coef_ (m), intercept_, alpha_, noise_precision_, covariance_ (S over all features; rows and columns
-    of removed features are 0), relevance_, elbo_, n_iter_, n_features_in_, feature_names_in_ (fitted on
-    a data frame with string column names)
+    of removed features are 0), relevance_, elbo_ (= log_evidence_), n_iter_, n_features_in_,
+    feature_names_in_ (fitted on a data frame with string column names)
     """
 
     def __init__(self, *, fit_intercept=True, max_iter=500, tol=1e-6, alpha_bound=DEFAULT_ALPHA_BOUND):
@@ -53,12 +59,15 @@ class GKLRegression(RegressorMixin, BaseEstimator):
     def fit(self, X, y):
         n, x_mean, y_mean, G, Xt, tt, diag, usable, yy, scaling = prepare_ard_regression(self, X, y)
         d = len(diag)
-        alpha = np.where(usable, 1.0, np.inf)
         floor = 1e-12 * max(yy, n)  # unit-scale y: yy ≈ n unless y is all zero
         beta = n / max(tt, floor)
+        # start α as β: both scale as 1/(units of y)², so the whole EM path is equivariant in y's units
+        alpha = np.where(usable, beta, np.inf)
         m = np.zeros(d)
         S_active = np.zeros((0, 0))
         n_iter = 0
+        previous, rise = -np.inf, np.inf
+        converged = False
         for n_iter in range(1, self.max_iter + 1):  # noqa: B007
             active = np.flatnonzero(alpha < _ALPHA_PRUNE)
             new_m = np.zeros(d)
@@ -72,6 +81,8 @@ class GKLRegression(RegressorMixin, BaseEstimator):
             ma = new_m[active]
             residual = tt - 2.0 * ma @ Xt[active] + ma @ G[np.ix_(active, active)] @ ma
             trace = np.sum(G[np.ix_(active, active)] * S_active)
+            # the bound (= the log evidence) at the current α, β: EM raises it at every step
+            bound = _active_bound(n, residual + trace, ma, S_active, alpha[active], beta)
             beta = n / max(residual + trace, floor)
             new_alpha = np.full(d, np.inf)
             new_alpha[active] = 1.0 / (ma**2 + np.diag(S_active))
@@ -79,8 +90,15 @@ class GKLRegression(RegressorMixin, BaseEstimator):
                 np.abs(np.log(np.minimum(new_alpha, _ALPHA_PRUNE)) - np.log(np.minimum(alpha, _ALPHA_PRUNE)))
             )
             m, alpha = new_m, new_alpha
-            if change < self.tol:
+            # EM only creeps towards α = ∞ for an irrelevant weight (α grows by about β S_dd a step), so
+            # log α alone never settles there: stop also when the bound rises by less than tol nats per
+            # data point a step (scale free: the units of X and y shift the bound by a constant)
+            if change < self.tol or bound - previous <= self.tol * n:  # a fall is rounding at the optimum
+                converged = True
                 break
+            rise, previous = bound - previous, bound
+        if not converged:
+            warn_not_converged(self, n_iter, f"the bound still rose by {rise:.3g} a step")
         active = np.flatnonzero(alpha < _ALPHA_PRUNE)
         covariance = np.zeros((d, d))
         if active.size:
@@ -98,14 +116,17 @@ class GKLRegression(RegressorMixin, BaseEstimator):
         self.intercept_ = scaling.intercept(y_mean, x_mean, m) if self.fit_intercept else 0.0
         self.alpha_ = scaling.alpha(alpha)
         self.covariance_ = scaling.covariance(covariance, np.arange(d))
-        self.relevance_ = self.alpha_ < self.alpha_bound
+        self.relevance_ = standardized_relevance(alpha, tt, diag, self.alpha_bound)
         self.n_iter_ = n_iter
         self.elbo_ = float(elbo)
+        self.log_evidence_ = float(elbo)  # the bound is the log evidence for a Gaussian likelihood
         self._scaling, self._scaled_covariance, self._scaled_beta = scaling, covariance, beta
         return self
 
     def predict(self, X, return_std=False):
         """Predictive mean; with ``return_std`` the standard deviation √(1/β + xᵀ S x)."""
+        if is_dask(X):
+            return dask_method(self, "predict", X, return_std)
         check_is_fitted(self)
         X, _ = validate_X(self, X, reset=False)
         mean = X @ self.coef_ + self.intercept_
@@ -114,6 +135,13 @@ class GKLRegression(RegressorMixin, BaseEstimator):
         Xs = X / self._scaling.x  # in the fitted units (no x² or 1/β overflows), then back to those of y
         var = 1.0 / self._scaled_beta + ((Xs @ self._scaled_covariance) * Xs).sum(1)
         return mean, self._scaling.y * np.sqrt(var)
+
+
+def _active_bound(n, expected_fit, ma, Sa, aa, beta):
+    """The bound of :func:`_bound` from the active block (expected fit ‖t − Xm‖² + tr(XᵀX S) given)."""
+    logdet = np.linalg.slogdet(Sa)[1] if ma.size else 0.0
+    kl = 0.5 * (np.sum(aa * (np.diag(Sa) + ma**2)) - ma.size - np.sum(np.log(aa)) - logdet)
+    return float(0.5 * n * np.log(beta / (2 * np.pi)) - 0.5 * beta * expected_fit - kl)
 
 
 def _bound(G, Xt, tt, n, m, S, alpha, beta, active):

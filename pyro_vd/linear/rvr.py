@@ -9,10 +9,13 @@ from ._base import (
     check_positive_float,
     check_positive_int,
     check_y,
+    dask_method,
+    is_dask,
     power_of_two_scales,
     set_features,
     validate_X,
 )
+from ._convergence import warn_not_converged
 from .relevance import DEFAULT_ALPHA_BOUND
 from .vd_regression import _solve_spd
 
@@ -67,6 +70,37 @@ class ArdScaling:
         return float(beta)
 
 
+def _log_evidence(G, Phi_t, tt, n, alpha, active, beta, sigma):
+    r"""
+    :math:`\log\mathcal{N}(t \mid 0, \beta^{-1}I + \Phi_A A^{-1}\Phi_A^\top)` from the statistics
+    (Tipping 2001, eq. 32 via Σ): :math:`-\tfrac12[N\log 2\pi - N\log\beta - \sum\log\alpha_i
+    - \log|\Sigma| + \beta\|t - \Phi\mu\|^2 + \mu^\top A\mu]`, :math:`\mu = \beta\Sigma\Phi^\top t`.
+    """
+    if active.size == 0:
+        fit, logdet, log_alpha, prior = tt, 0.0, 0.0, 0.0
+    else:
+        mu = beta * sigma @ Phi_t[active]
+        fit = max(tt - 2.0 * mu @ Phi_t[active] + mu @ G[np.ix_(active, active)] @ mu, 0.0)
+        logdet = np.linalg.slogdet(sigma)[1]
+        log_alpha = np.sum(np.log(alpha[active]))
+        prior = np.sum(alpha[active] * mu**2)
+    return float(-0.5 * (n * np.log(2 * np.pi) - n * np.log(beta) - log_alpha - logdet + beta * fit + prior))
+
+
+def standardized_relevance(alpha, tt, diag, bound):
+    r"""
+    ``alpha`` (prior precisions in the fitted units, inf when removed) below ``bound`` once expressed for
+    standardized data (every column and y centred as fitted and of unit root mean square):
+    :math:`\alpha_d^{\rm std} = \alpha_d\,t^\top t / S_{dd}`. The rule then does not depend on the units
+    of X or y (a weight's prior standard deviation above 0.01 in standard deviations of y per standard
+    deviation of x_d).
+    """
+    ratio = max(tt, np.finfo(float).tiny) / np.where(diag > 0, diag, np.inf)
+    with np.errstate(over="ignore", invalid="ignore"):
+        standardized = alpha * ratio
+    return np.isfinite(alpha) & (diag > 0) & (standardized < bound)
+
+
 def prepare_ard_regression(estimator, X, y):
     """
     Checks and statistics shared by the ARD regressors: validated ``X``, ``y`` and parameters, then
@@ -74,6 +108,8 @@ def prepare_ard_regression(estimator, X, y):
     units of ``scaling`` (:class:`ArdScaling`), where ``usable`` marks the non-constant columns; sets
     ``n_features_in_`` (and ``feature_names_in_`` for a data frame).
     """
+    if is_dask(X):
+        return dask_method(estimator, "prepare_ard_regression", X, y)
     X, names = validate_X(estimator, X, reset=True)
     y = check_y(y, X.shape[0])
     check_positive_int(estimator.max_iter, "max_iter")
@@ -101,7 +137,8 @@ class RVR(RegressorMixin, BaseEstimator):
     :math:`q_m^2 \le s_m`) that increases the log evidence most; β is re-estimated each iteration.
     Only :math:`\Phi^\top\Phi` and :math:`\Phi^\top t` are used.
 
-    A feature is **relevant** when its prior precision :math:`\alpha_d` stays below ``alpha_bound``
+    A feature is **relevant** when its prior precision, expressed for standardized data (columns and y
+    of unit standard deviation, so that the rule does not depend on units), stays below ``alpha_bound``
     (1e4, scikit-learn's ``threshold_lambda``: prior standard deviation above 0.01); bases the algorithm
     removed have α = ∞ (see :mod:`pyro_vd.linear.relevance` for the rules of every model).
 
@@ -116,9 +153,10 @@ class RVR(RegressorMixin, BaseEstimator):
 
     Attributes
     ----------
-    coef_, intercept_, alpha_ (inf for pruned bases), noise_precision_, sigma_ (posterior covariance of
-    the active bases), active_ (their indices), relevance_, n_iter_, n_features_in_, feature_names_in_
-    (fitted on a data frame with string column names)
+    coef_, intercept_, alpha_ (inf for pruned bases), noise_precision_, log_evidence_ (the log marginal
+    likelihood of the centred y at the solution: Type-II maximum likelihood maximizes it), sigma_
+    (posterior covariance of the active bases), active_ (their indices), relevance_, n_iter_,
+    n_features_in_, feature_names_in_ (fitted on a data frame with string column names)
     """
 
     def __init__(self, *, fit_intercept=True, max_iter=3000, tol=1e-3, alpha_bound=DEFAULT_ALPHA_BOUND):
@@ -189,21 +227,27 @@ class RVR(RegressorMixin, BaseEstimator):
                     if converged:
                         continue
                 alpha[best] = new_alpha[best] if grow[best] else np.inf
+            else:
+                warn_not_converged(self, n_iter, f"the best action still gains {0.5 * delta[best]:.3g}")
         active = np.flatnonzero(np.isfinite(alpha))
         coef = np.zeros(d)
         sigma = np.zeros((0, 0))
         if active.size:
             sigma, mu = self._posterior(G, Phi_t, alpha, active, beta)
             coef[active] = mu
-        alpha = scaling.alpha(alpha)
+        scaled_alpha, alpha = alpha, scaling.alpha(alpha)
         self.noise_precision_ = scaling.noise_precision(beta)
         self.coef_ = scaling.coef(coef)
         self.intercept_ = scaling.intercept(y_mean, x_mean, coef) if self.fit_intercept else 0.0
         self.alpha_ = alpha
         self.sigma_ = scaling.covariance(sigma, active)
         self.active_ = active
-        self.relevance_ = alpha < self.alpha_bound
+        self.relevance_ = standardized_relevance(scaled_alpha, tt, diag, self.alpha_bound)
         self.n_iter_ = n_iter
+        # the log evidence of the centred y, minus N log c_y for its density in its own units
+        self.log_evidence_ = _log_evidence(G, Phi_t, tt, n, scaled_alpha, active, beta, sigma) - n * np.log(
+            scaling.y
+        )
         self._scaling, self._scaled_sigma, self._scaled_beta = scaling, sigma, beta
         return self
 
@@ -225,6 +269,8 @@ class RVR(RegressorMixin, BaseEstimator):
 
     def predict(self, X, return_std=False):
         """Predictive mean; with ``return_std`` the standard deviation √(1/β + x_Aᵀ Σ x_A)."""
+        if is_dask(X):
+            return dask_method(self, "predict", X, return_std)
         check_is_fitted(self)
         X, _ = validate_X(self, X, reset=False)
         mean = X @ self.coef_ + self.intercept_

@@ -13,11 +13,15 @@ from ._base import (
     check_positive_int,
     check_real,
     check_y,
+    dask_method,
+    is_dask,
     power_of_two_scales,
     set_features,
     validate_X,
 )
+from ._convergence import warn_not_converged
 from .alpha_update import LOG_ALPHA_MAX, optimal_log_alpha_profile
+from .relevance import check_vd_threshold, evidence_penalty, log_alpha_threshold, profile_gain
 
 #: The largest ``max_log_alpha``: e^700 is still a finite float64 (e^710 is not).
 MAX_LOG_ALPHA_LIMIT = 700.0
@@ -44,8 +48,17 @@ class VDRegression(RegressorMixin, BaseEstimator):
     :meth:`partial_fit` on chunks gives the same answer as :meth:`fit` on all rows (up to rounding).
     Features whose :math:`\log\alpha` reaches ``max_log_alpha`` (α = ∞) are pruned: θ = 0 exactly.
 
-    A feature is **relevant** when ``log_alpha_ <= threshold`` (3 by default: Sparse VD's pruning rule,
-    binary-dropout rate above 0.95 otherwise); constant columns carry nothing and get α = ∞.
+    **Relevance** (:mod:`pyro_vd.linear.relevance`). By default (``threshold="evidence"``) a feature stays
+    in the model only while the ELBO it adds, :math:`\Delta_d = \max_\alpha q_d/(1+\alpha) -
+    \mathrm{KL}(\alpha)`, exceeds :math:`\log d`, the log prior odds 1 : d against it: the α update
+    sets α = ∞ otherwise (and a pruned feature comes back when its gain passes log d again). This is
+    coordinate ascent on the ELBO of the model with an inclusion indicator per feature, and the relevant
+    features are those left with a finite α (equivalently ``log_alpha_ <= threshold_``, the bound
+    τ(d) of :func:`~pyro_vd.linear.relevance.evidence_log_alpha_threshold`). ``threshold="sparse_vd"``
+    or a number fits the plain VD ELBO (a feature is pruned only when its optimum is α = ∞) and calls a
+    feature relevant when ``log_alpha_ <= threshold`` (3 for Sparse VD): a test at a fixed level per
+    feature, which keeps a fixed fraction of irrelevant features whatever N. Constant columns carry
+    nothing and get α = ∞.
 
     Parameters
     ----------
@@ -53,8 +66,9 @@ class VDRegression(RegressorMixin, BaseEstimator):
         Fit an unpenalized intercept (by centering the statistics).
     kl_method : {"exact", "molchanov", "kingma"}
         The KL of the α updates.
-    threshold : float
-        log α above which a feature is irrelevant (a finite number).
+    threshold : "evidence", "sparse_vd" or float
+        The relevance rule: ``"evidence"`` (gain above log d, in the fit), ``"sparse_vd"`` (log α ≤ 3) or a
+        log α bound (a finite number).
     max_iter : int
         Coordinate-ascent sweeps at most.
     tol : float
@@ -73,8 +87,12 @@ class VDRegression(RegressorMixin, BaseEstimator):
     noise_precision_ : float
         β.
     relevance_ : ndarray of bool, shape (n_features,)
+    threshold_ : float
+        The log α bound of the rule (τ(d) for ``"evidence"``, 3 for ``"sparse_vd"``).
     elbo_ : float
-        The final ELBO (up to the prior's constant).
+        The final ELBO (up to the prior's constant; KL(α = ∞) = 0), without the prior-odds penalty.
+    log_evidence_ : float
+        The same number: the lower bound on the log evidence at the solution (for the ARD tables).
     n_iter_ : int
     n_features_in_ : int
     feature_names_in_ : ndarray of str, shape (n_features_in_,)
@@ -87,7 +105,7 @@ class VDRegression(RegressorMixin, BaseEstimator):
         *,
         fit_intercept=True,
         kl_method="exact",
-        threshold=3.0,
+        threshold="evidence",
         max_iter=300,
         tol=1e-6,
         max_log_alpha=30.0,
@@ -102,6 +120,8 @@ class VDRegression(RegressorMixin, BaseEstimator):
     # ------------------------------------------------------------------------------------- fitting
     def fit(self, X, y):
         """Fit on all rows; returns ``self``. Refused data (a ValueError) leave a previous fit as it was."""
+        if is_dask(X):
+            return dask_method(self, "fit", X, y)
         return self._update(X, y, reset=True)
 
     def partial_fit(self, X, y):
@@ -110,6 +130,8 @@ class VDRegression(RegressorMixin, BaseEstimator):
         statistics are computed and checked first: a chunk that would make them overflow is refused with
         a ValueError and the estimator is left exactly as it was, so later chunks still work.
         """
+        if is_dask(X):
+            return dask_method(self, "partial_fit", X, y)
         return self._update(X, y, reset="_stats" not in vars(self))
 
     def _update(self, X, y, *, reset):
@@ -131,7 +153,7 @@ class VDRegression(RegressorMixin, BaseEstimator):
         check_positive_int(self.max_iter, "max_iter")
         check_positive_float(self.tol, "tol")
         check_real(self.max_log_alpha, "max_log_alpha", low=0.0, high=MAX_LOG_ALPHA_LIMIT, low_open=True)
-        check_real(self.threshold, "threshold")
+        check_vd_threshold(self.threshold)
 
     def _centered(self, s):
         n = s["n"]
@@ -171,7 +193,10 @@ class VDRegression(RegressorMixin, BaseEstimator):
         # all-zero target has no scale and is taken as of unit scale (β = 1e12, not ∞).
         energy_floor = 1e-12 * (y_energy if y_energy > 0 else n)
         beta = n / max(yy, energy_floor)
+        # the log prior odds a feature's ELBO gain must pass to stay (or come back) in the model
+        penalty = evidence_penalty(d) if self.threshold == "evidence" else 0.0  # 0 when d = 1
         n_iter = 0
+        converged = False
         for n_iter in range(1, self.max_iter + 1):  # noqa: B007
             active = usable & (log_alpha < cap)
             new_theta = np.zeros(d)
@@ -181,31 +206,41 @@ class VDRegression(RegressorMixin, BaseEstimator):
             # β update: N / (‖Xθ − t‖² + Σ κ θ²), from the statistics.
             fit = new_theta @ xx @ new_theta - 2.0 * new_theta @ xy + yy
             # (pruned features have θ = 0 and log α = cap: e^cap is never formed)
-            penalty = np.sum(np.exp(log_alpha[active]) * diag[active] * new_theta[active] ** 2)
-            beta = n / max(fit + penalty, energy_floor)
+            ridge = np.sum(np.exp(log_alpha[active]) * diag[active] * new_theta[active] ** 2)
+            beta = n / max(fit + ridge, energy_floor)
             # α updates, each jointly with its θ_d (the others fixed): argmax q_d/(1+α) − KL(α) with
             # q_d = β r_d² / (2 S_dd) (S_dd = 1 here), r_d = x_dᵀ(t − X_{−d} θ_{−d}). Exact coordinate
-            # steps of the ELBO, and a feature with q_d < ½ goes to α = ∞ at once.
+            # steps of the ELBO, and a feature with q_d < ½ goes to α = ∞ at once. A feature whose
+            # gain at its optimum is below the penalty is pruned (and a pruned one returns above it).
             residual_corr = xy - xx @ new_theta + diag * new_theta
-            q = np.where(active, 0.5 * beta * residual_corr**2, 0.0)
+            # (the evidence rule lets a pruned feature back in; the plain VD fit keeps it out, as ever)
+            q = np.where(usable if penalty > 0 else active, 0.5 * beta * residual_corr**2, 0.0)
             new_log_alpha = np.where(
-                active, optimal_log_alpha_profile(q, self.kl_method, max_log_alpha=cap), cap
+                usable, optimal_log_alpha_profile(q, self.kl_method, max_log_alpha=cap), cap
             )
-            unscaled = new_theta / root
-            theta_change = np.max(np.abs(unscaled - theta)) / max(1.0, np.max(np.abs(unscaled)))
+            finite = new_log_alpha < cap
+            gain = np.zeros(d)
+            gain[finite] = profile_gain(q[finite], new_log_alpha[finite], self.kl_method)
+            new_log_alpha = np.where(finite & (gain > penalty), new_log_alpha, cap)
+            # θ's change relative to its own scale (scaled units: X columns and y of unit size)
+            scale_theta = max(np.max(np.abs(new_theta)), np.finfo(float).tiny)
+            theta_change = np.max(np.abs(new_theta - theta * root)) / scale_theta
             alpha_change = np.max(np.abs(new_log_alpha - log_alpha))
-            theta, log_alpha = unscaled, new_log_alpha
+            theta, log_alpha = new_theta / root, new_log_alpha
             if theta_change < self.tol and alpha_change < 100 * self.tol:
+                converged = True
                 break
+        if not converged:
+            warn_not_converged(self, n_iter, f"log α still moved by {alpha_change:.3g}")
         theta[log_alpha >= cap] = 0.0
         scaled = theta * root
         fit = scaled @ xx @ scaled - 2.0 * scaled @ xy + yy
         kept = log_alpha < cap
-        penalty = np.sum(np.exp(log_alpha[kept]) * scaled[kept] ** 2)
+        ridge = np.sum(np.exp(log_alpha[kept]) * scaled[kept] ** 2)
         # pruned features (α = ∞) have KL = 0, its limit (and Kingma's polynomial would overflow there)
         kl = float(kl_log_uniform(_tensor(log_alpha[kept]), self.kl_method).sum())
         # the ELBO of unit-scale y, minus N log c_y for the density of y in its own units
-        elbo = 0.5 * n * np.log(beta / (2 * np.pi)) - 0.5 * beta * (fit + penalty) - kl - n * np.log(y_scale)
+        elbo = 0.5 * n * np.log(beta / (2 * np.pi)) - 0.5 * beta * (fit + ridge) - kl - n * np.log(y_scale)
         with np.errstate(over="ignore"):
             theta, beta = theta * y_scale, beta / y_scale**2
         fitted = {
@@ -213,10 +248,14 @@ class VDRegression(RegressorMixin, BaseEstimator):
             "intercept_": float(y_mean - x_mean @ theta) if self.fit_intercept else 0.0,
             "log_alpha_": log_alpha,
             "noise_precision_": float(beta),
-            "relevance_": log_alpha <= self.threshold,
             "n_iter_": n_iter,
             "elbo_": float(elbo),
+            "log_evidence_": float(elbo),
         }
+        bound = log_alpha_threshold(self.threshold, d, self.kl_method)
+        fitted["threshold_"] = bound
+        # the evidence rule prunes in the fit: relevant = still in the model (log α ≤ τ(d) at convergence)
+        fitted["relevance_"] = kept.copy() if self.threshold == "evidence" else log_alpha <= bound
         bad = [name for name, value in fitted.items() if not np.isfinite(value).all()]
         if bad:
             raise ValueError(
@@ -232,6 +271,8 @@ class VDRegression(RegressorMixin, BaseEstimator):
         Predictive mean :math:`X\\theta + b`; with ``return_std`` also the predictive standard
         deviation :math:`\\sqrt{\\beta^{-1} + \\sum_d x_d^2 \\alpha_d\\theta_d^2}`.
         """
+        if is_dask(X):
+            return dask_method(self, "predict", X, return_std)
         check_is_fitted(self)
         X, _ = validate_X(self, X, reset=False)
         mean = X @ self.coef_ + self.intercept_

@@ -168,7 +168,7 @@ def _three_classes(n=240, d=5, seed=1):
 @pytest.fixture(scope="module")
 def three_class_fits():
     X, y = _three_classes()
-    small = {"RVC": RVC(max_iter=20), "GKLClassifier": GKLClassifier(max_iter=3, inner_iter=30)}
+    small = {"RVC": RVC(), "GKLClassifier": GKLClassifier()}  # both fast now
     return X, y, {"VDClassifier": VDClassifier().fit(X, y), **{k: e.fit(X, y) for k, e in small.items()}}
 
 
@@ -184,7 +184,7 @@ def test_multiclass_relevance_has_a_row_per_class_and_feature(three_class_fits, 
         np.testing.assert_array_equal(rows["theta"].values, fit.coef_[k])  # each class's own θ
         if name == "VDClassifier":
             np.testing.assert_array_equal(rows["log_alpha"].values, fit.log_alpha_[k])
-            np.testing.assert_array_equal(rows["relevant"].values, fit.log_alpha_[k] <= fit.threshold)
+            np.testing.assert_array_equal(rows["relevant"].values, fit.log_alpha_[k] <= fit.threshold_)
         else:
             np.testing.assert_array_equal(rows["alpha"].values, fit.alpha_[k])
             np.testing.assert_array_equal(rows["relevant"].values, fit.alpha_[k] < fit.alpha_bound)
@@ -262,3 +262,20 @@ def test_factor_and_deterministic_sites_are_not_data():
     assert list(idata.observed_data.data_vars) == ["obs"]
     assert "mean" in idata.posterior and "penalty" not in idata.posterior
     assert np.isfinite(_loo(idata).elpd_loo)
+
+
+def test_relevance_of_a_guide_takes_the_evidence_rule():
+    from pyro_vd.linear.relevance import evidence_log_alpha_threshold
+
+    pyro.set_rng_seed(0)
+    X, y, *_ = make_ard_regression(400, 8, n_relevant=3, seed=0)
+    model = LinearRegression(8, num_data=400)
+    guide = AutoVariationalDropout(model)
+    svi = pyro.infer.SVI(model, guide, pyro.optim.Adam({"lr": 1e-2}), VariationalDropoutELBO())
+    X, y = torch.as_tensor(X, dtype=torch.float32), torch.as_tensor(y, dtype=torch.float32)
+    for _ in range(300):
+        svi.step(X, y)
+    log_alpha = guide.get_log_alpha("net.weight").numpy().ravel()
+    table = relevance(guide, threshold="evidence")
+    assert (table["relevant"].to_numpy() == (log_alpha <= evidence_log_alpha_threshold(8))).all()
+    assert (relevance(guide, threshold="sparse_vd")["relevant"].to_numpy() == (log_alpha <= 3)).all()

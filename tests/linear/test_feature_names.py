@@ -16,8 +16,8 @@ ESTIMATORS = [
     RVR(),
     GKLRegression(),
     VDClassifier(max_iter=30, n_quadrature=8),
-    RVC(max_iter=10),
-    GKLClassifier(max_iter=3, inner_iter=20),
+    RVC(),
+    GKLClassifier(),
 ]
 
 

@@ -8,6 +8,7 @@ import torch
 
 from pyro_vd.distributions import kl_log_uniform
 from pyro_vd.linear import VDRegression, optimal_log_alpha, optimal_log_alpha_profile
+from pyro_vd.linear._convergence import ConvergenceWarning
 
 
 def _data(n=300, d=30, relevant=5, noise=0.1, seed=0):
@@ -79,10 +80,24 @@ def test_predict_with_std():
     assert np.allclose(mean, model.predict(X[:7]))
 
 
-def test_elbo_increases_with_more_sweeps():
+@pytest.mark.parametrize("threshold", ["sparse_vd", "evidence"])
+def test_elbo_increases_with_more_sweeps(threshold):
+    """The objective of the rule (the ELBO, minus log d per kept feature for "evidence") never falls."""
     X, y, _ = _data(seed=4)
-    elbos = [VDRegression(max_iter=k, tol=1e-12).fit(X, y).elbo_ for k in (1, 2, 5, 50)]
-    assert all(b >= a - 1e-6 for a, b in itertools.pairwise(elbos))
+    objectives = []
+    for k in (1, 2, 5, 50):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            model = VDRegression(max_iter=k, tol=1e-12, threshold=threshold).fit(X, y)
+        penalty = np.log(X.shape[1]) if threshold == "evidence" else 0.0
+        objectives.append(model.elbo_ - penalty * (model.log_alpha_ < model.max_log_alpha).sum())
+    assert all(b >= a - 1e-6 for a, b in itertools.pairwise(objectives))
+
+
+def test_stopping_at_max_iter_warns():
+    X, y, _ = _data(seed=4)
+    with pytest.warns(ConvergenceWarning, match="max_iter=1"):
+        VDRegression(max_iter=1, tol=1e-12).fit(X, y)
 
 
 @pytest.mark.parametrize(
@@ -225,3 +240,32 @@ def test_fit_is_invariant_to_the_scale_of_X(scale):
     np.testing.assert_allclose(scaled.coef_ * scale, reference.coef_, atol=1e-12)
     np.testing.assert_allclose(scaled.log_alpha_, reference.log_alpha_, atol=1e-9)
     assert scaled.noise_precision_ == pytest.approx(reference.noise_precision_, rel=1e-9)
+
+
+@pytest.mark.parametrize("d", [2, 10, 1000])
+def test_evidence_threshold_is_where_the_gain_reaches_log_d(d):
+    """τ(d) is the profile optimum of the q whose ELBO gain is log d, and the gain grows with q."""
+    from pyro_vd.linear.relevance import evidence_gain, evidence_log_alpha_threshold, profile_q
+
+    tau = evidence_log_alpha_threshold(d)
+    q = profile_q(tau)
+    assert evidence_gain(np.array([q]))[0] == pytest.approx(np.log(d), abs=1e-3)
+    assert optimal_log_alpha_profile(np.array([q]))[0] == pytest.approx(tau, abs=1e-6)
+    gains = evidence_gain(np.array([0.4, 1.0, 2.0, 5.0, 20.0]))
+    assert gains[0] == 0.0 and (np.diff(gains) > 0).all()
+
+
+def test_evidence_rule_prunes_chance_features_that_sparse_vd_keeps():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(200, 300))
+    w = np.zeros(300)
+    w[:5] = [1.0, -1.5, 2.0, 0.8, -1.2]
+    y = X @ w + np.sqrt(0.1) * rng.normal(size=200)
+    sparse = VDRegression(threshold="sparse_vd").fit(X, y)
+    evidence = VDRegression().fit(X, y)
+    assert sparse.relevance_[5:].sum() > 5  # a fixed-level test: chance features pass it
+    assert evidence.relevance_[:5].all() and not evidence.relevance_[5:].any()
+    np.testing.assert_array_equal(sparse.relevance_, VDRegression(threshold=3.0).fit(X, y).relevance_)
+    assert (evidence.log_alpha_[evidence.relevance_] <= evidence.threshold_ + 1e-6).all()
+    with pytest.raises(ValueError, match="'evidence' or 'sparse_vd'"):
+        VDRegression(threshold="bonferroni").fit(X, y)

@@ -1,0 +1,293 @@
+r"""
+Linear regression ARD on Dask arrays: sufficient statistics on the cluster, the fit on the client.
+
+Every regressor here is a function of a few reductions of the rows: :class:`VDRegression` of
+:math:`X^\top X`, :math:`X^\top t`, :math:`t^\top t`, the sums and :math:`N`; :class:`RVR` and
+:class:`GKLRegression` of the same on centred data in power-of-two units
+(:func:`pyro_vd.linear.rvr.prepare_ard_regression`). Each block of rows is reduced where it lives and
+the partial results are merged in a tree, so the client receives d × d numbers, never rows, and one
+pass over X suffices. ``predict`` maps the in-memory ``predict`` over the row blocks (a Dask array
+back). Imported only when an estimator meets a Dask array: Dask is an optional extra
+(``pip install "pyro-vd[dask]"``).
+
+The classifiers do not take Dask arrays (a TypeError): their fits (L-BFGS for
+:class:`VDClassifier`, nested IRLS and evidence iterations for :class:`RVC`) re-weight every row at
+every step, one pass over the data each, hundreds of passes in all.
+"""
+
+import numbers
+import warnings
+
+import dask
+import dask.array as da
+import numpy as np
+
+from ._base import (
+    check_feature_names,
+    check_is_fitted,
+    check_positive_float,
+    check_positive_int,
+    flatten_column,
+    is_dask,
+    set_features,
+)
+
+#: Partial statistics merged per task of the reduction tree.
+_TREE_WIDTH = 8
+
+
+# ------------------------------------------------------------------------------------ entry points
+def fit(estimator, X, y):
+    """:meth:`VDRegression.fit` of a Dask array (RVR and GKLRegression come through
+    :func:`prepare_ard_regression`)."""
+    return _vd_update(estimator, X, y, reset=True)
+
+
+def partial_fit(estimator, X, y):
+    """:meth:`VDRegression.partial_fit` of a Dask array: its statistics added to those so far."""
+    return _vd_update(estimator, X, y, reset="_stats" not in vars(estimator))
+
+
+def predict(estimator, X, return_std=False):
+    """The estimator's ``predict`` on every block of rows: a Dask array (a pair with ``return_std``)."""
+    check_is_fitted(estimator)
+    check_feature_names(estimator, X, reset=False)  # a Dask array has none: warns if fitted with names
+    X = _check_X(X, n_features=estimator.n_features_in_, estimator=estimator)
+
+    def block_predict(block):
+        with warnings.catch_warnings():  # said once above, not once per block
+            warnings.filterwarnings("ignore", "X does not have valid feature names", UserWarning)
+            if return_std:
+                return np.column_stack(estimator.predict(block, return_std=True))
+            return estimator.predict(block)
+
+    if not return_std:
+        return X.map_blocks(block_predict, dtype=np.float64, drop_axis=1)
+    both = X.map_blocks(block_predict, dtype=np.float64, chunks=(X.chunks[0], (2,)))
+    return both[:, 0], both[:, 1]
+
+
+def prepare_ard_regression(estimator, X, y):
+    """
+    :func:`pyro_vd.linear.rvr.prepare_ard_regression` of a Dask array: the same
+    ``(n, x_mean, y_mean, G, Xᵀt, tᵀt, diag G, usable, yᵀy, scaling)`` from one pass over the rows.
+    """
+    from .rvr import ArdScaling
+
+    X = _check_X(X)
+    y = _check_y(y, X)
+    check_positive_int(estimator.max_iter, "max_iter")
+    check_positive_float(estimator.tol, "tol")
+    check_positive_float(estimator.alpha_bound, "alpha_bound")
+    s = _reduce(X, y, _ard_block, _ard_merge, center=bool(estimator.fit_intercept))
+    n = s["n"]
+    # power_of_two_scales from the merged statistics: the power of two nearest the root mean square
+    x_scale, y_scale = _nearest_power_of_two(s["sq"], s["s"], n), _nearest_power_of_two(s["ysq"], s["sy"], n)
+    # from the units of the merge (s) to those of the fit (x_scale): exact factors, powers of two
+    f, fy = s["s"] / x_scale, float(s["sy"] / y_scale)
+    G = s["G"] * f[:, None] * f[None, :]
+    diag = np.diag(G).copy()
+    usable = diag > 1e-12 * max(diag.max(), np.finfo(float).tiny)
+    scaling = object.__new__(ArdScaling)  # its __init__ would read the rows
+    scaling.x, scaling.y = x_scale, float(y_scale)
+    set_features(estimator, X, None)
+    return (
+        n,
+        s["mean"] * f,
+        float(s["ymean"] * fy),
+        G,
+        s["Xt"] * f * fy,
+        float(s["tt"] * fy**2),
+        diag,
+        usable,
+        float(s["ysq"] * fy**2),
+        scaling,
+    )
+
+
+# ---------------------------------------------------------------------------------- VDRegression
+def _vd_update(estimator, X, y, *, reset):
+    """``VDRegression._update`` with the chunk statistics reduced on the cluster."""
+    from .vd_regression import _accumulate, _chunk_statistics
+
+    X = _check_X(X, n_features=None if reset else estimator.n_features_in_, estimator=estimator)
+    y = _check_y(y, X)
+    estimator._check_params()
+    stats = _reduce(X, y, _chunk_statistics, _accumulate_all)
+    if not reset:
+        stats = _accumulate(estimator._stats, stats)
+    fitted = estimator._solve(stats)
+    estimator._stats = stats
+    set_features(estimator, X, None)
+    for name, value in fitted.items():
+        setattr(estimator, name, value)
+    return estimator
+
+
+def _accumulate_all(*parts):
+    from .vd_regression import _accumulate
+
+    total = parts[0]
+    for part in parts[1:]:
+        total = _accumulate(total, part)
+    return total
+
+
+# ------------------------------------------------------------------------------ RVR, GKLRegression
+def _frexp_scale(peak):
+    """A power of two ≤ ``peak`` < twice it (1/2 for 0): rows divided by it are below 2 in size."""
+    return np.ldexp(1.0, np.frexp(peak)[1] - 1)
+
+
+def _ard_block(X, y, *, center):
+    r"""
+    One block's statistics, in units ``s`` (a power of two per column, ``sy`` for y) below which its
+    entries stay: Σ x², and the means and centred cross products (plain ones without ``center``).
+    """
+    peak = np.abs(X).max(0)
+    if not np.isfinite(peak).all():
+        raise ValueError("Input X contains NaN or infinity.")
+    y_peak = float(np.abs(y).max())
+    s, sy = _frexp_scale(peak), _frexp_scale(y_peak)
+    X, y = X / s, y / sy
+    mean = X.mean(0) if center else np.zeros(X.shape[1])
+    ymean = float(y.mean()) if center else 0.0
+    Xc, yc = X - mean, y - ymean
+    return {
+        "n": X.shape[0],
+        "s": s,
+        "sy": sy,
+        "sq": np.einsum("ij,ij->j", X, X),
+        "ysq": float(y @ y),
+        "mean": mean,
+        "ymean": ymean,
+        "G": Xc.T @ Xc,
+        "Xt": Xc.T @ yc,
+        "tt": float(yc @ yc),
+    }
+
+
+def _ard_merge(*parts):
+    r"""
+    Statistics of the union of blocks, in the largest of their units (exact rescalings by powers of
+    two); centred products by Chan, Golub & LeVeque's pairwise update,
+    :math:`M = M_a + M_b + \tfrac{n_a n_b}{n}\delta\delta^\top`, :math:`\delta = \bar x_b - \bar x_a`.
+    """
+    s = np.max([p["s"] for p in parts], axis=0)
+    sy = max(p["sy"] for p in parts)
+    total = None
+    for p in parts:
+        r, ry = p["s"] / s, p["sy"] / sy
+        p = {
+            "n": p["n"],
+            "sq": p["sq"] * r**2,
+            "ysq": p["ysq"] * ry**2,
+            "mean": p["mean"] * r,
+            "ymean": p["ymean"] * ry,
+            "G": p["G"] * r[:, None] * r[None, :],
+            "Xt": p["Xt"] * r * ry,
+            "tt": p["tt"] * ry**2,
+        }
+        if total is None:
+            total = p
+            continue
+        n = total["n"] + p["n"]
+        weight = total["n"] * p["n"] / n
+        delta, ydelta = p["mean"] - total["mean"], p["ymean"] - total["ymean"]
+        total = {
+            "n": n,
+            "sq": total["sq"] + p["sq"],
+            "ysq": total["ysq"] + p["ysq"],
+            "mean": total["mean"] + delta * (p["n"] / n),
+            "ymean": total["ymean"] + ydelta * (p["n"] / n),
+            "G": total["G"] + p["G"] + weight * np.outer(delta, delta),
+            "Xt": total["Xt"] + p["Xt"] + weight * delta * ydelta,
+            "tt": total["tt"] + p["tt"] + weight * ydelta**2,
+        }
+    total["s"], total["sy"] = s, sy
+    return total
+
+
+def _nearest_power_of_two(sq, unit, n):
+    """:func:`~pyro_vd.linear._base.power_of_two_scales` from Σ (x/unit)² over n rows: the power of two
+    nearest the root mean square (1 for an all-zero column), in log₂ so that nothing overflows."""
+    with np.errstate(divide="ignore"):
+        log2_rms = np.log2(unit) + 0.5 * np.log2(np.asarray(sq) / n)
+    exponent = np.where(np.asarray(sq) > 0, np.round(log2_rms), 0.0)
+    return np.ldexp(1.0, exponent.astype(int))
+
+
+# ----------------------------------------------------------------------------------- the reduction
+def _reduce(X, y, block_statistics, merge, **options):
+    """``block_statistics(X_block, y_block, **options)`` on every row block, merged ``_TREE_WIDTH`` at a
+    time on the cluster; only the final (small) statistics are computed back to the client."""
+    x_blocks, y_blocks = X.to_delayed().ravel(), y.to_delayed().ravel()
+    statistics = dask.delayed(_block, pure=True)
+    parts = [statistics(xb, yb, block_statistics, options) for xb, yb in zip(x_blocks, y_blocks, strict=True)]
+    combine = dask.delayed(merge, pure=True)
+    while len(parts) > 1:
+        parts = [combine(*parts[i : i + _TREE_WIDTH]) for i in range(0, len(parts), _TREE_WIDTH)]
+    (result,) = dask.compute(parts[0])
+    return result
+
+
+def _block(X, y, block_statistics, options):
+    y = np.asarray(y, dtype=np.float64)
+    if not np.isfinite(y).all():
+        raise ValueError("Input y contains NaN or infinity.")
+    return block_statistics(np.asarray(X, dtype=np.float64), y, **options)
+
+
+# ------------------------------------------------------------------------------------------ checks
+def _check_X(X, *, n_features=None, estimator=None):
+    """A 2-D float Dask array in blocks of whole rows (checked without computing it)."""
+    if not isinstance(X, da.Array):
+        raise TypeError(
+            f"X is a {type(X).__name__} from Dask; pass a Dask array (e.g. df.to_dask_array(lengths=True))"
+        )
+    if np.issubdtype(X.dtype, np.complexfloating):
+        raise ValueError("Complex data not supported: X is complex")
+    if not (np.issubdtype(X.dtype, np.number) or X.dtype == bool):
+        raise ValueError(f"X must be numeric; got dtype {X.dtype}")
+    if X.ndim != 2:
+        raise ValueError(
+            f"Expected 2D array, got {X.ndim}D array instead: X must have shape (n_samples, n_features)"
+        )
+    if any(isinstance(c, numbers.Real) and np.isnan(c) for c in X.chunks[0]):
+        raise ValueError("X has blocks of unknown size; call X.compute_chunk_sizes() first")
+    if X.shape[0] < 1 or X.shape[1] < 1:
+        raise ValueError(
+            f"Found array with shape {X.shape} while at least 1 sample and 1 feature are required."
+        )
+    if n_features is not None and X.shape[1] != n_features:
+        raise ValueError(
+            f"X has {X.shape[1]} features, but {type(estimator).__name__} is expecting {n_features} "
+            "features as input."
+        )
+    return X.astype(np.float64).rechunk({1: -1})
+
+
+def _check_y(y, X):
+    """A 1-D float Dask array in the row blocks of ``X`` (a NumPy ``y`` is sent to the cluster)."""
+    if y is None:
+        raise ValueError("requires y to be passed, but the target y is None")
+    if not is_dask(y):
+        y = np.asarray(y)
+    if not (np.issubdtype(y.dtype, np.number) or y.dtype == bool) or np.issubdtype(
+        y.dtype, np.complexfloating
+    ):
+        raise ValueError(f"y must be real numbers; got dtype {y.dtype}")
+    y = flatten_column(y)
+    if y.ndim != 1:
+        raise ValueError(f"y must be 1-dimensional (n_samples,); got shape {y.shape}")
+    if y.shape[0] != X.shape[0]:
+        raise ValueError(
+            f"Found input variables with inconsistent numbers of samples: [{X.shape[0]}, {y.shape[0]}]"
+        )
+    y = y.astype(np.float64)
+    if is_dask(y):
+        return y.rechunk((X.chunks[0],))
+    return da.from_array(y, chunks=(X.chunks[0],))
+
+
+__all__ = ["fit", "partial_fit", "predict", "prepare_ard_regression"]

@@ -1,0 +1,166 @@
+"""The linear regressors on Dask arrays: statistics on a local cluster, the same fit as in memory."""
+
+import pathlib
+import re
+import subprocess
+import sys
+import warnings
+
+import numpy as np
+import pytest
+
+from pyro_vd.linear import RVC, RVR, GKLClassifier, GKLRegression, VDClassifier, VDRegression
+from pyro_vd.linear._convergence import ConvergenceWarning
+
+da = pytest.importorskip("dask.array")
+distributed = pytest.importorskip("dask.distributed")
+
+README = pathlib.Path(__file__).resolve().parents[2] / "README.md"
+
+#: (estimator, its prior-precision attribute)
+REGRESSORS = [(VDRegression, "log_alpha_"), (RVR, "alpha_"), (GKLRegression, "alpha_")]
+
+
+@pytest.fixture(scope="module")
+def client():
+    with (
+        distributed.LocalCluster(
+            n_workers=2, processes=True, threads_per_worker=1, dashboard_address=None
+        ) as cluster,
+        distributed.Client(cluster) as client,
+    ):
+        yield client
+
+
+@pytest.fixture(scope="module")
+def data():
+    """1000 × 8, three relevant features, columns of different scales and non-zero means."""
+    rng = np.random.default_rng(0)
+    scale = np.array([1.0, 3.0, 0.5, 2.0, 1.0, 0.25, 4.0, 1.0])
+    X = rng.normal(size=(1000, 8)) * scale + rng.normal(size=8)
+    y = X[:, :3] @ np.array([1.5, -0.5, 2.0]) + 0.7 + 0.5 * rng.normal(size=1000)
+    return X, y
+
+
+def _assert_close(actual, expected):
+    """Relative agreement to 1e-8, elementwise (pruned weights exactly 0 and α = ∞ on both sides)."""
+    np.testing.assert_allclose(actual, expected, rtol=1e-8, atol=0.0)
+
+
+@pytest.fixture
+def observed_computes(monkeypatch):
+    """Every result ``dask.compute`` brings to the client, with rows refused outright: a Dask array
+    turned into NumPy on the client is an AssertionError."""
+    import dask
+
+    results = []
+    compute = dask.compute
+
+    def recording_compute(*args, **kwargs):
+        out = compute(*args, **kwargs)
+        results.append(out)
+        return out
+
+    def refuse(self, *args, **kwargs):
+        raise AssertionError("a Dask array was brought into client memory")
+
+    monkeypatch.setattr(dask, "compute", recording_compute)
+    monkeypatch.setattr(da.Array, "__array__", refuse)
+    return results
+
+
+def _nbytes(value):
+    if isinstance(value, dict):
+        return sum(_nbytes(v) for v in value.values())
+    if isinstance(value, list | tuple):
+        return sum(_nbytes(v) for v in value)
+    return np.asarray(value).nbytes
+
+
+@pytest.mark.parametrize("fit_intercept", [True, False], ids=["intercept", "no-intercept"])
+@pytest.mark.parametrize(("estimator", "alpha_name"), REGRESSORS, ids=lambda v: getattr(v, "__name__", v))
+def test_dask_fit_matches_in_memory(client, data, estimator, alpha_name, fit_intercept):
+    X, y = data
+    expected = estimator(fit_intercept=fit_intercept).fit(X, y)
+    X_dask, y_dask = da.from_array(X, chunks=(150, 3)), da.from_array(y, chunks=200)
+    fitted = estimator(fit_intercept=fit_intercept).fit(X_dask, y_dask)
+    for name in ("coef_", alpha_name):
+        _assert_close(getattr(fitted, name), getattr(expected, name))
+    if fit_intercept:
+        _assert_close(fitted.intercept_, expected.intercept_)
+    else:
+        assert fitted.intercept_ == expected.intercept_ == 0.0
+    assert fitted.relevance_.tolist() == expected.relevance_.tolist()
+    assert fitted.n_features_in_ == 8
+
+    mean, std = fitted.predict(X_dask, return_std=True)
+    prediction = fitted.predict(X_dask)
+    assert all(isinstance(p, da.Array) for p in (mean, std, prediction))
+    assert prediction.chunks == (X_dask.chunks[0],)
+    expected_mean, expected_std = expected.predict(X, return_std=True)
+    _assert_close(prediction.compute(), expected_mean)
+    _assert_close(mean.compute(), expected_mean)
+    _assert_close(std.compute(), expected_std)
+
+
+def test_rows_never_reach_the_client(client, observed_computes):
+    rng = da.random.default_rng(0)
+    X = rng.normal(size=(40_000, 10), chunks=(5_000, 10))  # generated on the workers
+    y = X[:, 0] - X[:, 1] + rng.normal(size=40_000, chunks=5_000)
+    for estimator, _ in REGRESSORS:
+        estimator().fit(X, y)
+    assert len(observed_computes) == 3  # one pass over the rows per fit
+    # each pass returns statistics of size O(d²) (d = 10): a few kB, where the rows are 3.2 MB
+    assert max(_nbytes(result) for result in observed_computes) < 8 * 4 * 11**2
+
+
+def test_numpy_target_and_partial_fit(client, data):
+    X, y = data
+    X_dask = da.from_array(X, chunks=(250, 8))
+    whole = VDRegression().fit(X, y)
+    chunked = VDRegression().partial_fit(X_dask[:500], y[:500]).partial_fit(X[500:], y[500:])
+    _assert_close(chunked.coef_, whole.coef_)
+    _assert_close(chunked.log_alpha_, whole.log_alpha_)
+
+
+def test_dask_input_is_checked(client, data):
+    X, y = data
+    X_dask = da.from_array(X, chunks=(250, 8))
+    with pytest.raises(ValueError, match="NaN or infinity"):
+        RVR().fit(da.from_array(np.where(X > 2.5, np.nan, X), chunks=(250, 8)), y)
+    with pytest.raises(ValueError, match="inconsistent numbers of samples"):
+        VDRegression().fit(X_dask, y[:-1])
+    with pytest.raises(ValueError, match="expecting 8 features"):
+        VDRegression().fit(X, y).predict(X_dask[:, :5])
+
+
+@pytest.mark.parametrize("estimator", [VDClassifier, RVC, GKLClassifier], ids=lambda e: e.__name__)
+def test_classifiers_refuse_dask_without_computing_it(observed_computes, estimator):
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(200, 3))
+    y = (X[:, 0] > 0).astype(int)
+    with pytest.raises(TypeError, match="Dask collection"):
+        estimator().fit(da.from_array(X, chunks=100), y)
+    with warnings.catch_warnings():  # a short fit, only to have a fitted model for predict
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        fitted = estimator(max_iter=5).fit(X, y)
+    with pytest.raises(TypeError, match="Dask collection"):
+        fitted.predict(da.from_array(X, chunks=100))
+    assert observed_computes == []
+
+
+def test_importing_the_package_does_not_import_dask():
+    code = (
+        "import sys, pyro_vd, pyro_vd.linear; "
+        "assert not [m for m in sys.modules if m.split('.')[0] in ('dask', 'distributed')]"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_readme_dask_example_runs(client):
+    section = README.read_text().split("### Linear ARD on Dask", 1)[1]
+    (block,) = re.findall(r"```python\n(.*?)```", section.split("\n## ", 1)[0], flags=re.S)
+    namespace = {}
+    exec(compile(block, str(README), "exec"), namespace)
+    assert namespace["vd"].relevance_.tolist() == [True] * 3 + [False] * 17
+    assert isinstance(namespace["y_hat"], da.Array)

@@ -1,0 +1,72 @@
+"""Answers do not depend on units: X × c and y × c, c from 1e-3 to 1e3, give the same relevant set and the
+same predictions up to the scale, and a fit that stops at ``max_iter`` says so (ConvergenceWarning)."""
+
+import warnings
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pyro_vd.linear import RVC, RVR, GKLClassifier, GKLRegression, VDClassifier, VDRegression
+from pyro_vd.linear._convergence import ConvergenceWarning
+
+REGRESSORS = [VDRegression, RVR, GKLRegression]
+CLASSIFIERS = [VDClassifier, RVC, GKLClassifier]
+#: c = 10^k · (1 + u), not only powers of two (the estimators' internal units)
+SCALES = st.builds(lambda k, u: 10.0**k * (1.0 + u), st.integers(-3, 2), st.floats(0.0, 1.0))
+
+
+def _data(classification, seed=0, n=40, d=4):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, d))
+    score = X[:, 0] * 2.0 - X[:, 1] * 1.5
+    if classification:
+        return X, (rng.random(n) < 1.0 / (1.0 + np.exp(-2.0 * score))).astype(int)
+    return X, score + 0.3 * rng.normal(size=n)
+
+
+def _fit(estimator, X, y):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)  # no fit may run to max_iter here
+        return estimator().fit(X, y)
+
+
+_REFERENCE = {}
+
+
+def _reference(estimator, classification):
+    if estimator not in _REFERENCE:
+        X, y = _data(classification)
+        _REFERENCE[estimator] = (X, y, _fit(estimator, X, y))
+    return _REFERENCE[estimator]
+
+
+@pytest.mark.parametrize("estimator", REGRESSORS, ids=lambda e: e.__name__)
+@settings(max_examples=6, deadline=None, derandomize=True)
+@given(c=SCALES, scale_y=st.booleans())
+def test_regressors_are_unit_free(estimator, c, scale_y):
+    X, y, reference = _reference(estimator, False)
+    model = _fit(estimator, X, y * c) if scale_y else _fit(estimator, X * c, y)
+    np.testing.assert_array_equal(model.relevance_, reference.relevance_)
+    prediction = model.predict(X) / c if scale_y else model.predict(X * c)
+    # G-KL's EM stops where the bound stops rising (relative 1e-6), a little short of its optimum
+    tol = 1e-3 if estimator is GKLRegression else 1e-5
+    np.testing.assert_allclose(prediction, reference.predict(X), rtol=tol, atol=tol * np.std(y))
+
+
+@pytest.mark.parametrize("estimator", CLASSIFIERS, ids=lambda e: e.__name__)
+@settings(max_examples=4, deadline=None, derandomize=True)
+@given(c=SCALES)
+def test_classifiers_are_unit_free(estimator, c):
+    X, y, reference = _reference(estimator, True)
+    model = _fit(estimator, X * c, y)
+    np.testing.assert_array_equal(model.relevance_, reference.relevance_)
+    np.testing.assert_allclose(model.predict_proba(X * c), reference.predict_proba(X), atol=1e-4)
+
+
+@pytest.mark.parametrize("estimator", REGRESSORS, ids=lambda e: e.__name__)
+def test_stopping_at_max_iter_warns(estimator):
+    X, y = _data(False)
+    with pytest.warns(ConvergenceWarning, match="max_iter"):
+        estimator(max_iter=1, tol=1e-15).fit(X, y)
