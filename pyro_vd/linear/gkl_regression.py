@@ -50,7 +50,7 @@ class GKLRegression(RegressorMixin, BaseEstimator):
     feature_names_in_ (fitted on a data frame with string column names)
     """
 
-    def __init__(self, *, fit_intercept=True, max_iter=500, tol=1e-6, alpha_bound=DEFAULT_ALPHA_BOUND):
+    def __init__(self, *, fit_intercept=True, max_iter=500, tol=1e-5, alpha_bound=DEFAULT_ALPHA_BOUND):
         self.fit_intercept = fit_intercept
         self.max_iter = max_iter
         self.tol = tol

@@ -222,6 +222,13 @@ class VDRegression(RegressorMixin, BaseEstimator):
             gain = np.zeros(d)
             gain[finite] = profile_gain(q[finite], new_log_alpha[finite], self.kl_method)
             new_log_alpha = np.where(finite & (gain > penalty), new_log_alpha, cap)
+            # pruned features come back one at a time, the largest gain first (as the fast RVM adds one
+            # basis a step): re-admitting correlated features together, each useless given the other,
+            # would prune them together again and cycle
+            returning = np.flatnonzero(~active & (new_log_alpha < cap))
+            if returning.size > 1:
+                first = returning[np.argmax(gain[returning])]
+                new_log_alpha[returning[returning != first]] = cap
             # θ's change relative to its own scale (scaled units: X columns and y of unit size)
             scale_theta = max(np.max(np.abs(new_theta)), np.finfo(float).tiny)
             theta_change = np.max(np.abs(new_theta - theta * root)) / scale_theta
@@ -232,8 +239,13 @@ class VDRegression(RegressorMixin, BaseEstimator):
                 break
         if not converged:
             warn_not_converged(self, n_iter, f"log α still moved by {alpha_change:.3g}")
-        theta[log_alpha >= cap] = 0.0
-        scaled = theta * root
+        # θ for the final α (the loop's θ belongs to the α before its last update)
+        active = usable & (log_alpha < cap)
+        scaled = np.zeros(d)
+        if active.any():
+            kappa = np.exp(log_alpha[active]) * diag[active]
+            scaled[active] = _solve_spd(xx[np.ix_(active, active)] + np.diag(kappa), xy[active])
+        theta = scaled / root
         fit = scaled @ xx @ scaled - 2.0 * scaled @ xy + yy
         kept = log_alpha < cap
         ridge = np.sum(np.exp(log_alpha[kept]) * scaled[kept] ** 2)
