@@ -108,20 +108,12 @@ def prepare_ard_regression(estimator, X, y):
 # ---------------------------------------------------------------------------------- VDRegression
 def _vd_update(estimator, X, y, *, reset):
     """``VDRegression._update`` with the chunk statistics reduced on the cluster."""
-    from .vd_regression import _accumulate, _chunk_statistics
+    from .vd_regression import _chunk_statistics
 
     X = _check_X(X, n_features=None if reset else estimator.n_features_in_, estimator=estimator)
     y = _check_y(y, X)
     estimator._check_params()
-    stats = _reduce(X, y, _chunk_statistics, _accumulate_all)
-    if not reset:
-        stats = _accumulate(estimator._stats, stats)
-    fitted = estimator._solve(stats)
-    estimator._stats = stats
-    set_features(estimator, X, None)
-    for name, value in fitted.items():
-        setattr(estimator, name, value)
-    return estimator
+    return estimator._absorb(_reduce(X, y, _chunk_statistics, _accumulate_all), X, None, reset=reset)
 
 
 def _accumulate_all(*parts):

@@ -28,7 +28,7 @@ def gauss_hermite(n_points):
 def log_predictive_scale2(X, log_sigma2):
     r""":math:`\log s_n^2 = \log\sum_d x_{nd}^2\sigma_d^2` by ``logsumexp`` (−inf when every term is 0): no
     overflow for huge x or σ², no underflow to 0 for tiny ones."""
-    X = torch.as_tensor(X)
+    X = torch.tensor(np.asarray(X))  # a copy: X may be read-only (a data frame's values, a memmap)
     return torch.logsumexp(2.0 * X.abs().log() + torch.as_tensor(log_sigma2), dim=-1)
 
 

@@ -138,7 +138,11 @@ class VDRegression(RegressorMixin, BaseEstimator):
         X, names = validate_X(self, X, reset=reset, check_finite=False)
         y = check_y(y, X.shape[0])
         self._check_params()
-        stats = _chunk_statistics(X, y)
+        return self._absorb(_chunk_statistics(X, y), X, names, reset=reset)
+
+    def _absorb(self, stats, X, names, *, reset):
+        """Fit to ``stats`` (added to the state's unless ``reset``) and commit only once it succeeded:
+        a refused chunk leaves the state as it was."""
         if not reset:
             stats = _accumulate(self._stats, stats)
         fitted = self._solve(stats)
