@@ -90,6 +90,7 @@ def prepare_ard_regression(estimator, X, y):
     usable = diag > 1e-12 * max(diag.max(), np.finfo(float).tiny)
     scaling = object.__new__(ArdScaling)  # its __init__ would read the rows
     scaling.x, scaling.y = x_scale, float(y_scale)
+    scaling.y_spread = float(s["yspread"] * fy**2)  # as prepare_ard_regression's
     set_features(estimator, X, None)
     return (
         n,
@@ -145,7 +146,10 @@ def _ard_block(X, y, *, center):
     mean = X.mean(0) if center else np.zeros(X.shape[1])
     ymean = float(y.mean()) if center else 0.0
     Xc, yc = X - mean, y - ymean
+    ym = float(y.mean())  # y's own mean and spread, whether or not the fit centres
     return {
+        "ym": ym,
+        "yspread": float(((y - ym) ** 2).sum()),
         "n": X.shape[0],
         "s": s,
         "sy": sy,
@@ -179,6 +183,8 @@ def _ard_merge(*parts):
             "G": p["G"] * r[:, None] * r[None, :],
             "Xt": p["Xt"] * r * ry,
             "tt": p["tt"] * ry**2,
+            "ym": p["ym"] * ry,
+            "yspread": p["yspread"] * ry**2,
         }
         if total is None:
             total = p
@@ -195,6 +201,8 @@ def _ard_merge(*parts):
             "G": total["G"] + p["G"] + weight * np.outer(delta, delta),
             "Xt": total["Xt"] + p["Xt"] + weight * delta * ydelta,
             "tt": total["tt"] + p["tt"] + weight * ydelta**2,
+            "ym": total["ym"] + (p["ym"] - total["ym"]) * (p["n"] / n),
+            "yspread": total["yspread"] + p["yspread"] + weight * (p["ym"] - total["ym"]) ** 2,
         }
     total["s"], total["sy"] = s, sy
     return total

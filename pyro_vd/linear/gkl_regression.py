@@ -116,7 +116,7 @@ class GKLRegression(RegressorMixin, BaseEstimator):
         self.intercept_ = scaling.intercept(y_mean, x_mean, m) if self.fit_intercept else 0.0
         self.alpha_ = scaling.alpha(alpha)
         self.covariance_ = scaling.covariance(covariance, np.arange(d))
-        self.relevance_ = standardized_relevance(alpha, tt, diag, self.alpha_bound)
+        self.relevance_ = standardized_relevance(alpha, scaling.y_spread, diag, self.alpha_bound)
         self.n_iter_ = n_iter
         self.elbo_ = float(elbo)
         self.log_evidence_ = float(elbo)  # the bound is the log evidence for a Gaussian likelihood

@@ -91,7 +91,8 @@ def standardized_relevance(alpha, tt, diag, bound):
     r"""
     ``alpha`` (prior precisions in the fitted units, inf when removed) below ``bound`` once expressed for
     standardized data (every column and y centred as fitted and of unit root mean square):
-    :math:`\alpha_d^{\rm std} = \alpha_d\,t^\top t / S_{dd}`. The rule then does not depend on the units
+    :math:`\alpha_d^{\rm std} = \alpha_d\,\|t - \bar t\|^2 / S_{dd}` (``tt``: y's spread about its mean,
+    also without an intercept, so that an offset does not count). The rule then does not depend on the units
     of X or y (a weight's prior standard deviation above 0.01 in standard deviations of y per standard
     deviation of x_d).
     """
@@ -117,6 +118,9 @@ def prepare_ard_regression(estimator, X, y):
     check_positive_float(estimator.alpha_bound, "alpha_bound")
     scaling = ArdScaling(X, y)
     X, y = X / scaling.x, y / scaling.y
+    # y's spread about its mean, in these units: the scale relevance is standardized by, whether or not
+    # the fit has an intercept (an offset that a bias column explains is no spread of y)
+    scaling.y_spread = float(((y - y.mean()) ** 2).sum())
     set_features(estimator, X, names)
     x_mean, y_mean, G, Xt, tt = _centered_statistics(X, y, estimator.fit_intercept)
     diag = np.diag(G).copy()
@@ -242,7 +246,7 @@ class RVR(RegressorMixin, BaseEstimator):
         self.alpha_ = alpha
         self.sigma_ = scaling.covariance(sigma, active)
         self.active_ = active
-        self.relevance_ = standardized_relevance(scaled_alpha, tt, diag, self.alpha_bound)
+        self.relevance_ = standardized_relevance(scaled_alpha, scaling.y_spread, diag, self.alpha_bound)
         self.n_iter_ = n_iter
         # the log evidence of the centred y, minus N log c_y for its density in its own units
         self.log_evidence_ = _log_evidence(G, Phi_t, tt, n, scaled_alpha, active, beta, sigma) - n * np.log(

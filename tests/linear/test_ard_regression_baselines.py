@@ -96,3 +96,17 @@ def test_scikit_learn_estimator_checks(estimator):
     failures = check_estimator(estimator(), on_fail=None, on_skip=None)
     problems = [f"{r['check_name']}: {r['exception']}" for r in failures if r["status"] == "failed"]
     assert not problems, "\n".join(problems)
+
+
+@pytest.mark.parametrize("estimator", [RVR, GKLRegression])
+def test_an_offset_explained_by_a_bias_column_leaves_relevance_alone(estimator):
+    # without an intercept, relevance was standardized by the uncentred yᵀy: an offset of 100 inflated
+    # every standardized α by ~10⁴ and dropped both real features (found by review)
+    rng = np.random.default_rng(0)
+    Z = rng.normal(size=(200, 5))
+    y = 100 + 1.0 * Z[:, 0] + 0.5 * Z[:, 1] + 0.3 * rng.normal(size=200)
+    X = np.column_stack([np.ones(200), Z])
+    model = estimator(fit_intercept=False).fit(X, y)
+    assert model.relevance_[:3].all()
+    with_intercept = estimator().fit(Z, y)
+    np.testing.assert_array_equal(model.relevance_[1:], with_intercept.relevance_)
