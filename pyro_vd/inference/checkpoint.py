@@ -294,23 +294,22 @@ def _is_tensor_dict(value):
     )
 
 
+def _refuse_unmatched(where, what, names, side):
+    if names:
+        plural = len(names) > 1
+        raise ValueError(
+            f"{where}: {what}{'s' if plural else ''} {_names(names)} {'are' if plural else 'is'} {side} "
+            "(a checkpoint of another model or guide?)"
+        )
+
+
 def _compare(where, what, here, there, *, file_may_have_more):
     """Names, shapes and dtypes of the live tensors ``here`` against the file's ``there``."""
-    missing = [name for name in here if name not in there]
-    if missing:
-        raise ValueError(
-            f"{where}: {what}{'s' if len(missing) > 1 else ''} {_names(missing)} "
-            f"{'are' if len(missing) > 1 else 'is'} here but not in the file (a checkpoint of another "
-            "model or guide?)"
-        )
+    _refuse_unmatched(where, what, [name for name in here if name not in there], "here but not in the file")
     if not file_may_have_more:
-        more = [name for name in there if name not in here]
-        if more:
-            raise ValueError(
-                f"{where}: {what}{'s' if len(more) > 1 else ''} {_names(more)} "
-                f"{'are' if len(more) > 1 else 'is'} in the file but not here (a checkpoint of another "
-                "model or guide?)"
-            )
+        _refuse_unmatched(
+            where, what, [name for name in there if name not in here], "in the file but not here"
+        )
     for name, value in here.items():
         saved = there[name]
         if value.shape != saved.shape:
