@@ -34,7 +34,7 @@ Example (``torchrun --nproc_per_node=2 train.py``, or ``python train.py`` for on
     guide = pyro_vd.AutoVariationalDropout(model)
     distributed.seed_noise(0)
     loss_fn = distributed.data_parallel(VariationalDropoutELBO()(model, guide), x[:2], y[:2])
-    optimizer = torch.optim.Adam(loss_fn.parameters(), lr=1e-3)
+    optimizer = pyro_vd.inference.adam(loss_fn.parameters(), lr=1e-3)  # torch's Adam, fused
     b = distributed.local_batch_size(100)
     for epoch in range(epochs):
         for index in distributed.shard_indices(len(x), epoch=epoch, seed=0).split(b):

@@ -8,6 +8,7 @@ from .kl_log_uniform import (
     KL_METHODS,
     kl_log_uniform,
     kl_log_uniform_additive,
+    kl_log_uniform_additive_sum,
     kl_log_uniform_grad,
 )
 from .log_uniform import LogUniform, nonzero_real
@@ -25,6 +26,7 @@ __all__ = [
     "exact_kl",
     "kl_log_uniform",
     "kl_log_uniform_additive",
+    "kl_log_uniform_additive_sum",
     "kl_log_uniform_grad",
     "log_diff_ndtr",
     "nonzero_real",

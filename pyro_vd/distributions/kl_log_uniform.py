@@ -130,6 +130,66 @@ def kl_log_uniform_additive(theta, log_sigma2, method=DEFAULT_KL_METHOD):
     return _AdditiveKL.apply(theta, log_sigma2, method)
 
 
+class _AdditiveKLSum(torch.autograd.Function):
+    r"""
+    :math:`\sum \mathrm{KL}` from (θ, log σ²) in one node, for the ELBO, which only ever needs the total.
+
+    Returning the sum saves what the elementwise node costs on top: its output tensor, the sum over it,
+    and, in the backward pass, a multiplication by an expanded gradient of ones. For Molchanov's KL the
+    forward pass works with :math:`\nu = -\log\alpha = \log\theta^2 - \log\sigma^2`, so that
+    :math:`\sigma(-\log\alpha)` (the slope's second term) is one sigmoid of a tensor already saved and
+    :math:`\tfrac12\log(1 + 1/\alpha) = \tfrac12\,\mathrm{softplus}(\nu)`. Where θ² is floored at the
+    dtype's tiny, the θ-gradient :math:`-2\,\mathrm{KL}'\theta/\theta^2` is exactly 0 (θ = 0 there).
+    """
+
+    @staticmethod
+    def forward(ctx, theta, log_sigma2, method):
+        tiny = torch.finfo(theta.dtype).tiny
+        theta2 = theta.square().clamp_min_(tiny)
+        if method == "molchanov":
+            nu = torch.log(theta2).sub_(log_sigma2)  # −log α
+            # s = σ(−k2 − k3 log α) = σ(k3 (ν − k2/k3))
+            s = torch.add(nu, -MOLCHANOV_K2 / MOLCHANOV_K3).mul_(MOLCHANOV_K3).sigmoid_()
+            kl = torch.add(s.sum() * MOLCHANOV_K1, F.softplus(nu).sum(), alpha=0.5)
+            ctx.save_for_backward(theta, theta2, nu, s)
+        else:
+            log_alpha = log_sigma2 - torch.log(theta2)
+            kl = (exact_kl_value(log_alpha) if method == "exact" else _kl_kingma(log_alpha)).sum()
+            ctx.save_for_backward(theta, theta2, log_alpha, None)
+        ctx.method = method
+        return kl
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_output):
+        theta, theta2, saved, s = ctx.saved_tensors
+        if ctx.method == "molchanov":
+            # KL'(log α) = −k1 k3 s(1 − s) − ½ σ(−log α), σ(−log α) = σ(ν). Saved tensors are never
+            # changed in place: a retained graph may run this backward again.
+            slope = torch.addcmul(s, s, s, value=-1.0).mul_(-MOLCHANOV_K1 * MOLCHANOV_K3)
+            slope.add_(torch.sigmoid(saved), alpha=-0.5)
+        else:
+            slope = _slope(saved, ctx.method)
+        grad_log_sigma2 = slope.mul_(grad_output)
+        grad_theta = torch.mul(grad_log_sigma2, theta).div_(theta2).mul_(-2.0)
+        return grad_theta, grad_log_sigma2, None
+
+
+def kl_log_uniform_additive_sum(theta, log_sigma2, method=DEFAULT_KL_METHOD):
+    r"""
+    :math:`\sum_i \mathrm{KL}_i` of :func:`kl_log_uniform_additive` over all elements (of θ and
+    log σ² broadcast together), as a 0-dim tensor: the form the ELBO needs, about 40 % faster forward +
+    backward than summing the elementwise KL (``benchmarks/throughput.py``); first-order only. In θ's
+    dtype (computed in float32 for float16/bfloat16).
+    """
+    check_kl_method(method)
+    theta, log_sigma2 = torch.broadcast_tensors(theta, log_sigma2)
+    dtype = theta.dtype
+    if dtype in (torch.float16, torch.bfloat16):
+        return _AdditiveKLSum.apply(theta.float(), log_sigma2.float(), method).to(dtype)
+    return _AdditiveKLSum.apply(theta, log_sigma2, method)
+
+
 def check_kl_method(method):
     """Return ``method`` if it names a KL method, else raise a ``ValueError`` that lists them."""
     if method not in _IMPLEMENTATIONS:

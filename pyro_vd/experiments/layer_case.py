@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 from .. import distributed
 from ..baselines import train_maximum_likelihood, with_dropout
 from ..guides import AutoVariationalDropout
-from ..inference import VariationalDropoutELBO, deterministic
+from ..inference import VariationalDropoutELBO, adam, deterministic
 from ..models import BayesianMLP
 from ..models.architectures import mlp
 from ..poutine import local_reparameterization
@@ -43,7 +43,7 @@ def _train_vd(data, sizes, *, clip, epochs, batch_size, lr, seed, evaluate):
     distributed.seed_noise(seed, session)  # each rank its own noise; rank 0 keeps the stream
     loss_fn = VariationalDropoutELBO()(model, guide)
     train_fn = distributed.data_parallel(loss_fn, data.train_images[:2], data.train_labels[:2])
-    optimizer = torch.optim.Adam(loss_fn.parameters(), lr=lr)
+    optimizer = adam(loss_fn.parameters(), lr=lr)  # fused where torch has the kernel
     steps = math.ceil(n / batch_size)
     for epoch in range(1, epochs + 1):
         order = _epoch_order(n, epoch - 1, seed, session)

@@ -28,6 +28,7 @@ from ..guides import AutoVariationalDropout
 from ..inference import (
     LogAlphaDrift,
     VariationalDropoutELBO,
+    adam,
     deterministic,
     linear_warmup,
     load_checkpoint,
@@ -229,7 +230,7 @@ def run_sparse_vd_mnist(
     ]
     groups = [g for g in groups if g["params"]]
     base_lrs = [g["lr"] for g in groups]
-    optimizer = torch.optim.Adam(groups)
+    optimizer = adam(groups)  # fused where torch has the kernel
     if saved_optimizer is not None:
         optimizer.load_state_dict(saved_optimizer)  # its learning rates are set from the schedule below
     steps = math.ceil(n_train / batch_size)

@@ -4,7 +4,6 @@ truncated log-normal at every neuron-noise (TruncatedLogUniform) site."""
 import math
 import warnings
 from contextlib import ExitStack
-from operator import attrgetter
 
 import pyro
 import pyro.poutine as poutine
@@ -180,6 +179,7 @@ class AutoVariationalDropout(AutoGuide):
             init_seed = int(torch.randint(0, 2**62, ()).item())
         self.init_seed = int(init_seed)
         super().__init__(model, create_plates=create_plates)
+        self._leaves = {}  # (group, site) -> (group module, leaf module, attribute): see _param
 
     def _granularities(self):
         if isinstance(self._granularity, dict):
@@ -380,12 +380,26 @@ class AutoVariationalDropout(AutoGuide):
                 "the guide has not been run yet: call it (or svi.step) once with the model's data"
             )
 
+    def _param(self, group, name):
+        """The parameter of site ``name`` in ``group`` (``"thetas"``, ``"log_sigma2s"``, …): one
+        ``pyro.param`` statement on the leaf module, which is looked up once and kept (walking the
+        dotted path through ``PyroModule.__getattr__`` at every step is a measurable share of a step)."""
+        root = self._modules[group]
+        cached = self._leaves.get((group, name))
+        if cached is None or cached[0] is not root:
+            path, _, attr = name.rpartition(".")
+            leaf = root
+            for part in path.split(".") if path else ():
+                leaf = leaf._modules[part]
+            cached = self._leaves[(group, name)] = (root, leaf, attr)
+        return getattr(cached[1], cached[2])
+
     def posterior(self, name):
         """The posterior of site ``name`` (batch shape = the site's full shape): a :class:`VDNormal` for a
         weight site, a :class:`TruncatedLogNormal` for a neuron-noise site."""
         if name in self._noise_sites:
             return self._noise_posterior(name)
-        theta = attrgetter(name)(self.thetas)
+        theta = self._param("thetas", name)
         kwargs = {
             "min_log_alpha": self.min_log_alpha,
             "max_log_alpha": self.max_log_alpha,
@@ -394,11 +408,11 @@ class AutoVariationalDropout(AutoGuide):
         }
         parameterization = self.parameterization(name)
         if parameterization == "additive":
-            return VDNormal(theta, attrgetter(name)(self.log_sigma2s), **kwargs)
+            return VDNormal(theta, self._param("log_sigma2s", name), **kwargs)
         if self.granularity(name) == "shared":
             log_alpha = self.shared_log_alpha
         else:
-            log_alpha = attrgetter(name)(self.log_alphas)
+            log_alpha = self._param("log_alphas", name)
         log_alpha = log_alpha.expand(theta.shape)
         if parameterization == "shrinkage":  # θ = φ / (1 + α), with α as VDNormal clips it
             if self.min_log_alpha is not None or self.max_log_alpha is not None:
@@ -409,8 +423,8 @@ class AutoVariationalDropout(AutoGuide):
     def _noise_posterior(self, name):
         prior = _base(self._noise_sites[name]["fn"])
         low, high = NOISE_PARAM_BOUNDS
-        loc = attrgetter(name)(self.noise_locs).clamp(low, high)
-        scale = attrgetter(name)(self.noise_log_scales).clamp(low, high).exp()
+        loc = self._param("noise_locs", name).clamp(low, high)
+        scale = self._param("noise_log_scales", name).clamp(low, high).exp()
         return TruncatedLogNormal(loc, scale, prior.low, prior.high, validate_args=False)
 
     def forward(self, *args, **kwargs):
@@ -421,14 +435,18 @@ class AutoVariationalDropout(AutoGuide):
         plates = self._create_plates(*args, **kwargs)
         result = {}
         for name, site in self._all_sites.items():
+            frames = [plates[f.name] for f in site["cond_indep_stack"] if f.vectorized]
+            event_dim = site["fn"].event_dim
+            if not frames:  # the common case (weights are global): no ExitStack to set up
+                q = self.posterior(name)
+                result[name] = pyro.sample(name, q.to_event(event_dim) if event_dim else q)
+                continue
             with ExitStack() as stack:
-                for frame in site["cond_indep_stack"]:
-                    if frame.vectorized:
-                        stack.enter_context(plates[frame.name])
+                for plate in frames:
+                    stack.enter_context(plate)
                 # Inside a subsampled plate, pyro.param subsamples the full-size parameters itself
                 # (they carry event_dim).
                 q = self.posterior(name)
-                event_dim = site["fn"].event_dim
                 result[name] = pyro.sample(name, q.to_event(event_dim) if event_dim else q)
         return result
 
@@ -439,7 +457,7 @@ class AutoVariationalDropout(AutoGuide):
         self._check_ready()
         if self.parameterization(name) == "shrinkage":
             return self.posterior(name).loc.detach().clone()
-        return attrgetter(name)(self.thetas).detach().clone()
+        return self._param("thetas", name).detach().clone()
 
     @torch.no_grad()
     def get_log_alpha(self, name):

@@ -12,6 +12,7 @@ from .neuron_pruning import (
     prune_neurons,
     shrink,
 )
+from .optim import adam
 from .pruning import (
     DEFAULT_SNR_THRESHOLD,
     DEFAULT_THRESHOLD,
@@ -34,6 +35,7 @@ __all__ = [
     "SelectInputs",
     "SparsityReport",
     "VariationalDropoutELBO",
+    "adam",
     "count_neurons",
     "deterministic",
     "keep_mask",

@@ -204,3 +204,34 @@ def test_exact_beyond_the_table_follows_the_series_to_zero():
     for dtype in (torch.float32, torch.float16):
         low = exact_kl(t.to(dtype))
         assert torch.isfinite(low).all() and (low >= 0).all() and low[-1] == 0
+
+
+@pytest.mark.parametrize("method", ["molchanov", "kingma", "exact"])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.float16])
+def test_additive_sum_equals_the_summed_elementwise_kl_and_its_gradients(method, dtype):
+    """The ELBO's fused total: value and both gradients equal those of Σ kl_log_uniform_additive, with
+    θ = 0 (floored θ², zero θ-gradient), broadcast log σ² and a retained graph run twice."""
+    from pyro_vd.distributions import kl_log_uniform_additive, kl_log_uniform_additive_sum
+
+    generator = torch.Generator().manual_seed(0)
+    theta = (0.3 * torch.randn(40, 7, generator=generator, dtype=torch.float64)).to(dtype)
+    log_sigma2 = torch.empty(1, 7, dtype=torch.float64).uniform_(-12, 0, generator=generator).to(dtype)
+    if method == "kingma":  # valid for α ≤ 1 only: no θ = 0 there
+        theta, log_sigma2 = theta.abs() + 0.5, log_sigma2 - 3.0
+    else:
+        theta[0, :3] = 0.0
+    grads = []
+    for fn in (lambda t, s: kl_log_uniform_additive(t, s, method).sum(), kl_log_uniform_additive_sum):
+        t, s = theta.clone().requires_grad_(), log_sigma2.clone().requires_grad_()
+        total = fn(t, s) if fn is not kl_log_uniform_additive_sum else fn(t, s, method)
+        assert total.shape == () and total.dtype == dtype
+        first = torch.autograd.grad(total, (t, s), retain_graph=True)
+        second = torch.autograd.grad(total, (t, s))  # the saved tensors are left as they were
+        assert all(torch.equal(a, b) for a, b in zip(first, second, strict=True))
+        grads.append((total.detach(), *first))
+    (kl_a, gt_a, gs_a), (kl_b, gt_b, gs_b) = grads
+    rtol = {torch.float64: 1e-12, torch.float32: 1e-5, torch.float16: 1e-2}[dtype]
+    assert torch.allclose(kl_b.double(), kl_a.double(), rtol=rtol)
+    assert torch.allclose(gt_b.double(), gt_a.double(), rtol=rtol, atol=rtol * gt_a.abs().max().item())
+    assert torch.allclose(gs_b.double(), gs_a.double(), rtol=rtol, atol=rtol * gs_a.abs().max().item())
+    assert torch.isfinite(gt_b).all() and (method == "kingma" or (gt_b[0, :3] == 0).all())
