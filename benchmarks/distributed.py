@@ -1,7 +1,16 @@
 """
-Data-parallel Sparse VD: seconds per training epoch of LeNet-300-100 (batch 100, the recipe of
+Data-parallel Sparse VD: seconds per training epoch of LeNet-300-100 (the recipe of
 ``pyro-vd sparse-mnist``) with 1 and with 2 processes of one thread each (gloo, CPU), the speed-up
 (target ≥ 1.7× on a 2-core machine), and the peak resident memory of every rank.
+
+Two ways to scale (``--scaling``):
+
+* ``strong``: the global batch stays 100, so each of W ranks takes 100 / W rows a step, and an epoch
+  has the same 600 steps: only the batch-proportional work (the matmuls) is shared; the per-parameter
+  work (σ², the KL and Adam over all 532 000 variational parameters) and the framework's per-step cost
+  are repeated on every rank, and the gradient all-reduce is added.
+* ``weak`` (the usual data-parallel set-up): each rank keeps a local batch of 100, the global batch is
+  100·W and an epoch has 600 / W steps.
 
 Each configuration runs in its own ``python -m torch.distributed.run --nproc_per_node N`` launch of
 this script (``--worker``), through :func:`pyro_vd.experiments.run_sparse_vd_mnist`, whose
@@ -43,7 +52,8 @@ def _worker(args):
             torch.rand(1000, 1, 28, 28, generator=generator),
             torch.randint(0, 10, (1000,), generator=generator),
         )
-    result, _, _, _ = run_sparse_vd_mnist(data, epochs=args.epochs, log=lambda _: None)
+    batch_size = 100 * (session.world_size if args.scaling == "weak" else 1)
+    result, _, _, _ = run_sparse_vd_mnist(data, epochs=args.epochs, batch_size=batch_size, log=lambda _: None)
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
     seconds = distributed.gather_objects(result["train_seconds"] / args.epochs)
     peaks = distributed.gather_objects(peak_mb)
@@ -59,7 +69,7 @@ def _free_port():
         return sock.getsockname()[1]
 
 
-def _launch(processes, args, report):
+def _launch(processes, scaling, args, report):
     command = [
         sys.executable,
         "-m",
@@ -78,6 +88,8 @@ def _launch(processes, args, report):
         str(args.epochs),
         "--n-train",
         str(args.n_train),
+        "--scaling",
+        scaling,
         *(["--data-dir", args.data_dir] if args.data_dir else []),
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
@@ -91,23 +103,33 @@ def main():
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--n-train", type=int, default=60000)
     parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--scaling", choices=["strong", "weak", "both"], default="both")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--report", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         return _worker(args)
-    rows = []
+    scalings = ["strong", "weak"] if args.scaling == "both" else [args.scaling]
+    print(f"LeNet-300-100, {args.n_train} images, one thread per process\n")
+    print("| scaling | processes | batch per rank | s / epoch | speed-up | peak RSS per rank (MB) |")
+    print("|---|---:|---:|---:|---:|---|")
+    records = {}
     with tempfile.TemporaryDirectory() as folder:
-        for processes in args.processes:
-            rows.append(_launch(processes, args, str(pathlib.Path(folder) / f"{processes}.json")))
-    print(f"LeNet-300-100, {args.n_train} images, batch 100, one thread per process\n")
-    print(f"| processes | s / epoch | speed-up (vs {rows[0]['processes']}) | peak RSS per rank (MB) |")
-    print("|---:|---:|---:|---|")
-    for row in rows:
-        speedup = rows[0]["epoch_seconds"] / row["epoch_seconds"]
-        peaks = " / ".join(f"{mb:.0f}" for mb in row["peak_rss_mb"])
-        print(f"| {row['processes']} | {row['epoch_seconds']:.2f} | {speedup:.2f}× | {peaks} |")
-    print("\n" + json.dumps(rows))
+        for scaling in scalings:
+            rows = records[scaling] = []
+            for processes in args.processes:
+                report = str(pathlib.Path(folder) / f"{scaling}-{processes}.json")
+                rows.append(_launch(processes, scaling, args, report))
+                row = rows[-1]
+                local = 100 // processes if scaling == "strong" else 100
+                speedup = rows[0]["epoch_seconds"] / row["epoch_seconds"]
+                peaks = " / ".join(f"{mb:.0f}" for mb in row["peak_rss_mb"])
+                print(
+                    f"| {scaling} | {processes} | {local} | {row['epoch_seconds']:.2f} | "
+                    f"{speedup:.2f}× | {peaks} |",
+                    flush=True,
+                )
+    print("\n" + json.dumps(records))
 
 
 if __name__ == "__main__":
