@@ -1,8 +1,20 @@
-"""Shared machinery of the linear classifiers: label checks and one-vs-rest."""
+"""Shared machinery of the linear classifiers: label checks, one-vs-rest, the centred units they fit in."""
 
 import numpy as np
 
-from ._base import BaseEstimator, ClassifierMixin, check_is_fitted, flatten_column, set_features, validate_X
+from ._base import (
+    BaseEstimator,
+    ClassifierMixin,
+    check_is_fitted,
+    flatten_column,
+    power_of_two_scales,
+    set_features,
+    validate_X,
+)
+
+#: A column whose standard deviation, relative to its root mean square, is below this times the
+#: largest such ratio among the columns is treated as constant (it carries no usable variation).
+_CONSTANT_RATIO = 1e-12
 
 
 def column_rms(X):
@@ -13,11 +25,62 @@ def column_rms(X):
     return peak * np.sqrt(np.mean((X / safe) ** 2, axis=0))
 
 
+class CentredUnits:
+    r"""
+    The units the binary classifiers fit in: every column centred and of unit root mean square,
+    :math:`z_d = (x_d / c_d - o_d) / f_d` with :math:`c_d`, :math:`f_d` powers of two (exact divisions:
+    :math:`c_d` near the column's root mean square, :math:`f_d` near the centred one's) and :math:`o_d`
+    the column mean in units of :math:`c_d`. With a free intercept, :math:`x^\top w + b = z^\top v + b'`
+    for :math:`w_d = v_d / (c_d f_d)` and :math:`b = b' - \sum_d v_d o_d / f_d`, so a fit in these units
+    is the same for X, X + shift and X·scale (up to rounding), and its weights map back exactly.
+    Columns with no usable variation (relative standard deviation below 1e-12 times the largest, the
+    rule the fits always applied) are set to 0 and ``usable`` is False there.
+    """
+
+    def __init__(self, X):
+        self.coarse = power_of_two_scales(X)
+        Z = X / self.coarse
+        self.offset = Z.mean(0)
+        Z -= self.offset
+        spread = column_rms(Z)  # the standard deviation relative to the RMS, up to the factor c_d
+        self.usable = spread > _CONSTANT_RATIO * max(spread.max(), np.finfo(float).tiny)
+        self.offset[~self.usable] = 0.0
+        self.fine = np.where(self.usable, power_of_two_scales(Z), 1.0)
+        #: the columns' standard deviations, in the units of X (0 where not usable)
+        self.std = np.where(self.usable, spread, 0.0) * self.coarse
+
+    def transform(self, X):
+        """Columns of X in these units (unusable columns 0)."""
+        Z = (X / self.coarse - self.offset) / self.fine
+        Z[:, ~self.usable] = 0.0
+        return Z
+
+    def coef(self, v):
+        """Weights in the units of X: :math:`v_d / (c_d f_d)`, the two divisions exact."""
+        with np.errstate(over="ignore", under="ignore"):
+            return v / self.fine / self.coarse
+
+    def intercept(self, v, b):
+        r"""The intercept for the columns of X: :math:`b' - \sum_d v_d o_d / f_d`."""
+        return float(b - (self.offset / self.fine) @ v)
+
+    def alpha(self, alpha):
+        r"""Prior precisions in the units of X: :math:`\alpha_d (c_d f_d)^2` (exact factors)."""
+        with np.errstate(over="ignore", under="ignore", invalid="ignore"):
+            return alpha * self.fine**2 * self.coarse**2
+
+    def rows(self, matrix):
+        """A matrix whose rows are indexed by weights (a covariance factor), in the units of X."""
+        with np.errstate(over="ignore", under="ignore"):
+            return matrix / self.fine[:, None] / self.coarse[:, None]
+
+
 def ard_relevance(fits, bound):
     r"""
-    Relevance of the ARD classifiers: α below ``bound`` once expressed for columns of unit root mean
-    square, :math:`\alpha_d / \overline{x_d^2}` (a weight's prior standard deviation above
-    ``bound``:sup:`-1/2` in logits per unit of x_d's scale), so the rule does not depend on the units of X;
+    Relevance of the ARD classifiers: α below ``bound`` once expressed for standardized columns,
+    :math:`\alpha_d / \operatorname{sd}(x_d)^2` (a weight's prior standard deviation above
+    ``bound``:sup:`-1/2` in logits per standard deviation of x_d), so the rule depends neither on the
+    units nor on the origin of X (``x_rms`` of each fit: the centred columns' root mean square);
     for any class in one-vs-rest.
     """
     relevant = np.zeros(len(fits[0]["alpha"]), dtype=bool)

@@ -3,8 +3,8 @@ r"""Relevance vector classification: Laplace approximation at the IRLS mode + ev
 import numpy as np
 from scipy.special import expit
 
-from ._base import check_positive_float, check_positive_int, power_of_two_scales
-from ._classifier import LinearClassifierBase, ard_relevance, column_rms
+from ._base import check_positive_float, check_positive_int
+from ._classifier import CentredUnits, LinearClassifierBase, ard_relevance, column_rms
 from ._convergence import warn_not_converged
 from .ard_update import fast_ard_alpha
 from .relevance import DEFAULT_ALPHA_BOUND
@@ -67,22 +67,28 @@ class RVC(LinearClassifierBase):
     covariance :math:`\Sigma = (\Phi^\top B\Phi + A)^{-1}` there, and updates every α by the fast ARD
     step on that Gaussian approximation (:func:`~pyro_vd.linear.ard_update.fast_ard_alpha`: the evidence
     optimum of each α given the others, with α = ∞ when :math:`q_i^2 \le s_i`); weights whose α passes
-    1e12 leave the model. The intercept has a broad fixed prior.
+    1e12 leave the model, starting from α = 1 for standardized columns. The intercept has a broad fixed
+    prior, :math:`\mathcal{N}(0, 10^6)` on the intercept of the centred columns (the logit at the mean
+    row; the posterior integrates it, so where it is taken only matters through this prior). At x = 0
+    (before issue 13) the prior pulled the intercept of shifted columns towards 0 and the Hessian was
+    ill-conditioned by the offsets: the relevant set changed with a shift of the columns.
     ``predict_proba`` uses MacKay's probit approximation
     :math:`\sigma(\mu_a / \sqrt{1 + \pi s_a^2/8})`, :math:`s_a^2 = \phi^\top\Sigma\phi`.
 
     More than two classes: one-vs-rest. Relevance: α below ``alpha_bound``
-    for unit-RMS columns (:func:`~pyro_vd.linear._classifier.ard_relevance`)
-    (:mod:`pyro_vd.linear.relevance`). The fit runs in units where every column of X has unit root mean
-    square (powers of two, mapped back exactly: :math:`w_d \to w_d/c_d`, :math:`\alpha_d \to
-    \alpha_d c_d^2`, under which the evidence is invariant), so any finite scale of X fits alike.
+    for standardized columns (:func:`~pyro_vd.linear._classifier.ard_relevance`)
+    (:mod:`pyro_vd.linear.relevance`). The fit runs on centred columns of unit root mean square
+    (:class:`~pyro_vd.linear._classifier.CentredUnits`: powers of two and the column means, mapped back
+    exactly: :math:`w_d \to w_d/c_d`, :math:`\alpha_d \to \alpha_d c_d^2`,
+    :math:`b = b' - \sum_d w_d\bar x_d`, under which the evidence is invariant), so any finite scale
+    and any origin of X fit alike.
 
     Attributes
     ----------
     coef_, intercept_, alpha_ (inf when removed), relevance_, n_iter_, n_features_in_, classes_,
     feature_names_in_ (fitted on a data frame with string column names), log_evidence_: the Laplace
     approximation of the log marginal likelihood :math:`\log p(t\mid\alpha)` at the fitted α (the
-    intercept's broad prior included; invariant to the units of X), a float, or one per class for
+    intercept's broad prior included; invariant to the units and origin of X), a float, or one per class for
     one-vs-rest. Stopping at ``max_iter`` emits a ``ConvergenceWarning``.
     """
 
@@ -97,23 +103,29 @@ class RVC(LinearClassifierBase):
         check_positive_float(self.alpha_bound, "alpha_bound")
 
     def _fit_binary(self, X, t):
-        scale = power_of_two_scales(X)
-        fit = self._fit_scaled(X / scale, t)
-        # back to the units of X: w_d / c_d, α_d c_d², Σ with rows and columns of features divided by c
-        factor = np.append(1.0 / scale, 1.0)[fit["active"]]
+        units = CentredUnits(X)
+        fit = self._fit_scaled(units.transform(X), t)
+        # back to the units and origin of X: w_d / (c_d f_d), α_d (c_d f_d)², Σ's rows and columns of
+        # features likewise (Σ of the weights does not depend on where the intercept is taken),
+        # b = b' − Σ w_d o_d / f_d (the intercept of the centred columns is b')
+        fit["units"], fit["coef_centred"], fit["intercept_centred"] = units, fit["coef"], fit["intercept"]
+        factor = np.append(units.coef(np.ones(len(fit["coef"]))), 1.0)[fit["active"]]
         with np.errstate(over="ignore", under="ignore"):
-            fit["sigma_scaled"], fit["x_scale"] = fit["sigma"], scale
+            fit["sigma_scaled"] = fit["sigma"]
             fit["sigma"] = fit["sigma"] * factor[:, None] * factor[None, :]
-            fit["coef"] = fit["coef"] / scale
-            fit["alpha"] = fit["alpha"] * scale**2
-        fit["x_rms"] = column_rms(X)
+        fit["coef"] = units.coef(fit["coef_centred"])
+        fit["intercept"] = units.intercept(fit["coef_centred"], fit["intercept_centred"])
+        fit["alpha"] = units.alpha(fit["alpha"])
+        fit["x_rms"] = units.std
         return fit
 
     def _fit_scaled(self, X, t):
         n, d = X.shape
         Phi = np.column_stack([X, np.ones(n)])
         usable = np.append(X.std(0) > 1e-12 * max(X.std(0).max(), np.finfo(float).tiny), True)
-        alpha = np.where(usable, 1.0, np.inf)
+        # α = 1 for standardized columns (the powers of two standardize X only to within √2): a start
+        # covariant under X·c, so the path, not only the evidence, is the same for any units of X
+        alpha = np.where(usable, np.append(column_rms(X) ** 2, 1.0), np.inf)
         alpha[-1] = _INTERCEPT_ALPHA
         w = np.zeros(d + 1)
         sigma = np.zeros((0, 0))
@@ -161,7 +173,8 @@ class RVC(LinearClassifierBase):
         self.log_evidence_ = self._stacked("log_evidence")
 
     def _binary_proba(self, X, fit):
-        Phi = np.column_stack([X / fit["x_scale"], np.ones(len(X))])[:, fit["active"]]
-        mean = X @ fit["coef"] + fit["intercept"]
+        Z = fit["units"].transform(X)
+        Phi = np.column_stack([Z, np.ones(len(Z))])[:, fit["active"]]
+        mean = Z @ fit["coef_centred"] + fit["intercept_centred"]
         var = np.clip(((Phi @ fit["sigma_scaled"]) * Phi).sum(1), 0.0, None)
         return expit(mean / np.sqrt(1.0 + np.pi * var / 8.0))

@@ -6,8 +6,8 @@ import torch
 import torch.nn.functional as F
 
 from ..distributions.kl_log_uniform import check_kl_method, kl_log_uniform_additive
-from ._base import check_positive_int, check_random_state, power_of_two_scales
-from ._classifier import LinearClassifierBase
+from ._base import check_positive_int, check_random_state
+from ._classifier import CentredUnits, LinearClassifierBase, column_rms
 from .relevance import DEFAULT_LOG_ALPHA_THRESHOLD, check_vd_threshold, log_alpha_threshold
 
 #: More Gauss–Hermite points than this buy nothing (and cost n_samples × n_quadrature memory).
@@ -85,12 +85,17 @@ class VDClassifier(LinearClassifierBase):
         ``"sparse_vd"`` is log α ≤ 3; ``"evidence"`` is log α ≤ τ(d), the bound at which a feature's
         ELBO gain reaches log d (prior odds 1 : d of being relevant), applied to the fitted log α.
     random_state : int, None, numpy.random.RandomState or numpy.random.Generator
-        Seed of θ's initialization (θ ~ N(0, 0.01²), log σ² = −10, in the units below); None draws one
+        Seed of θ's initialization (θ ~ N(0, 0.01²), log σ² = −10, for standardized columns); None draws one
         from numpy's global generator (scikit-learn's convention).
 
-    The fit runs in units where every column of X has unit root mean square (a power of two per
-    column, so the map back is exact); the log-uniform prior is scale invariant, so this changes
-    nothing but the rounding, and columns of any finite scale (1e-150 or 1e150) fit alike.
+    The fit runs on centred columns of unit root mean square (a power of two per column and the column
+    means, :class:`~pyro_vd.linear._classifier.CentredUnits`, so the map back is exact:
+    :math:`b = b' - \sum_d\theta_d\bar x_d`); the log-uniform prior is scale invariant, so the scale
+    changes nothing but the rounding, and columns of any finite scale (1e-150 or 1e150) fit alike. The
+    intercept is a point estimate with no prior, taken at the column means: q's noise
+    :math:`s_n^2` then counts the centred :math:`x_{nd}` only, and the fit is the same for X and
+    X + shift up to the optimizer's stop. Taken at x = 0 (before issue 13) a column offset entered
+    :math:`s_n^2` as noise and relevant features were pruned (at X + 30 on 150 × 20, all of them).
 
     Attributes
     ----------
@@ -133,13 +138,17 @@ class VDClassifier(LinearClassifierBase):
         self.log_evidence_ = self._stacked("elbo") if len(self._fits) == 1 else np.array(self.elbo_)
 
     def _fit_binary(self, X, t):
-        scale = power_of_two_scales(X)
-        X = torch.tensor(X / scale)  # unit-scale columns (a copy: X may be a read-only memmap)
+        units = CentredUnits(X)
+        X = torch.as_tensor(units.transform(X))  # centred unit-scale columns (a new array, never X itself)
         t = torch.as_tensor(2.0 * t - 1.0)  # {0, 1} → {−1, +1}
         generator = torch.Generator().manual_seed(self._seed)
         d = X.shape[1]
-        theta = (0.01 * torch.randn(d, generator=generator, dtype=torch.float64)).requires_grad_()
-        log_sigma2 = torch.full((d,), -10.0, dtype=torch.float64, requires_grad=True)
+        # the start in units of standardized columns (the powers of two standardize X only to within √2):
+        # θ_d ~ N(0, 0.01²) / rms_d, σ_d² = e⁻¹⁰ / rms_d², covariant under X·c
+        rms = torch.as_tensor(column_rms(X.numpy()))
+        rms = torch.where(rms > 0, rms, torch.ones_like(rms))
+        theta = (0.01 * torch.randn(d, generator=generator, dtype=torch.float64) / rms).requires_grad_()
+        log_sigma2 = (-10.0 - 2.0 * rms.log()).requires_grad_()
         bias = torch.zeros((), dtype=torch.float64, requires_grad=True)
         nodes, weights = gauss_hermite(self.n_quadrature)
         X2 = X * X
@@ -172,24 +181,33 @@ class VDClassifier(LinearClassifierBase):
             elbo = -float(negative_elbo())
         with torch.no_grad():
             log_alpha = log_sigma2 - theta.square().clamp_min(torch.finfo(torch.float64).tiny).log()
-        # Back to the units of X: θ_d / c_d and σ_d² / c_d² (α is scale free); c_d is a power of two.
-        coef = theta.detach().numpy() / scale
-        if not (np.isfinite(coef).all() and np.isfinite(float(bias.detach()))):
+        # Back to the units and origin of X: θ_d / (c_d f_d), σ_d² / (c_d f_d)² (α is scale free; c_d and
+        # f_d are powers of two), b = b' − Σ θ_d o_d / f_d (the intercept of the centred columns is b').
+        theta_centred, bias_centred = theta.detach().numpy().copy(), float(bias.detach())
+        coef = units.coef(theta_centred)
+        intercept = units.intercept(theta_centred, bias_centred) if np.isfinite(coef).all() else np.nan
+        if not (np.isfinite(coef).all() and np.isfinite(intercept)):
             raise ValueError(
                 "the fit is not finite: the classes are separated so sharply for the scale of X that the "
                 "weights overflow float64; rescale X"
             )
+        log_sigma2_centred = log_sigma2.detach().numpy().copy()
         return {
             "coef": coef,
             "log_alpha": log_alpha.numpy().copy(),
-            "intercept": float(bias.detach()),
-            "log_sigma2": log_sigma2.detach().numpy() - 2.0 * np.log(scale),
+            "intercept": intercept,
+            "units": units,
+            "coef_centred": theta_centred,
+            "intercept_centred": bias_centred,
+            "log_sigma2_centred": log_sigma2_centred,
+            "log_sigma2": log_sigma2_centred - 2.0 * (np.log(units.fine) + np.log(units.coarse)),
             "elbo": elbo,
             "n_iter": optimizer.state[optimizer._params[0]].get("n_iter", evaluations[0]),
         }
 
     def _binary_proba(self, X, fit):
         nodes, weights = gauss_hermite(self.n_quadrature)
-        m = torch.as_tensor(X @ fit["coef"] + fit["intercept"])
-        s = log_predictive_scale2(X, fit["log_sigma2"]).mul(0.5).exp()
+        Z = fit["units"].transform(X)
+        m = torch.as_tensor(Z @ fit["coef_centred"] + fit["intercept_centred"])
+        s = log_predictive_scale2(Z, fit["log_sigma2_centred"]).mul(0.5).exp()
         return expected_sigmoid(m, s, nodes, weights).numpy()

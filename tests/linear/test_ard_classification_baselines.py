@@ -15,12 +15,16 @@ def data():
 @pytest.mark.parametrize("estimator", [RVC, GKLClassifier, VDClassifier])
 def test_accuracy_and_relevance(data, estimator):
     X, y, X_test, y_test = data
-    model = estimator().fit(X, y)
+    # VD: at its default 500 L-BFGS iterations the weakest relevant weight (w = 0.19) has not settled:
+    # its log α stops at 1.82 on raw columns and at 3.96 on centred ones (where the cap stops it depends
+    # on the path); from 1000 iterations to 3000 it stays at -0.04 to -0.13 (raw or centred), so VD runs
+    # to 1000 here.
+    model = (estimator(max_iter=1000) if estimator is VDClassifier else estimator()).fit(X, y)
     accuracy = (model.predict(X_test) == y_test).mean()
-    # Measured (seed 2): RVC 0.836, G-KL 0.836, VD 0.832; the oracle (logistic regression on the 5
-    # relevant features) 0.833. All keep 5/5 relevant; chance features kept: RVC 5, G-KL 6, VD 3 of 35.
-    # VD's evidence rule (log α ≤ τ(40) = −2.03) keeps 0 chance features and gives up the weakest
-    # relevant one (w = 0.19, log α 1.82).
+    # Measured (seed 2, centred fits): RVC 0.836, G-KL 0.835, VD 0.835; the oracle (logistic regression
+    # on the 5 relevant features) 0.833. All keep 5/5 relevant; chance features kept: RVC 5, G-KL 4, VD 3
+    # of 35. VD's evidence rule (log α ≤ τ(40) = −2.03) keeps 0 chance features and gives up the weakest
+    # relevant one (w = 0.19, log α above τ at any number of iterations).
     assert accuracy > 0.82
     assert model.relevance_[:5].all()
     assert model.relevance_[5:].sum() <= 10
