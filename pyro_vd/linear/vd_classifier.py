@@ -1,15 +1,20 @@
 r"""Variational dropout for logistic regression, with Gauss–Hermite quadrature."""
 
+import math
+
 import numpy as np
 import scipy.special
 import torch
 import torch.nn.functional as F
 
 from ..distributions.kl_log_uniform import check_kl_method, kl_log_uniform_additive
-from ._base import check_positive_int, check_random_state
+from ._base import check_positive_float, check_positive_int, check_random_state
 from ._classifier import CentredUnits, LinearClassifierBase, column_rms
+from ._convergence import warn_not_converged
+from ._vd_newton import newton_fit
 from .relevance import DEFAULT_LOG_ALPHA_THRESHOLD, check_vd_threshold, log_alpha_threshold
 
+SOLVERS = ("lbfgs", "newton")
 #: More Gauss–Hermite points than this buy nothing (and cost n_samples × n_quadrature memory).
 MAX_QUADRATURE = 1000
 
@@ -57,9 +62,20 @@ class VDClassifier(LinearClassifierBase):
         - \sum_d \mathrm{KL}(\alpha_d),
 
     each one-dimensional integral by ``n_quadrature``-point Gauss–Hermite quadrature
-    (``numpy.polynomial.hermite``), maximized over (θ, log σ², b) with torch's L-BFGS (strong Wolfe line
-    search) in float64 — deterministic, no sampling. ``predict_proba`` is the predictive
-    :math:`\int\sigma(s y + m)\mathcal{N}(y)dy`.
+    (``numpy.polynomial.hermite``), maximized over (θ, log σ², b) in float64 — deterministic, no
+    sampling — by ``solver``:
+
+    * ``"lbfgs"`` (the default): torch's L-BFGS with a strong Wolfe line search, ``max_iter`` iterations.
+      It usually stops at ``max_iter`` with the ELBO still rising (by 0.3–1 nat on 150 × 20 and
+      1000 × 40 at 500 iterations; on the 1000 × 1000 table of ``pyro-vd ard-table`` at −437.6, where
+      Newton reaches −364.3), and that early stop regularizes: the table's test accuracy is 0.790
+      there and 0.725 at Newton's optimum, which keeps 195 of 1000 features at log α ≤ 3.
+    * ``"newton"``: damped Newton steps with the quadrature objective's exact gradient and Hessian
+      (:mod:`pyro_vd.linear._vd_newton`), run until a step raises the ELBO by less than ``tol`` nats per
+      data point (a ``ConvergenceWarning`` at ``max_iter``). A feature whose log α passes 40 (KL below
+      1e-17 nats) is removed (θ = σ = 0, log α = ∞), as RVM solvers remove α = ∞.
+
+    ``predict_proba`` is the predictive :math:`\int\sigma(s y + m)\mathcal{N}(y)dy`.
 
     More than two classes: one binary model per class against the rest (one-vs-rest), probabilities
     normalized; ``coef_`` and ``log_alpha_`` then have one row per class, and a feature is relevant
@@ -78,8 +94,12 @@ class VDClassifier(LinearClassifierBase):
     kl_method : {"exact", "molchanov", "kingma"}
     n_quadrature : int
         Gauss–Hermite points, 1 to 1000.
+    solver : {"lbfgs", "newton"}
     max_iter : int
-        L-BFGS iterations.
+        L-BFGS or Newton iterations.
+    tol : float
+        Newton's convergence test: a step raises the ELBO by less than ``tol`` nats per data point, and
+        so would the full Newton step (the L-BFGS solver keeps torch's own tests).
     threshold : float, "sparse_vd" or "evidence"
         The relevance rule (:mod:`pyro_vd.linear.relevance`): ``log α <= threshold`` for a number;
         ``"sparse_vd"`` is log α ≤ 3; ``"evidence"`` is log α ≤ τ(d), the bound at which a feature's
@@ -111,13 +131,17 @@ class VDClassifier(LinearClassifierBase):
         *,
         kl_method="exact",
         n_quadrature=32,
+        solver="lbfgs",
         max_iter=500,
+        tol=1e-8,
         threshold=DEFAULT_LOG_ALPHA_THRESHOLD,
         random_state=0,
     ):
         self.kl_method = kl_method
         self.n_quadrature = n_quadrature
+        self.solver = solver
         self.max_iter = max_iter
+        self.tol = tol
         self.threshold = threshold
         self.random_state = random_state
 
@@ -126,7 +150,10 @@ class VDClassifier(LinearClassifierBase):
         check_positive_int(self.n_quadrature, "n_quadrature")
         if self.n_quadrature > MAX_QUADRATURE:
             raise ValueError(f"n_quadrature must be in [1, {MAX_QUADRATURE}]; got {self.n_quadrature!r}")
+        if self.solver not in SOLVERS:
+            raise ValueError(f"solver must be one of {SOLVERS}; got {self.solver!r}")
         check_positive_int(self.max_iter, "max_iter")
+        check_positive_float(self.tol, "tol")
         check_vd_threshold(self.threshold)
         self._seed = check_random_state(self.random_state)
 
@@ -149,6 +176,8 @@ class VDClassifier(LinearClassifierBase):
         rms = torch.where(rms > 0, rms, torch.ones_like(rms))
         theta = (0.01 * torch.randn(d, generator=generator, dtype=torch.float64) / rms).requires_grad_()
         log_sigma2 = (-10.0 - 2.0 * rms.log()).requires_grad_()
+        if self.solver == "newton":
+            return self._finish(units, *self._newton(X, t, theta, log_sigma2))
         bias = torch.zeros((), dtype=torch.float64, requires_grad=True)
         nodes, weights = gauss_hermite(self.n_quadrature)
         X2 = X * X
@@ -179,11 +208,34 @@ class VDClassifier(LinearClassifierBase):
         optimizer.step(closure)
         with torch.no_grad():
             elbo = -float(negative_elbo())
+        n_iter = optimizer.state[optimizer._params[0]].get("n_iter", evaluations[0])
+        return self._finish(units, theta.detach(), log_sigma2.detach(), float(bias.detach()), elbo, n_iter)
+
+    def _newton(self, X, t, theta, log_sigma2):
+        nodes, weights = gauss_hermite(self.n_quadrature)
+        theta, log_sigma2, bias, elbo, n_iter, converged = newton_fit(
+            X.numpy(),
+            t.numpy(),
+            theta.detach().numpy(),
+            log_sigma2.detach().numpy(),
+            nodes.numpy(),
+            weights.numpy(),
+            self.kl_method,
+            self.max_iter,
+            self.tol,
+        )
+        if not converged:
+            warn_not_converged(self, self.max_iter, "the ELBO still rose")
+        return torch.as_tensor(theta), torch.as_tensor(log_sigma2), bias, elbo, n_iter
+
+    @staticmethod
+    def _finish(units, theta, log_sigma2, bias_centred, elbo, n_iter):
         with torch.no_grad():
             log_alpha = log_sigma2 - theta.square().clamp_min(torch.finfo(torch.float64).tiny).log()
+            log_alpha = torch.where(theta == 0, torch.full_like(log_alpha, math.inf), log_alpha)
         # Back to the units and origin of X: θ_d / (c_d f_d), σ_d² / (c_d f_d)² (α is scale free; c_d and
         # f_d are powers of two), b = b' − Σ θ_d o_d / f_d (the intercept of the centred columns is b').
-        theta_centred, bias_centred = theta.detach().numpy().copy(), float(bias.detach())
+        theta_centred = theta.numpy().copy()
         coef = units.coef(theta_centred)
         intercept = units.intercept(theta_centred, bias_centred) if np.isfinite(coef).all() else np.nan
         if not (np.isfinite(coef).all() and np.isfinite(intercept)):
@@ -191,7 +243,7 @@ class VDClassifier(LinearClassifierBase):
                 "the fit is not finite: the classes are separated so sharply for the scale of X that the "
                 "weights overflow float64; rescale X"
             )
-        log_sigma2_centred = log_sigma2.detach().numpy().copy()
+        log_sigma2_centred = log_sigma2.numpy().copy()
         return {
             "coef": coef,
             "log_alpha": log_alpha.numpy().copy(),
@@ -202,7 +254,7 @@ class VDClassifier(LinearClassifierBase):
             "log_sigma2_centred": log_sigma2_centred,
             "log_sigma2": log_sigma2_centred - 2.0 * (np.log(units.fine) + np.log(units.coarse)),
             "elbo": elbo,
-            "n_iter": optimizer.state[optimizer._params[0]].get("n_iter", evaluations[0]),
+            "n_iter": n_iter,
         }
 
     def _binary_proba(self, X, fit):
