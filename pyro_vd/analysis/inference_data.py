@@ -182,6 +182,13 @@ def _from_estimator(estimator, X, y, num_samples, feature_names, seed):
     if y.ndim != 1 or len(y) != len(X):
         raise ValueError(f"y must have shape ({len(X)},); got {y.shape}")
     intercept = np.atleast_1d(np.asarray(getattr(estimator, "intercept_", 0.0), dtype=float))
+    centre = getattr(estimator, "X_offset_", None)
+    if centre is not None:
+        # q's intercept is taken at the column means: a draw w predicts (x − x̄)ᵀw + b + x̄ᵀθ, so the
+        # weights' noise never multiplies the columns' offsets
+        theta = np.stack([row["theta"] for row in rows])
+        intercept = intercept + theta @ centre
+        X = X - centre
     if hasattr(estimator, "classes_"):
         log_lik, predictive, observed = _classifier_likelihood(estimator, draws, intercept, X, y, rng)
     else:

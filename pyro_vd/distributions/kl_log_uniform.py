@@ -139,7 +139,8 @@ class _AdditiveKLSum(torch.autograd.Function):
     forward pass works with :math:`\nu = -\log\alpha = \log\theta^2 - \log\sigma^2`, so that
     :math:`\sigma(-\log\alpha)` (the slope's second term) is one sigmoid of a tensor already saved and
     :math:`\tfrac12\log(1 + 1/\alpha) = \tfrac12\,\mathrm{softplus}(\nu)`. Where θ² is floored at the
-    dtype's tiny, the θ-gradient :math:`-2\,\mathrm{KL}'\theta/\theta^2` is exactly 0 (θ = 0 there).
+    dtype's tiny, the θ-gradient :math:`-2\,\mathrm{KL}'\theta/\theta^2` is exactly 0 (the KL is flat
+    in θ there), as in the elementwise node.
     """
 
     @staticmethod
@@ -172,6 +173,8 @@ class _AdditiveKLSum(torch.autograd.Function):
             slope = _slope(saved, ctx.method)
         grad_log_sigma2 = slope.mul_(grad_output)
         grad_theta = torch.mul(grad_log_sigma2, theta).div_(theta2).mul_(-2.0)
+        # 0 where θ² was floored (the KL is flat in θ there), also for 0 < |θ| < √tiny
+        grad_theta.masked_fill_(theta2 <= torch.finfo(theta2.dtype).tiny, 0.0)
         return grad_theta, grad_log_sigma2, None
 
 

@@ -179,7 +179,7 @@ class AutoVariationalDropout(AutoGuide):
             init_seed = int(torch.randint(0, 2**62, ()).item())
         self.init_seed = int(init_seed)
         super().__init__(model, create_plates=create_plates)
-        self._leaves = {}  # (group, site) -> (group module, leaf module, attribute): see _param
+        self._leaves = {}  # (group, site) -> the modules on its dotted path: see _param
 
     def _granularities(self):
         if isinstance(self._granularity, dict):
@@ -382,17 +382,21 @@ class AutoVariationalDropout(AutoGuide):
 
     def _param(self, group, name):
         """The parameter of site ``name`` in ``group`` (``"thetas"``, ``"log_sigma2s"``, …): one
-        ``pyro.param`` statement on the leaf module, which is looked up once and kept (walking the
-        dotted path through ``PyroModule.__getattr__`` at every step is a measurable share of a step)."""
-        root = self._modules[group]
-        cached = self._leaves.get((group, name))
-        if cached is None or cached[0] is not root:
-            path, _, attr = name.rpartition(".")
-            leaf = root
-            for part in path.split(".") if path else ():
-                leaf = leaf._modules[part]
-            cached = self._leaves[(group, name)] = (root, leaf, attr)
-        return getattr(cached[1], cached[2])
+        ``pyro.param`` statement on the leaf module. The modules on the dotted path are looked up once
+        and kept (walking the path through ``PyroModule.__getattr__`` at every step is a measurable
+        share of a step); each link is checked by identity, so a replaced submodule is followed."""
+        leaves = self.__dict__.setdefault("_leaves", {})  # also for a guide pickled before the cache
+        cached = leaves.get((group, name))
+        if cached is None or not all(parent._modules.get(key) is child for parent, key, child in cached[0]):
+            *parts, attr = f"{group}.{name}".split(".")
+            module, links = self, []
+            for part in parts:
+                child = module._modules[part]
+                links.append((module, part, child))
+                module = child
+            cached = leaves[(group, name)] = (tuple(links), attr)
+        links, attr = cached
+        return getattr(links[-1][2], attr)
 
     def posterior(self, name):
         """The posterior of site ``name`` (batch shape = the site's full shape): a :class:`VDNormal` for a

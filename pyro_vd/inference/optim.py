@@ -2,35 +2,51 @@
 
 import torch
 
-#: Devices with a fused Adam kernel in torch 2.13 (CPU since 2.4).
-FUSED_DEVICES = ("cpu", "cuda")
+#: Options a fused Adam refuses.
+_UNFUSABLE_OPTIONS = ("differentiable", "capturable")
 
 
 def adam(params, **kwargs):
     r"""
     ``torch.optim.Adam(params, fused=True, **kwargs)`` when every parameter is a floating-point tensor
-    on a device with a fused kernel (CPU, CUDA), else the default implementation. Fused, Adam's update
+    on a device for which this torch has a fused Adam kernel (CPU since torch 2.4, CUDA), else the
+    default implementation. Fused, Adam's update
     (:math:`m \leftarrow \beta_1 m + (1-\beta_1)g`, :math:`v \leftarrow \beta_2 v + (1-\beta_2)g^2`,
     :math:`\theta \leftarrow \theta - \eta\,\hat m/(\sqrt{\hat v} + \epsilon)`) is one pass over each
-    tensor instead of about ten: for Sparse VD, whose parameters (θ and log σ² per weight) are twice the
+    tensor instead of about ten; for Sparse VD, whose parameters (θ and log σ² per weight) are twice the
     network's, that is a tenth of a LeNet-300-100 step on a CPU (``benchmarks/throughput.py``). The
     update is the same up to floating-point rounding.
 
-    :param params: parameters or parameter groups, as for ``torch.optim.Adam``.
-    :param kwargs: ``lr``, ``betas``, … as for ``torch.optim.Adam``; an explicit ``fused`` or
-        ``foreach`` is honoured.
+    :param params: parameters or parameter groups (iterables, generators too), as for
+        ``torch.optim.Adam``.
+    :param kwargs: ``lr``, ``betas``, … as for ``torch.optim.Adam``; with an explicit ``fused`` or
+        ``foreach``, or ``differentiable``/``capturable`` set, torch's choice is left alone.
     """
-    params = list(params)
-    if "fused" not in kwargs and "foreach" not in kwargs and _fusable(params):
+    params = [dict(item, params=list(item["params"])) if isinstance(item, dict) else item for item in params]
+    explicit = "fused" in kwargs or "foreach" in kwargs
+    if not explicit and not any(kwargs.get(option) for option in _UNFUSABLE_OPTIONS) and _fusable(params):
         kwargs["fused"] = True
     return torch.optim.Adam(params, **kwargs)
+
+
+def _fused_devices():
+    """The device types with a fused Adam kernel in this torch (none when it does not say)."""
+    try:  # a private helper of torch (2.4+ lists "cpu"): if it moves, simply do not fuse
+        from torch.utils._foreach_utils import _get_fused_kernels_supported_devices
+
+        return set(_get_fused_kernels_supported_devices())
+    except Exception:
+        return set()
 
 
 def _fusable(params):
     tensors = []
     for item in params:
-        tensors.extend(item["params"] if isinstance(item, dict) else [item])
+        if isinstance(item, dict):
+            tensors.extend(item["params"])
+        else:
+            tensors.append(item)
+    devices = _fused_devices()
     return bool(tensors) and all(
-        isinstance(t, torch.Tensor) and t.is_floating_point() and t.device.type in FUSED_DEVICES
-        for t in tensors
+        isinstance(t, torch.Tensor) and t.is_floating_point() and t.device.type in devices for t in tensors
     )

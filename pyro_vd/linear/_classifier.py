@@ -49,6 +49,11 @@ class CentredUnits:
         #: the columns' standard deviations, in the units of X (0 where not usable)
         self.std = np.where(self.usable, spread, 0.0) * self.coarse
 
+    @property
+    def centre(self):
+        """The point the intercept is taken at, in the units of X: the column means (0 where not usable)."""
+        return np.where(self.usable, self.offset * self.coarse, 0.0)
+
     def transform(self, X):
         """Columns of X in these units (unusable columns 0)."""
         Z = (X / self.coarse - self.offset) / self.fine
@@ -99,6 +104,9 @@ class LinearClassifierBase(ClassifierMixin, BaseEstimator):
     against the rest, probabilities normalized. Fitted ``coef_`` has shape (n_features,) for two
     classes and (n_classes, n_features) otherwise. Fitted on a data frame with string column names,
     ``feature_names_in_`` holds them and the prediction methods check them (scikit-learn's rule).
+    ``X_offset_`` is the column means, where the intercept is taken: q's weight noise multiplies
+    :math:`x - \bar x`, never the columns' offsets (its draws give the linear predictor
+    :math:`(x - \bar x)^\top w + b + \bar x^\top\theta`).
     """
 
     def _check_targets(self, X, y):
@@ -130,6 +138,7 @@ class LinearClassifierBase(ClassifierMixin, BaseEstimator):
         set_features(self, X, names)
         self.coef_ = self._stacked("coef")
         self.intercept_ = self._stacked("intercept")
+        self.X_offset_ = self._fits[0]["units"].centre  # the same columns for every one-vs-rest fit
         self._set_relevance()
         self.n_iter_ = max(f["n_iter"] for f in self._fits)
         return self

@@ -224,3 +224,28 @@ def test_unknown_guide_defaults_are_refused():
     model.guide_defaults = {"init_log_sigma": 1.0}
     with pytest.raises(ValueError, match="guide_defaults has unknown keys"):
         AutoVariationalDropout(model)
+
+
+def test_the_parameter_lookup_follows_replaced_submodules_and_old_pickles():
+    """The guide keeps the modules on each site's dotted path (a measured share of a training step);
+    a replaced submodule is followed, and a guide pickled before that cache existed still runs."""
+    from pyro.nn import PyroModule, PyroParam
+    from torch.distributions import constraints
+
+    import pyro_vd
+
+    model = pyro_vd.models.BayesianMLP([6, 5, 2], num_data=100)
+    guide = pyro_vd.guides.AutoVariationalDropout(model)
+    x, y = torch.randn(10, 6), torch.randint(0, 2, (10,))
+    guide(x, y)
+    name = guide.site_names[0]
+    *parents, last, _ = name.split(".")
+    module = guide.thetas
+    for part in parents:
+        module = getattr(module, part)
+    leaf = PyroModule()
+    leaf.weight = PyroParam(torch.zeros(5, 6), constraints.real, 2)
+    setattr(module, last, leaf)
+    assert (guide.get_theta(name) == 0).all() and (guide(x, y)[name] != 0).any()
+    del guide.__dict__["_leaves"]  # as unpickled from a version without the cache
+    assert guide(x, y)[name].shape == (5, 6)

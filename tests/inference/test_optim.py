@@ -32,6 +32,28 @@ def test_adam_takes_groups_and_honours_an_explicit_choice():
     assert adam([weights], foreach=True).param_groups[0]["foreach"]
 
 
+def test_adam_takes_generators_in_groups_and_leaves_unfusable_options_to_torch():
+    net = torch.nn.Linear(3, 1)
+    optimizer = adam([{"params": net.parameters(), "lr": 0.1}])  # a generator: not used up beforehand
+    assert [len(g["params"]) for g in optimizer.param_groups] == [2]
+    before = net.weight.detach().clone()
+    net(torch.ones(4, 3)).sum().backward()
+    optimizer.step()
+    assert not torch.equal(before, net.weight)
+    assert not adam(net.parameters(), differentiable=True).param_groups[0]["fused"]
+    assert adam(net.parameters(), capturable=False).param_groups[0]["fused"]
+
+
+def test_adam_does_not_fuse_where_torch_has_no_kernel(monkeypatch):
+    import torch.utils._foreach_utils as foreach_utils
+
+    monkeypatch.setattr(
+        foreach_utils, "_get_fused_kernels_supported_devices", lambda: ["cuda"]
+    )  # torch < 2.4
+    optimizer = adam([torch.zeros(2, requires_grad=True)])
+    assert not optimizer.param_groups[0]["fused"]
+
+
 def test_adam_refuses_what_torch_refuses():
     with pytest.raises(ValueError):
         adam([], lr=0.1)
