@@ -15,11 +15,11 @@ $(BIN)/python:
 # Stamps: reinstall only when the project's metadata changes.
 $(VENV)/.installed: $(BIN)/python pyproject.toml
 	$(BIN)/python -m pip install --quiet $(TORCH)
-	$(BIN)/python -m pip install --quiet -e .
+	$(BIN)/python -m pip install --quiet -e ".[threads]"
 	touch $@
 
 $(VENV)/.installed-test: $(VENV)/.installed
-	$(BIN)/python -m pip install --quiet $(TORCH) -e ".[test,dask]"
+	$(BIN)/python -m pip install --quiet $(TORCH) -e ".[test,dask,threads]"
 	touch $@
 
 demo: $(VENV)/.installed

@@ -11,6 +11,7 @@ from ._base import (
     validate_X,
 )
 from ._convergence import warn_not_converged
+from ._threads import single_threaded_blas
 from .relevance import DEFAULT_ALPHA_BOUND
 from .rvr import prepare_ard_regression, standardized_relevance
 from .vd_regression import _solve_spd
@@ -57,6 +58,15 @@ class GKLRegression(RegressorMixin, BaseEstimator):
         self.alpha_bound = alpha_bound
 
     def fit(self, X, y):
+        """
+        Fit; returns ``self``. BLAS runs on one thread during the fit
+        (:func:`~pyro_vd.linear._threads.single_threaded_blas`: on the 1000 × 1000 ARD table the fit takes
+        22–23 s this way, 36–48 s with OpenBLAS on two threads). The same fit up to rounding.
+        """
+        with single_threaded_blas():
+            return self._fit(X, y)
+
+    def _fit(self, X, y):
         n, x_mean, y_mean, G, Xt, tt, diag, usable, yy, scaling = prepare_ard_regression(self, X, y)
         d = len(diag)
         floor = 1e-12 * max(yy, n)  # unit-scale y: yy ≈ n unless y is all zero
@@ -114,6 +124,7 @@ class GKLRegression(RegressorMixin, BaseEstimator):
         self.noise_precision_ = scaling.noise_precision(beta)
         self.coef_ = scaling.coef(m)
         self.intercept_ = scaling.intercept(y_mean, x_mean, m) if self.fit_intercept else 0.0
+        self.X_offset_ = x_mean * scaling.x  # where the intercept is taken (the column means, or 0)
         self.alpha_ = scaling.alpha(alpha)
         self.covariance_ = scaling.covariance(covariance, np.arange(d))
         self.relevance_ = standardized_relevance(alpha, scaling.y_spread, diag, self.alpha_bound)
@@ -124,7 +135,8 @@ class GKLRegression(RegressorMixin, BaseEstimator):
         return self
 
     def predict(self, X, return_std=False):
-        """Predictive mean; with ``return_std`` the standard deviation √(1/β + xᵀ S x)."""
+        """Predictive mean; with ``return_std`` the standard deviation √(1/β + (x − x̄)ᵀ S (x − x̄)), x̄ the
+        column means ``X_offset_`` (where the intercept is taken)."""
         if is_dask(X):
             return dask_method(self, "predict", X, return_std)
         check_is_fitted(self)
@@ -132,7 +144,8 @@ class GKLRegression(RegressorMixin, BaseEstimator):
         mean = X @ self.coef_ + self.intercept_
         if not return_std:
             return mean
-        Xs = X / self._scaling.x  # in the fitted units (no x² or 1/β overflows), then back to those of y
+        # centred, in the fitted units (no x² or 1/β overflows), then back to those of y
+        Xs = (X - getattr(self, "X_offset_", 0.0)) / self._scaling.x
         var = 1.0 / self._scaled_beta + ((Xs @ self._scaled_covariance) * Xs).sum(1)
         return mean, self._scaling.y * np.sqrt(var)
 

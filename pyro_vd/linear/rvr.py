@@ -16,6 +16,7 @@ from ._base import (
     validate_X,
 )
 from ._convergence import warn_not_converged
+from ._threads import single_threaded_blas
 from .relevance import DEFAULT_ALPHA_BOUND
 from .vd_regression import _solve_spd
 
@@ -170,6 +171,16 @@ class RVR(RegressorMixin, BaseEstimator):
         self.alpha_bound = alpha_bound
 
     def fit(self, X, y):
+        """
+        Fit; returns ``self``. BLAS runs on one thread during the fit
+        (:func:`~pyro_vd.linear._threads.single_threaded_blas`): its products are of d × |active| matrices,
+        hundreds to thousands of them, where OpenBLAS's threads wait for each other (and for any other
+        work on the cores) longer than they compute. The fit is the same up to rounding.
+        """
+        with single_threaded_blas():
+            return self._fit(X, y)
+
+    def _fit(self, X, y):
         n, x_mean, y_mean, G, Phi_t, tt, diag, usable, yy, scaling = prepare_ard_regression(self, X, y)
         d = len(diag)
         alpha = np.full(d, np.inf)
@@ -243,6 +254,7 @@ class RVR(RegressorMixin, BaseEstimator):
         self.noise_precision_ = scaling.noise_precision(beta)
         self.coef_ = scaling.coef(coef)
         self.intercept_ = scaling.intercept(y_mean, x_mean, coef) if self.fit_intercept else 0.0
+        self.X_offset_ = x_mean * scaling.x  # where the intercept is taken (the column means, or 0)
         self.alpha_ = alpha
         self.sigma_ = scaling.covariance(sigma, active)
         self.active_ = active
@@ -272,7 +284,8 @@ class RVR(RegressorMixin, BaseEstimator):
         return sigma, beta * sigma @ Phi_t[active]
 
     def predict(self, X, return_std=False):
-        """Predictive mean; with ``return_std`` the standard deviation √(1/β + x_Aᵀ Σ x_A)."""
+        """Predictive mean; with ``return_std`` the standard deviation √(1/β + (x − x̄)_Aᵀ Σ (x − x̄)_A), x̄ the
+        column means ``X_offset_`` (where the intercept is taken)."""
         if is_dask(X):
             return dask_method(self, "predict", X, return_std)
         check_is_fitted(self)
@@ -281,6 +294,7 @@ class RVR(RegressorMixin, BaseEstimator):
         if not return_std:
             return mean
         # in the fitted units (no x² or 1/β overflows), then back to those of y
-        Xa = X[:, self.active_] / self._scaling.x[self.active_]
+        centred = X - getattr(self, "X_offset_", 0.0)
+        Xa = centred[:, self.active_] / self._scaling.x[self.active_]
         var = 1.0 / self._scaled_beta + ((Xa @ self._scaled_sigma) * Xa).sum(1)
         return mean, self._scaling.y * np.sqrt(var)

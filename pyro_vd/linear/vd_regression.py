@@ -1,7 +1,10 @@
 r"""Variational dropout for linear regression: the seed's exact coordinate-ascent scheme."""
 
+import functools
+
 import numpy as np
 import scipy.linalg
+import torch
 
 from ..distributions.kl_log_uniform import check_kl_method, kl_log_uniform
 from ._base import (
@@ -20,6 +23,8 @@ from ._base import (
     validate_X,
 )
 from ._convergence import warn_not_converged
+from ._gram import row_statistics
+from ._threads import single_threaded_blas
 from .alpha_update import LOG_ALPHA_MAX, optimal_log_alpha_profile
 from .relevance import check_vd_threshold, evidence_penalty, log_alpha_threshold, profile_gain
 
@@ -46,6 +51,8 @@ class VDRegression(RegressorMixin, BaseEstimator):
     (:func:`~pyro_vd.linear.alpha_update.optimal_log_alpha`). Only :math:`X^\top X`,
     :math:`X^\top t`, :math:`t^\top t`, the column and target sums and :math:`N` are used, so
     :meth:`partial_fit` on chunks gives the same answer as :meth:`fit` on all rows (up to rounding).
+    They come from one pass over the rows, taken about the means of the first rows (so that centring
+    them cancels no digits: a column with an offset of 10⁸ fits as well as a centred one), on every core.
     Features whose :math:`\log\alpha` reaches ``max_log_alpha`` (α = ∞) are pruned: θ = 0 exactly.
 
     **Relevance** (:mod:`pyro_vd.linear.relevance`). By default (``threshold="evidence"``) a feature stays
@@ -119,10 +126,18 @@ class VDRegression(RegressorMixin, BaseEstimator):
 
     # ------------------------------------------------------------------------------------- fitting
     def fit(self, X, y):
-        """Fit on all rows; returns ``self``. Refused data (a ValueError) leave a previous fit as it was."""
-        if is_dask(X):
-            return dask_method(self, "fit", X, y)
-        return self._update(X, y, reset=True)
+        """
+        Fit on all rows; returns ``self``. Refused data (a ValueError) leave a previous fit as it was.
+
+        One pass over the rows gives the statistics (:func:`~pyro_vd.linear._gram.row_statistics`, on
+        every core), the rest works on them alone. BLAS runs on one thread during the fit
+        (:mod:`pyro_vd.linear._threads`): on few cores, OpenBLAS's own threads wait for each other and
+        for any other work longer than they compute.
+        """
+        with single_threaded_blas():
+            if is_dask(X):
+                return dask_method(self, "fit", X, y)
+            return self._update(X, y, reset=True)
 
     def partial_fit(self, X, y):
         """
@@ -130,15 +145,18 @@ class VDRegression(RegressorMixin, BaseEstimator):
         statistics are computed and checked first: a chunk that would make them overflow is refused with
         a ValueError and the estimator is left exactly as it was, so later chunks still work.
         """
-        if is_dask(X):
-            return dask_method(self, "partial_fit", X, y)
-        return self._update(X, y, reset="_stats" not in vars(self))
+        with single_threaded_blas():
+            if is_dask(X):
+                return dask_method(self, "partial_fit", X, y)
+            return self._update(X, y, reset="_stats" not in vars(self))
 
     def _update(self, X, y, *, reset):
         X, names = validate_X(self, X, reset=reset, check_finite=False)
         y = check_y(y, X.shape[0])
         self._check_params()
-        return self._absorb(_chunk_statistics(X, y), X, names, reset=reset)
+        # a later chunk about the shifts of the first: its statistics add up without re-expressing them
+        shift, y_shift = (None, None) if reset else _shifts(self._stats)
+        return self._absorb(_chunk_statistics(X, y, shift=shift, y_shift=y_shift), X, names, reset=reset)
 
     def _absorb(self, stats, X, names, *, reset):
         """Fit to ``stats`` (added to the state's unless ``reset``) and commit only once it succeeded:
@@ -160,20 +178,36 @@ class VDRegression(RegressorMixin, BaseEstimator):
         check_vd_threshold(self.threshold)
 
     def _centered(self, s):
+        r"""
+        ``(n, x̄, ȳ, XᵀX, Xᵀy, yᵀy, rms)`` of the data as fitted: centred with an intercept
+        (:math:`S_{xx} - s_xs_x^\top/n`, …: nothing cancels, the shifts being near the means), plain
+        ones without; ``rms`` is y's root mean square (about 0), for its units. A ValueError when the
+        plain products overflow float64.
+        """
         n = s["n"]
-        if self.fit_intercept:
-            x_mean, y_mean = s["sx"] / n, s["sy"] / n
-            xx = s["xx"] - n * np.outer(x_mean, x_mean)
-            xy = s["xy"] - n * x_mean * y_mean
-            yy = s["yy"] - n * y_mean**2
-        else:
-            x_mean, y_mean = np.zeros_like(s["sx"]), 0.0
-            xx, xy, yy = s["xx"], s["xy"], s["yy"]
-        return n, x_mean, y_mean, xx, xy, max(yy, 0.0)
+        shift, y_shift = _shifts(s)
+        with np.errstate(over="ignore", invalid="ignore"):
+            dx, dy = s["sx"] / n, s["sy"] / n  # x̄ − c, ȳ − c_y
+            y_spread = max(s["yy"] - n * dy**2, 0.0)  # Σ (y − ȳ)²
+            rms = float(np.hypot(y_shift + dy, np.sqrt(y_spread / n)))
+            if self.fit_intercept:
+                x_mean, y_mean = shift + dx, y_shift + dy
+                xx = s["xx"] - n * np.outer(dx, dx)
+                xy = s["xy"] - n * dx * dy
+                yy = y_spread
+            else:
+                x_mean, y_mean = np.zeros_like(s["sx"]), 0.0
+                plain = _reshift(s, x_mean, 0.0)
+                xx, xy, yy = plain["xx"], plain["xy"], max(plain["yy"], 0.0)
+        for value, what in ((xx, "XᵀX"), (xy, "Xᵀy"), (yy, "yᵀy (Σ y²)"), (rms, "y's mean square")):
+            if not np.isfinite(value).all():
+                raise ValueError(f"{what} overflows float64 for this X and y; rescale them")
+        return n, x_mean, y_mean, xx, xy, yy, rms
 
+    @torch.inference_mode()  # the α updates are torch functions of numpy arrays: no autograd bookkeeping
     def _solve(self, stats):
         """The fitted attributes for the statistics ``stats`` (a ValueError if they are not finite)."""
-        n, x_mean, y_mean, xx, xy, yy = self._centered(stats)
+        n, x_mean, y_mean, xx, xy, yy, y_rms = self._centered(stats)
         d = xx.shape[0]
         diag = np.clip(np.diag(xx).copy(), 0.0, None)
         scale = max(diag.max(), np.finfo(float).tiny)
@@ -184,10 +218,10 @@ class VDRegression(RegressorMixin, BaseEstimator):
         xx = xx / root[:, None] / root[None, :]
         # ... and y in units of its root mean square (a power of two): β, the floor below and q are O(1)
         # for y of any finite scale; β and the ELBO map back at the end.
-        y_scale = float(power_of_two_scales(np.sqrt(stats["yy"] / n))) if stats["yy"] > 0 else 1.0
+        y_scale = float(power_of_two_scales(y_rms)) if y_rms > 0 else 1.0
         xy = xy / root / y_scale
         yy = yy / y_scale**2
-        y_energy = stats["yy"] / y_scale**2
+        y_energy = n * (y_rms / y_scale) ** 2  # yᵀy in these units
         diag = usable.astype(float)
         cap = float(self.max_log_alpha)
         log_alpha = np.where(usable, 0.0, cap)
@@ -262,13 +296,14 @@ class VDRegression(RegressorMixin, BaseEstimator):
         fitted = {
             "coef_": theta,
             "intercept_": float(y_mean - x_mean @ theta) if self.fit_intercept else 0.0,
+            "X_offset_": np.asarray(x_mean, dtype=float).copy(),
             "log_alpha_": log_alpha,
             "noise_precision_": float(beta),
             "n_iter_": n_iter,
             "elbo_": float(elbo),
             "log_evidence_": float(elbo),
         }
-        bound = log_alpha_threshold(self.threshold, d, self.kl_method)
+        bound = _log_alpha_threshold(self.threshold, d, self.kl_method)
         fitted["threshold_"] = bound
         # the evidence rule prunes in the fit: relevant = still in the model (log α ≤ τ(d) at convergence)
         fitted["relevance_"] = kept.copy() if self.threshold == "evidence" else log_alpha <= bound
@@ -285,7 +320,9 @@ class VDRegression(RegressorMixin, BaseEstimator):
     def predict(self, X, return_std=False):
         """
         Predictive mean :math:`X\\theta + b`; with ``return_std`` also the predictive standard
-        deviation :math:`\\sqrt{\\beta^{-1} + \\sum_d x_d^2 \\alpha_d\\theta_d^2}`.
+        deviation :math:`\\sqrt{\\beta^{-1} + \\sum_d (x_d - \\bar x_d)^2 \\alpha_d\\theta_d^2}` (the
+        intercept is fitted at the column means ``X_offset_``, so the weights' noise multiplies
+        :math:`x - \\bar x`).
         """
         if is_dask(X):
             return dask_method(self, "predict", X, return_std)
@@ -297,7 +334,8 @@ class VDRegression(RegressorMixin, BaseEstimator):
         kept = self.log_alpha_ < self.max_log_alpha
         # the terms x_d θ_d √α_d and β^{-1/2}, scaled by their largest before squaring (no overflow
         # for huge x with tiny θ or the converse)
-        terms = np.abs(X[:, kept] * self.coef_[kept]) * np.exp(0.5 * self.log_alpha_[kept])
+        centred = X - getattr(self, "X_offset_", 0.0)  # the intercept is taken at the column means
+        terms = np.abs(centred[:, kept] * self.coef_[kept]) * np.exp(0.5 * self.log_alpha_[kept])
         terms = np.column_stack([terms, np.full(len(X), self.noise_precision_**-0.5)])
         peak = terms.max(1, keepdims=True)
         return mean, peak[:, 0] * np.sqrt(((terms / peak) ** 2).sum(1))
@@ -306,41 +344,82 @@ class VDRegression(RegressorMixin, BaseEstimator):
 _STATISTICS = {"sx": "column sums of X", "xx": "XᵀX", "sy": "sum of y", "xy": "Xᵀy", "yy": "yᵀy (Σ y²)"}
 
 
-def _chunk_statistics(X, y):
-    """XᵀX, Xᵀy, yᵀy, the sums and N of one chunk, or a ValueError naming what is not finite."""
-    with np.errstate(over="ignore", invalid="ignore"):
-        stats = {"n": X.shape[0], "sx": X.sum(0), "xx": X.T @ X}
-        check_finite_statistics(X, stats["sx"], stats["xx"])  # NaN/inf in X, or x² overflows
-        stats["yy"] = float(y @ y)
-        if not np.isfinite(stats["yy"]):
-            raise ValueError(
-                f"y² overflows float64 (max |y| = {np.abs(y).max():.3g}): y has values so large that "
-                "their squares are infinite; rescale y"
-            )
-        stats["sy"] = float(y.sum())
-        stats["xy"] = X.T @ y
+def _chunk_statistics(X, y, *, shift=None, y_shift=None):
+    """
+    One chunk's sufficient statistics about the shifts c, c_y (:func:`~pyro_vd.linear._gram.row_statistics`:
+    Σ(x − c)(x − c)ᵀ, Σ(x − c), Σ(x − c)(y − c_y), Σ(y − c_y), Σ(y − c_y)² and N, from one pass over
+    the rows; by default c, c_y are the means of the first rows), or a ValueError naming what is not
+    finite.
+    """
+    stats = row_statistics(X, y, shift=shift, y_shift=y_shift)
+    # NaN/inf in X, or (x − c)² overflows: sums of a NaN or inf are not finite, so finite sums prove X
+    # finite (no isfinite pass over X)
+    check_finite_statistics(X, stats["sx"], stats["xx"])
+    if not np.isfinite(stats["yy"]):
+        raise ValueError(
+            f"y² overflows float64 (max |y| = {np.abs(y).max():.3g}): y has values so large that "
+            "their squares are infinite; rescale y"
+        )
     for key in ("sy", "xy"):
         if not np.isfinite(stats[key]).all():
             raise ValueError(f"{_STATISTICS[key]} overflows float64 for this X and y; rescale them")
     return stats
 
 
+def _shifts(stats):
+    """(c, c_y) of ``stats`` (0 for statistics saved before they were shifted)."""
+    return stats.get("shift", np.zeros_like(stats["sx"])), stats.get("y_shift", 0.0)
+
+
+def _reshift(stats, shift, y_shift):
+    r"""
+    ``stats`` about other shifts c', c'_y: with δ = c − c', :math:`x - c' = (x - c) + δ`, so
+    :math:`S'_{xx} = S_{xx} + s_xδ^\top + δs_x^\top + nδδ^\top`, :math:`s'_x = s_x + nδ` and the same
+    for the y terms. The shifts of two chunks are both near the data (means of their first rows), so δ
+    is small and nothing cancels.
+    """
+    own, own_y = _shifts(stats)
+    if np.array_equal(own, shift) and own_y == y_shift:
+        return stats
+    n, sx, sy = stats["n"], stats["sx"], stats["sy"]
+    delta, delta_y = own - shift, own_y - y_shift
+    return {
+        "n": n,
+        "shift": shift,
+        "y_shift": y_shift,
+        "sx": sx + n * delta,
+        "xx": stats["xx"] + np.outer(sx, delta) + np.outer(delta, sx) + n * np.outer(delta, delta),
+        "sy": sy + n * delta_y,
+        "xy": stats["xy"] + sx * delta_y + delta * sy + n * delta * delta_y,
+        "yy": stats["yy"] + 2.0 * delta_y * sy + n * delta_y**2,
+    }
+
+
 def _accumulate(total, chunk):
-    """New totals (``total`` untouched), or a ValueError when one of them overflows."""
+    """New totals about the shifts of ``total`` (``total`` untouched), or a ValueError when one of them
+    overflows."""
+    shift, y_shift = _shifts(total)
     with np.errstate(over="ignore", invalid="ignore"):
-        new = {key: total[key] + chunk[key] for key in total}
+        chunk = _reshift(chunk, shift, y_shift)
+        new = {key: total[key] + chunk[key] for key in ("n", *_STATISTICS)}
     for key, what in _STATISTICS.items():
         if not np.isfinite(new[key]).all():
             raise ValueError(
                 f"the accumulated {what} overflows float64 with this chunk ({new['n']} rows in all); the "
                 "chunk was refused and the fit is unchanged: rescale X and y"
             )
+    new["shift"], new["y_shift"] = shift, y_shift
     return new
 
 
-def _tensor(array):
-    import torch
+@functools.lru_cache(maxsize=64)
+def _log_alpha_threshold(threshold, n_features, kl_method):
+    """:func:`~pyro_vd.linear.relevance.log_alpha_threshold`, remembered: τ(d) is a root search of its own
+    (as long as one α update of every feature), the same for every fit with d features."""
+    return log_alpha_threshold(threshold, n_features, kl_method)
 
+
+def _tensor(array):
     return torch.as_tensor(np.asarray(array, dtype=np.float64))
 
 

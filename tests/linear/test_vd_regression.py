@@ -203,11 +203,13 @@ def test_y_whose_square_overflows_is_refused():
     with pytest.raises(ValueError, match="y² overflows"):
         model.partial_fit(X, bad)
     assert _state(model) == before
-    # finite yᵀy per chunk, infinite in all
-    model = VDRegression().partial_fit(X, np.full(50, 1.5e153))
+    # finite yᵀy per chunk, infinite in all (y spread about its mean: the statistics are taken about
+    # the mean of the first rows, so a constant y of 1.5e153 overflows nothing)
+    huge = np.tile([1.5e153, -1.5e153], 25)
+    model = VDRegression().partial_fit(X, huge)
     before = _state(model)
     with pytest.raises(ValueError, match=r"the accumulated yᵀy \(Σ y²\) overflows"):
-        model.partial_fit(X, np.full(50, 1.5e153))
+        model.partial_fit(X, huge)
     assert _state(model) == before
     model.partial_fit(X, y)  # and recovers
     assert np.isfinite([model.noise_precision_, model.elbo_]).all() and model._stats["n"] == 100
@@ -289,3 +291,75 @@ def test_evidence_rule_does_not_cycle_on_near_duplicate_columns(max_iter):
         model = VDRegression(max_iter=max_iter).fit(X, y)
     assert (model.coef_[model.relevance_] != 0).all() and (model.coef_[~model.relevance_] == 0).all()
     assert model.relevance_[:2].sum() == 1 and abs(model.coef_[:2].sum() - 0.3) < 0.1
+
+
+# ------------------------------------------------------------------- the one pass over the rows
+@pytest.mark.parametrize("layout", ["C", "F", "strided"])
+def test_row_statistics_are_the_centred_products_of_shifted_columns(layout):
+    from pyro_vd.linear._gram import row_statistics
+
+    rng = np.random.default_rng(11)
+    n, d = 3001, 90  # several blocks and parts (and a last block of fewer rows)
+    base = rng.normal(size=(n, 2 * d)) * rng.uniform(0.5, 2.0, size=2 * d)
+    X = base[:, ::2] if layout == "strided" else np.asarray(base[:, :d], order=layout)
+    X = X + rng.choice([0.0, 1e4, -1e8, 3e8], size=d)  # offsets far above the spread
+    y = X[:, :3] @ [1.0, -2.0, 0.5] + rng.normal(size=n) - 7e7
+    stats = row_statistics(X, y)
+    # the direct two-pass centred products (what the statistics must give without cancelling)
+    Xc, yc = X - X.mean(0), y - y.mean()
+    xx = stats["xx"] - np.outer(stats["sx"], stats["sx"]) / n
+    xy = stats["xy"] - stats["sx"] * stats["sy"] / n
+    yy = stats["yy"] - stats["sy"] ** 2 / n
+    np.testing.assert_allclose(xx, Xc.T @ Xc, rtol=1e-10, atol=1e-10 * np.abs(Xc.T @ Xc).max())
+    np.testing.assert_allclose(xy, Xc.T @ yc, rtol=1e-10, atol=1e-10 * np.abs(Xc.T @ yc).max())
+    assert yy == pytest.approx(yc @ yc, rel=1e-10)
+    np.testing.assert_allclose(stats["shift"] + stats["sx"] / n, X.mean(0), rtol=1e-14, atol=1e-12)
+    assert np.array_equal(stats["xx"], stats["xx"].T)
+    # and the same numbers on any number of threads
+    for threads in (1, 3):
+        again = row_statistics(X, y, n_threads=threads)
+        assert all(np.array_equal(again[key], stats[key]) for key in ("xx", "sx", "xy", "sy", "yy"))
+
+
+def test_row_statistics_refuse_what_they_cannot_take():
+    from pyro_vd.linear._gram import row_statistics
+
+    with pytest.raises(TypeError, match="float64"):
+        row_statistics(np.ones((4, 2), dtype=np.float32), np.ones(4))
+    with pytest.raises(ValueError, match="shapes"):
+        row_statistics(np.ones((4, 2)), np.ones(3))
+    with pytest.raises(ValueError, match="shift must have shape"):
+        row_statistics(np.ones((4, 2)), np.ones(4), shift=np.zeros(3))
+
+
+def test_large_offsets_do_not_change_the_fit():
+    # XᵀX − n x̄x̄ᵀ lost every digit of a column with offset 1e8 (relevance_ changed); the statistics
+    # about the first rows' means keep them. (y's offset stays below 1e6 times its spread: beyond, the
+    # residual-energy floor, 1e-12 of yᵀy, caps β by design.)
+    X, y, _ = _data(n=2000, d=20, relevant=5, seed=12)
+    offsets = np.random.default_rng(12).choice([1e6, -1e8, 1e8], size=20)
+    reference = VDRegression().fit(X, y)
+    shifted = VDRegression().fit(X + offsets, y + 1e5)
+    np.testing.assert_array_equal(shifted.relevance_, reference.relevance_)
+    np.testing.assert_allclose(shifted.coef_, reference.coef_, rtol=1e-7, atol=1e-9)
+    np.testing.assert_allclose(shifted.log_alpha_, reference.log_alpha_, rtol=1e-6, atol=1e-6)
+    assert shifted.noise_precision_ == pytest.approx(reference.noise_precision_, rel=1e-7)
+    np.testing.assert_allclose(shifted.predict(X[:50] + offsets) - 1e5, reference.predict(X[:50]), atol=1e-6)
+
+
+def test_chunks_with_their_own_shifts_add_up():
+    # Dask blocks reduce each about its own first rows; the merge re-expresses one about the other's
+    from pyro_vd.linear.vd_regression import _accumulate, _chunk_statistics
+
+    X, y, _ = _data(n=600, d=6, relevant=2, seed=13)
+    X = X + 1e6
+    y = y - 3e5
+    whole = _chunk_statistics(X, y)
+    merged = _accumulate(_chunk_statistics(X[:250], y[:250]), _chunk_statistics(X[250:] * 1.0, y[250:]))
+    merged_fit = VDRegression()._solve(merged)
+    whole_fit = VDRegression()._solve(whole)
+    np.testing.assert_allclose(merged_fit["coef_"], whole_fit["coef_"], rtol=1e-9, atol=1e-12)
+    # partial_fit takes the later chunks about the first chunk's shifts: nothing to re-express
+    model = VDRegression().partial_fit(X[:250], y[:250]).partial_fit(X[250:], y[250:])
+    np.testing.assert_array_equal(model._stats["shift"], X[:250][:250].mean(0))
+    np.testing.assert_allclose(model.coef_, VDRegression().fit(X, y).coef_, rtol=1e-9, atol=1e-12)
