@@ -122,12 +122,7 @@ def kl_log_uniform_additive(theta, log_sigma2, method=DEFAULT_KL_METHOD):
     :math:`\partial/\partial\theta = -2\,\mathrm{KL}'(\log\alpha)/\theta`. The hot path of Sparse VD
     training (about 15 % faster forward + backward than composing the operations); first-order only.
     """
-    check_kl_method(method)
-    theta, log_sigma2 = torch.broadcast_tensors(theta, log_sigma2)
-    dtype = theta.dtype
-    if dtype in (torch.float16, torch.bfloat16):
-        return _AdditiveKL.apply(theta.float(), log_sigma2.float(), method).to(dtype)
-    return _AdditiveKL.apply(theta, log_sigma2, method)
+    return _apply_additive(_AdditiveKL, theta, log_sigma2, method)
 
 
 class _AdditiveKLSum(torch.autograd.Function):
@@ -181,16 +176,21 @@ class _AdditiveKLSum(torch.autograd.Function):
 def kl_log_uniform_additive_sum(theta, log_sigma2, method=DEFAULT_KL_METHOD):
     r"""
     :math:`\sum_i \mathrm{KL}_i` of :func:`kl_log_uniform_additive` over all elements (of θ and
-    log σ² broadcast together), as a 0-dim tensor: the form the ELBO needs, about 40 % faster forward +
-    backward than summing the elementwise KL (``benchmarks/throughput.py``); first-order only. In θ's
-    dtype (computed in float32 for float16/bfloat16).
+    log σ² broadcast together), as a 0-dim tensor: the form the ELBO needs (forward + backward for the
+    three layers of LeNet-300-100: 1.27 ms against 2.03 ms summing the elementwise KL, 2 threads);
+    first-order only. In θ's dtype (computed in float32 for float16/bfloat16).
     """
+    return _apply_additive(_AdditiveKLSum, theta, log_sigma2, method)
+
+
+def _apply_additive(function, theta, log_sigma2, method):
+    """``function`` (an additive KL node) on θ and log σ² broadcast together, in float32 for half dtypes."""
     check_kl_method(method)
     theta, log_sigma2 = torch.broadcast_tensors(theta, log_sigma2)
     dtype = theta.dtype
     if dtype in (torch.float16, torch.bfloat16):
-        return _AdditiveKLSum.apply(theta.float(), log_sigma2.float(), method).to(dtype)
-    return _AdditiveKLSum.apply(theta, log_sigma2, method)
+        return function.apply(theta.float(), log_sigma2.float(), method).to(dtype)
+    return function.apply(theta, log_sigma2, method)
 
 
 def check_kl_method(method):
