@@ -67,7 +67,7 @@ class VDClassifier(LinearClassifierBase):
 
     * ``"lbfgs"`` (the default): torch's L-BFGS with a strong Wolfe line search, ``max_iter`` iterations.
       It usually stops at ``max_iter`` with the ELBO still rising (by 0.3–1 nat on 150 × 20 and
-      1000 × 40 at 500 iterations; on the 1000 × 1000 table of ``pyro-vd ard-table`` at −437.6, where
+      1000 × 40 at 500 iterations; on the 1000 × 1000 table of ``pyro-vd ard-table`` at −438.9, where
       Newton reaches −364.3), and that early stop regularizes: the table's test accuracy is 0.790
       there and 0.725 at Newton's optimum, which keeps 195 of 1000 features at log α ≤ 3.
     * ``"newton"``: damped Newton steps with the quadrature objective's exact gradient and Hessian
