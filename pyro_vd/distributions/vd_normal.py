@@ -182,6 +182,12 @@ class VDNormal(Normal):
         r"""The dropout rate :math:`\alpha = \sigma^2/\theta^2` (binary dropout rate p = α / (1 + α))."""
         return self.log_alpha.exp()
 
+    @property
+    def _fused_kl(self):
+        """Whether the KL can come straight from (θ, log σ²) in one fused node: additive, unclipped, and
+        log α not already computed (then the KL of that tensor costs less)."""
+        return not self._multiplicative and not self._clipped and "log_alpha" not in self.__dict__
+
     def kl_to_log_uniform(self, method=None):
         r"""
         :math:`\mathrm{KL}(q\,\|\,\text{LogUniform})` per element by ``method`` (default: ``kl_method``).
@@ -189,7 +195,7 @@ class VDNormal(Normal):
         :math:`(\theta, \log\sigma^2)` in one fused autograd node (first-order gradients only).
         """
         method = self.kl_method if method is None else check_kl_method(method)
-        if not self._multiplicative and not self._clipped and "log_alpha" not in self.__dict__:
+        if self._fused_kl:
             return kl_log_uniform_additive(self.theta, self._raw_log_sigma2, method)
         return kl_log_uniform(self.log_alpha, method)
 
@@ -200,7 +206,7 @@ class VDNormal(Normal):
         returns the sum itself (:func:`~pyro_vd.distributions.kl_log_uniform_additive_sum`).
         """
         method = self.kl_method if method is None else check_kl_method(method)
-        if not self._multiplicative and not self._clipped and "log_alpha" not in self.__dict__:
+        if self._fused_kl:
             return kl_log_uniform_additive_sum(self.theta, self._raw_log_sigma2, method)
         return kl_log_uniform(self.log_alpha, method).sum()
 

@@ -439,18 +439,14 @@ class AutoVariationalDropout(AutoGuide):
         plates = self._create_plates(*args, **kwargs)
         result = {}
         for name, site in self._all_sites.items():
-            frames = [plates[f.name] for f in site["cond_indep_stack"] if f.vectorized]
-            event_dim = site["fn"].event_dim
-            if not frames:  # the common case (weights are global): no ExitStack to set up
-                q = self.posterior(name)
-                result[name] = pyro.sample(name, q.to_event(event_dim) if event_dim else q)
-                continue
             with ExitStack() as stack:
-                for plate in frames:
-                    stack.enter_context(plate)
+                for frame in site["cond_indep_stack"]:
+                    if frame.vectorized:
+                        stack.enter_context(plates[frame.name])
                 # Inside a subsampled plate, pyro.param subsamples the full-size parameters itself
                 # (they carry event_dim).
                 q = self.posterior(name)
+                event_dim = site["fn"].event_dim
                 result[name] = pyro.sample(name, q.to_event(event_dim) if event_dim else q)
         return result
 

@@ -136,8 +136,7 @@ class VariationalDropoutELBO(ELBO):
             scale, mask = guide_site["scale"], guide_site["mask"]
             if mask is None and (not isinstance(scale, torch.Tensor) or scale.dim() == 0):
                 # everything is summed: the fused node that returns the total (the hot path)
-                total = q_base.kl_to_log_uniform_sum(self.kl_method)
-                return total if isinstance(scale, numbers.Real) and scale == 1.0 else total * scale
+                return q_base.kl_to_log_uniform_sum(self.kl_method) * scale
             closed = sum_rightmost(q_base.kl_to_log_uniform(self.kl_method), q_event_dims)
         elif not isinstance(q_base, Delta):
             # A Delta is the model-facing site of Pyro's AutoNormal, AutoDiagonalNormal, … (the real q

@@ -72,22 +72,33 @@ class _Problem:
     def __init__(self, X, t, nodes, weights, method):
         self.X, self.X2, self.t = X, X * X, t
         self.nodes, self.weights, self.method = nodes, weights, method
+        self._columns_of = None  # the active set the copies below are of
+
+    def columns(self, active):
+        """X and X² restricted to the active features: copied once per active set (they only shrink),
+        not at every evaluation."""
+        if self._columns_of is None or not np.array_equal(self._columns_of, active):
+            self._columns_of = active.copy()
+            all_active = active.all()
+            self._active_X = self.X if all_active else self.X[:, active]
+            self._active_X2 = self.X2 if all_active else self.X2[:, active]
+        return self._active_X, self._active_X2
 
     def log_alpha(self, theta, rho):
         return rho - np.log(np.maximum(theta * theta, np.finfo(float).tiny))
 
     def elbo(self, theta, rho, b, active):
-        Xa = self.X[:, active]
+        Xa, X2a = self.columns(active)
         m = self.t * (Xa @ theta[active] + b)
         with np.errstate(over="ignore"):
-            s = np.sqrt(np.maximum(self.X2[:, active] @ np.exp(rho[active]), 0.0))
+            s = np.sqrt(np.maximum(X2a @ np.exp(rho[active]), 0.0))
         Z = m[:, None] + s[:, None] * self.nodes
         data = float((log_expit(Z) @ self.weights).sum())
         return data - float(_kl(self.log_alpha(theta[active], rho[active]), self.method).sum())
 
     def gradient_and_curvature(self, theta, rho, b, active):
         """∇L and −∇²L over (θ_active, ρ_active, b)."""
-        X, X2 = self.X[:, active], self.X2[:, active]
+        X, X2 = self.columns(active)
         th, r = theta[active], rho[active]
         m = self.t * (X @ th + b)
         s = np.sqrt(np.maximum(X2 @ np.exp(r), np.finfo(float).tiny))
