@@ -22,11 +22,20 @@ def adam(params, **kwargs):
     :param kwargs: ``lr``, ``betas``, … as for ``torch.optim.Adam``; with an explicit ``fused`` or
         ``foreach``, or ``differentiable``/``capturable`` set, torch's choice is left alone.
     """
-    params = [dict(item, params=list(item["params"])) if isinstance(item, dict) else item for item in params]
+    if isinstance(params, torch.Tensor):  # torch refuses a bare tensor with its own message
+        return torch.optim.Adam(params, **kwargs)
+    params = [_group(item) if isinstance(item, dict) else item for item in params]
     explicit = "fused" in kwargs or "foreach" in kwargs
     if not explicit and not any(kwargs.get(option) for option in _UNFUSABLE_OPTIONS) and _fusable(params):
         kwargs["fused"] = True
     return torch.optim.Adam(params, **kwargs)
+
+
+def _group(group):
+    """A parameter group whose ``params`` is a list (a generator is read once; a tensor is one parameter,
+    as torch takes it)."""
+    params = group["params"]
+    return dict(group, params=[params] if isinstance(params, torch.Tensor) else list(params))
 
 
 def _fused_devices():

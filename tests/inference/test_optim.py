@@ -40,6 +40,9 @@ def test_adam_takes_generators_in_groups_and_leaves_unfusable_options_to_torch()
     net(torch.ones(4, 3)).sum().backward()
     optimizer.step()
     assert not torch.equal(before, net.weight)
+    assert [len(g["params"]) for g in adam([{"params": net.weight}]).param_groups] == [1]  # a tensor
+    with pytest.raises(TypeError, match="iterable"):
+        adam(net.weight)  # torch's refusal, not an iteration over the tensor's rows
     assert not adam(net.parameters(), differentiable=True).param_groups[0]["fused"]
     assert adam(net.parameters(), capturable=False).param_groups[0]["fused"]
 
