@@ -74,6 +74,17 @@ class CentredUnits:
         with np.errstate(over="ignore", under="ignore", invalid="ignore"):
             return alpha * self.fine**2 * self.coarse**2
 
+    def map_back(self, fit):
+        """A binary ARD fit made in these units, in place: ``coef``, ``intercept`` and ``alpha`` in the units
+        and origin of X (the centred ones kept as ``coef_centred``/``intercept_centred``), ``x_rms`` the
+        columns' standard deviations (what relevance standardizes by), ``units`` these units."""
+        fit["units"], fit["coef_centred"], fit["intercept_centred"] = self, fit["coef"], fit["intercept"]
+        fit["coef"] = self.coef(fit["coef_centred"])
+        fit["intercept"] = self.intercept(fit["coef_centred"], fit["intercept_centred"])
+        fit["alpha"] = self.alpha(fit["alpha"])
+        fit["x_rms"] = self.std
+        return fit
+
     def rows(self, matrix):
         """A matrix whose rows are indexed by weights (a covariance factor), in the units of X."""
         with np.errstate(over="ignore", under="ignore"):

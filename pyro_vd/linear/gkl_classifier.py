@@ -157,13 +157,8 @@ class GKLClassifier(LinearClassifierBase):
         fit = self._fit_scaled(units.transform(X), t01)
         # back to the units and origin of X: m_d / (c_d f_d), L's rows likewise, α_d (c_d f_d)²,
         # b = b' − Σ m_d o_d / f_d (the intercept of the centred columns is b')
-        fit["units"], fit["coef_centred"], fit["intercept_centred"] = units, fit["coef"], fit["intercept"]
         fit["L_scaled"], fit["L"] = fit["L"], units.rows(fit["L"])
-        fit["coef"] = units.coef(fit["coef_centred"])
-        fit["intercept"] = units.intercept(fit["coef_centred"], fit["intercept_centred"])
-        fit["alpha"] = units.alpha(fit["alpha"])
-        fit["x_rms"] = units.std
-        return fit
+        return units.map_back(fit)
 
     def _fit_scaled(self, X, t01):
         n, d = X.shape

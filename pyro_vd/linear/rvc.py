@@ -108,16 +108,11 @@ class RVC(LinearClassifierBase):
         # back to the units and origin of X: w_d / (c_d f_d), α_d (c_d f_d)², Σ's rows and columns of
         # features likewise (Σ of the weights does not depend on where the intercept is taken),
         # b = b' − Σ w_d o_d / f_d (the intercept of the centred columns is b')
-        fit["units"], fit["coef_centred"], fit["intercept_centred"] = units, fit["coef"], fit["intercept"]
         factor = np.append(units.coef(np.ones(len(fit["coef"]))), 1.0)[fit["active"]]
         with np.errstate(over="ignore", under="ignore"):
             fit["sigma_scaled"] = fit["sigma"]
             fit["sigma"] = fit["sigma"] * factor[:, None] * factor[None, :]
-        fit["coef"] = units.coef(fit["coef_centred"])
-        fit["intercept"] = units.intercept(fit["coef_centred"], fit["intercept_centred"])
-        fit["alpha"] = units.alpha(fit["alpha"])
-        fit["x_rms"] = units.std
-        return fit
+        return units.map_back(fit)
 
     def _fit_scaled(self, X, t):
         n, d = X.shape
