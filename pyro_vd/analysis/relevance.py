@@ -5,20 +5,24 @@ import numpy as np
 from ..inference.pruning import DEFAULT_THRESHOLD
 
 
-def relevance(obj, site=None, *, feature_names=None, threshold=DEFAULT_THRESHOLD):
+def relevance(obj, site=None, *, feature_names=None, threshold=None):
     r"""
     A :class:`pandas.DataFrame`, one row per weight (per feature for a linear model), with columns
     ``theta``, ``log_alpha`` (VD) or ``alpha`` (RVM prior precision), ``snr`` and ``relevant``.
 
     * a trained :class:`~pyro_vd.guides.AutoVariationalDropout` and a ``site`` (default: its only weight
       site): :math:`\mathrm{SNR} = |\theta|/\sigma = \alpha^{-1/2}`, relevant when
-      :math:`\log\alpha \le` ``threshold`` (3; ``"evidence"`` applies :mod:`pyro_vd.linear.relevance`'s
-      rule with d = the site's number of weights, ``"sparse_vd"`` is 3);
+      :math:`\log\alpha \le` ``threshold`` (a number; ``"evidence"`` applies :mod:`pyro_vd.linear.relevance`'s
+      rule with d = the site's number of weights, ``"sparse_vd"`` is 3). By default (None) the rule the
+      guide's model names in its ``relevance_rule`` — ``"evidence"`` for
+      :class:`~pyro_vd.models.LinearRegression` and :class:`~pyro_vd.models.LogisticRegression`, as
+      ``VDRegression`` decides — else Sparse VD's 3;
     * a fitted estimator of :mod:`pyro_vd.linear`: its own rule decides (``relevance_``); SNR is
       :math:`\alpha^{-1/2}` for VD and :math:`|m_d| / \sqrt{\Sigma_{dd}}` for the RVM-type ones. The
       features are named by ``feature_names``, else by ``feature_names_in_`` (fitted on a data frame),
       else ``x0, x1, …``;
-    * an ``InferenceData`` from :func:`to_inference_data`: read from its ``variational`` group.
+    * an ``InferenceData`` from :func:`to_inference_data`: read from its ``variational`` group (a
+      ``threshold`` left at None is 3).
 
     A one-vs-rest classifier with more than two classes (``coef_`` of shape (n_classes, n_features)), or an
     ``InferenceData`` of one, gives one row per (class, feature), indexed by a ``(class, feature)``
@@ -39,6 +43,8 @@ def relevance(obj, site=None, *, feature_names=None, threshold=DEFAULT_THRESHOLD
             site = names[0]
         if site not in names:
             raise ValueError(f"site {site!r} is not a weight site of the guide ({names})")
+        if threshold is None:
+            threshold = getattr(getattr(obj, "model", None), "relevance_rule", DEFAULT_THRESHOLD)
         table = _vd_table(
             obj.get_theta(site).cpu().numpy().ravel(),
             obj.get_log_alpha(site).cpu().numpy().ravel(),
@@ -46,6 +52,7 @@ def relevance(obj, site=None, *, feature_names=None, threshold=DEFAULT_THRESHOLD
         )
     elif hasattr(obj, "groups") and "variational" in obj.groups():  # InferenceData
         group = obj["variational"]
+        threshold = DEFAULT_THRESHOLD if threshold is None else threshold
         if "theta" in group:
             theta = group["theta"]
             coords = theta.coords
@@ -72,6 +79,7 @@ def relevance(obj, site=None, *, feature_names=None, threshold=DEFAULT_THRESHOLD
     elif hasattr(obj, "relevance_"):  # a fitted estimator
         from ..linear._posterior import weight_posteriors
 
+        threshold = DEFAULT_THRESHOLD if threshold is None else threshold
         rows = weight_posteriors(obj)
         table = {key: np.stack([row[key] for row in rows]) for key in ("theta", "relevant")}
         if "log_alpha" in rows[0]:

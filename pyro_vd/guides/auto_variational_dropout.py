@@ -2,7 +2,9 @@
 truncated log-normal at every neuron-noise (TruncatedLogUniform) site."""
 
 import math
+import numbers
 import warnings
+import weakref
 from contextlib import ExitStack
 
 import pyro
@@ -24,7 +26,7 @@ from ..distributions.vd_normal import VDNormal
 GRANULARITIES = ("weight", "output", "input", "layer", "shared")
 PARAMETERIZATIONS = ("additive", "multiplicative", "shrinkage")
 #: The settings a model may recommend through a ``guide_defaults`` mapping (used where left at None).
-MODEL_DEFAULTS = ("parameterization", "init_log_sigma2", "init_log_alpha")
+MODEL_DEFAULTS = ("parameterization", "init_log_sigma2", "init_log_alpha", "averaging")
 #: SBP clips both μ and log σ of the neuron noise to this interval.
 NOISE_PARAM_BOUNDS = (-20.0, 5.0)
 
@@ -110,14 +112,33 @@ class AutoVariationalDropout(AutoGuide):
     :param float init_log_sigma2: initial :math:`\log\sigma^2` (additive), −10 as in Sparse VD.
     :param float init_log_alpha: initial :math:`\log\alpha` (multiplicative, shrinkage), −4.
 
-    ``parameterization``, ``init_log_sigma2`` and ``init_log_alpha`` left at ``None`` take the model's
-    recommendation when it has a ``guide_defaults`` mapping (the linear models of
-    :mod:`pyro_vd.models.linear` recommend ``"shrinkage"`` from log α = 3: a linear model is not a deep
-    net, its weights start nearly dropped out as in the seed's VD-RVC code), else the values above.
+    ``parameterization``, ``init_log_sigma2``, ``init_log_alpha`` and ``averaging`` left at ``None`` take
+    the model's recommendation when it has a ``guide_defaults`` mapping (the linear models of
+    :mod:`pyro_vd.models.linear` recommend ``"shrinkage"``, averaging with η = 3, and a start one unit on
+    the pruned side of the evidence rule's bound, :func:`~pyro_vd.models.linear.linear_guide_defaults`:
+    a linear model is not a deep net), else the values above.
     :param int init_seed: seed of the initialization's own generator. By default one is drawn from
         torch's global generator when the guide is built, so ``pyro.set_rng_seed`` fixes it, and the lazy
         initialization at the first step draws nothing from the global stream (a run resumed from a
         checkpoint follows the same trajectory).
+    :param averaging: ``False`` (the default for deep nets) — the posterior is the guide's parameters as
+        they are; a number η ≥ 0 — **iterate averaging**: the guide also keeps the polynomial-decay average
+        of its parameters over the training steps (Shamir & Zhang 2013),
+        :math:`\bar x_k = \bar x_{k-1} + \tfrac{\eta + 1}{k + \eta}(x_k - \bar x_{k-1})`, which weights step k
+        by about :math:`k^\eta` (η = 0: the plain mean of all iterates), and everything that reads the
+        posterior without gradients — :meth:`get_theta`, :meth:`get_log_alpha`, :meth:`median`,
+        :meth:`quantiles`, :meth:`posterior` under ``torch.no_grad()``, ``Predictive``, ``relevance()``,
+        ``svi.evaluate_loss`` — sees the averaged parameters, while the training step uses the live ones.
+        With a constant step size Adam's iterate jitters around the optimum by a few posterior standard
+        deviations when minibatches are small (its stationary spread grows as :math:`\sqrt{N/B}`); the
+        average does not. The linear models recommend η = 3
+        (:data:`~pyro_vd.models.linear.LINEAR_GUIDE_DEFAULTS`; measured in ``benchmarks/svi_agreement.py``).
+        A step is counted when a parameter's gradient is accumulated (a tensor hook, so ``JitTrace_ELBO``
+        and the module route count too). The average is in-memory state tied to the parameter tensors:
+        it starts again when they are replaced (the param store loaded or set), when
+        :meth:`load_state_dict` or :func:`~pyro_vd.inference.load_checkpoint` restores the guide, and on
+        :meth:`reset_average`; it is not pickled (an unpickled guide reads its live parameters until it
+        trains again).
     :param float init_noise_loc: initial :math:`\mu` of the neuron noise (0).
     :param float init_noise_log_scale: initial :math:`\log\sigma` of the neuron noise (−5).
     :param callable create_plates: as for every :class:`~pyro.infer.autoguide.AutoGuide`.
@@ -141,6 +162,7 @@ class AutoVariationalDropout(AutoGuide):
         init_seed=None,
         init_noise_loc=0.0,
         init_noise_log_scale=-5.0,
+        averaging=None,
         create_plates=None,
     ):
         self._granularity = self._check_granularity(granularity)
@@ -151,6 +173,18 @@ class AutoVariationalDropout(AutoGuide):
             init_log_sigma2 = recommended.get("init_log_sigma2", -10.0)
         if init_log_alpha is None:
             init_log_alpha = recommended.get("init_log_alpha", -4.0)
+        if averaging is None:
+            averaging = recommended.get("averaging")
+        if averaging is False:
+            averaging = None
+        if averaging is not None and (
+            isinstance(averaging, bool)
+            or not isinstance(averaging, numbers.Real)
+            or not math.isfinite(averaging)
+            or averaging < 0
+        ):
+            raise ValueError(f"averaging must be None, False or a finite number η >= 0; got {averaging!r}")
+        self.averaging = None if averaging is None else float(averaging)
         if parameterization is not None and parameterization not in PARAMETERIZATIONS:
             raise ValueError(
                 f"parameterization must be one of {PARAMETERIZATIONS} or None; got {parameterization!r}"
@@ -180,6 +214,7 @@ class AutoVariationalDropout(AutoGuide):
         self.init_seed = int(init_seed)
         super().__init__(model, create_plates=create_plates)
         self._leaves = {}  # (group, site) -> the modules on its dotted path: see _param
+        self.__dict__["_averages"] = {}  # (group, site) -> _Average: see averaging
 
     def _granularities(self):
         if isinstance(self._granularity, dict):
@@ -398,12 +433,56 @@ class AutoVariationalDropout(AutoGuide):
         links, attr = cached
         return getattr(links[-1][2], attr)
 
+    def _value(self, group, name):
+        """The parameter of site ``name`` in ``group`` as the posterior uses it: with ``averaging``, the
+        live parameter when gradients are on (a training step, which also makes sure the parameter's
+        steps are counted) and its average otherwise (while it has one for this very tensor)."""
+        value = self.shared_log_alpha if group == "" else self._param(group, name)
+        if self.__dict__.get("averaging") is None:
+            return value
+        averages = self.__dict__.setdefault("_averages", {})
+        average = averages.get((group, name))
+        if torch.is_grad_enabled():
+            if value.is_leaf and value.requires_grad and (average is None or average.tensor() is not value):
+                if average is not None:
+                    average.handle.remove()
+                averages[(group, name)] = _Average(self, (group, name), value)
+            return value
+        if average is not None and average.count and average.tensor() is value:
+            return average.mean
+        return value
+
+    def reset_average(self):
+        """Forget the iterate averages (``averaging``): the posterior is the live parameters until the
+        next training steps, from which the averages start again (e.g. after a warm-up, or new data)."""
+        for average in self.__dict__.get("_averages", {}).values():
+            average.handle.remove()
+        self.__dict__["_averages"] = {}
+
+    def average_count(self):
+        """How many training steps the iterate averages hold (the smallest over the parameters; 0
+        without ``averaging`` or before the first step)."""
+        averages = self.__dict__.get("_averages", {})
+        return min((a.count for a in averages.values()), default=0)
+
+    def load_state_dict(self, *args, **kwargs):
+        """As :meth:`torch.nn.Module.load_state_dict`; the iterate averages start again (they were taken
+        from the parameters being replaced)."""
+        result = super().load_state_dict(*args, **kwargs)
+        self.reset_average()
+        return result
+
+    def __getstate__(self):
+        state = dict(super().__getstate__())
+        state["_averages"] = {}  # hooks and weak references do not pickle; see ``averaging``
+        return state
+
     def posterior(self, name):
         """The posterior of site ``name`` (batch shape = the site's full shape): a :class:`VDNormal` for a
         weight site, a :class:`TruncatedLogNormal` for a neuron-noise site."""
         if name in self._noise_sites:
             return self._noise_posterior(name)
-        theta = self._param("thetas", name)
+        theta = self._value("thetas", name)
         kwargs = {
             "min_log_alpha": self.min_log_alpha,
             "max_log_alpha": self.max_log_alpha,
@@ -412,11 +491,11 @@ class AutoVariationalDropout(AutoGuide):
         }
         parameterization = self.parameterization(name)
         if parameterization == "additive":
-            return VDNormal(theta, self._param("log_sigma2s", name), **kwargs)
+            return VDNormal(theta, self._value("log_sigma2s", name), **kwargs)
         if self.granularity(name) == "shared":
-            log_alpha = self.shared_log_alpha
+            log_alpha = self._value("", "shared_log_alpha")
         else:
-            log_alpha = self._param("log_alphas", name)
+            log_alpha = self._value("log_alphas", name)
         log_alpha = log_alpha.expand(theta.shape)
         if parameterization == "shrinkage":  # θ = φ / (1 + α), with α as VDNormal clips it
             if self.min_log_alpha is not None or self.max_log_alpha is not None:
@@ -427,8 +506,8 @@ class AutoVariationalDropout(AutoGuide):
     def _noise_posterior(self, name):
         prior = _base(self._noise_sites[name]["fn"])
         low, high = NOISE_PARAM_BOUNDS
-        loc = self._param("noise_locs", name).clamp(low, high)
-        scale = self._param("noise_log_scales", name).clamp(low, high).exp()
+        loc = self._value("noise_locs", name).clamp(low, high)
+        scale = self._value("noise_log_scales", name).clamp(low, high).exp()
         return TruncatedLogNormal(loc, scale, prior.low, prior.high, validate_args=False)
 
     def forward(self, *args, **kwargs):
@@ -457,7 +536,7 @@ class AutoVariationalDropout(AutoGuide):
         self._check_ready()
         if self.parameterization(name) == "shrinkage":
             return self.posterior(name).loc.detach().clone()
-        return self._param("thetas", name).detach().clone()
+        return self._value("thetas", name).detach().clone()
 
     @torch.no_grad()
     def get_log_alpha(self, name):
@@ -495,6 +574,34 @@ class AutoVariationalDropout(AutoGuide):
             levels = torch.as_tensor(quantiles, dtype=q.loc.dtype, device=q.loc.device)
             result[name] = q.icdf(levels.reshape((-1,) + (1,) * q.loc.dim()))
         return result
+
+
+class _Average:
+    """The polynomial-decay average of one parameter tensor's iterates, fed by a hook that runs when the
+    tensor's gradient has been accumulated (before the optimizer steps, so iterate k is averaged)."""
+
+    __slots__ = ("__weakref__", "count", "handle", "mean", "tensor")
+
+    def __init__(self, guide, key, tensor):
+        self.tensor = weakref.ref(tensor)
+        self.count = 0
+        self.mean = None
+        guide_ref, average_ref = weakref.ref(guide), weakref.ref(self)
+
+        def hook(param):
+            guide, average = guide_ref(), average_ref()
+            if guide is not None and average is not None and average.tensor() is param:
+                average.add(param, guide.averaging)
+
+        self.handle = tensor.register_post_accumulate_grad_hook(hook)
+
+    @torch.no_grad()
+    def add(self, value, eta):
+        self.count += 1
+        if self.mean is None:
+            self.mean = value.detach().clone()
+        else:
+            self.mean.lerp_(value.detach(), (eta + 1.0) / (self.count + eta))
 
 
 def _model_defaults(model):

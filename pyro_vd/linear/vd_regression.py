@@ -91,6 +91,11 @@ class VDRegression(RegressorMixin, BaseEstimator):
     intercept_ : float
     log_alpha_ : ndarray of shape (n_features,)
         log α per feature (``max_log_alpha`` for pruned features).
+    profile_log_alpha_ : ndarray of shape (n_features,)
+        The log α each feature takes at its own optimum given the others,
+        :math:`\arg\max_t q_d\sigma(-t) - \mathrm{KL}(t)`: ``log_alpha_`` for the features kept, and
+        for a feature the evidence rule pruned the α it would have in the model (``max_log_alpha``
+        where that optimum is α = ∞). How far a decision was from the rule's bound.
     noise_precision_ : float
         β.
     relevance_ : ndarray of bool, shape (n_features,)
@@ -286,6 +291,13 @@ class VDRegression(RegressorMixin, BaseEstimator):
         theta = scaled / root
         fit = scaled @ xx @ scaled - 2.0 * scaled @ xy + yy
         kept = log_alpha < cap
+        # each feature's profile optimum given the others (finite for a feature the evidence rule pruned)
+        residual_corr = xy - xx @ scaled + diag * scaled
+        profile = np.where(
+            usable,
+            optimal_log_alpha_profile(0.5 * beta * residual_corr**2, self.kl_method, max_log_alpha=cap),
+            cap,
+        )
         ridge = np.sum(np.exp(log_alpha[kept]) * scaled[kept] ** 2)
         # pruned features (α = ∞) have KL = 0, its limit (and Kingma's polynomial would overflow there)
         kl = float(kl_log_uniform(_tensor(log_alpha[kept]), self.kl_method).sum())
@@ -298,6 +310,7 @@ class VDRegression(RegressorMixin, BaseEstimator):
             "intercept_": float(y_mean - x_mean @ theta) if self.fit_intercept else 0.0,
             "X_offset_": np.asarray(x_mean, dtype=float).copy(),
             "log_alpha_": log_alpha,
+            "profile_log_alpha_": profile,
             "noise_precision_": float(beta),
             "n_iter_": n_iter,
             "elbo_": float(elbo),

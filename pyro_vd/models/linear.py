@@ -4,13 +4,38 @@ from torch import nn
 
 from .vd_model import VDModel
 
-#: What :class:`~pyro_vd.guides.AutoVariationalDropout` uses for a linear model's settings left at None.
-#: A linear model is not a deep net: its weights start nearly dropped out (log α = 3, as the seed's
-#: VD-RVC code starts from log σ² = +1) and the data pull the relevant ones in; the "shrinkage"
-#: parameterization θ = φ / (1 + α) keeps φ's optimum fixed while α moves (the optimal θ given α is
-#: r / (S (1 + α)) for a linear model), so that α reaches the exact optimum's side of the threshold
-#: within a few thousand Adam steps (measured in benchmarks/svi_agreement.py).
-LINEAR_GUIDE_DEFAULTS = {"parameterization": "shrinkage", "init_log_alpha": 3.0}
+#: What :class:`~pyro_vd.guides.AutoVariationalDropout` uses for a linear model's settings left at None
+#: (besides the start, :func:`linear_guide_defaults`). A linear model is not a deep net:
+#:
+#: * the "shrinkage" parameterization θ = φ / (1 + α) keeps φ's optimum fixed while α moves (the
+#:   optimal θ given α is r / (S (1 + α)) for a linear model);
+#: * the posterior is the polynomial-decay average of the iterates (η = 3, ``averaging``): with Adam's
+#:   constant step the last iterate jitters around the optimum by several posterior standard deviations
+#:   when minibatches are small (its spread grows as √(N/B)), the average does not.
+#:
+#: Measured in benchmarks/svi_agreement.py.
+LINEAR_GUIDE_DEFAULTS = {"parameterization": "shrinkage", "averaging": 3.0}
+
+#: The relevance rule of the linear models (read by :func:`~pyro_vd.analysis.relevance` on their guide):
+#: the evidence rule of :mod:`pyro_vd.linear.relevance`, log α ≤ τ(d), as ``VDRegression`` applies it.
+LINEAR_RELEVANCE_RULE = "evidence"
+
+
+def linear_guide_defaults(n_features):
+    r"""
+    The guide settings a linear model with ``n_features`` weights recommends: :data:`LINEAR_GUIDE_DEFAULTS`
+    and the start :math:`\loglpha_0 = \min(	au(d) + 1, 3)`, one unit on the pruned side of the evidence
+    rule's bound τ(d) (:func:`~pyro_vd.linear.relevance.evidence_log_alpha_threshold`: −1.8 at d = 20,
+    −2.3 at d = 100, −2.7 at d = 1000). An irrelevant feature starts pruned and stays so; a relevant
+    one's α only has to fall by about one unit more than its own depth below τ(d). Adam moves log α by at
+    most ~0.01 a step, and by much less where minibatch noise dominates its gradient, so a start far
+    from the bound (the seed's +1 for log σ², about log α = 3) leaves weakly relevant features pruned
+    after 3000 steps (measured in benchmarks/svi_agreement.py).
+    """
+    from ..linear.relevance import evidence_log_alpha_threshold
+
+    start = min(evidence_log_alpha_threshold(n_features) + 1.0, 3.0)
+    return {**LINEAR_GUIDE_DEFAULTS, "init_log_alpha": round(start, 3)}
 
 
 class LinearRegression(VDModel):
@@ -22,23 +47,27 @@ class LinearRegression(VDModel):
     ``VDRegression``'s ``noise_precision_``) unless given.
 
     :attr:`guide_defaults` holds the settings :class:`~pyro_vd.guides.AutoVariationalDropout` takes
-    when they are left at None (see :data:`LINEAR_GUIDE_DEFAULTS`).
+    when they are left at None (:func:`linear_guide_defaults`), and :attr:`relevance_rule` the rule
+    :func:`~pyro_vd.analysis.relevance` applies to its guide by default (the evidence rule, as
+    ``VDRegression`` decides).
     """
 
     def __init__(self, n_features, num_data=None, *, noise_scale=None):
         super().__init__(
             nn.Linear(n_features, 1), num_data=num_data, likelihood="normal", noise_scale=noise_scale
         )
-        self.guide_defaults = dict(LINEAR_GUIDE_DEFAULTS)
+        self.guide_defaults = linear_guide_defaults(n_features)
+        self.relevance_rule = LINEAR_RELEVANCE_RULE
 
 
 class LogisticRegression(VDModel):
     r"""
     :math:`p(t = 1) = \sigma(w^\top x + b)` with :math:`p(\log|w_d|) = \text{const}`: the Pyro counterpart
     of :class:`~pyro_vd.linear.VDClassifier` (binary), trained by SVI in minibatches. Its
-    :attr:`guide_defaults` are those of :class:`LinearRegression`.
+    :attr:`guide_defaults` and :attr:`relevance_rule` are those of :class:`LinearRegression`.
     """
 
     def __init__(self, n_features, num_data=None):
         super().__init__(nn.Linear(n_features, 1), num_data=num_data, likelihood="bernoulli")
-        self.guide_defaults = dict(LINEAR_GUIDE_DEFAULTS)
+        self.guide_defaults = linear_guide_defaults(n_features)
+        self.relevance_rule = LINEAR_RELEVANCE_RULE

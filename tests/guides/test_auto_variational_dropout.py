@@ -173,19 +173,25 @@ def test_init_theta_reports_sites_left_random_and_unused_keys():
 
 
 # ------------------------------------------------------------------ defaults recommended by the model
-def test_linear_models_recommend_shrinkage_from_a_sparse_start():
+def test_linear_models_recommend_shrinkage_from_one_unit_above_the_evidence_bound():
+    from pyro_vd.linear.relevance import evidence_log_alpha_threshold
     from pyro_vd.models import LinearRegression, LogisticRegression
 
+    start = evidence_log_alpha_threshold(6) + 1.0  # τ(6) + 1 ≈ −0.26
     for model in (LinearRegression(6, num_data=100), LogisticRegression(6, num_data=100)):
+        assert model.relevance_rule == "evidence"
         guide = AutoVariationalDropout(model)
         guide(X, torch.rand(8).round())
         assert guide.parameterization("net.weight") == "shrinkage"
         q = guide.posterior("net.weight")
-        assert torch.allclose(q.log_alpha, torch.full((1, 6), 3.0))
+        assert torch.allclose(q.log_alpha, torch.full((1, 6), start), atol=1e-3)
         phi = guide.thetas.net.weight.detach()
         # θ = φ / (1 + α): the guide reports θ, not φ
-        assert torch.allclose(guide.get_theta("net.weight"), phi / (1 + torch.e**3))
+        assert torch.allclose(guide.get_theta("net.weight"), phi * torch.sigmoid(-q.log_alpha.detach()))
         pyro.clear_param_store()
+    # one feature: the evidence bound is the plain VD rule (τ(1) ≈ 35); the start is capped at 3
+    assert LinearRegression(1).guide_defaults["init_log_alpha"] == 3.0
+    assert LinearRegression(1000).guide_defaults["init_log_alpha"] == pytest.approx(-1.73, abs=0.01)
 
 
 def test_deep_nets_keep_sparse_vd_defaults():
