@@ -256,8 +256,10 @@ class VDRegression(RegressorMixin, BaseEstimator):
             # steps of the ELBO, and a feature with q_d < ½ goes to α = ∞ at once. A feature whose
             # gain at its optimum is below the penalty is pruned (and a pruned one returns above it).
             residual_corr = xy - xx @ new_theta + diag * new_theta
-            # (the evidence rule lets a pruned feature back in; the plain VD fit keeps it out, as ever)
-            q = np.where(usable if penalty > 0 else active, 0.5 * beta * residual_corr**2, 0.0)
+            # a pruned feature comes back when its gain passes the penalty again (0 for the plain VD
+            # rule: any q_d > ½). Keeping it out once pruned left the plain fit short of its optimum:
+            # the first step, at θ = 0 with β from all of y, prunes features whose q_d passes ½ later.
+            q = np.where(usable, 0.5 * beta * residual_corr**2, 0.0)
             new_log_alpha = np.where(
                 usable, optimal_log_alpha_profile(q, self.kl_method, max_log_alpha=cap), cap
             )
