@@ -289,7 +289,7 @@ def test_no_pruned_feature_would_raise_the_objective_by_coming_back(threshold):
     assert pruned.sum() > 50
     if threshold == "sparse_vd":
         assert (profile[pruned] >= model.max_log_alpha).all()
-        assert (profile[~pruned] == pytest.approx(model.log_alpha_[~pruned], abs=1e-3))
+        assert profile[~pruned] == pytest.approx(model.log_alpha_[~pruned], abs=1e-3)
         plain, penalized = model, VDRegression().fit(X, y)
         assert plain.elbo_ > penalized.elbo_  # the plain optimum has the larger (unpenalized) ELBO
     else:
