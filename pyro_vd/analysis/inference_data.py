@@ -16,6 +16,7 @@ import pyro.poutine as poutine
 import torch
 from pyro.distributions import Unit
 
+from ..inference.pruning import log_alpha_bound
 from ..poutine.full_data_messenger import FullDataMessenger
 
 
@@ -95,10 +96,12 @@ def _collect_pyro(model, guide, args, kwargs, num_samples, feature_names, coords
             "that the log-likelihood and the posterior predictive can be computed"
         )
     stack = lambda draws: {k: np.stack(v)[None] for k, v in draws.items()}  # noqa: E731  (chain, draw, ...)
-    variational = {}
+    variational, bounds = {}, {}
     for name in getattr(guide, "site_names", []):
         variational[f"{name}.theta"] = _numpy(guide.get_theta(name))
         variational[f"{name}.log_alpha"] = _numpy(guide.get_log_alpha(name))
+        # the relevance rule of the guide's model (relevance() of this InferenceData reads it back)
+        bounds[f"{name}.log_alpha_bound"] = log_alpha_bound(guide, name)
     for name in getattr(guide, "noise_site_names", []):
         variational[f"{name}.mean"] = _numpy(guide.get_noise_mean(name))
         variational[f"{name}.snr"] = _numpy(guide.get_noise_snr(name))
@@ -109,7 +112,7 @@ def _collect_pyro(model, guide, args, kwargs, num_samples, feature_names, coords
         site = key.rsplit(".", 1)[0]
         if site in dims:
             dims.setdefault(key, dims[site])
-    return _build(
+    idata = _build(
         posterior=stack(posterior),
         posterior_predictive=stack(predictive),
         log_likelihood=stack(log_likelihood),
@@ -118,6 +121,8 @@ def _collect_pyro(model, guide, args, kwargs, num_samples, feature_names, coords
         coords=coords,
         dims=dims,
     )
+    idata["variational"].attrs.update(bounds)
+    return idata
 
 
 def _build(*, posterior, variational, coords, dims, **groups):

@@ -2,7 +2,7 @@ r"""The feature-relevance table: θ, log α (or the RVM precision α), signal-to
 
 import numpy as np
 
-from ..inference.pruning import DEFAULT_THRESHOLD
+from ..inference.pruning import DEFAULT_THRESHOLD, log_alpha_bound
 
 
 def relevance(obj, site=None, *, feature_names=None, threshold=None):
@@ -22,7 +22,8 @@ def relevance(obj, site=None, *, feature_names=None, threshold=None):
       features are named by ``feature_names``, else by ``feature_names_in_`` (fitted on a data frame),
       else ``x0, x1, …``;
     * an ``InferenceData`` from :func:`to_inference_data`: read from its ``variational`` group (a
-      ``threshold`` left at None is 3).
+      ``threshold`` left at None is the bound the guide's rule gave, recorded in the group's attributes;
+      3 for an estimator's).
 
     A one-vs-rest classifier with more than two classes (``coef_`` of shape (n_classes, n_features)), or an
     ``InferenceData`` of one, gives one row per (class, feature), indexed by a ``(class, feature)``
@@ -43,16 +44,13 @@ def relevance(obj, site=None, *, feature_names=None, threshold=None):
             site = names[0]
         if site not in names:
             raise ValueError(f"site {site!r} is not a weight site of the guide ({names})")
-        if threshold is None:
-            threshold = getattr(getattr(obj, "model", None), "relevance_rule", DEFAULT_THRESHOLD)
         table = _vd_table(
             obj.get_theta(site).cpu().numpy().ravel(),
             obj.get_log_alpha(site).cpu().numpy().ravel(),
-            threshold,
+            log_alpha_bound(obj, site, threshold),
         )
     elif hasattr(obj, "groups") and "variational" in obj.groups():  # InferenceData
         group = obj["variational"]
-        threshold = DEFAULT_THRESHOLD if threshold is None else threshold
         if "theta" in group:
             theta = group["theta"]
             coords = theta.coords
@@ -62,7 +60,8 @@ def relevance(obj, site=None, *, feature_names=None, threshold=None):
                 classes = list(coords["class"].values) if "class" in coords else list(range(theta.shape[0]))
             theta = theta.values
             if "log_alpha" in group:
-                table = _vd_table(theta, group["log_alpha"].values, threshold)
+                rule = DEFAULT_THRESHOLD if threshold is None else threshold
+                table = _vd_table(theta, group["log_alpha"].values, rule)
             else:
                 alpha = group["alpha"].values
                 with np.errstate(invalid="ignore"):  # removed weights: θ = 0, α = ∞
@@ -75,6 +74,8 @@ def relevance(obj, site=None, *, feature_names=None, threshold=None):
             if site is None:
                 raise ValueError(f"the InferenceData has several weight sites {sites}: pass site=")
             theta = group[f"{site}.theta"].values.ravel()
+            if threshold is None:  # the rule of the guide's model, as to_inference_data recorded it
+                threshold = group.attrs.get(f"{site}.log_alpha_bound", DEFAULT_THRESHOLD)
             table = _vd_table(theta, group[f"{site}.log_alpha"].values.ravel(), threshold)
     elif hasattr(obj, "relevance_"):  # a fitted estimator
         from ..linear._posterior import weight_posteriors

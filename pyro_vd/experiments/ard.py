@@ -193,6 +193,7 @@ def svi_linear(
             i = (step % per_pass) * batch_size
             index = order[i : i + batch_size]
             svi.step(Xt[index], yt[index])
+    guide.apply_average()  # the linear models average their iterates (``averaging``)
     seconds = time.perf_counter() - start
     bias = float(pyro.param("net.bias").detach()[0])
     result = (
@@ -207,13 +208,13 @@ def svi_linear(
     return result
 
 
-def _exact_vd(task, X, y):
-    """The exact VD optimum SVI is compared with, under the evidence rule: ``VDRegression()`` or
-    ``VDClassifier(solver="newton", threshold="evidence")`` (Newton: L-BFGS stops at its iteration cap
-    before the optimum on some draws)."""
+def _exact_vd(task, X, y, rule="evidence"):
+    """The exact VD optimum SVI is compared with, under ``rule`` (the evidence rule by default):
+    ``VDRegression(threshold=rule)`` or ``VDClassifier(solver="newton", threshold=rule)`` (Newton:
+    L-BFGS stops at its iteration cap before the optimum on some draws)."""
     if task == "classification":
-        return VDClassifier(solver="newton", threshold="evidence").fit(X, y)
-    return VDRegression().fit(X, y)
+        return VDClassifier(solver="newton", threshold=rule).fit(X, y)
+    return VDRegression(threshold=rule).fit(X, y)
 
 
 def agreement(theta, log_alpha, exact, *, truth=None, margin=1.0):

@@ -15,6 +15,7 @@ from pyro.infer.autoguide import AutoGuide
 from pyro.infer.autoguide.initialization import InitMessenger
 from pyro.nn.module import PyroModule, PyroParam
 from pyro.ops.tensor_utils import periodic_repeat
+from pyro.poutine.messenger import unwrap
 from torch.distributions import constraints
 
 from ..distributions.kl_log_uniform import DEFAULT_KL_METHOD, check_kl_method
@@ -121,24 +122,24 @@ class AutoVariationalDropout(AutoGuide):
         torch's global generator when the guide is built, so ``pyro.set_rng_seed`` fixes it, and the lazy
         initialization at the first step draws nothing from the global stream (a run resumed from a
         checkpoint follows the same trajectory).
-    :param averaging: ``False`` (the default for deep nets) — the posterior is the guide's parameters as
-        they are; a number η ≥ 0 — **iterate averaging**: the guide also keeps the polynomial-decay average
-        of its parameters over the training steps (Shamir & Zhang 2013),
-        :math:`\bar x_k = \bar x_{k-1} + \tfrac{\eta + 1}{k + \eta}(x_k - \bar x_{k-1})`, which weights step k
-        by about :math:`k^\eta` (η = 0: the plain mean of all iterates), and everything that reads the
-        posterior without gradients — :meth:`get_theta`, :meth:`get_log_alpha`, :meth:`median`,
-        :meth:`quantiles`, :meth:`posterior` under ``torch.no_grad()``, ``Predictive``, ``relevance()``,
-        ``svi.evaluate_loss`` — sees the averaged parameters, while the training step uses the live ones.
-        With a constant step size Adam's iterate jitters around the optimum by a few posterior standard
-        deviations when minibatches are small (its stationary spread grows as :math:`\sqrt{N/B}`); the
-        average does not. The linear models recommend η = 3
+    :param averaging: ``False`` (the default for deep nets) — none; a number η ≥ 0 — **iterate
+        averaging**: the guide keeps the polynomial-decay average (Shamir & Zhang 2013) of every parameter
+        the ELBO trains with it — its own and its model's point estimates (biases, the noise scale) —
+        over the training steps,
+        :math:`\bar x_k = \bar x_{k-1} + \tfrac{\eta + 1}{k + \eta}(x_k - \bar x_{k-1})`, which weights
+        step k by about :math:`k^\eta` (η = 0: the plain mean of all iterates).
+        :meth:`apply_average` sets the parameters to it when training ends; until then they are the
+        live iterates. With a constant step size Adam's iterate jitters around the optimum by several
+        posterior standard deviations when minibatches are small (its stationary spread grows as
+        :math:`\sqrt{N/B}`); the average does not. The linear models recommend η = 3
         (:data:`~pyro_vd.models.linear.LINEAR_GUIDE_DEFAULTS`; measured in ``benchmarks/svi_agreement.py``).
         A step is counted when a parameter's gradient is accumulated (a tensor hook, so ``JitTrace_ELBO``
-        and the module route count too). The average is in-memory state tied to the parameter tensors:
-        it starts again when they are replaced (the param store loaded or set), when
-        :meth:`load_state_dict` or :func:`~pyro_vd.inference.load_checkpoint` restores the guide, and on
-        :meth:`reset_average`; it is not pickled (an unpickled guide reads its live parameters until it
-        trains again).
+        and the module route count too; once per step whatever the particles). The averages are
+        in-memory: they start again when a parameter tensor is replaced (the param store loaded or set),
+        when the guide's state is loaded (``load_state_dict``, also through a parent module, and
+        :func:`~pyro_vd.inference.load_checkpoint`), when it is moved or converted (``.to()``), and on
+        :meth:`reset_average`; they are neither pickled nor checkpointed (a resumed run averages the
+        steps after the resume).
     :param float init_noise_loc: initial :math:`\mu` of the neuron noise (0).
     :param float init_noise_log_scale: initial :math:`\log\sigma` of the neuron noise (−5).
     :param callable create_plates: as for every :class:`~pyro.infer.autoguide.AutoGuide`.
@@ -433,42 +434,85 @@ class AutoVariationalDropout(AutoGuide):
         links, attr = cached
         return getattr(links[-1][2], attr)
 
-    def _value(self, group, name):
-        """The parameter of site ``name`` in ``group`` as the posterior uses it: with ``averaging``, the
-        live parameter when gradients are on (a training step, which also makes sure the parameter's
-        steps are counted) and its average otherwise (while it has one for this very tensor)."""
-        value = self.shared_log_alpha if group == "" else self._param(group, name)
-        if self.__dict__.get("averaging") is None:
-            return value
+    # ------------------------------------------------------------------------ iterate averaging
+    def _averaged_parameters(self):
+        """``{name: leaf}``: every parameter the ELBO trains with this guide, the guide's own and its
+        model's point estimates (biases, a noise scale). With the param store, the store's tensors (a
+        module holds its copy of a replaced one until its next call)."""
+        store = pyro.get_param_store()._params
+        local = pyro.settings.get("module_local_params")
+        found = {}
+        model = self.__dict__.get("_model")  # None in a guide unpickled without its model
+        model = _unwrap_model(model[0]) if model else None
+        for owner, module in (("guide", self), ("model", model)):
+            if not isinstance(module, torch.nn.Module):
+                continue
+            found.update({f"{owner}.{n}": p for n, p in module.named_parameters()})
+            if local:
+                continue
+            for path, submodule in module.named_modules():
+                prefix = submodule.__dict__.get("_pyro_name")
+                for attr in submodule.__dict__.get("_pyro_params", {}):
+                    current = store.get(f"{prefix}.{attr}" if prefix else attr)
+                    if current is not None:
+                        found[f"{owner}.{path + '.' if path else ''}{attr}_unconstrained"] = current
+        return {n: p for n, p in found.items() if p.is_leaf and p.requires_grad}
+
+    def _sync_averages(self):
+        """Put an averaging hook on every parameter tensor that has none (new or replaced tensors start
+        a new average). Runs at set-up, at every Python call of the guide and after a reset, so a
+        compiled (JIT) step, which does not run this code, still has its hooks."""
+        if self.__dict__.get("averaging") is None or self.prototype_trace is None:
+            return
         averages = self.__dict__.setdefault("_averages", {})
-        average = averages.get((group, name))
-        if torch.is_grad_enabled():
-            if value.is_leaf and value.requires_grad and (average is None or average.tensor() is not value):
+        for name, leaf in self._averaged_parameters().items():
+            average = averages.get(name)
+            if average is None or average.tensor() is not leaf:
                 if average is not None:
                     average.handle.remove()
-                averages[(group, name)] = _Average(self, (group, name), value)
-            return value
-        if average is not None and average.count and average.tensor() is value:
-            return average.mean
-        return value
+                averages[name] = _Average(self, leaf)
 
     def reset_average(self):
-        """Forget the iterate averages (``averaging``): the posterior is the live parameters until the
-        next training steps, from which the averages start again (e.g. after a warm-up, or new data)."""
+        """Forget the iterate averages (``averaging``): they start again from the next step (e.g. after a
+        warm-up, or on new data)."""
         for average in self.__dict__.get("_averages", {}).values():
             average.handle.remove()
         self.__dict__["_averages"] = {}
+        self._sync_averages()
 
     def average_count(self):
-        """How many training steps the iterate averages hold (the smallest over the parameters; 0
-        without ``averaging`` or before the first step)."""
+        """How many training steps the iterate averages hold (the fewest over the parameters; 0 without
+        ``averaging`` or before the first step)."""
         averages = self.__dict__.get("_averages", {})
         return min((a.count for a in averages.values()), default=0)
 
-    def load_state_dict(self, *args, **kwargs):
-        """As :meth:`torch.nn.Module.load_state_dict`; the iterate averages start again (they were taken
-        from the parameters being replaced)."""
-        result = super().load_state_dict(*args, **kwargs)
+    @torch.no_grad()
+    def apply_average(self):
+        """
+        Set every averaged parameter — the guide's and its model's — to its iterate average, and start
+        the averages afresh; returns the number of steps averaged (0: nothing changed). Call it when
+        training ends: θ, α, the model's biases and noise scale then come from the same average, and
+        every reader (``get_theta``, ``Predictive``, ``relevance``, ``sparsity``, ``deterministic``,
+        checkpoints) sees the averaged posterior.
+        """
+        averages = self.__dict__.get("_averages", {})
+        count = self.average_count()
+        if count:
+            for average in averages.values():
+                leaf = average.tensor()
+                if leaf is not None and average.mean is not None:
+                    leaf.copy_(average.mean)
+        self.reset_average()
+        return count
+
+    def _load_from_state_dict(self, *args, **kwargs):
+        # also runs when a parent module (an AutoGuideList, an ELBO module) is loaded: the averages were
+        # taken from the values being replaced
+        super()._load_from_state_dict(*args, **kwargs)
+        self.reset_average()
+
+    def _apply(self, *args, **kwargs):
+        result = super()._apply(*args, **kwargs)  # .to(), .double(), .cuda(): averages of other tensors
         self.reset_average()
         return result
 
@@ -482,7 +526,7 @@ class AutoVariationalDropout(AutoGuide):
         weight site, a :class:`TruncatedLogNormal` for a neuron-noise site."""
         if name in self._noise_sites:
             return self._noise_posterior(name)
-        theta = self._value("thetas", name)
+        theta = self._param("thetas", name)
         kwargs = {
             "min_log_alpha": self.min_log_alpha,
             "max_log_alpha": self.max_log_alpha,
@@ -491,11 +535,11 @@ class AutoVariationalDropout(AutoGuide):
         }
         parameterization = self.parameterization(name)
         if parameterization == "additive":
-            return VDNormal(theta, self._value("log_sigma2s", name), **kwargs)
+            return VDNormal(theta, self._param("log_sigma2s", name), **kwargs)
         if self.granularity(name) == "shared":
-            log_alpha = self._value("", "shared_log_alpha")
+            log_alpha = self.shared_log_alpha
         else:
-            log_alpha = self._value("log_alphas", name)
+            log_alpha = self._param("log_alphas", name)
         log_alpha = log_alpha.expand(theta.shape)
         if parameterization == "shrinkage":  # θ = φ / (1 + α), with α as VDNormal clips it
             if self.min_log_alpha is not None or self.max_log_alpha is not None:
@@ -506,8 +550,8 @@ class AutoVariationalDropout(AutoGuide):
     def _noise_posterior(self, name):
         prior = _base(self._noise_sites[name]["fn"])
         low, high = NOISE_PARAM_BOUNDS
-        loc = self._value("noise_locs", name).clamp(low, high)
-        scale = self._value("noise_log_scales", name).clamp(low, high).exp()
+        loc = self._param("noise_locs", name).clamp(low, high)
+        scale = self._param("noise_log_scales", name).clamp(low, high).exp()
         return TruncatedLogNormal(loc, scale, prior.low, prior.high, validate_args=False)
 
     def forward(self, *args, **kwargs):
@@ -515,6 +559,8 @@ class AutoVariationalDropout(AutoGuide):
         :class:`TruncatedLogNormal`; returns ``{site: value}``."""
         if self.prototype_trace is None:
             self._setup_prototype(*args, **kwargs)
+        if self.__dict__.get("averaging") is not None:
+            self._sync_averages()
         plates = self._create_plates(*args, **kwargs)
         result = {}
         for name, site in self._all_sites.items():
@@ -536,7 +582,7 @@ class AutoVariationalDropout(AutoGuide):
         self._check_ready()
         if self.parameterization(name) == "shrinkage":
             return self.posterior(name).loc.detach().clone()
-        return self._value("thetas", name).detach().clone()
+        return self._param("thetas", name).detach().clone()
 
     @torch.no_grad()
     def get_log_alpha(self, name):
@@ -578,14 +624,17 @@ class AutoVariationalDropout(AutoGuide):
 
 class _Average:
     """The polynomial-decay average of one parameter tensor's iterates, fed by a hook that runs when the
-    tensor's gradient has been accumulated (before the optimizer steps, so iterate k is averaged)."""
+    tensor's gradient has been accumulated (before the optimizer steps, so iterate k is averaged). A
+    step is counted once, however many backward passes it makes (particles): the tensor's version
+    counter moves only when it is changed, e.g. by the optimizer."""
 
-    __slots__ = ("__weakref__", "count", "handle", "mean", "tensor")
+    __slots__ = ("__weakref__", "count", "handle", "mean", "tensor", "version")
 
-    def __init__(self, guide, key, tensor):
+    def __init__(self, guide, tensor):
         self.tensor = weakref.ref(tensor)
         self.count = 0
         self.mean = None
+        self.version = None
         guide_ref, average_ref = weakref.ref(guide), weakref.ref(self)
 
         def hook(param):
@@ -597,16 +646,26 @@ class _Average:
 
     @torch.no_grad()
     def add(self, value, eta):
+        if value._version == self.version:  # another backward pass of the same step
+            return
+        self.version = value._version
+        value = value.detach()
+        if self.mean is None or self.mean.dtype != value.dtype or self.mean.device != value.device:
+            self.count, self.mean = 1, value.clone()  # (a tensor converted in place starts afresh)
+            return
         self.count += 1
-        if self.mean is None:
-            self.mean = value.detach().clone()
-        else:
-            self.mean.lerp_(value.detach(), (eta + 1.0) / (self.count + eta))
+        self.mean.lerp_(value, (eta + 1.0) / (self.count + eta))
+
+
+def _unwrap_model(model):
+    """The model under Pyro handlers (``poutine.block(model, ...)`` and the like)."""
+    return unwrap(model)
 
 
 def _model_defaults(model):
-    """The model's ``guide_defaults`` (settings it recommends), checked; {} when it has none."""
-    defaults = getattr(model, "guide_defaults", None) or {}
+    """The model's ``guide_defaults`` (settings it recommends), checked; {} when it has none (also
+    through Pyro handlers such as ``poutine.block``)."""
+    defaults = getattr(_unwrap_model(model), "guide_defaults", None) or {}
     unknown = sorted(set(defaults) - set(MODEL_DEFAULTS))
     if unknown:
         raise ValueError(f"the model's guide_defaults has unknown keys {unknown}; allowed: {MODEL_DEFAULTS}")

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .pruning import DEFAULT_THRESHOLD
+from .pruning import DEFAULT_THRESHOLD, log_alpha_bound
 
 #: A run counts as settled when fewer than this share of the weights crossed the threshold …
 DEFAULT_CROSSING_TOLERANCE = 1e-3
@@ -77,7 +77,8 @@ class LogAlphaDrift:
     between calls of :meth:`update`.
 
     :param guide: the guide (already run once).
-    :param float threshold: the pruning threshold on log α (3, Sparse VD's).
+    :param threshold: the pruning rule on log α (:func:`~pyro_vd.inference.pruning.log_alpha_bound`: a
+        number, ``"sparse_vd"``, ``"evidence"``, or None for the model's rule, else Sparse VD's 3).
     :param float crossing_tolerance: the largest share of weights that may still cross the threshold for
         :attr:`Drift.settled`.
     :param float move_tolerance: the largest median |Δ log α| near the threshold for :attr:`Drift.settled`.
@@ -86,7 +87,7 @@ class LogAlphaDrift:
     def __init__(
         self,
         guide,
-        threshold=DEFAULT_THRESHOLD,
+        threshold=None,
         *,
         crossing_tolerance=DEFAULT_CROSSING_TOLERANCE,
         move_tolerance=DEFAULT_MOVE_TOLERANCE,
@@ -95,21 +96,30 @@ class LogAlphaDrift:
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
                 raise ValueError(f"{name} must be a finite number >= 0; got {value!r}")
         self.guide = guide
-        self.threshold = float(threshold)
+        self._rule = threshold
+        self._bounds = None  # per weight, with the sites (known once the guide has run)
+        self.threshold = None if threshold is None or isinstance(threshold, str) else float(threshold)
         self.crossing_tolerance = float(crossing_tolerance)
         self.move_tolerance = float(move_tolerance)
         self._last = self._snapshot()
 
     def _snapshot(self):
+        if self._bounds is None:
+            bounds = {n: log_alpha_bound(self.guide, n, self._rule) for n in self.guide.site_names}
+            self._bounds = torch.cat(
+                [torch.full((self.guide.get_log_alpha(n).numel(),), b) for n, b in bounds.items()]
+            )
+            self.threshold = next(iter(bounds.values()), DEFAULT_THRESHOLD)
         return torch.cat([self.guide.get_log_alpha(name).flatten() for name in self.guide.site_names])
 
     def update(self):
         """The :class:`Drift` since the last update (or since construction), and a new reference point."""
         now = self._snapshot()
         before, self._last = self._last, now
-        kept_before, kept_now = before <= self.threshold, now <= self.threshold
+        bound = self._bounds.to(now)
+        kept_before, kept_now = before <= bound, now <= bound
         crossed = kept_before != kept_now
-        near = (now - self.threshold).abs() <= 1.0
+        near = (now - bound).abs() <= 1.0
         moves = (now - before)[near].abs()
         median_move = float(moves.median()) if moves.numel() else 0.0
         crossed_count = int(crossed.sum())

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from ..models.vd_model import WEIGHT_LAYERS
-from .pruning import DEFAULT_SNR_THRESHOLD, DEFAULT_THRESHOLD, LayerSparsity, SparsityReport, deterministic
+from .pruning import DEFAULT_SNR_THRESHOLD, LayerSparsity, SparsityReport, deterministic
 
 # Modules that act on each feature/channel separately and map 0 to 0 (so a neuron that is identically 0
 # stays 0 and can be removed from both sides), or that only reshape.
@@ -207,9 +207,7 @@ def shrink(net):
     return nn.Sequential(modules).eval()
 
 
-def prune_neurons(
-    model, guide, *, snr_threshold=DEFAULT_SNR_THRESHOLD, threshold=DEFAULT_THRESHOLD, shrink_network=True
-):
+def prune_neurons(model, guide, *, snr_threshold=DEFAULT_SNR_THRESHOLD, threshold=None, shrink_network=True):
     """
     The physically smaller network of a model trained with neuron noise (and, optionally, Sparse VD).
 
@@ -228,7 +226,8 @@ def prune_neurons(
     :param model: the :class:`~pyro_vd.models.VDModel`.
     :param guide: its trained :class:`~pyro_vd.guides.AutoVariationalDropout`.
     :param float snr_threshold: neurons with SNR at or below it are removed (1).
-    :param float threshold: weights with log α above it are set to 0 (3).
+    :param threshold: weights with log α above its bound are set to 0
+        (:func:`~pyro_vd.inference.pruning.log_alpha_bound`: by default the model's rule, else 3).
     :param bool shrink_network: ``False`` returns the full-size network of step 1.
     """
     net = deterministic(model, guide, threshold, snr_threshold=snr_threshold)

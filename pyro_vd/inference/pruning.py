@@ -16,9 +16,34 @@ DEFAULT_THRESHOLD = 3.0
 DEFAULT_SNR_THRESHOLD = 1.0
 
 
-def keep_mask(guide, name, threshold=DEFAULT_THRESHOLD):
-    """Boolean mask of the weights of site ``name`` that are kept: ``log α <= threshold``."""
-    return guide.get_log_alpha(name) <= threshold
+def log_alpha_bound(guide, name, threshold=None):
+    """
+    The log α bound a weight of site ``name`` is kept under: ``threshold`` as given — a number,
+    ``"sparse_vd"`` (3) or ``"evidence"`` (τ(d) of :mod:`pyro_vd.linear.relevance`, d = the weights in
+    a row of the site) — or, for None, the rule the guide's model names in its ``relevance_rule`` (the
+    evidence rule for :class:`~pyro_vd.models.LinearRegression` and
+    :class:`~pyro_vd.models.LogisticRegression`), else Sparse VD's 3. Every reader of a guide's
+    relevance (:func:`keep_mask`, :func:`sparsity`, :func:`deterministic`, ``relevance``,
+    ``LogAlphaDrift``, the plots, ``to_inference_data``) decides by it, so they agree.
+    """
+    if threshold is None:
+        from pyro.poutine.messenger import unwrap
+
+        model = guide.__dict__.get("_model")
+        model = unwrap(model[0]) if model else None
+        threshold = getattr(model, "relevance_rule", None) or DEFAULT_THRESHOLD
+    if isinstance(threshold, str):
+        from ..linear.relevance import log_alpha_threshold
+
+        shape = guide.get_log_alpha(name).shape
+        return float(log_alpha_threshold(threshold, int(shape[-1]) if len(shape) else 1))
+    return float(threshold)
+
+
+def keep_mask(guide, name, threshold=None):
+    """Boolean mask of the weights of site ``name`` that are kept: ``log α <=`` the bound of
+    ``threshold`` (:func:`log_alpha_bound`; None: the model's rule, else 3)."""
+    return guide.get_log_alpha(name) <= log_alpha_bound(guide, name, threshold)
 
 
 @dataclass
@@ -77,21 +102,23 @@ class SparsityReport:
         return "\n".join(lines)
 
 
-def sparsity(guide, threshold=DEFAULT_THRESHOLD):
+def sparsity(guide, threshold=None):
     """
     How sparse each site of a trained :class:`~pyro_vd.guides.AutoVariationalDropout` is: a weight is
-    pruned when its log α exceeds ``threshold`` (3 by default, Molchanov et al. 2017).
+    pruned when its log α exceeds the bound of ``threshold`` (:func:`log_alpha_bound`: by default the
+    model's rule, else 3, Molchanov et al. 2017).
 
     :returns: a :class:`SparsityReport` (``print`` it for a table; ``.compression`` is ×).
     """
-    report = SparsityReport(threshold=float(threshold))
+    bounds = {name: log_alpha_bound(guide, name, threshold) for name in guide.site_names}
+    report = SparsityReport(threshold=next(iter(bounds.values()), DEFAULT_THRESHOLD))
     for name in guide.site_names:
-        mask = keep_mask(guide, name, threshold)
+        mask = keep_mask(guide, name, bounds[name])
         report.layers[name] = LayerSparsity(name, int(mask.sum()), mask.numel())
     return report
 
 
-def pruned_weights(guide, threshold=DEFAULT_THRESHOLD):
+def pruned_weights(guide, threshold=None):
     """``{site: θ with the pruned weights set to 0}``: the test-time weights (no noise)."""
     return {name: guide.get_theta(name) * keep_mask(guide, name, threshold) for name in guide.site_names}
 
@@ -112,9 +139,10 @@ class _ConditionedModel(nn.Module):
             return poutine.condition(self.model, data=data)(*args, **kwargs)
 
 
-def deterministic(model, guide, threshold=DEFAULT_THRESHOLD, *, snr_threshold=DEFAULT_SNR_THRESHOLD):
+def deterministic(model, guide, threshold=None, *, snr_threshold=DEFAULT_SNR_THRESHOLD):
     """
-    The network for deployment: weights θ, those with log α > ``threshold`` set to 0, no noise.
+    The network for deployment: weights θ, those with log α above the bound of ``threshold`` set to 0
+    (:func:`log_alpha_bound`: by default the model's rule, else 3), no noise.
     Neuron noise (:mod:`pyro_vd.models.neuron_noise`) is replaced by its mean E θ, and by 0 for neurons
     with SNR ≤ ``snr_threshold``; in a :class:`~pyro_vd.models.VDModel` it is folded into the weight
     columns of the layer whose input it multiplies (:func:`pyro_vd.inference.prune_neurons` then removes

@@ -4,7 +4,7 @@ import math
 
 import numpy as np
 
-from ..inference.pruning import DEFAULT_THRESHOLD
+from ..inference.pruning import log_alpha_bound
 
 
 def _figure(n_panels, width=4.0, height=3.2, columns=None):
@@ -28,9 +28,10 @@ def _sites(guide, sites):
     return sites
 
 
-def plot_log_alpha_vs_theta(guide, sites=None, *, threshold=DEFAULT_THRESHOLD, max_points=20000, seed=0):
-    """The classic Sparse VD picture, one panel per layer: log α against θ, pruned weights (log α >
-    ``threshold``) in grey, at most ``max_points`` weights per panel (a fixed random subset)."""
+def plot_log_alpha_vs_theta(guide, sites=None, *, threshold=None, max_points=20000, seed=0):
+    """The classic Sparse VD picture, one panel per layer: log α against θ, pruned weights (log α above
+    the bound of ``threshold``, :func:`~pyro_vd.inference.pruning.log_alpha_bound`: by default the
+    model's rule, else 3) in grey, at most ``max_points`` weights per panel (a fixed random subset)."""
     sites = _sites(guide, sites)
     fig, axes = _figure(len(sites))
     rng = np.random.default_rng(seed)
@@ -40,10 +41,11 @@ def plot_log_alpha_vs_theta(guide, sites=None, *, threshold=DEFAULT_THRESHOLD, m
         if theta.size > max_points:
             keep = rng.choice(theta.size, max_points, replace=False)
             theta, log_alpha = theta[keep], log_alpha[keep]
-        pruned = log_alpha > threshold
+        bound = log_alpha_bound(guide, name, threshold)
+        pruned = log_alpha > bound
         ax.scatter(theta[pruned], log_alpha[pruned], s=2, c="0.7", label="pruned", rasterized=True)
         ax.scatter(theta[~pruned], log_alpha[~pruned], s=2, c="C0", label="kept", rasterized=True)
-        ax.axhline(threshold, color="C3", lw=0.8, ls="--")
+        ax.axhline(bound, color="C3", lw=0.8, ls="--")
         ax.set_xlabel("θ")
         ax.set_ylabel("log α")
         ax.set_title(name, fontsize=9)
@@ -52,22 +54,24 @@ def plot_log_alpha_vs_theta(guide, sites=None, *, threshold=DEFAULT_THRESHOLD, m
     return fig
 
 
-def plot_log_alpha_histogram(guide, sites=None, *, threshold=DEFAULT_THRESHOLD, bins=80):
-    """Histogram of log α per layer, with the pruning threshold marked."""
+def plot_log_alpha_histogram(guide, sites=None, *, threshold=None, bins=80):
+    """Histogram of log α per layer, with the pruning bound marked (``threshold`` as for
+    :func:`plot_log_alpha_vs_theta`)."""
     sites = _sites(guide, sites)
     fig, axes = _figure(len(sites))
     for ax, name in zip(axes, sites, strict=True):
         log_alpha = guide.get_log_alpha(name).cpu().numpy().ravel()
+        bound = log_alpha_bound(guide, name, threshold)
         ax.hist(log_alpha, bins=bins, color="C0")
-        ax.axvline(threshold, color="C3", lw=0.8, ls="--")
+        ax.axvline(bound, color="C3", lw=0.8, ls="--")
         ax.set_xlabel("log α")
         ax.set_ylabel("weights")
-        ax.set_title(f"{name}: {100 * np.mean(log_alpha > threshold):.1f} % pruned", fontsize=9)
+        ax.set_title(f"{name}: {100 * np.mean(log_alpha > bound):.1f} % pruned", fontsize=9)
     fig.tight_layout()
     return fig
 
 
-def plot_first_layer_masks(guide, site=None, *, image_shape=(28, 28), units=8, threshold=DEFAULT_THRESHOLD):
+def plot_first_layer_masks(guide, site=None, *, image_shape=(28, 28), units=8, threshold=None):
     """Kept-weight masks of the first layer as images (MNIST: 28×28): the number of kept connections of
     each input pixel, then the masks of the ``units`` output units with the most kept weights."""
     site = site or guide.site_names[0]
@@ -78,7 +82,7 @@ def plot_first_layer_masks(guide, site=None, *, image_shape=(28, 28), units=8, t
             f"site {site!r} has weights of shape {log_alpha.shape}; expected {expected} for inputs of "
             f"shape {image_shape}"
         )
-    kept = log_alpha <= threshold
+    kept = log_alpha <= log_alpha_bound(guide, site, threshold)
     order = np.argsort(-kept.sum(1))[:units]
     fig, axes = _figure(1 + len(order), width=1.8, height=1.9, columns=min(1 + len(order), 5))
     axes[0].imshow(kept.sum(0).reshape(image_shape), cmap="viridis")

@@ -1,5 +1,6 @@
-"""Iterate averaging in AutoVariationalDropout (``averaging=η``): the posterior read without gradients
-is the polynomial-decay average of the training iterates; the training step uses the live ones."""
+"""Iterate averaging in AutoVariationalDropout (``averaging=η``): the guide keeps the polynomial-decay
+average of every parameter the ELBO trains with it (its own and its model's), and ``apply_average()``
+sets the parameters to it."""
 
 import pickle
 
@@ -15,20 +16,21 @@ from pyro_vd.poutine import local_reparameterization
 X, Y = torch.randn(32, 6), torch.randint(0, 3, (32,))
 
 
-def _train(guide, model, steps, elbo=None, record=None):
-    svi = pyro.infer.SVI(model, guide, pyro.optim.Adam({"lr": 0.05}), elbo or VariationalDropoutELBO())
+def _train(guide, model, steps, elbo=None, record=None, optim=None):
+    svi = pyro.infer.SVI(
+        model, guide, optim or pyro.optim.Adam({"lr": 0.05}), elbo or VariationalDropoutELBO()
+    )
     for _ in range(steps):
         if record is not None:  # the iterate the step's gradient is taken at
             guide(X, Y)
-            record.append({k: v.detach().clone() for k, v in _params(guide).items()})
+            record.append(
+                {
+                    "theta": guide.thetas.net.fc1.weight.detach().clone(),
+                    "log_sigma2": guide.log_sigma2s.net.fc1.weight.detach().clone(),
+                    "bias": pyro.param("net.fc1.bias").detach().clone(),
+                }
+            )
         svi.step(X, Y)
-
-
-def _params(guide):
-    return {
-        "theta": guide.thetas.net.fc1.weight,
-        "log_sigma2": guide.log_sigma2s.net.fc1.weight,
-    }
 
 
 def _polynomial_average(values, eta):
@@ -39,36 +41,45 @@ def _polynomial_average(values, eta):
 
 
 @pytest.mark.parametrize("eta", [0.0, 3.0])
-def test_the_posterior_without_gradients_is_the_polynomial_average_of_the_iterates(eta):
+def test_apply_average_sets_guide_and_model_parameters_to_their_polynomial_average(eta):
     model = BayesianMLP([6, 5, 3], num_data=32)
     guide = AutoVariationalDropout(model, averaging=eta)
     record = []
     _train(guide, model, 20, record=record)
     assert guide.average_count() == 20
-    expected = _polynomial_average([r["theta"] for r in record], eta)
-    assert torch.allclose(guide.get_theta("net.fc1.weight"), expected, atol=1e-6)
-    live = guide.thetas.net.fc1.weight.detach()
-    assert not torch.allclose(live, expected, atol=1e-4)  # the average is not the last iterate
-    with torch.no_grad():
-        assert torch.allclose(guide.posterior("net.fc1.weight").loc, expected, atol=1e-6)
-        averaged_draw = guide(X, Y)["net.fc1.weight"]
-    assert guide.posterior("net.fc1.weight").loc.requires_grad  # training reads the live parameter
-    assert torch.allclose(guide.posterior("net.fc1.weight").loc.detach(), live)
-    sigma2 = _polynomial_average([r["log_sigma2"] for r in record], eta).exp()
-    with torch.no_grad():
-        assert torch.allclose(guide.posterior("net.fc1.weight").variance, sigma2, rtol=1e-5)
-    assert averaged_draw.shape == (5, 6)
+    live = guide.get_theta("net.fc1.weight")
+    expected = {key: _polynomial_average([r[key] for r in record], eta) for key in record[0]}
+    assert not torch.allclose(live, expected["theta"], atol=1e-4)  # the average is not the last iterate
+    assert guide.apply_average() == 20
+    assert torch.allclose(guide.get_theta("net.fc1.weight"), expected["theta"], atol=1e-6)
+    q = guide.posterior("net.fc1.weight")
+    assert torch.allclose(q.log_sigma2.detach(), expected["log_sigma2"], atol=1e-6)
+    # the model's point estimates come from the same average: θ and the bias stay consistent
+    assert torch.allclose(pyro.param("net.fc1.bias").detach(), expected["bias"], atol=1e-6)
+    assert guide.average_count() == 0  # and the averages start again
+    _train(guide, model, 3)
+    assert guide.average_count() == 3
 
 
-def test_without_averaging_the_posterior_is_the_last_iterate():
+def test_without_averaging_nothing_is_tracked():
     model = BayesianMLP([6, 5, 3], num_data=32)
     guide = AutoVariationalDropout(model)
     _train(guide, model, 5)
+    before = guide.get_theta("net.fc1.weight")
     assert guide.averaging is None and guide.average_count() == 0
-    assert torch.equal(guide.get_theta("net.fc1.weight"), guide.thetas.net.fc1.weight.detach())
+    assert guide.apply_average() == 0
+    assert torch.equal(guide.get_theta("net.fc1.weight"), before)
 
 
-def test_the_average_starts_again_when_the_parameters_are_replaced_or_restored():
+def test_several_particles_count_a_step_once():
+    model = BayesianMLP([6, 5, 3], num_data=32)
+    guide = AutoVariationalDropout(model, averaging=0.0)
+    elbo = pyro.infer.TraceMeanField_ELBO(num_particles=4)
+    _train(guide, model, 10, elbo=elbo)
+    assert guide.average_count() == 10
+
+
+def test_the_average_starts_again_when_the_parameters_are_replaced_or_loaded():
     model = BayesianMLP([6, 5, 3], num_data=32)
     guide = AutoVariationalDropout(model, averaging=3.0)
     _train(guide, model, 5)
@@ -76,38 +87,63 @@ def test_the_average_starts_again_when_the_parameters_are_replaced_or_restored()
     # the param store set anew from a saved state (as param_store.load does): its tensors are new
     store = pyro.get_param_store()
     store.set_state(pickle.loads(pickle.dumps(store.get_state())))
-    guide(X, Y)  # the guide's modules take the store's tensors at their next use
-    assert torch.equal(guide.get_theta("net.fc1.weight"), guide.thetas.net.fc1.weight.detach())
     _train(guide, model, 3)
     assert guide.average_count() == 3
-    # load_state_dict and reset_average forget it
+    # the guide's state loaded, by itself or through a parent module (values copied in place)
     guide.load_state_dict(guide.state_dict())
     assert guide.average_count() == 0
     _train(guide, model, 2)
-    assert guide.average_count() == 2
+    parent = torch.nn.ModuleList([guide])
+    parent.load_state_dict(parent.state_dict())
+    assert guide.average_count() == 0
+    _train(guide, model, 2)
     guide.reset_average()
     assert guide.average_count() == 0
-    assert torch.equal(guide.get_theta("net.fc1.weight"), guide.thetas.net.fc1.weight.detach())
+    _train(guide, model, 2)
+    assert guide.average_count() == 2
 
 
-def test_a_pickled_guide_reads_its_live_parameters_and_averages_again_when_trained():
+def test_a_converted_guide_averages_in_its_new_dtype():
+    model = BayesianMLP([6, 5, 3], num_data=32)
+    guide = AutoVariationalDropout(model, averaging=0.0)
+    _train(guide, model, 3)
+    guide.double()
+    model.double()
+    global X
+    saved, X = X, X.double()
+    try:
+        _train(guide, model, 2)
+    finally:
+        X = saved
+    assert guide.average_count() == 2
+    guide.apply_average()
+    assert guide.get_theta("net.fc1.weight").dtype == torch.float64
+
+
+def test_a_pickled_guide_has_no_average_and_averages_again_when_trained():
     model = BayesianMLP([6, 5, 3], num_data=32)
     guide = AutoVariationalDropout(model, averaging=3.0)
     _train(guide, model, 4)
     copy = pickle.loads(pickle.dumps(guide))
     assert copy.average_count() == 0 and copy.averaging == 3.0
-    assert torch.equal(copy.get_theta("net.fc1.weight"), guide.thetas.net.fc1.weight.detach())
     _train(copy, model, 2)
     assert copy.average_count() == 2
 
 
 # torch 2.13 deprecates torch.jit.trace, which Pyro's Jit ELBOs use; they still work.
 @pytest.mark.filterwarnings("ignore:`torch.jit.trace` is deprecated:DeprecationWarning")
-def test_jit_elbo_and_the_module_route_count_their_steps():
+def test_jit_elbo_and_the_module_route_count_their_steps_also_after_a_reset():
     model = BayesianMLP([6, 5, 3], num_data=32)
     guide = AutoVariationalDropout(model, averaging=0.0)
-    _train(guide, model, 6, elbo=pyro.infer.JitTrace_ELBO(ignore_jit_warnings=True))
+    elbo = pyro.infer.JitTrace_ELBO(ignore_jit_warnings=True)
+    svi = pyro.infer.SVI(model, guide, pyro.optim.Adam({"lr": 0.05}), elbo)
+    for _ in range(6):
+        svi.step(X, Y)
     assert guide.average_count() == 6
+    guide.reset_average()  # the compiled step does not run the guide's Python code again
+    for _ in range(4):
+        svi.step(X, Y)
+    assert guide.average_count() == 4
     pyro.clear_param_store()
     with pyro.settings.context(module_local_params=True):
         model = BayesianMLP([6, 5, 3], num_data=32)
@@ -122,14 +158,17 @@ def test_jit_elbo_and_the_module_route_count_their_steps():
             elbo(X, Y).backward()
             optim.step()
         assert guide.average_count() == 4
+        guide.apply_average()
         assert torch.allclose(guide.get_theta("net.fc1.weight"), torch.stack(thetas).mean(0), atol=1e-6)
 
 
-def test_linear_models_recommend_averaging_and_it_can_be_turned_off():
+def test_linear_models_recommend_averaging_also_through_poutine_block():
     for model in (LinearRegression(6, num_data=100), LogisticRegression(6, num_data=100)):
         assert AutoVariationalDropout(model).averaging == 3.0
         assert AutoVariationalDropout(model, averaging=False).averaging is None
         assert AutoVariationalDropout(model, averaging=0).averaging == 0.0
+        blocked = pyro.poutine.block(model, expose=["net.weight"])
+        assert AutoVariationalDropout(blocked).averaging == 3.0
     assert AutoVariationalDropout(BayesianMLP([6, 5, 3], num_data=32)).averaging is None
 
 
@@ -158,10 +197,12 @@ def test_averaging_reaches_the_linear_optimum_where_the_last_iterate_jitters():
         model = LinearRegression(d, num_data=n)
         guide = AutoVariationalDropout(model, averaging=averaging)
         svi = pyro.infer.SVI(model, guide, pyro.optim.Adam({"lr": 1e-2}), VariationalDropoutELBO())
+        batches = torch.Generator().manual_seed(0)
         with local_reparameterization():
             for _ in range(1500):
-                index = torch.randint(0, n, (8,), generator=g)
+                index = torch.randint(0, n, (8,), generator=batches)
                 svi.step(x[index], y[index])
+        guide.apply_average()
         theta = guide.get_theta("net.weight")[0].numpy()
         errors[averaging] = abs(theta[[0, 1, 4]] - exact.coef_[[0, 1, 4]]).max()
     posterior_sd = 0.3 / n**0.5

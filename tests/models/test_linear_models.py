@@ -36,6 +36,7 @@ def _svi(model, X, y, epochs=300, batch=200):
             for start in range(0, N, batch):
                 index = order[start : start + batch]  # pyro.plate in the model scales by N / batch
                 svi.step(X[index], y[index])
+    assert guide.apply_average() == epochs * (N // batch)  # the linear models average their iterates
     return guide.get_theta("net.weight")[0].numpy(), guide.get_log_alpha("net.weight")[0].numpy()
 
 
