@@ -20,6 +20,7 @@ from .pruning import (
     SparsityReport,
     deterministic,
     keep_mask,
+    log_alpha_bound,
     pruned_weights,
     sparsity,
 )
@@ -41,6 +42,7 @@ __all__ = [
     "keep_mask",
     "linear_warmup",
     "load_checkpoint",
+    "log_alpha_bound",
     "neuron_keep_mask",
     "neuron_scales",
     "neuron_sparsity",

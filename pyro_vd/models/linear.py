@@ -64,7 +64,9 @@ class LogisticRegression(VDModel):
     r"""
     :math:`p(t = 1) = \sigma(w^\top x + b)` with :math:`p(\log|w_d|) = \text{const}`: the Pyro counterpart
     of :class:`~pyro_vd.linear.VDClassifier` (binary), trained by SVI in minibatches. Its
-    :attr:`guide_defaults` and :attr:`relevance_rule` are those of :class:`LinearRegression`.
+    :attr:`guide_defaults` and :attr:`relevance_rule` are those of :class:`LinearRegression`: it
+    decides as ``VDClassifier(threshold="evidence")`` (``VDClassifier``'s own default stays log α ≤ 3,
+    for the one-vs-rest reason its docstring gives; this model is binary).
     """
 
     def __init__(self, n_features, num_data=None):

@@ -80,3 +80,49 @@ def test_deterministic_reads_biases_where_the_forward_does():
             model.net.fc1.bias_unconstrained.fill_(0.5)
         net = deterministic(model, guide)
     assert torch.equal(net.fc1.bias, torch.full((3,), 0.5))
+
+
+def test_every_reader_of_a_linear_models_guide_applies_the_models_rule():
+    """A linear model's relevance rule is the evidence rule, log α ≤ τ(d); every reader of its guide —
+    relevance (of the guide and of its InferenceData), keep_mask, sparsity, deterministic, LogAlphaDrift,
+    the plots — decides by that bound, so none keeps features the others prune (its guide starts at
+    τ(d) + 1 < 3, where Sparse VD's 3 would keep every feature)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import numpy as np
+
+    from pyro_vd.analysis import relevance, to_inference_data
+    from pyro_vd.inference import LogAlphaDrift, keep_mask, log_alpha_bound
+    from pyro_vd.linear.relevance import evidence_log_alpha_threshold
+    from pyro_vd.models import LinearRegression
+    from pyro_vd.plots import plot_log_alpha_histogram
+
+    g = torch.Generator().manual_seed(0)
+    n, d = 400, 20
+    x = torch.randn(n, d, generator=g)
+    y = 2.0 * x[:, 0] - x[:, 1] + 0.3 * torch.randn(n, generator=g)
+    model = LinearRegression(d, num_data=n)
+    guide = AutoVariationalDropout(model)
+    svi = pyro.infer.SVI(model, guide, pyro.optim.Adam({"lr": 0.02}), VariationalDropoutELBO())
+    with local_reparameterization():
+        for _ in range(300):
+            svi.step(x, y)
+    guide.apply_average()
+    tau = evidence_log_alpha_threshold(d)
+    assert log_alpha_bound(guide, "net.weight") == tau
+    log_alpha = guide.get_log_alpha("net.weight")[0]
+    kept = (log_alpha <= tau).numpy()
+    assert kept[:2].all() and kept.sum() < (log_alpha <= 3.0).sum()  # the rules differ here
+    np.testing.assert_array_equal(relevance(guide)["relevant"].to_numpy(), kept)
+    idata = to_inference_data(model, guide, x, y, num_samples=4)
+    np.testing.assert_array_equal(relevance(idata)["relevant"].to_numpy(), kept)
+    np.testing.assert_array_equal(keep_mask(guide, "net.weight")[0].numpy(), kept)
+    assert sparsity(guide).layers["net.weight"].kept == kept.sum()
+    net = deterministic(model, guide)
+    weight = next(p for n_, p in net.named_parameters() if n_.endswith("weight"))
+    np.testing.assert_array_equal((weight.detach()[0] != 0).numpy(), kept)
+    assert LogAlphaDrift(guide).threshold == tau
+    assert f"{100 * (1 - kept.mean()):.1f} % pruned" in plot_log_alpha_histogram(guide).axes[0].get_title()
+    # an explicit rule still wins
+    assert relevance(guide, threshold="sparse_vd")["relevant"].sum() == int((log_alpha <= 3.0).sum())
