@@ -45,11 +45,22 @@ def test_readme_linear_example_runs():
     assert namespace["std"].shape == (3,)
 
 
+def test_readme_linear_svi_example_runs():
+    import pyro
+
+    pyro.clear_param_store()
+    pyro.set_rng_seed(0)
+    _, namespace, stdout = _run_block(3)
+    table = namespace["relevance"](namespace["guide"])
+    assert list(table.index[table["relevant"]]) == ["x0", "x1"]
+    assert "x0" in stdout and "x1" in stdout
+
+
 def test_readme_structured_example_runs():
     import pyro
 
     pyro.set_rng_seed(0)
-    _, namespace, stdout = _run_block(3)
+    _, namespace, stdout = _run_block(4)
     small = namespace["small"]
     widths = [m.in_features for m in small if hasattr(m, "in_features")]
     # Measured (seed 0): 10-17-8 input neurons of 10-50-50 kept
@@ -62,7 +73,7 @@ def test_readme_analysis_example_runs():
 
     matplotlib.use("Agg")
     _, namespace, _ = _run_block(2)
-    _, namespace, stdout = _run_block(4, namespace)
+    _, namespace, stdout = _run_block(5, namespace)
     assert "posterior" in namespace["idata"].groups() and "relevant" in stdout
 
 
@@ -71,7 +82,7 @@ def test_readme_pyro_tools_example_runs():
 
     pyro.clear_param_store()
     pyro.set_rng_seed(0)
-    _, namespace, stdout = _run_block(5)
+    _, namespace, stdout = _run_block(6)
     draws, log_alpha = namespace["draws"], namespace["guide"][0].get_log_alpha("w")
     # Measured (seeds 0–2): σ 0.48–0.50; log α ≤ −7.6 for the relevant, ≥ −2.9 for the rest; the band
     # covers 0.89–0.91 of the rows.
