@@ -236,6 +236,8 @@ def _sparse_mnist(args):
         arch=args.arch,
         epochs=epochs,
         kl_method=args.kl_method,
+        clip_log_alpha=args.clip_log_alpha,
+        train_prune=args.train_prune,
         seed=args.seed,
         out=args.out,
         resume=args.resume,
@@ -435,6 +437,20 @@ def build_parser():
     )
     sparse.add_argument("--arch", choices=("lenet300100", "lenet5"), default="lenet300100")
     sparse.add_argument("--kl-method", choices=("molchanov", "kingma", "exact"), default="molchanov")
+    sparse.add_argument(
+        "--clip-log-alpha",
+        type=_learning_rate,
+        default=None,
+        metavar="C",
+        help="clip log α to [-C, C] in the noise and the KL (the authors' code: 8)",
+    )
+    sparse.add_argument(
+        "--train-prune",
+        type=float,
+        default=None,
+        metavar="T",
+        help="zero the mean of weights with log α >= T while training (the authors' train_clip: 3)",
+    )
     structured = command(
         "structured-mnist",
         _structured_mnist,

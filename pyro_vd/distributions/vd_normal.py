@@ -90,6 +90,11 @@ class VDNormal(Normal):
         ``log_sigma2``; prefer :meth:`from_log_alpha`.
     :param float min_log_alpha: optional lower clip of :math:`\log\alpha`.
     :param float max_log_alpha: optional upper clip of :math:`\log\alpha`.
+    :param float prune_above: optional **train-time pruning** (the Sparse VD authors' code,
+        ``train_clip``): the mean is :math:`\theta\,[\log\alpha < \text{prune\_above}]`, so a
+        weight past the pruning threshold adds only noise to the activations, as it adds nothing to the
+        pruned network at test time; the variance :math:`\alpha\theta^2` and the KL keep the unpruned
+        θ (``loc`` is then not θ: ``theta`` is).
     :param str kl_method: how the KL to :class:`LogUniform` is computed.
     """
 
@@ -103,6 +108,7 @@ class VDNormal(Normal):
         log_alpha=None,
         min_log_alpha=None,
         max_log_alpha=None,
+        prune_above=None,
         kl_method=DEFAULT_KL_METHOD,
         validate_args=None,
     ):
@@ -127,7 +133,8 @@ class VDNormal(Normal):
             self._raw_log_alpha = raw
         else:
             self._raw_log_sigma2 = raw
-        self.loc = self.theta
+        self.prune_above = _check_bound("prune_above", prune_above)
+        self.loc = self.theta if self.prune_above is None else self._pruned_loc()
         # Normal.__init__ is skipped: the scale is computed only when something asks for it (the local
         # reparameterization and the KL never do).
         super(torch.distributions.Normal, self).__init__(self.theta.shape, validate_args=validate_args)
@@ -139,6 +146,19 @@ class VDNormal(Normal):
                     raise ValueError(
                         f"Expected parameter {label} of VDNormal to be finite real numbers, but found {found}"
                     )
+
+    def _pruned_loc(self):
+        """θ with the weights whose (clipped) log α is at or above ``prune_above`` set to 0 (the mask
+        carries no gradient; the variance αθ² and the KL keep the unpruned θ)."""
+        with torch.no_grad():
+            if self._multiplicative:
+                log_alpha = self._raw_log_alpha
+            else:
+                log_alpha = _log_alpha(self._raw_log_sigma2, self.theta)
+            if self._clipped:
+                log_alpha = log_alpha.clamp(self.min_log_alpha, self.max_log_alpha)
+            kept = log_alpha < self.prune_above
+        return torch.where(kept, self.theta, self.theta.new_zeros(()))
 
     @classmethod
     def from_log_alpha(cls, theta, log_alpha, **kwargs):
@@ -215,6 +235,7 @@ class VDNormal(Normal):
         batch_shape = torch.Size(batch_shape)
         new.min_log_alpha = self.min_log_alpha
         new.max_log_alpha = self.max_log_alpha
+        new.prune_above = self.prune_above
         new.kl_method = self.kl_method
         new._multiplicative = self._multiplicative
         new.theta = self.theta.expand(batch_shape)
@@ -225,7 +246,7 @@ class VDNormal(Normal):
         for name in ("log_alpha", "log_sigma2", "scale"):
             if name in self.__dict__:
                 new.__dict__[name] = self.__dict__[name].expand(batch_shape)
-        new.loc = new.theta
+        new.loc = new.theta if self.prune_above is None else self.loc.expand(batch_shape)
         # Skip Normal.__init__ (it would broadcast loc/scale again): initialize the base Distribution.
         super(torch.distributions.Normal, new).__init__(batch_shape, validate_args=False)
         new._validate_args = self._validate_args

@@ -53,6 +53,8 @@ FIXED_ON_RESUME = (
     "neuron_noise",
     "sparse_weights",
     "n_train",
+    "clip_log_alpha",
+    "train_prune",
 )
 
 
@@ -111,6 +113,8 @@ def run_sparse_vd_mnist(
     neuron_noise=False,
     sparse_weights=True,
     noise_lr=None,
+    clip_log_alpha=None,
+    train_prune=None,
     progress=False,
     log=print,
 ):
@@ -121,6 +125,9 @@ def run_sparse_vd_mnist(
     :mod:`pyro_vd.experiments.structured_mnist`); ``sparse_weights=False`` keeps the weights
     point-estimated. ``noise_lr`` is the learning rate of the noise parameters (default: ``lr``).
     ``progress=True`` shows a tqdm bar over the epochs (the log lines go through ``tqdm.write``).
+    ``clip_log_alpha=c`` clips log α to [−c, c] in the noise and the KL, and ``train_prune=t`` sets the
+    mean of the weights with log α ≥ t to 0 while training (the guide's ``train_prune``): the Sparse
+    VD authors' code does both, with c = 8 and t = 3 (``train_clip=True`` in its LeNet-300-100 script).
 
     It trains Pyro's way for plain PyTorch loops (``module_local_params``, the ELBO as an ``nn.Module``,
     ``torch.optim.Adam``), so that it also runs data-parallel: in a process group of :math:`W`
@@ -156,11 +163,18 @@ def run_sparse_vd_mnist(
     model = ARCHITECTURES[arch](num_data=n_train, neuron_noise=neuron_noise, sparse_weights=sparse_weights)
     model.to(device)
     generator = torch.Generator().manual_seed(seed)
+    if clip_log_alpha is not None and not (
+        isinstance(clip_log_alpha, int | float) and math.isfinite(clip_log_alpha) and clip_log_alpha > 0
+    ):
+        raise ValueError(f"clip_log_alpha must be a positive finite number; got {clip_log_alpha!r}")
     guide = AutoVariationalDropout(
         model,
         kl_method=kl_method,
         init_theta=lambda site: 0.01 * torch.randn(site["fn"].shape(), generator=generator),
         init_log_sigma2=-10.0,
+        min_log_alpha=None if clip_log_alpha is None else -float(clip_log_alpha),
+        max_log_alpha=None if clip_log_alpha is None else float(clip_log_alpha),
+        train_prune=train_prune,
     )
     distributed.seed_noise(seed, session)  # each rank its own noise; rank 0 keeps the stream
     scale = epochs / RECIPE_EPOCHS
@@ -183,6 +197,8 @@ def run_sparse_vd_mnist(
         "sparse_weights": sparse_weights,
         "n_train": n_train,
         "epochs": epochs,
+        "clip_log_alpha": clip_log_alpha,
+        "train_prune": train_prune,
     }
     start_epoch, history, seconds, resumes, kl_floor = 0, [], 0.0, [], 0.0
     checkpoint = pathlib.Path(out) / "checkpoint.pt" if out is not None else None

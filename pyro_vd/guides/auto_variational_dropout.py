@@ -140,6 +140,11 @@ class AutoVariationalDropout(AutoGuide):
         :func:`~pyro_vd.inference.load_checkpoint`), when it is moved or converted (``.to()``), and on
         :meth:`reset_average`; they are neither pickled nor checkpointed (a resumed run averages the
         steps after the resume).
+    :param float train_prune: optional **train-time pruning** at this log α (the Sparse VD authors'
+        ``train_clip``, at 3): the weights the guide samples have mean :math:`\theta` only where
+        :math:`\log\alpha` is below it (0 elsewhere; the noise and the KL unchanged), so that training
+        sees the network the pruning rule will deploy (:class:`~pyro_vd.distributions.VDNormal`'s
+        ``prune_above``). Readouts (``get_theta``, ``posterior``) report the unpruned θ.
     :param float init_noise_loc: initial :math:`\mu` of the neuron noise (0).
     :param float init_noise_log_scale: initial :math:`\log\sigma` of the neuron noise (−5).
     :param callable create_plates: as for every :class:`~pyro.infer.autoguide.AutoGuide`.
@@ -164,6 +169,7 @@ class AutoVariationalDropout(AutoGuide):
         init_noise_loc=0.0,
         init_noise_log_scale=-5.0,
         averaging=None,
+        train_prune=None,
         create_plates=None,
     ):
         self._granularity = self._check_granularity(granularity)
@@ -203,6 +209,8 @@ class AutoVariationalDropout(AutoGuide):
         VDNormal(torch.ones(()), torch.zeros(()), min_log_alpha=min_log_alpha, max_log_alpha=max_log_alpha)
         self.min_log_alpha = min_log_alpha
         self.max_log_alpha = max_log_alpha
+        VDNormal(torch.ones(()), torch.zeros(()), prune_above=train_prune)  # checks it
+        self.train_prune = train_prune
         if init_theta is not None and not callable(init_theta) and not hasattr(init_theta, "get"):
             raise TypeError("init_theta must be None, a mapping (e.g. a state_dict) or a callable")
         self.init_theta = init_theta
@@ -521,9 +529,10 @@ class AutoVariationalDropout(AutoGuide):
         state["_averages"] = {}  # hooks and weak references do not pickle; see ``averaging``
         return state
 
-    def posterior(self, name):
+    def posterior(self, name, *, train=False):
         """The posterior of site ``name`` (batch shape = the site's full shape): a :class:`VDNormal` for a
-        weight site, a :class:`TruncatedLogNormal` for a neuron-noise site."""
+        weight site, a :class:`TruncatedLogNormal` for a neuron-noise site. ``train=True`` gives what
+        the guide samples from (with ``train_prune``, the pruned weights' mean set to 0)."""
         if name in self._noise_sites:
             return self._noise_posterior(name)
         theta = self._param("thetas", name)
@@ -533,6 +542,8 @@ class AutoVariationalDropout(AutoGuide):
             "kl_method": self.kl_method,
             "validate_args": False,
         }
+        if train and self.__dict__.get("train_prune") is not None:
+            kwargs["prune_above"] = self.train_prune
         parameterization = self.parameterization(name)
         if parameterization == "additive":
             return VDNormal(theta, self._param("log_sigma2s", name), **kwargs)
@@ -570,7 +581,7 @@ class AutoVariationalDropout(AutoGuide):
                         stack.enter_context(plates[frame.name])
                 # Inside a subsampled plate, pyro.param subsamples the full-size parameters itself
                 # (they carry event_dim).
-                q = self.posterior(name)
+                q = self.posterior(name, train=True)
                 event_dim = site["fn"].event_dim
                 result[name] = pyro.sample(name, q.to_event(event_dim) if event_dim else q)
         return result

@@ -181,3 +181,33 @@ def test_half_precision_log_alpha_is_computed_in_float32(dtype):
     assert ((q.log_alpha > 3.0) == (reference > 3.0)).all()
     assert q.log_alpha[3] > 70  # θ = 0: θ² floored at float32's tiny, not float16's
     assert torch.isfinite(q.kl_to_log_uniform()).all()
+
+
+@pytest.mark.parametrize("multiplicative", [False, True])
+def test_prune_above_zeroes_the_mean_of_pruned_weights_only(multiplicative):
+    """Train-time pruning (the Sparse VD authors' ``train_clip``): the mean is θ where log α < 3 and 0
+    elsewhere; the variance αθ² and the KL keep the unpruned θ, and the mask passes no gradient."""
+    theta = torch.tensor([1.0, 0.5, 0.1, -0.2], requires_grad=True)
+    log_alpha = torch.tensor([-2.0, 2.9, 3.0, 6.0])
+    if multiplicative:
+        q = VDNormal.from_log_alpha(theta, log_alpha, prune_above=3.0)
+        plain = VDNormal.from_log_alpha(theta, log_alpha)
+    else:
+        log_sigma2 = log_alpha + theta.detach().square().log()
+        q = VDNormal(theta, log_sigma2, prune_above=3.0)
+        plain = VDNormal(theta, log_sigma2)
+    assert torch.equal(q.loc.detach(), torch.tensor([1.0, 0.5, 0.0, 0.0]))
+    assert torch.allclose(q.variance, plain.variance) and torch.allclose(q.log_alpha, plain.log_alpha)
+    assert torch.allclose(q.kl_to_log_uniform(), plain.kl_to_log_uniform())
+    q.loc.sum().backward()
+    assert torch.equal(theta.grad, torch.tensor([1.0, 1.0, 0.0, 0.0]))
+    expanded = q.expand((3, 4))
+    assert torch.equal(expanded.loc.detach()[1], q.loc.detach()) and expanded.prune_above == 3.0
+    # the clip decides too: with log α clipped to ≤ 2.5 no weight reaches 3
+    clipped = VDNormal.from_log_alpha(theta, log_alpha, max_log_alpha=2.5, prune_above=3.0)
+    assert torch.equal(clipped.loc, theta)
+
+
+def test_bad_prune_above_is_refused_by_name():
+    with pytest.raises(ValueError, match="prune_above"):
+        VDNormal(torch.ones(2), torch.zeros(2), prune_above=float("nan"))

@@ -255,3 +255,21 @@ def test_the_parameter_lookup_follows_replaced_submodules_and_old_pickles():
     assert (guide.get_theta(name) == 0).all() and (guide(x, y)[name] != 0).any()
     del guide.__dict__["_leaves"]  # as unpickled from a version without the cache
     assert guide(x, y)[name].shape == (5, 6)
+
+
+def test_train_prune_zeroes_the_sampled_mean_and_keeps_the_readouts():
+    guide = AutoVariationalDropout(_mlp(), train_prune=3.0, init_log_sigma2=-10.0)
+    guide(X, Y)
+    name = "net.fc1.weight"
+    with torch.no_grad():  # make some weights pruned: log α = log σ² − log θ² ≥ 3
+        guide.log_sigma2s.net.fc1.weight[:2] = 5.0
+    trace = pyro.poutine.trace(guide).get_trace(X, Y)
+    q = trace.nodes[name]["fn"].base_dist
+    pruned = guide.get_log_alpha(name) >= 3.0
+    assert pruned[:2].all() and not pruned[2:].any()
+    assert (q.loc.detach()[pruned] == 0).all()
+    assert torch.equal(q.loc.detach()[~pruned], guide.get_theta(name)[~pruned])
+    assert (guide.get_theta(name)[pruned] != 0).all()  # the readout is the unpruned θ
+    assert not hasattr(guide.posterior(name), "prune_above") or guide.posterior(name).prune_above is None
+    with pytest.raises(ValueError, match="prune_above"):
+        AutoVariationalDropout(_mlp(), train_prune=float("nan"))
