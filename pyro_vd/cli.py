@@ -326,6 +326,26 @@ _positive_int = _integer(1)
 _seed = _integer(0, 2**32 - 1)
 
 
+def _optional(parse):
+    """``parse``, or None for the word 'none'."""
+
+    def parse_optional(text):
+        return None if text.strip().lower() == "none" else parse(text)
+
+    parse_optional.__name__ = parse.__name__
+    return parse_optional
+
+
+def _finite(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number; got {text}")
+    return value
+
+
 def _learning_rate(text):
     try:
         value = float(text)
@@ -439,17 +459,18 @@ def build_parser():
     sparse.add_argument("--kl-method", choices=("molchanov", "kingma", "exact"), default="molchanov")
     sparse.add_argument(
         "--clip-log-alpha",
-        type=_learning_rate,
-        default=None,
+        type=_optional(_learning_rate),
+        default=8.0,
         metavar="C",
-        help="clip log α to [-C, C] in the noise and the KL (the authors' code: 8)",
+        help="clip log α to [-C, C] in the noise and the KL (default 8, the authors' code; 'none': no clip)",
     )
     sparse.add_argument(
         "--train-prune",
-        type=float,
-        default=None,
+        type=_optional(_finite),
+        default=3.0,
         metavar="T",
-        help="zero the mean of weights with log α >= T while training (the authors' train_clip: 3)",
+        help="zero the mean of the weights with log α >= T while training (default 3, the authors' "
+        "train_clip; 'none': train the unpruned network)",
     )
     structured = command(
         "structured-mnist",

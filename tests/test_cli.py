@@ -77,6 +77,27 @@ def test_sparse_mnist_quick(tmp_path, capsys, tiny_mnist, arch):
     assert result["epochs"] == 1 and 0 <= result["test_error"] <= 1
 
 
+def test_sparse_mnist_recipe_defaults_to_the_authors_clip_and_train_prune():
+    from pyro_vd.cli import build_parser
+
+    parse = build_parser().parse_args
+    args = parse(["sparse-mnist"])
+    assert (args.clip_log_alpha, args.train_prune) == (8.0, 3.0)
+    args = parse(["sparse-mnist", "--clip-log-alpha", "none", "--train-prune", "None"])
+    assert (args.clip_log_alpha, args.train_prune) == (None, None)
+
+
+def test_a_checkpoint_from_before_train_prune_is_not_resumed_with_it(tmp_path):
+    from pyro_vd.experiments.run_dir import RunDirError
+    from pyro_vd.experiments.sparse_vd_mnist import _check_resume
+
+    old = {"arch": "lenet300100", "epochs": 200}  # saved before the two options were recorded
+    new = {"arch": "lenet300100", "epochs": 200, "clip_log_alpha": 8.0, "train_prune": 3.0}
+    with pytest.raises(RunDirError, match="clip_log_alpha=None"):
+        _check_resume(tmp_path / "checkpoint.pt", old, new, 10)
+    _check_resume(tmp_path / "checkpoint.pt", old, {**new, "clip_log_alpha": None, "train_prune": None}, 10)
+
+
 @pytest.mark.slow
 def test_structured_mnist_quick(tmp_path, capsys, tiny_mnist):
     args = ["structured-mnist", "--quick", "--quiet", "--data-dir", str(tiny_mnist), "--out", str(tmp_path)]
@@ -183,6 +204,8 @@ BAD_VALUES = [
     T(["sparse-mnist", "--threads", "0"], "--threads", id="threads 0"),
     T(["kl-table", "--out", ""], "--out", id="out empty"),
     T(["sparse-mnist", "--resume", "--overwrite"], "--overwrite", id="resume and overwrite"),
+    T(["sparse-mnist", "--train-prune", "nan"], "--train-prune", id="train-prune nan"),
+    T(["sparse-mnist", "--clip-log-alpha", "0"], "--clip-log-alpha", id="clip 0"),
 ]
 
 

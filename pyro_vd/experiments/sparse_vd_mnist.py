@@ -5,6 +5,12 @@ pyro_vd's guide, ELBO and local reparameterization, pruned at log α > 3.
 The recipe (``DESIGN.md`` §2) for ``epochs = 200``: weights θ ~ N(0, 0.01²), log σ² = −10, Adam with
 learning rate 1e-3 decayed linearly to 0 over the second half, batch 100, KL weight 0 for the first 5
 epochs then linear to 1 at epoch 20. A shorter run scales the schedule's epochs by ``epochs / 200``.
+The authors' code (bayesgroup's ``lenet300-100-ard.py``) also clips log α to [−8, 8] and trains with
+``train_clip=True``: the weights past log α = 3 add only noise during training. ``pyro-vd
+sparse-mnist`` does both by default (``--clip-log-alpha 8 --train-prune 3``); the function's own
+defaults leave them off. Measured, 200 epochs, seed 0: with both, 1.82 % test error at 106.4×
+(layers pruned 99.22 / 98.39 / 81.80 %); with the clip alone, 1.90 % at 59.5× (98.47 / 97.79 /
+79.80 %), as without either (1.91 % at 57.6×). Train-time pruning is what the compression lacked.
 
 Resuming with another ``epochs`` (e.g. more) continues on the schedule of the new total from the epoch
 the checkpoint holds: the learning rate at epoch ``e`` is ``lr × factor(e; epochs)`` whatever the saved
@@ -362,6 +368,9 @@ def _check_resume(checkpoint, saved, config, start_epoch):
     """Refuse to resume a checkpoint with options that would change its trajectory."""
     if saved is None:  # a checkpoint from before the options were recorded
         return
+    saved = dict(saved)
+    for name in ("clip_log_alpha", "train_prune"):  # recorded since they exist: absent means off
+        saved.setdefault(name, None)
     for name in FIXED_ON_RESUME:
         if name in saved and saved[name] != config[name]:
             raise RunDirError(
