@@ -347,11 +347,8 @@ def _finite(text):
 
 
 def _learning_rate(text):
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not math.isfinite(value) or value <= 0:
+    value = _finite(text)
+    if value <= 0:
         raise argparse.ArgumentTypeError(f"must be a positive finite number; got {text}")
     return value
 

@@ -151,13 +151,7 @@ class VDNormal(Normal):
         """θ with the weights whose (clipped) log α is at or above ``prune_above`` set to 0 (the mask
         carries no gradient; the variance αθ² and the KL keep the unpruned θ)."""
         with torch.no_grad():
-            if self._multiplicative:
-                log_alpha = self._raw_log_alpha
-            else:
-                log_alpha = _log_alpha(self._raw_log_sigma2, self.theta)
-            if self._clipped:
-                log_alpha = log_alpha.clamp(self.min_log_alpha, self.max_log_alpha)
-            kept = log_alpha < self.prune_above
+            kept = self._computed_log_alpha() < self.prune_above
         return torch.where(kept, self.theta, self.theta.new_zeros(()))
 
     @classmethod
@@ -172,6 +166,9 @@ class VDNormal(Normal):
     @lazy_property
     def log_alpha(self):
         r""":math:`\log\alpha = \log\sigma^2 - \log\theta^2` (clipped if asked), finite at θ = 0."""
+        return self._computed_log_alpha()
+
+    def _computed_log_alpha(self):
         if self._multiplicative:
             log_alpha = self._raw_log_alpha
         else:
