@@ -24,7 +24,7 @@ import time
 import numpy as np
 import torch
 
-from pyro_vd.experiments.ard import _exact_vd, agreement, svi_linear
+from pyro_vd.experiments.ard import agreement, exact_vd, svi_linear
 from pyro_vd.experiments.ard_data import make_ard_classification, make_ard_regression
 
 GENERATORS = {"seed": 0.0, "correlated": 0.5}  # ρ of corr(x_i, x_j) = ρ^|i−j|
@@ -46,7 +46,7 @@ def run(
     make = make_ard_classification if task == "classification" else make_ard_regression
     X, y, _, _, w = make(n, 100, 10, seed=seed, n_test=1, rho=GENERATORS[generator])
     start = time.perf_counter()
-    exact = _exact_vd(task, X, y, rule)
+    exact = exact_vd(task, X, y, rule)
     exact_seconds = time.perf_counter() - start
     theta, log_alpha, _, seconds, noise = svi_linear(
         X,

@@ -150,8 +150,7 @@ class VDNormal(Normal):
     def _pruned_loc(self):
         """θ with the weights whose (clipped) log α is at or above ``prune_above`` set to 0 (the mask
         carries no gradient; the variance αθ² and the KL keep the unpruned θ)."""
-        with torch.no_grad():
-            kept = self._computed_log_alpha() < self.prune_above
+        kept = self.log_alpha.detach() < self.prune_above  # (the KL then reuses this log α)
         return torch.where(kept, self.theta, self.theta.new_zeros(()))
 
     @classmethod
@@ -166,9 +165,6 @@ class VDNormal(Normal):
     @lazy_property
     def log_alpha(self):
         r""":math:`\log\alpha = \log\sigma^2 - \log\theta^2` (clipped if asked), finite at θ = 0."""
-        return self._computed_log_alpha()
-
-    def _computed_log_alpha(self):
         if self._multiplicative:
             log_alpha = self._raw_log_alpha
         else:

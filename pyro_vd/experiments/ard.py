@@ -208,7 +208,7 @@ def svi_linear(
     return result
 
 
-def _exact_vd(task, X, y, rule="evidence"):
+def exact_vd(task, X, y, rule="evidence"):
     """The exact VD optimum SVI is compared with, under ``rule`` (the evidence rule by default):
     ``VDRegression(threshold=rule)`` or ``VDClassifier(solver="newton", threshold=rule)`` (Newton:
     L-BFGS stops at its iteration cap before the optimum on some draws)."""
@@ -285,7 +285,7 @@ def minibatch(
         log(task)
         X, y, X_test, y_test, _ = make(n, d, n_relevant, seed=seed)
         rows = rows_fn(X, y, X_test, y_test, n_relevant, include=include, log=log)
-        exact = _exact_vd(task, X, y)
+        exact = exact_vd(task, X, y)
         for fraction in fractions:
             batch = max(1, round(fraction * n))
             theta, log_alpha, bias, seconds = svi_linear(

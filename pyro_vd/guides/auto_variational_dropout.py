@@ -206,10 +206,15 @@ class AutoVariationalDropout(AutoGuide):
                 )
         self.kl_method = check_kl_method(kl_method)
         # VDNormal validates the bounds; build one now so that bad bounds fail here, not at step 1.
-        VDNormal(torch.ones(()), torch.zeros(()), min_log_alpha=min_log_alpha, max_log_alpha=max_log_alpha)
+        VDNormal(
+            torch.ones(()),
+            torch.zeros(()),
+            min_log_alpha=min_log_alpha,
+            max_log_alpha=max_log_alpha,
+            prune_above=train_prune,
+        )
         self.min_log_alpha = min_log_alpha
         self.max_log_alpha = max_log_alpha
-        VDNormal(torch.ones(()), torch.zeros(()), prune_above=train_prune)  # checks it
         self.train_prune = train_prune
         if init_theta is not None and not callable(init_theta) and not hasattr(init_theta, "get"):
             raise TypeError("init_theta must be None, a mapping (e.g. a state_dict) or a callable")
@@ -450,9 +455,7 @@ class AutoVariationalDropout(AutoGuide):
         store = pyro.get_param_store()._params
         local = pyro.settings.get("module_local_params")
         found = {}
-        model = self.__dict__.get("_model")  # None in a guide unpickled without its model
-        model = _unwrap_model(model[0]) if model else None
-        for owner, module in (("guide", self), ("model", model)):
+        for owner, module in (("guide", self), ("model", guide_model(self))):
             if not isinstance(module, torch.nn.Module):
                 continue
             found.update({f"{owner}.{n}": p for n, p in module.named_parameters()})
@@ -668,15 +671,17 @@ class _Average:
         self.mean.lerp_(value, (eta + 1.0) / (self.count + eta))
 
 
-def _unwrap_model(model):
-    """The model under Pyro handlers (``poutine.block(model, ...)`` and the like)."""
-    return unwrap(model)
+def guide_model(guide):
+    """The model of ``guide`` under any Pyro handlers (``poutine.block(model, ...)`` and the like), or
+    None (a guide unpickled without its model)."""
+    model = guide.__dict__.get("_model")
+    return unwrap(model[0]) if model else None
 
 
 def _model_defaults(model):
     """The model's ``guide_defaults`` (settings it recommends), checked; {} when it has none (also
     through Pyro handlers such as ``poutine.block``)."""
-    defaults = getattr(_unwrap_model(model), "guide_defaults", None) or {}
+    defaults = getattr(unwrap(model), "guide_defaults", None) or {}
     unknown = sorted(set(defaults) - set(MODEL_DEFAULTS))
     if unknown:
         raise ValueError(f"the model's guide_defaults has unknown keys {unknown}; allowed: {MODEL_DEFAULTS}")

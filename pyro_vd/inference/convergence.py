@@ -96,20 +96,17 @@ class LogAlphaDrift:
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
                 raise ValueError(f"{name} must be a finite number >= 0; got {value!r}")
         self.guide = guide
-        self._rule = threshold
-        self._bounds = None  # per weight, with the sites (known once the guide has run)
-        self.threshold = None if threshold is None or isinstance(threshold, str) else float(threshold)
+        bounds = {name: log_alpha_bound(guide, name, threshold) for name in guide.site_names}
+        #: the log α bound of the rule (of the first site, where the sites' bounds differ)
+        self.threshold = next(iter(bounds.values()), DEFAULT_THRESHOLD)
+        self._bounds = torch.cat(
+            [torch.full((guide.get_log_alpha(n).numel(),), b) for n, b in bounds.items()]
+        )
         self.crossing_tolerance = float(crossing_tolerance)
         self.move_tolerance = float(move_tolerance)
         self._last = self._snapshot()
 
     def _snapshot(self):
-        if self._bounds is None:
-            bounds = {n: log_alpha_bound(self.guide, n, self._rule) for n in self.guide.site_names}
-            self._bounds = torch.cat(
-                [torch.full((self.guide.get_log_alpha(n).numel(),), b) for n, b in bounds.items()]
-            )
-            self.threshold = next(iter(bounds.values()), DEFAULT_THRESHOLD)
         return torch.cat([self.guide.get_log_alpha(name).flatten() for name in self.guide.site_names])
 
     def update(self):

@@ -27,11 +27,9 @@ def log_alpha_bound(guide, name, threshold=None):
     ``LogAlphaDrift``, the plots, ``to_inference_data``) decides by it, so they agree.
     """
     if threshold is None:
-        from pyro.poutine.messenger import unwrap
+        from ..guides.auto_variational_dropout import guide_model
 
-        model = guide.__dict__.get("_model")
-        model = unwrap(model[0]) if model else None
-        threshold = getattr(model, "relevance_rule", None) or DEFAULT_THRESHOLD
+        threshold = getattr(guide_model(guide), "relevance_rule", None) or DEFAULT_THRESHOLD
     if isinstance(threshold, str):
         from ..linear.relevance import log_alpha_threshold
 

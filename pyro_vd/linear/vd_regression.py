@@ -256,14 +256,10 @@ class VDRegression(RegressorMixin, BaseEstimator):
             # q_d = β r_d² / (2 S_dd) (S_dd = 1 here), r_d = x_dᵀ(t − X_{−d} θ_{−d}). Exact coordinate
             # steps of the ELBO, and a feature with q_d < ½ goes to α = ∞ at once. A feature whose
             # gain at its optimum is below the penalty is pruned (and a pruned one returns above it).
-            residual_corr = xy - xx @ new_theta + diag * new_theta
-            # a pruned feature comes back when its gain passes the penalty again (0 for the plain VD
+            # A pruned feature comes back when its gain passes the penalty again (0 for the plain VD
             # rule: any q_d > ½). Keeping it out once pruned left the plain fit short of its optimum:
             # the first step, at θ = 0 with β from all of y, prunes features whose q_d passes ½ later.
-            q = np.where(usable, 0.5 * beta * residual_corr**2, 0.0)
-            new_log_alpha = np.where(
-                usable, optimal_log_alpha_profile(q, self.kl_method, max_log_alpha=cap), cap
-            )
+            q, new_log_alpha = self._profile(xx, xy, diag, new_theta, beta, usable, cap)
             finite = new_log_alpha < cap
             gain = np.zeros(d)
             gain[finite] = profile_gain(q[finite], new_log_alpha[finite], self.kl_method)
@@ -295,12 +291,7 @@ class VDRegression(RegressorMixin, BaseEstimator):
         fit = scaled @ xx @ scaled - 2.0 * scaled @ xy + yy
         kept = log_alpha < cap
         # each feature's profile optimum given the others (finite for a feature the evidence rule pruned)
-        residual_corr = xy - xx @ scaled + diag * scaled
-        profile = np.where(
-            usable,
-            optimal_log_alpha_profile(0.5 * beta * residual_corr**2, self.kl_method, max_log_alpha=cap),
-            cap,
-        )
+        _, profile = self._profile(xx, xy, diag, scaled, beta, usable, cap)
         ridge = np.sum(np.exp(log_alpha[kept]) * scaled[kept] ** 2)
         # pruned features (α = ∞) have KL = 0, its limit (and Kingma's polynomial would overflow there)
         kl = float(kl_log_uniform(_tensor(log_alpha[kept]), self.kl_method).sum())
@@ -331,6 +322,14 @@ class VDRegression(RegressorMixin, BaseEstimator):
                 "exactly); rescale them"
             )
         return fitted
+
+    def _profile(self, xx, xy, diag, theta, beta, usable, cap):
+        r"""Each usable feature's profile coefficient :math:`q_d = \beta r_d^2 / 2` (scaled units,
+        :math:`S_{dd} = 1`; :math:`r_d = x_d^\top(t - X_{-d}\theta_{-d})`) and its optimal log α given
+        the others, ``cap`` where that is α = ∞ or the feature is unusable."""
+        residual_corr = xy - xx @ theta + diag * theta
+        q = np.where(usable, 0.5 * beta * residual_corr**2, 0.0)
+        return q, np.where(usable, optimal_log_alpha_profile(q, self.kl_method, max_log_alpha=cap), cap)
 
     # ---------------------------------------------------------------------------------- prediction
     def predict(self, X, return_std=False):

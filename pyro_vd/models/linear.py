@@ -24,7 +24,7 @@ LINEAR_RELEVANCE_RULE = "evidence"
 def linear_guide_defaults(n_features):
     r"""
     The guide settings a linear model with ``n_features`` weights recommends: :data:`LINEAR_GUIDE_DEFAULTS`
-    and the start :math:`\loglpha_0 = \min(	au(d) + 1, 3)`, one unit on the pruned side of the evidence
+    and the start :math:`\log\alpha_0 = \min(\tau(d) + 1, 3)`, one unit on the pruned side of the evidence
     rule's bound τ(d) (:func:`~pyro_vd.linear.relevance.evidence_log_alpha_threshold`: −1.8 at d = 20,
     −2.3 at d = 100, −2.7 at d = 1000). An irrelevant feature starts pruned and stays so; a relevant
     one's α only has to fall by about one unit more than its own depth below τ(d). Adam moves log α by at
