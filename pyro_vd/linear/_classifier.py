@@ -6,7 +6,9 @@ from ._base import (
     BaseEstimator,
     ClassifierMixin,
     check_is_fitted,
+    dask_method,
     flatten_column,
+    is_dask,
     power_of_two_scales,
     set_features,
     validate_X,
@@ -42,12 +44,28 @@ class CentredUnits:
         Z = X / self.coarse
         self.offset = Z.mean(0)
         Z -= self.offset
-        spread = column_rms(Z)  # the standard deviation relative to the RMS, up to the factor c_d
+        self._set_spread(column_rms(Z))  # the standard deviation relative to the RMS, up to c_d
+
+    @classmethod
+    def from_moments(cls, coarse, offset, spread):
+        """The units from the columns' statistics (a Dask fit's, reduced on the cluster): ``coarse`` the
+        power of two nearest each column's root mean square, ``offset`` the mean of X / coarse,
+        ``spread`` the root mean square of X / coarse − offset."""
+        units = object.__new__(cls)
+        units.coarse, units.offset = np.asarray(coarse, dtype=np.float64), np.array(offset, dtype=np.float64)
+        units._set_spread(np.asarray(spread, dtype=np.float64))
+        return units
+
+    def _set_spread(self, spread):
         self.usable = spread > _CONSTANT_RATIO * max(spread.max(), np.finfo(float).tiny)
         self.offset[~self.usable] = 0.0
-        self.fine = np.where(self.usable, power_of_two_scales(Z), 1.0)
+        with np.errstate(divide="ignore"):  # the power of two nearest the centred columns' RMS
+            exponent = np.round(np.log2(np.where(spread > 0, spread, 1.0)))
+        self.fine = np.where(self.usable, np.ldexp(1.0, exponent.astype(int)), 1.0)
         #: the columns' standard deviations, in the units of X (0 where not usable)
         self.std = np.where(self.usable, spread, 0.0) * self.coarse
+        #: the root mean square of each column in these units (1 where not usable): the scale of a start
+        self.unit_rms = np.where(self.usable, spread / self.fine, 1.0)
 
     @property
     def centre(self):
@@ -89,6 +107,12 @@ class CentredUnits:
         """A matrix whose rows are indexed by weights (a covariance factor), in the units of X."""
         with np.errstate(over="ignore", under="ignore"):
             return matrix / self.fine[:, None] / self.coarse[:, None]
+
+
+def binary_problems(classes):
+    """The positive classes of each binary fit: the second class for two, each class against the rest
+    (one-vs-rest) for more."""
+    return [classes[1:]] if len(classes) == 2 else [[c] for c in classes]
 
 
 def ard_relevance(fits, bound):
@@ -140,11 +164,15 @@ class LinearClassifierBase(ClassifierMixin, BaseEstimator):
         return y, classes
 
     def fit(self, X, y):
+        if is_dask(X):
+            return dask_method(self, "fit_classifier", X, y)
         X, names = validate_X(self, X, reset=True)
         y, classes = self._check_targets(X, y)
         self._check_params()
-        problems = [classes[1:]] if len(classes) == 2 else [[c] for c in classes]
-        fits = [self._fit_binary(X, np.isin(y, p).astype(np.float64)) for p in problems]
+        fits = [self._fit_binary(X, np.isin(y, p).astype(np.float64)) for p in binary_problems(classes)]
+        return self._set_fits(X, names, classes, fits)
+
+    def _set_fits(self, X, names, classes, fits):
         self.classes_, self._fits = classes, fits
         set_features(self, X, names)
         self.coef_ = self._stacked("coef")
@@ -161,7 +189,9 @@ class LinearClassifierBase(ClassifierMixin, BaseEstimator):
         return np.stack([fit[key] for fit in self._fits])
 
     def predict_proba(self, X):
-        """Predictive class probabilities, shape (n_samples, n_classes)."""
+        """Predictive class probabilities, shape (n_samples, n_classes) (a Dask array for a Dask X)."""
+        if is_dask(X):
+            return dask_method(self, "map_rows", X, "predict_proba")
         check_is_fitted(self)
         X, _ = validate_X(self, X, reset=False)
         if len(self.classes_) == 2:
@@ -172,11 +202,16 @@ class LinearClassifierBase(ClassifierMixin, BaseEstimator):
 
     def decision_function(self, X):
         """Log-odds of the predictive probability (binary) or log probabilities (one-vs-rest)."""
+        if is_dask(X):
+            return dask_method(self, "map_rows", X, "decision_function")
         p = np.clip(self.predict_proba(X), 1e-300, 1.0)
         if len(self.classes_) == 2:
             return np.log(p[:, 1]) - np.log(p[:, 0])
         return np.log(p)
 
     def predict(self, X):
+        """The most probable class of each row (a Dask array for a Dask X)."""
+        if is_dask(X):
+            return dask_method(self, "map_rows", X, "predict")
         proba = self.predict_proba(X)
         return self.classes_[np.argmax(proba, axis=1)]

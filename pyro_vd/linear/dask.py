@@ -10,9 +10,13 @@ pass over X suffices. ``predict`` maps the in-memory ``predict`` over the row bl
 back). Imported only when an estimator meets a Dask array: Dask is an optional extra
 (``pip install "pyro-vd[dask]"``).
 
-The classifiers do not take Dask arrays (a TypeError): their fits (L-BFGS for
-:class:`VDClassifier`, nested IRLS and evidence iterations for :class:`RVC`) re-weight every row at
-every step, one pass over the data each, hundreds of passes in all.
+:class:`VDClassifier` with ``solver="newton"`` fits a Dask array too, though no fixed statistics
+summarize its rows: every Newton step re-weights every row. Each step's ELBO, gradient and Hessian are
+sums over rows (:mod:`pyro_vd.linear._vd_newton`), so each is reduced on the cluster like the
+regressors' statistics (one pass over X per evaluation, 30–60 passes a fit on 100 000 × 100) and only
+(2d + 1)² numbers come back; the units of the fit (column means and scales) take one pass more. The
+L-BFGS solver (a torch autograd graph over all rows) and :class:`RVC` (nested IRLS and evidence
+iterations on an in-memory design) do not take Dask arrays (an error that says so).
 """
 
 import numbers
@@ -217,6 +221,123 @@ def _nearest_power_of_two(sq, unit, n):
     return np.ldexp(1.0, exponent.astype(int))
 
 
+# ---------------------------------------------------------------------------------- VDClassifier
+def fit_classifier(estimator, X, y):
+    """:meth:`VDClassifier.fit` of a Dask array by Newton's method, every step's sums over rows reduced on
+    the cluster (the rows never come to the client)."""
+    from ._classifier import CentredUnits, binary_problems
+    from ._vd_newton import TORCH_SERIAL_ELEMENTS
+    from .vd_classifier import VDClassifier
+
+    if not isinstance(estimator, VDClassifier):
+        raise TypeError(
+            f"{type(estimator).__name__} does not take a Dask array (only VDClassifier, VDRegression, RVR "
+            "and GKLRegression do): compute it into memory first (X.compute()) if it fits there"
+        )
+    X = _check_X(X)
+    label_dtype = getattr(y, "dtype", None) if y is not None else None
+    y = _check_y(y, X)
+    estimator._check_params()
+    if estimator.solver != "newton":
+        raise ValueError(
+            f"VDClassifier fits a Dask array with solver='newton' only (its steps are sums over rows, "
+            f"reduced on the cluster); got solver={estimator.solver!r}"
+        )
+    classes = np.unique(da.unique(y).compute())  # the distinct labels only
+    if len(classes) < 2:
+        raise ValueError(f"VDClassifier needs samples of at least 2 classes; got 1 class ({classes[0]!r})")
+    if not np.all(np.mod(classes, 1) == 0):
+        raise ValueError("Unknown label type: continuous targets; VDClassifier needs class labels")
+    # the units of the fit, from one pass: centred columns of unit root mean square (CentredUnits)
+    s = _reduce(X, y, _ard_block, _ard_merge, center=True)
+    n = s["n"]
+    coarse = _nearest_power_of_two(s["sq"], s["s"], n)
+    offset = s["mean"] * (s["s"] / coarse)
+    spread = np.sqrt(np.maximum(np.diag(s["G"]), 0.0) / n) * (s["s"] / coarse)
+    units = CentredUnits.from_moments(coarse, offset, spread)
+    Z = X.map_blocks(units.transform, dtype=np.float64)
+    max_rows = TORCH_SERIAL_ELEMENTS // estimator.n_quadrature
+    fits = []
+    for positive in binary_problems(classes):
+        t = y.map_blocks(_signs, np.asarray(positive), dtype=np.float64)
+        rows = DaskRows(Z, t, max_block_rows=max_rows)
+        theta, log_sigma2 = estimator._start(units.unit_rms)
+        fits.append(estimator._finish(units, *estimator._newton(rows, theta, log_sigma2)))
+    if label_dtype is not None and (
+        np.issubdtype(label_dtype, np.integer) or np.issubdtype(label_dtype, np.bool_)
+    ):
+        classes = classes.astype(label_dtype)  # the labels as given (y was summed as float64)
+    return estimator._set_fits(X, None, classes, fits)
+
+
+def _signs(y, positive):
+    """Binary targets ±1: +1 for the ``positive`` classes."""
+    return 2.0 * np.isin(y, positive) - 1.0
+
+
+class DaskRows:
+    """
+    The rows of a Dask array ``Z`` with targets ``t`` as :class:`~pyro_vd.linear._rows.InMemoryRows` sums
+    them: each row block's sum computed where it lives (in blocks of its own, on the worker), the parts
+    added ``_TREE_WIDTH`` at a time on the cluster; the client gets the final tuple.
+    """
+
+    def __init__(self, Z, t, *, max_block_rows=None):
+        self.Z, self.t = Z.to_delayed().ravel(), t.to_delayed().ravel()
+        self.n_samples = int(Z.shape[0])
+        self.max_block_rows = max_block_rows
+
+    def sum(self, function, active, *args):
+        part = dask.delayed(_rows_sum, pure=True)
+        parts = [
+            part(zb, tb, function, active, args, self.max_block_rows)
+            for zb, tb in zip(self.Z, self.t, strict=True)
+        ]
+        combine = dask.delayed(_add_all, pure=True)
+        while len(parts) > 1:
+            parts = [combine(*parts[i : i + _TREE_WIDTH]) for i in range(0, len(parts), _TREE_WIDTH)]
+        (result,) = dask.compute(parts[0])
+        return result
+
+
+def _rows_sum(Z, t, function, active, args, max_block_rows):
+    from ._rows import InMemoryRows
+
+    rows = InMemoryRows(
+        np.asarray(Z, dtype=np.float64), np.asarray(t, dtype=np.float64), max_block_rows=max_block_rows
+    )
+    return rows.sum(function, active, *args)
+
+
+def _add_all(*parts):
+    from ._rows import add_parts
+
+    total = None
+    for part in parts:
+        total = add_parts(total, part)
+    return total
+
+
+def map_rows(estimator, X, method):
+    """A classifier's ``predict``, ``predict_proba`` or ``decision_function`` on every block of rows: a
+    Dask array."""
+    check_is_fitted(estimator)
+    check_feature_names(estimator, X, reset=False)
+    X = _check_X(X, n_features=estimator.n_features_in_, estimator=estimator)
+
+    def block_method(block):
+        with warnings.catch_warnings():  # said once above, not once per block
+            warnings.filterwarnings("ignore", "X does not have valid feature names", UserWarning)
+            return getattr(estimator, method)(block)
+
+    if method == "predict":
+        return X.map_blocks(block_method, dtype=estimator.classes_.dtype, drop_axis=1)
+    n_columns = len(estimator.classes_)
+    if method == "decision_function" and n_columns == 2:
+        return X.map_blocks(block_method, dtype=np.float64, drop_axis=1)
+    return X.map_blocks(block_method, dtype=np.float64, chunks=(X.chunks[0], (n_columns,)))
+
+
 # ----------------------------------------------------------------------------------- the reduction
 def _reduce(X, y, block_statistics, merge, **options):
     """``block_statistics(X_block, y_block, **options)`` on every row block, merged ``_TREE_WIDTH`` at a
@@ -290,4 +411,12 @@ def _check_y(y, X):
     return da.from_array(y, chunks=(X.chunks[0],))
 
 
-__all__ = ["fit", "partial_fit", "predict", "prepare_ard_regression"]
+__all__ = [
+    "DaskRows",
+    "fit",
+    "fit_classifier",
+    "map_rows",
+    "partial_fit",
+    "predict",
+    "prepare_ard_regression",
+]

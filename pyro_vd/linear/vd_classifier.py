@@ -11,7 +11,8 @@ from ..distributions.kl_log_uniform import check_kl_method, kl_log_uniform_addit
 from ._base import check_positive_float, check_positive_int, check_random_state
 from ._classifier import CentredUnits, LinearClassifierBase, column_rms
 from ._convergence import warn_not_converged
-from ._vd_newton import newton_fit
+from ._rows import InMemoryRows
+from ._vd_newton import TORCH_SERIAL_ELEMENTS, newton_fit
 from .relevance import DEFAULT_LOG_ALPHA_THRESHOLD, check_vd_threshold, log_alpha_threshold
 
 SOLVERS = ("lbfgs", "newton")
@@ -168,16 +169,14 @@ class VDClassifier(LinearClassifierBase):
         units = CentredUnits(X)
         X = torch.as_tensor(units.transform(X))  # centred unit-scale columns (a new array, never X itself)
         t = torch.as_tensor(2.0 * t - 1.0)  # {0, 1} → {−1, +1}
-        generator = torch.Generator().manual_seed(self._seed)
-        d = X.shape[1]
-        # the start in units of standardized columns (the powers of two standardize X only to within √2):
-        # θ_d ~ N(0, 0.01²) / rms_d, σ_d² = e⁻¹⁰ / rms_d², covariant under X·c
-        rms = torch.as_tensor(column_rms(X.numpy()))
-        rms = torch.where(rms > 0, rms, torch.ones_like(rms))
-        theta = (0.01 * torch.randn(d, generator=generator, dtype=torch.float64) / rms).requires_grad_()
-        log_sigma2 = (-10.0 - 2.0 * rms.log()).requires_grad_()
+        theta, log_sigma2 = self._start(column_rms(X.numpy()))
         if self.solver == "newton":
-            return self._finish(units, *self._newton(X, t, theta, log_sigma2))
+            rows = InMemoryRows(
+                X.numpy(), t.numpy(), max_block_rows=TORCH_SERIAL_ELEMENTS // self.n_quadrature
+            )
+            return self._finish(units, *self._newton(rows, theta, log_sigma2))
+        theta.requires_grad_()
+        log_sigma2.requires_grad_()
         bias = torch.zeros((), dtype=torch.float64, requires_grad=True)
         nodes, weights = gauss_hermite(self.n_quadrature)
         X2 = X * X
@@ -211,11 +210,23 @@ class VDClassifier(LinearClassifierBase):
         n_iter = optimizer.state[optimizer._params[0]].get("n_iter", evaluations[0])
         return self._finish(units, theta.detach(), log_sigma2.detach(), float(bias.detach()), elbo, n_iter)
 
-    def _newton(self, X, t, theta, log_sigma2):
+    def _start(self, rms):
+        """
+        θ and log σ² to start from, for columns of root mean square ``rms`` in the fit's units: in units of
+        standardized columns (the powers of two standardize X only to within √2), θ_d ~ N(0, 0.01²) / rms_d
+        and σ_d² = e⁻¹⁰ / rms_d², covariant under X·c.
+        """
+        generator = torch.Generator().manual_seed(self._seed)
+        rms = torch.as_tensor(rms)
+        rms = torch.where(rms > 0, rms, torch.ones_like(rms))
+        theta = 0.01 * torch.randn(len(rms), generator=generator, dtype=torch.float64) / rms
+        return theta, -10.0 - 2.0 * rms.log()
+
+    def _newton(self, rows, theta, log_sigma2):
+        """Newton's fit over ``rows`` (in memory, or a Dask array's) from (θ, log σ², b = 0)."""
         nodes, weights = gauss_hermite(self.n_quadrature)
         theta, log_sigma2, bias, elbo, n_iter, converged = newton_fit(
-            X.numpy(),
-            t.numpy(),
+            rows,
             theta.detach().numpy(),
             log_sigma2.detach().numpy(),
             nodes.numpy(),

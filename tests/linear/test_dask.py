@@ -134,19 +134,84 @@ def test_dask_input_is_checked(client, data):
         VDRegression().fit(X, y).predict(X_dask[:, :5])
 
 
-@pytest.mark.parametrize("estimator", [VDClassifier, RVC, GKLClassifier], ids=lambda e: e.__name__)
-def test_classifiers_refuse_dask_without_computing_it(observed_computes, estimator):
+@pytest.fixture(scope="module")
+def labels():
+    """600 × 6, columns of different scales and offsets, two relevant features; 3 classes."""
+    rng = np.random.default_rng(1)
+    Z = rng.normal(size=(600, 6))
+    X = Z * np.array([1.0, 5.0, 0.2, 1.0, 3.0, 1.0]) + rng.normal(size=6) * 4
+    scores = np.column_stack([2.0 * Z[:, 0] - Z[:, 1], 2.0 * Z[:, 1], np.zeros(600)])
+    classes = np.argmax(scores + rng.gumbel(size=(600, 3)), axis=1)
+    return X, classes
+
+
+def test_vd_classifier_newton_on_dask_matches_in_memory(client, labels):
+    """The same Newton iteration, its rows summed in other blocks and its units reduced by Chan's merge:
+    rounding differs, and so does where each fit's last step lands within its tolerance. Measured: the
+    coefficients differ by 2e-9 of the largest, the log α of the kept features by 2e-9 relative (for
+    one-vs-rest on 3 classes, whose fits stop less tightly, by up to 3e-5 of the largest coefficient and
+    0.16 in a log α of 4.6); a block of rows dropped or counted twice (a fifth of the data) moves them by
+    far more than the bounds."""
+    X, classes = labels
+    y = (classes == 1).astype(int)
+    expected = VDClassifier(solver="newton").fit(X, y)
+    X_dask, y_dask = da.from_array(X, chunks=(130, 4)), da.from_array(y, chunks=170)
+    fitted = VDClassifier(solver="newton").fit(X_dask, y_dask)
+    assert fitted.classes_.tolist() == expected.classes_.tolist()
+    assert fitted.relevance_.tolist() == expected.relevance_.tolist()
+    scale = np.abs(expected.coef_).max()
+    np.testing.assert_allclose(fitted.coef_, expected.coef_, rtol=0, atol=1e-3 * scale)
+    np.testing.assert_allclose(fitted.intercept_, expected.intercept_, rtol=0, atol=1e-3 * scale)
+    # log α of a feature on its way to ∞ moves along a flat ridge (KL ≈ e^{-log α}/2) and stops where the
+    # ELBO's gain runs out, which rounding shifts (by 0.03 at log α = 17 here); the others agree
+    kept = expected.log_alpha_ <= 5.0
+    np.testing.assert_allclose(fitted.log_alpha_[kept], expected.log_alpha_[kept], rtol=1e-6)
+    assert (fitted.log_alpha_[~kept] > 5.0).all()
+    proba = fitted.predict_proba(X_dask)
+    labels_out = fitted.predict(X_dask)
+    assert isinstance(proba, da.Array) and isinstance(labels_out, da.Array)
+    np.testing.assert_allclose(proba.compute(), expected.predict_proba(X), rtol=0, atol=1e-4)
+    assert (labels_out.compute() == fitted.predict(X)).all()
+    np.testing.assert_allclose(fitted.decision_function(X_dask).compute(), fitted.decision_function(X))
+
+
+def test_vd_classifier_one_vs_rest_on_dask(client, labels):
+    X, classes = labels[0][:300, :3], labels[1][:300]
+    expected = VDClassifier(solver="newton").fit(X, classes)
+    fitted = VDClassifier(solver="newton").fit(da.from_array(X, chunks=(100, 3)), classes)
+    assert fitted.classes_.tolist() == [0, 1, 2] and fitted.coef_.shape == (3, 3)
+    assert fitted.relevance_.tolist() == expected.relevance_.tolist()
+    proba = fitted.predict_proba(da.from_array(X, chunks=(100, 3))).compute()
+    np.testing.assert_allclose(proba, expected.predict_proba(X), rtol=0, atol=1e-3)
+
+
+def test_vd_classifier_rows_never_reach_the_client(client, observed_computes):
+    rng = da.random.default_rng(0)
+    X = rng.normal(size=(20_000, 5), chunks=(4_000, 5))  # generated on the workers
+    y = (X[:, 0] - X[:, 1] + rng.logistic(size=20_000, chunks=4_000) > 0).astype(int)
+    model = VDClassifier(solver="newton", threshold="evidence").fit(X, y)
+    assert model.relevance_.tolist() == [True, True, False, False, False]
+    # every compute returns sums of size O(d²) (d = 5, 11 parameters): the rows are 800 kB
+    assert max(_nbytes(result) for result in observed_computes) < 8 * 4 * 12**2
+
+
+@pytest.mark.parametrize("estimator", [RVC, GKLClassifier, VDClassifier], ids=lambda e: e.__name__)
+def test_classifiers_that_cannot_fit_dask_say_so_without_computing_it(observed_computes, estimator):
+    """RVC, G-KL RVC and VDClassifier's L-BFGS solver refuse a Dask array before any computation; any
+    fitted classifier predicts one block by block."""
     rng = np.random.default_rng(0)
     X = rng.normal(size=(200, 3))
     y = (X[:, 0] > 0).astype(int)
-    with pytest.raises(TypeError, match="Dask collection"):
+    expected_error = (ValueError, "solver='newton'") if estimator is VDClassifier else (TypeError, "Dask")
+    with pytest.raises(expected_error[0], match=expected_error[1]):
         estimator().fit(da.from_array(X, chunks=100), y)
+    assert observed_computes == []
     with warnings.catch_warnings():  # a short fit, only to have a fitted model for predict
         warnings.simplefilter("ignore", ConvergenceWarning)
         fitted = estimator(max_iter=5).fit(X, y)
-    with pytest.raises(TypeError, match="Dask collection"):
-        fitted.predict(da.from_array(X, chunks=100))
-    assert observed_computes == []
+    prediction = fitted.predict_proba(da.from_array(X, chunks=(70, 3)))
+    assert isinstance(prediction, da.Array)
+    np.testing.assert_allclose(prediction.compute(), fitted.predict_proba(X), rtol=1e-12)
 
 
 def test_importing_the_package_does_not_import_dask():

@@ -7,6 +7,7 @@ import torch
 from pyro_vd.distributions import kl_log_uniform
 from pyro_vd.linear import VDClassifier
 from pyro_vd.linear._convergence import ConvergenceWarning
+from pyro_vd.linear._rows import InMemoryRows
 from pyro_vd.linear._vd_newton import _Problem
 from pyro_vd.linear.vd_classifier import gauss_hermite
 
@@ -32,7 +33,7 @@ def test_gradient_and_curvature_are_the_quadrature_objectives(method):
     X, t = rng.normal(size=(n, d)), rng.choice([-1.0, 1.0], size=n)
     theta, rho, b = rng.normal(size=d), rng.uniform(-4, 1, size=d), 0.3
     nodes, weights = (a.numpy() for a in gauss_hermite(16))
-    problem = _Problem(X, t, nodes, weights, method)
+    problem = _Problem(InMemoryRows(X, t, max_block_rows=16), nodes, weights, method)  # 4 blocks
     active = np.ones(d, dtype=bool)
     gradient, curvature = problem.gradient_and_curvature(theta, rho, b, active)
     args = (torch.as_tensor(X), torch.as_tensor(t), torch.as_tensor(nodes), torch.as_tensor(weights), method)
