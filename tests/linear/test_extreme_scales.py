@@ -127,7 +127,7 @@ def test_many_quadrature_points():
 def test_random_state_conventions():
     """random_state=None once raised a TypeError; scikit-learn's conventions now hold."""
     X, y = _classification()
-    kwargs = {"max_iter": 30, "n_quadrature": 8}
+    kwargs = {"n_quadrature": 8}
     fits = [VDClassifier(random_state=seed, **kwargs).fit(X, y).coef_ for seed in (3, np.int64(3))]
     np.testing.assert_array_equal(fits[0], fits[1])
     for state in (None, np.random.RandomState(0), np.random.default_rng(0)):

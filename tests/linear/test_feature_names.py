@@ -15,7 +15,7 @@ ESTIMATORS = [
     VDRegression(),
     RVR(),
     GKLRegression(),
-    VDClassifier(max_iter=30, n_quadrature=8),
+    VDClassifier(n_quadrature=8),
     RVC(),
     GKLClassifier(),
 ]
