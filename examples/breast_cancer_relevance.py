@@ -1,6 +1,6 @@
 """
 Logistic regression with feature relevance on scikit-learn's breast cancer data (bundled, no download):
-VD logistic regression (Gauss–Hermite ELBO, L-BFGS) against the relevance vector classifier, the
+VD logistic regression (Gauss–Hermite ELBO, Newton) against the relevance vector classifier, the
 relevance table of both, and the forest plot of the VD coefficients.
 
     python examples/breast_cancer_relevance.py [--out coefficients.png]
