@@ -10,13 +10,14 @@ pass over X suffices. ``predict`` maps the in-memory ``predict`` over the row bl
 back). Imported only when an estimator meets a Dask array: Dask is an optional extra
 (``pip install "pyro-vd[dask]"``).
 
-:class:`VDClassifier` with ``solver="newton"`` fits a Dask array too, though no fixed statistics
-summarize its rows: every Newton step re-weights every row. Each step's ELBO, gradient and Hessian are
-sums over rows (:mod:`pyro_vd.linear._vd_newton`), so each is reduced on the cluster like the
-regressors' statistics (one pass over X per evaluation, 30–60 passes a fit on 100 000 × 100) and only
-(2d + 1)² numbers come back; the units of the fit (column means and scales) take one pass more. The
-L-BFGS solver (a torch autograd graph over all rows) and :class:`RVC` (nested IRLS and evidence
-iterations on an in-memory design) do not take Dask arrays (an error that says so).
+:class:`VDClassifier` (its Newton solver) and :class:`RVC` fit Dask arrays too, though no fixed
+statistics summarize their rows: every step re-weights every row. Each Newton step's ELBO, gradient and
+Hessian (:mod:`pyro_vd.linear._vd_newton`), and each IRLS step's log-likelihood, gradient and
+:math:`\Phi^\top B\Phi` (:mod:`pyro_vd.linear.rvc`), are sums over rows, so each is reduced on the
+cluster like the regressors' statistics (one pass over X per evaluation: 30–60 a VDClassifier fit,
+30–50 an RVC fit on 100 000 × 100) and only O(d²) numbers come back; the units of the fit (column means
+and scales) take one pass more. VDClassifier's L-BFGS solver (a torch autograd graph over all rows) and
+:class:`GKLClassifier` (EM on an in-memory design) do not take Dask arrays (an error that says so).
 """
 
 import numbers
@@ -223,31 +224,33 @@ def _nearest_power_of_two(sq, unit, n):
 
 # ---------------------------------------------------------------------------------- VDClassifier
 def fit_classifier(estimator, X, y):
-    """:meth:`VDClassifier.fit` of a Dask array by Newton's method, every step's sums over rows reduced on
-    the cluster (the rows never come to the client)."""
+    """:meth:`VDClassifier.fit` (Newton) or :meth:`RVC.fit` of a Dask array: every step's sums over rows
+    reduced on the cluster (the rows never come to the client)."""
     from ._classifier import CentredUnits, binary_problems
     from ._vd_newton import TORCH_SERIAL_ELEMENTS
+    from .rvc import RVC
     from .vd_classifier import VDClassifier
 
-    if not isinstance(estimator, VDClassifier):
+    if not isinstance(estimator, VDClassifier | RVC):
         raise TypeError(
-            f"{type(estimator).__name__} does not take a Dask array (only VDClassifier, VDRegression, RVR "
+            f"{type(estimator).__name__} does not take a Dask array (VDClassifier, RVC, VDRegression, RVR "
             "and GKLRegression do): compute it into memory first (X.compute()) if it fits there"
         )
     X = _check_X(X)
     label_dtype = getattr(y, "dtype", None) if y is not None else None
     y = _check_y(y, X)
     estimator._check_params()
-    if estimator.solver != "newton":
+    if isinstance(estimator, VDClassifier) and estimator.solver != "newton":
         raise ValueError(
             f"VDClassifier fits a Dask array with solver='newton' only (its steps are sums over rows, "
             f"reduced on the cluster); got solver={estimator.solver!r}"
         )
+    name = type(estimator).__name__
     classes = np.unique(da.unique(y).compute())  # the distinct labels only
     if len(classes) < 2:
-        raise ValueError(f"VDClassifier needs samples of at least 2 classes; got 1 class ({classes[0]!r})")
+        raise ValueError(f"{name} needs samples of at least 2 classes; got 1 class ({classes[0]!r})")
     if not np.all(np.mod(classes, 1) == 0):
-        raise ValueError("Unknown label type: continuous targets; VDClassifier needs class labels")
+        raise ValueError(f"Unknown label type: continuous targets; {name} needs class labels")
     # the units of the fit, from one pass: centred columns of unit root mean square (CentredUnits)
     s = _reduce(X, y, _ard_block, _ard_merge, center=True)
     n = s["n"]
@@ -256,11 +259,15 @@ def fit_classifier(estimator, X, y):
     spread = np.sqrt(np.maximum(np.diag(s["G"]), 0.0) / n) * (s["s"] / coarse)
     units = CentredUnits.from_moments(coarse, offset, spread)
     Z = X.map_blocks(units.transform, dtype=np.float64)
-    max_rows = TORCH_SERIAL_ELEMENTS // estimator.n_quadrature
     fits = []
     for positive in binary_problems(classes):
+        if isinstance(estimator, RVC):  # Φ = [Z, 1], t ∈ {0, 1}
+            Phi = Z.map_blocks(_with_ones, dtype=np.float64, chunks=(Z.chunks[0], (Z.shape[1] + 1,)))
+            t = y.map_blocks(_indicator, np.asarray(positive), dtype=np.float64)
+            fits.append(estimator._fit_rows(DaskRows(Phi, t), units, units.usable, units.unit_rms))
+            continue
         t = y.map_blocks(_signs, np.asarray(positive), dtype=np.float64)
-        rows = DaskRows(Z, t, max_block_rows=max_rows)
+        rows = DaskRows(Z, t, max_block_rows=TORCH_SERIAL_ELEMENTS // estimator.n_quadrature)
         theta, log_sigma2 = estimator._start(units.unit_rms)
         fits.append(estimator._finish(units, *estimator._newton(rows, theta, log_sigma2)))
     if label_dtype is not None and (
@@ -268,6 +275,15 @@ def fit_classifier(estimator, X, y):
     ):
         classes = classes.astype(label_dtype)  # the labels as given (y was summed as float64)
     return estimator._set_fits(X, None, classes, fits)
+
+
+def _with_ones(Z):
+    return np.column_stack([Z, np.ones(len(Z))])
+
+
+def _indicator(y, positive):
+    """Binary targets 0/1: 1 for the ``positive`` classes."""
+    return np.isin(y, positive).astype(np.float64)
 
 
 def _signs(y, positive):

@@ -8,6 +8,7 @@ from scipy.special import expit, log_expit
 from ._base import check_positive_float, check_positive_int
 from ._classifier import CentredUnits, LinearClassifierBase, ard_relevance, column_rms
 from ._convergence import warn_not_converged
+from ._rows import InMemoryRows
 from .ard_update import fast_ard_alpha
 from .relevance import DEFAULT_ALPHA_BOUND
 from .rvc import RVC
@@ -171,7 +172,8 @@ class GKLClassifier(LinearClassifierBase):
         alpha = np.where(usable, (float(usable.sum()) if self.init == "scaled" else 1.0) * rms2, np.inf)
         m = np.zeros(d)
         if self.init == "rvc":
-            start = RVC(alpha_bound=self.alpha_bound)._fit_scaled(X, t01)
+            rows = InMemoryRows(np.column_stack([X, np.ones(n)]), t01)
+            start = RVC(alpha_bound=self.alpha_bound)._fit_scaled(rows, usable, column_rms(X))
             alpha = np.where(usable & (start["alpha"] < _ALPHA_PRUNE), start["alpha"], np.inf)
             m = np.where(np.isfinite(alpha), start["coef"], 0.0)
         lam = np.full(n, 0.25)  # the curvature of log σ at 0

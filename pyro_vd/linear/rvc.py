@@ -6,6 +6,7 @@ from scipy.special import expit
 from ._base import check_positive_float, check_positive_int
 from ._classifier import CentredUnits, LinearClassifierBase, ard_relevance, column_rms
 from ._convergence import warn_not_converged
+from ._rows import InMemoryRows
 from .ard_update import fast_ard_alpha
 from .relevance import DEFAULT_ALPHA_BOUND
 from .vd_regression import _solve_spd
@@ -16,22 +17,36 @@ _ALPHA_PRUNE = 1e12
 _INTERCEPT_ALPHA = 1e-6
 
 
-def _mode(Phi, t, alpha, w, iterations=50):
+def _block_log_likelihood(Phi, _Phi2, t, w):
+    r"""One block's :math:`\sum_n t_n z_n - \log(1 + e^{z_n})`, :math:`z = \Phi w`."""
+    z = Phi @ w
+    return (float(np.sum(t * z - np.logaddexp(0.0, z))),)
+
+
+def _block_irls(Phi, _Phi2, t, w):
+    r"""One block's :math:`\Phi^\top(t - y)`, :math:`\Phi^\top B\Phi` (:math:`B = \mathrm{diag}(y(1-y))`,
+    :math:`y = \sigma(\Phi w)`) and log-likelihood."""
+    z = Phi @ w
+    y = expit(z)
+    return Phi.T @ (t - y), (Phi.T * (y * (1.0 - y))) @ Phi, float(np.sum(t * z - np.logaddexp(0.0, z)))
+
+
+def _mode_of_rows(rows, active, alpha, w, iterations=50):
     r"""
-    The mode of :math:`\log p(t\mid w) - \tfrac12 w^\top A w` by Newton's method (IRLS), with step
-    halving; returns the mode and the Hessian :math:`\Phi^\top B\Phi + A` there.
+    The mode of :math:`\log p(t\mid w) - \tfrac12 w^\top A w` over the ``active`` columns of ``rows``
+    (:class:`~pyro_vd.linear._rows.InMemoryRows` of Φ and t, or a Dask array's) by Newton's method
+    (IRLS), with step halving. Returns the mode, the Hessian :math:`\Phi^\top B\Phi + A` there, the data
+    precision :math:`P = \Phi^\top B\Phi` and the log-likelihood: every pass over the rows a sum.
     """
 
     def objective(v):
-        z = Phi @ v
-        return float(np.sum(t * z - np.logaddexp(0.0, z)) - 0.5 * np.sum(alpha * v * v))
+        return rows.sum(_block_log_likelihood, active, v)[0] - 0.5 * np.sum(alpha * v * v)
 
-    value = objective(w)
+    gradient_ll, P, log_likelihood = rows.sum(_block_irls, active, w)
+    value = log_likelihood - 0.5 * np.sum(alpha * w * w)
     for _ in range(iterations):
-        y = expit(Phi @ w)
-        gradient = Phi.T @ (t - y) - alpha * w
-        hessian = (Phi * (y * (1.0 - y))[:, None]).T @ Phi + np.diag(alpha)
-        step = _solve_spd(hessian, gradient)
+        gradient = gradient_ll - alpha * w
+        step = _solve_spd(P + np.diag(alpha), gradient)
         for _ in range(30):
             candidate = w + step
             new_value = objective(candidate)
@@ -42,19 +57,26 @@ def _mode(Phi, t, alpha, w, iterations=50):
             break
         converged = np.max(np.abs(candidate - w)) < 1e-10 * max(1.0, np.max(np.abs(candidate)))
         w, value = candidate, new_value
+        gradient_ll, P, log_likelihood = rows.sum(_block_irls, active, w)
         if converged:
             break
-    y = expit(Phi @ w)
-    hessian = (Phi * (y * (1.0 - y))[:, None]).T @ Phi + np.diag(alpha)
+    return w, P + np.diag(alpha), P, log_likelihood
+
+
+def _mode(Phi, t, alpha, w, iterations=50):
+    r"""
+    The mode of :math:`\log p(t\mid w) - \tfrac12 w^\top A w` for an in-memory Φ (all its columns), and
+    the Hessian :math:`\Phi^\top B\Phi + A` there (:func:`_mode_of_rows`).
+    """
+    rows = InMemoryRows(Phi, t)
+    w, hessian, _, _ = _mode_of_rows(rows, np.ones(Phi.shape[1], dtype=bool), alpha, w, iterations)
     return w, hessian
 
 
-def _laplace_log_evidence(Phi, t, alpha, w, hessian):
+def _laplace_log_evidence(log_likelihood, alpha, w, hessian):
     r"""The Laplace approximation of :math:`\log p(t\mid\alpha)` at the mode w:
     :math:`\log p(t\mid w) - \tfrac12 w^\top A w + \tfrac12\sum\log\alpha - \tfrac12\log|H|`
     (Tipping 2001, eq. 28 with the Gaussian's 2π factors cancelled)."""
-    z = Phi @ w
-    log_likelihood = np.sum(t * z - np.logaddexp(0.0, z))
     _, log_det = np.linalg.slogdet(hessian)
     return float(log_likelihood - 0.5 * np.sum(alpha * w * w) + 0.5 * np.sum(np.log(alpha)) - 0.5 * log_det)
 
@@ -104,7 +126,15 @@ class RVC(LinearClassifierBase):
 
     def _fit_binary(self, X, t):
         units = CentredUnits(X)
-        fit = self._fit_scaled(units.transform(X), t)
+        Z = units.transform(X)
+        Phi = np.column_stack([Z, np.ones(len(Z))])
+        usable = Z.std(0) > 1e-12 * max(Z.std(0).max(), np.finfo(float).tiny)
+        return self._fit_rows(InMemoryRows(Phi, t), units, usable, column_rms(Z))
+
+    def _fit_rows(self, rows, units, usable, rms):
+        """The fit over ``rows`` of Φ = [Z, 1] (Z: the columns in ``units``) and t ∈ {0, 1}, in memory or a
+        Dask array's; ``usable`` and ``rms`` of Z's columns."""
+        fit = self._fit_scaled(rows, usable, rms)
         # back to the units and origin of X: w_d / (c_d f_d), α_d (c_d f_d)², Σ's rows and columns of
         # features likewise (Σ of the weights does not depend on where the intercept is taken),
         # b = b' − Σ w_d o_d / f_d (the intercept of the centred columns is b')
@@ -114,27 +144,24 @@ class RVC(LinearClassifierBase):
             fit["sigma"] = fit["sigma"] * factor[:, None] * factor[None, :]
         return units.map_back(fit)
 
-    def _fit_scaled(self, X, t):
-        n, d = X.shape
-        Phi = np.column_stack([X, np.ones(n)])
-        usable = np.append(X.std(0) > 1e-12 * max(X.std(0).max(), np.finfo(float).tiny), True)
+    def _fit_scaled(self, rows, usable, rms):
+        d = len(usable)
+        usable = np.append(usable, True)
         # α = 1 for standardized columns (the powers of two standardize X only to within √2): a start
         # covariant under X·c, so the path, not only the evidence, is the same for any units of X
-        alpha = np.where(usable, np.append(column_rms(X) ** 2, 1.0), np.inf)
+        alpha = np.where(usable, np.append(np.asarray(rms) ** 2, 1.0), np.inf)
         alpha[-1] = _INTERCEPT_ALPHA
         w = np.zeros(d + 1)
         sigma = np.zeros((0, 0))
         n_iter, converged = 0, False
         for n_iter in range(1, self.max_iter + 1):  # noqa: B007
-            active = np.flatnonzero(alpha < _ALPHA_PRUNE)
-            w_active, hessian = _mode(Phi[:, active], t, alpha[active], w[active])
+            in_model = alpha < _ALPHA_PRUNE
+            active = np.flatnonzero(in_model)
+            w_active, hessian, P, _ = _mode_of_rows(rows, in_model, alpha[active], w[active])
             sigma = _solve_spd(hessian, np.eye(active.size))
             w = np.zeros(d + 1)
             w[active] = w_active
             # Fast ARD step on the Laplace approximation: P = ΦᵀBΦ at the mode, r = Σ⁻¹μ.
-            y_mode = expit(Phi[:, active] @ w_active)
-            Phi_a = Phi[:, active]
-            P = (Phi_a * (y_mode * (1.0 - y_mode))[:, None]).T @ Phi_a
             new_alpha = alpha.copy()
             new_alpha[active] = fast_ard_alpha(P, hessian @ w_active, alpha[active], sigma)
             new_alpha[-1] = _INTERCEPT_ALPHA
@@ -148,8 +175,9 @@ class RVC(LinearClassifierBase):
                 break
         if not converged:
             warn_not_converged(self, self.max_iter, "the ARD precisions α still moved")
-        active = np.flatnonzero(np.isfinite(alpha))
-        w_active, hessian = _mode(Phi[:, active], t, alpha[active], w[active])
+        in_model = np.isfinite(alpha)
+        active = np.flatnonzero(in_model)
+        w_active, hessian, _, log_likelihood = _mode_of_rows(rows, in_model, alpha[active], w[active])
         w = np.zeros(d + 1)
         w[active] = w_active
         return {
@@ -159,7 +187,7 @@ class RVC(LinearClassifierBase):
             "active": active,
             "sigma": _solve_spd(hessian, np.eye(active.size)),
             "n_iter": n_iter,
-            "log_evidence": _laplace_log_evidence(Phi[:, active], t, alpha[active], w_active, hessian),
+            "log_evidence": _laplace_log_evidence(log_likelihood, alpha[active], w_active, hessian),
         }
 
     def _set_relevance(self):
