@@ -5,8 +5,9 @@ the same optimum), in one run:
 1. Fit time: RVC and ``VDClassifier(solver="newton")`` interleaved, ``--repeats`` times each per draw
    (the seed's generator on two seeds and AR(1) columns with ρ = 0.5), medians and their ratio.
 2. The same optimum: the solver as shipped (row blocks on the cores, the Hessian's three products in
-   single precision) against the same Newton iteration with a double-precision Hessian in one block on one
-   thread (the solver before issue 13's speed work): ELBO, relevant sets under both rules, coefficients.
+   single precision, a step's ELBO and derivatives in one pass) against the same Newton iteration with a
+   double-precision Hessian in one block on one thread: ELBO, relevant sets under both rules,
+   coefficients.
 3. ``--lbfgs``: the default L-BFGS solver's time and ELBO at its 500-step cap, once per draw.
 
     OMP_NUM_THREADS=2 python benchmarks/classifier_speed.py [--repeats 3] [--lbfgs] [--out DIR]
@@ -48,12 +49,19 @@ def _reference_solver():
     def one_block(X, t, **_):
         return InMemoryRows(X, t, max_block_rows=len(t), n_threads=1)
 
-    saved = vd_newton._weighted_product, vd_classifier.InMemoryRows
-    vd_newton._weighted_product, vd_classifier.InMemoryRows = double, one_block
+    def double_gram(A, weights):
+        return double(A, weights, A)
+
+    saved = vd_newton._weighted_product, vd_newton._weighted_gram, vd_classifier.InMemoryRows
+    vd_newton._weighted_product, vd_newton._weighted_gram, vd_classifier.InMemoryRows = (
+        double,
+        double_gram,
+        one_block,
+    )
     try:
         yield
     finally:
-        vd_newton._weighted_product, vd_classifier.InMemoryRows = saved
+        vd_newton._weighted_product, vd_newton._weighted_gram, vd_classifier.InMemoryRows = saved
 
 
 def _summary(model):

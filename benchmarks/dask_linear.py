@@ -2,10 +2,13 @@
 Linear ARD on Dask: fit time and the client's peak memory for N × 100 generated on a local cluster.
 
 The rows are drawn lazily by ``dask.array.random`` on the workers (never stored, never sent to the
-client); each fit is one pass over them. The client should stay well under 500 MB whatever N.
+client); each regressor's fit is one pass over them, each classifier's (``--estimators VDClassifier,RVC``,
+labels y > 1, balanced) one pass per Newton or IRLS evaluation. The client should stay well under
+500 MB whatever N.
 
     python benchmarks/dask_linear.py                 # N = 20 000 000 (16 GB of float64)
     python benchmarks/dask_linear.py --n 2000000 --workers 2
+    python benchmarks/dask_linear.py --n 2000000 --estimators VDClassifier,RVC
 """
 
 import argparse
@@ -52,17 +55,19 @@ def main():
         w = np.zeros(args.d)
         w[:10] = np.linspace(1.0, 0.1, 10)  # 10 relevant features
         y = X @ w + 1.0 + rng.normal(size=args.n, chunks=args.chunk)
+        labels = (y > 1.0).astype(int)
         gb = args.n * args.d * 8 / 1e9
         print(f"N = {args.n:,} × {args.d} ({gb:.1f} GB, never stored), {args.workers} workers")
         print(f"client peak RSS before the fits: {start_rss:.0f} MB")
         for name in args.estimators.split(","):
             estimator = getattr(pyro_vd.linear, name)()
             began = time.perf_counter()
-            estimator.fit(X, y)
+            estimator.fit(X, labels if hasattr(estimator, "predict_proba") else y)
             seconds = time.perf_counter() - began
             relevant = int(np.sum(estimator.relevance_))
+            steps = f" ({estimator.n_iter_} steps)" if hasattr(estimator, "predict_proba") else ""
             print(
-                f"{name:14s} fit {seconds:7.1f} s  relevant {relevant:3d}  "
+                f"{name:14s} fit {seconds:7.1f} s{steps}  relevant {relevant:3d}  "
                 f"client peak RSS {client_peak_rss_mb():.0f} MB"
             )
         began = time.perf_counter()

@@ -37,6 +37,12 @@ concave in θ near 0), moves no log σ² by more than 5, and is halved until it 
 ``PRUNE_LOG_ALPHA`` its KL is below :math:`10^{-17}` and it is removed (θ = σ = 0, λ = ∞), as RVM
 solvers remove α = ∞. The fit has converged when a step raises :math:`\mathcal{L}` by less than ``tol``
 nats per data point and the Newton decrement :math:`\nabla\mathcal{L}^\top\delta` is as small.
+
+Every quantity is a sum over rows (:mod:`pyro_vd.linear._rows`: blocks small enough for the cache, on
+every core, or a Dask array's blocks on its workers). A step's first candidate is evaluated with its
+gradient and Hessian in the same pass, since most steps are taken whole; halved candidates get the ELBO
+alone. The Hessian's three d × d products run in single precision (half the time; the Hessian shapes
+the step, the double-precision gradient decides where the fit stops).
 """
 
 import math
@@ -88,7 +94,12 @@ def _block_elbo(X, X2, t, theta, sigma2, b, nodes, weights):
     return (float((_log_sigmoid(m[:, None] + s[:, None] * nodes) @ weights).sum()),)
 
 
-def _block_derivatives(X, X2, t, theta, sigma2, b, nodes, weights):
+def _block_elbo_and_derivatives(X, X2, t, theta, sigma2, b, nodes, weights):
+    """One block's data term and the sums of :func:`_block_derivatives`, from one Z."""
+    return _block_derivatives(X, X2, t, theta, sigma2, b, nodes, weights, with_data=True)
+
+
+def _block_derivatives(X, X2, t, theta, sigma2, b, nodes, weights, with_data=False):
     r"""
     One block's sums for the data term's gradient and −Hessian (the module's formulas), the three d × d
     products in single precision: half the time of double, and the Hessian only shapes the step (the
@@ -98,7 +109,9 @@ def _block_derivatives(X, X2, t, theta, sigma2, b, nodes, weights):
     """
     m = t * (X @ theta + b)
     s = np.sqrt(np.maximum(X2 @ sigma2, np.finfo(float).tiny))
-    p = _sigmoid(m[:, None] + s[:, None] * nodes)
+    Z = m[:, None] + s[:, None] * nodes
+    data = (float((_log_sigmoid(Z) @ weights).sum()),) if with_data else ()
+    p = _sigmoid(Z)
     q = 1.0 - p
     wy = weights * nodes
     f_m, f_s = q @ weights, q @ wy
@@ -110,17 +123,24 @@ def _block_derivatives(X, X2, t, theta, sigma2, b, nodes, weights):
     # held to its bound, where single precision would overflow
     curvature_s = np.clip(f_ss - f_s / s, -0.5, 0.5)
     X32, U32 = X.astype(np.float32), U.astype(np.float32)
-    return (
+    return data + (
         X.T @ (f_m * t),  # g_θ
         U.T @ f_s,  # g_ρ
         float((f_m * t).sum()),  # g_b
-        _weighted_product(X32, -f_mm, X32),  # H_θθ
+        _weighted_gram(X32, -f_mm),  # H_θθ
         _weighted_product(X32, -(f_ms * t), U32),  # H_θρ
         _weighted_product(U32, -curvature_s, U32),  # H_ρρ without the diagonal −g_ρ
         -(X.T @ f_mm),  # h_θb
         -(U.T @ (f_ms * t)),  # h_ρb
         -float(f_mm.sum()),  # h_bb
     )
+
+
+def _weighted_gram(A, weights):
+    r""":math:`A^\top \mathrm{diag}(w) A` for :math:`w \ge 0`, as :math:`Y^\top Y` with
+    :math:`Y = \mathrm{diag}(\sqrt w) A` (BLAS's syrk: half the products), returned in double."""
+    Y = A * np.sqrt(np.maximum(weights, 0.0)).astype(A.dtype)[:, None]
+    return (Y.T @ Y).astype(np.float64)
 
 
 def _weighted_product(A, weights, B):
@@ -149,9 +169,35 @@ class _Problem:
         """∇L and −∇²L over (θ_active, ρ_active, b)."""
         th, r = theta[active], rho[active]
         sigma2 = np.exp(r)
-        g_theta, g_rho, g_b, H_tt, H_tr, H_rr, h_tb, h_rb, h_bb = self.rows.sum(
-            _block_derivatives, active, th, sigma2, b, self.nodes, self.weights
-        )
+        parts = self.rows.sum(_block_derivatives, active, th, sigma2, b, self.nodes, self.weights)
+        return self._assemble(th, r, parts)
+
+    def evaluate(self, theta, rho, b, active):
+        """
+        The ELBO, ∇L and −∇²L in one pass over the rows: a candidate step's, whose derivatives the next
+        step needs when it is accepted. ``(elbo, None, None)`` where σ² overflows (the ELBO alone then,
+        −inf or NaN: the step is refused).
+        """
+        th, r = theta[active], rho[active]
+        with np.errstate(over="ignore"):
+            sigma2 = np.exp(r)
+        if not np.isfinite(sigma2).all():
+            return self.elbo(theta, rho, b, active), None, None
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # a refused candidate's
+            data, *parts = self.rows.sum(
+                _block_elbo_and_derivatives, active, th, sigma2, b, self.nodes, self.weights
+            )
+        elbo = data - float(_kl(self.log_alpha(th, r), self.method).sum())
+        if not np.isfinite(elbo):
+            return elbo, None, None
+        gradient, curvature = self._assemble(th, r, parts)
+        if not (np.isfinite(gradient).all() and np.isfinite(curvature).all()):
+            return elbo, None, None  # computed again, and reported, where the step is taken
+        return elbo, gradient, curvature
+
+    def _assemble(self, th, r, parts):
+        """∇L and −∇²L from the data term's sums and the KL's block-diagonal terms."""
+        g_theta, g_rho, g_b, H_tt, H_tr, H_rr, h_tb, h_rb, h_bb = parts
         H_rr[np.diag_indices_from(H_rr)] -= g_rho
         # the KL, block-diagonal in (θ_d, ρ_d)
         k1, k2 = _kl_slopes(self.log_alpha(th, r), self.method)
@@ -180,16 +226,17 @@ def newton_fit(rows, theta, rho, nodes, weights, method, max_iter, tol):
     problem = _Problem(rows, nodes, weights, method)
     theta, rho, b = theta.astype(float).copy(), rho.astype(float).copy(), 0.0
     active = np.ones(len(theta), dtype=bool)
-    elbo = problem.elbo(theta, rho, b, active)
+    elbo, gradient, curvature = problem.evaluate(theta, rho, b, active)
     scale = tol * problem.n_samples  # nats: tol per data point
     mu = 0.0
     converged = False
     n_iter = 0
     for n_iter in range(1, max_iter + 1):  # noqa: B007 - n_iter is returned
-        gradient, curvature = problem.gradient_and_curvature(theta, rho, b, active)
+        if gradient is None:
+            gradient, curvature = problem.gradient_and_curvature(theta, rho, b, active)
         k = int(active.sum())
         damping = np.diag(np.maximum(np.abs(np.diag(curvature)), 1e-12))
-        accepted = False
+        accepted, first = False, True
         while not accepted and mu <= _MU_MAX:
             try:  # the smallest damping that makes the curvature positive definite
                 factor = scipy.linalg.cho_factor(curvature + mu * damping, lower=True, check_finite=False)
@@ -204,7 +251,13 @@ def newton_fit(rows, theta, rho, nodes, weights, method, max_iter, tol):
                 new_theta[active] += step[:k]
                 new_rho[active] += step[k : 2 * k]
                 new_b = b + step[-1]
-                new_elbo = problem.elbo(new_theta, new_rho, new_b, active)
+                if first:  # most steps are taken whole: their derivatives come in the same pass
+                    new_elbo, new_gradient, new_curvature = problem.evaluate(
+                        new_theta, new_rho, new_b, active
+                    )
+                    first = False
+                else:
+                    new_elbo, new_gradient = problem.elbo(new_theta, new_rho, new_b, active), None
                 if np.isfinite(new_elbo) and new_elbo >= elbo:
                     accepted = True
                     break
@@ -217,12 +270,13 @@ def newton_fit(rows, theta, rho, nodes, weights, method, max_iter, tol):
         decrement = float(gradient @ step)
         gain = new_elbo - elbo
         theta, rho, b, elbo = new_theta, new_rho, new_b, new_elbo
+        gradient, curvature = new_gradient, (new_curvature if new_gradient is not None else None)
         mu = mu / 10.0 if mu > _MU_START else 0.0
         pruned = active & (problem.log_alpha(theta, rho) > PRUNE_LOG_ALPHA)
         if pruned.any():
             theta[pruned], rho[pruned] = 0.0, -math.inf
             active &= ~pruned
-            elbo = problem.elbo(theta, rho, b, active)
+            elbo, gradient, curvature = problem.evaluate(theta, rho, b, active)
             continue
         if gain <= scale and decrement <= scale:
             converged = True
