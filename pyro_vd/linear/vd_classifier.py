@@ -73,7 +73,7 @@ class VDClassifier(LinearClassifierBase):
       a few sums over the rows, taken in cache-sized blocks on every core (the Hessian's products in
       single precision: it shapes the step, the double-precision gradient decides where the fit
       stops), so a Dask array fits too (:mod:`pyro_vd.linear.dask`). On 100 000 × 100
-      (``benchmarks/classifier_speed.py``) it takes 4.3–5.7 s, 1.3–2.3× RVC's time.
+      (``benchmarks/classifier_speed.py``) it takes 4.9–5.9 s, 2.1–3.0× RVC's time.
     * ``"lbfgs"``: torch's L-BFGS with a strong Wolfe line search, at most ``max_iter`` iterations. It
       nearly always stops at that cap with the ELBO still rising (a ``ConvergenceWarning``): by 0.3–1 nat
       on 150 × 20 and 1000 × 40 at 500 iterations, 0.3–1.3 nats on 100 000 × 100 after 44–47 s; on the
