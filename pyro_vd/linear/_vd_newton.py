@@ -95,8 +95,11 @@ def _block_elbo(X, X2, t, theta, sigma2, b, nodes, weights):
 
 
 def _block_elbo_and_derivatives(X, X2, t, theta, sigma2, b, nodes, weights):
-    """One block's data term and the sums of :func:`_block_derivatives`, from one Z."""
-    return _block_derivatives(X, X2, t, theta, sigma2, b, nodes, weights, with_data=True)
+    """One block's data term and the sums of :func:`_block_derivatives`, from one Z. A candidate step's:
+    overflow there only refuses the step (numpy's error state is per thread, so it is set here, in the
+    thread that sums the block)."""
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        return _block_derivatives(X, X2, t, theta, sigma2, b, nodes, weights, with_data=True)
 
 
 def _block_derivatives(X, X2, t, theta, sigma2, b, nodes, weights, with_data=False):
@@ -183,10 +186,9 @@ class _Problem:
             sigma2 = np.exp(r)
         if not np.isfinite(sigma2).all():
             return self.elbo(theta, rho, b, active), None, None
-        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # a refused candidate's
-            data, *parts = self.rows.sum(
-                _block_elbo_and_derivatives, active, th, sigma2, b, self.nodes, self.weights
-            )
+        data, *parts = self.rows.sum(
+            _block_elbo_and_derivatives, active, th, sigma2, b, self.nodes, self.weights
+        )
         elbo = data - float(_kl(self.log_alpha(th, r), self.method).sum())
         if not np.isfinite(elbo):
             return elbo, None, None
