@@ -4,10 +4,8 @@ the same optimum), in one run:
 
 1. Fit time: RVC and ``VDClassifier(solver="newton")`` interleaved, ``--repeats`` times each per draw
    (the seed's generator on two seeds and AR(1) columns with ρ = 0.5), medians and their ratio.
-2. The same optimum: the solver as shipped (row blocks on the cores, the Hessian's three products in
-   single precision, a step's ELBO and derivatives in one pass) against the same Newton iteration with a
-   double-precision Hessian in one block on one thread: ELBO, relevant sets under both rules,
-   coefficients.
+2. The same optimum: the solver as shipped (row blocks on the cores) against the same Newton iteration
+   in one block on one thread: ELBO, relevant sets under both rules, coefficients.
 3. ``--lbfgs``: the L-BFGS solver's time and ELBO at its 500-step cap (the default before issue 13), once
    per draw.
 
@@ -23,7 +21,6 @@ import warnings
 
 import numpy as np
 
-import pyro_vd.linear._vd_newton as vd_newton
 import pyro_vd.linear.vd_classifier as vd_classifier
 from pyro_vd.experiments.ard_data import make_ard_classification
 from pyro_vd.linear import RVC, VDClassifier
@@ -42,27 +39,17 @@ def _timed(fit):
 
 @contextlib.contextmanager
 def _reference_solver():
-    """Newton with the Hessian in double precision, the rows in one block, one thread."""
-
-    def double(A, weights, B):
-        return (A.astype(np.float64).T * weights) @ B.astype(np.float64)
+    """Newton with the rows in one block, on one thread."""
 
     def one_block(X, t, **_):
         return InMemoryRows(X, t, max_block_rows=len(t), n_threads=1)
 
-    def double_gram(A, weights):
-        return double(A, weights, A)
-
-    saved = vd_newton._weighted_product, vd_newton._weighted_gram, vd_classifier.InMemoryRows
-    vd_newton._weighted_product, vd_newton._weighted_gram, vd_classifier.InMemoryRows = (
-        double,
-        double_gram,
-        one_block,
-    )
+    saved = vd_classifier.InMemoryRows
+    vd_classifier.InMemoryRows = one_block
     try:
         yield
     finally:
-        vd_newton._weighted_product, vd_newton._weighted_gram, vd_classifier.InMemoryRows = saved
+        vd_classifier.InMemoryRows = saved
 
 
 def _summary(model):

@@ -113,7 +113,7 @@ def check_X(X, *, n_features=None, estimator=None, name="X", check_finite=True):
         owner = type(estimator).__name__ if estimator is not None else "this function"
         raise TypeError(
             f"{name} is a Dask collection and {owner} does not take one (only VDRegression, RVR, "
-            f"GKLRegression and VDClassifier(solver='newton') fit one): compute it into memory first "
+            f"GKLRegression, RVC and VDClassifier(solver='newton') fit one): compute it into memory first "
             f"({name}.compute()) if it fits there"
         )
     X = _to_float_array(X, name)

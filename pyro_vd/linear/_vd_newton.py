@@ -41,8 +41,10 @@ nats per data point and the Newton decrement :math:`\nabla\mathcal{L}^\top\delta
 Every quantity is a sum over rows (:mod:`pyro_vd.linear._rows`: blocks small enough for the cache, on
 every core, or a Dask array's blocks on its workers). A step's first candidate is evaluated with its
 gradient and Hessian in the same pass, since most steps are taken whole; halved candidates get the ELBO
-alone. The Hessian's three d × d products run in single precision (half the time; the Hessian shapes
-the step, the double-precision gradient decides where the fit stops).
+alone. Everything is in double precision: the objective is not concave, and a Hessian in single
+precision (tried: it halves the products' time) changed the steps enough to land in another local
+optimum depending on the order of the rows or the blocks of a Dask array (breast-cancer data: ELBO
+−50.61 or −49.17 by permutation).
 """
 
 import math
@@ -104,11 +106,9 @@ def _block_elbo_and_derivatives(X, X2, t, theta, sigma2, b, nodes, weights):
 
 def _block_derivatives(X, X2, t, theta, sigma2, b, nodes, weights, with_data=False):
     r"""
-    One block's sums for the data term's gradient and −Hessian (the module's formulas), the three d × d
-    products in single precision: half the time of double, and the Hessian only shapes the step (the
-    gradient, in double, decides where the ascent stops). Every factor of them is bounded, so none
-    overflows single precision: :math:`0 \le u_{nd} \le s_n/2`, :math:`|f_{mm}|, |f_{ms}| \le \tfrac12`,
-    :math:`|f_{ss} - f_s/s| \le \tfrac12`.
+    One block's sums for the data term's gradient and −Hessian (the module's formulas); the row weights
+    of the products are bounded: :math:`|f_{mm}|, |f_{ms}| \le \tfrac12`, :math:`|f_{ss} - f_s/s| \le
+    \tfrac12`, and :math:`0 \le u_{nd} \le s_n/2`.
     """
     m = t * (X @ theta + b)
     s = np.sqrt(np.maximum(X2 @ sigma2, np.finfo(float).tiny))
@@ -123,16 +123,15 @@ def _block_derivatives(X, X2, t, theta, sigma2, b, nodes, weights, with_data=Fal
     U = X2 * (sigma2 / 2.0) / s[:, None]
     # |f_ss| ≤ ¼ and |f_s/s| ≤ ¼ exactly (f_s = -s Σ_k w_k y_k² π'(ξ_k), as Σ_k w_k y_k = 0 and
     # Σ_k w_k y_k² = 1); for s near 0 the computed f_s is rounding (~1e-17, not ~s), so the ratio is
-    # held to its bound, where single precision would overflow
+    # held to its bound (it reached 1e132 for s → 0)
     curvature_s = np.clip(f_ss - f_s / s, -0.5, 0.5)
-    X32, U32 = X.astype(np.float32), U.astype(np.float32)
     return data + (
         X.T @ (f_m * t),  # g_θ
         U.T @ f_s,  # g_ρ
         float((f_m * t).sum()),  # g_b
-        _weighted_gram(X32, -f_mm),  # H_θθ
-        _weighted_product(X32, -(f_ms * t), U32),  # H_θρ
-        _weighted_product(U32, -curvature_s, U32),  # H_ρρ without the diagonal −g_ρ
+        _weighted_gram(X, -f_mm),  # H_θθ
+        _weighted_product(X, -(f_ms * t), U),  # H_θρ
+        _weighted_product(U, -curvature_s, U),  # H_ρρ without the diagonal −g_ρ
         -(X.T @ f_mm),  # h_θb
         -(U.T @ (f_ms * t)),  # h_ρb
         -float(f_mm.sum()),  # h_bb
@@ -141,14 +140,14 @@ def _block_derivatives(X, X2, t, theta, sigma2, b, nodes, weights, with_data=Fal
 
 def _weighted_gram(A, weights):
     r""":math:`A^\top \mathrm{diag}(w) A` for :math:`w \ge 0`, as :math:`Y^\top Y` with
-    :math:`Y = \mathrm{diag}(\sqrt w) A` (BLAS's syrk: half the products), returned in double."""
-    Y = A * np.sqrt(np.maximum(weights, 0.0)).astype(A.dtype)[:, None]
-    return (Y.T @ Y).astype(np.float64)
+    :math:`Y = \mathrm{diag}(\sqrt w) A` (BLAS's syrk: half the products of a general one)."""
+    Y = A * np.sqrt(np.maximum(weights, 0.0))[:, None]
+    return Y.T @ Y
 
 
 def _weighted_product(A, weights, B):
-    r""":math:`A^\top \mathrm{diag}(w) B` in the precision of A and B, returned in double."""
-    return ((A.T * weights.astype(A.dtype)) @ B).astype(np.float64)
+    r""":math:`A^\top \mathrm{diag}(w) B`."""
+    return (A.T * weights) @ B
 
 
 class _Problem:

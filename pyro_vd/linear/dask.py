@@ -237,8 +237,13 @@ def fit_classifier(estimator, X, y):
             "and GKLRegression do): compute it into memory first (X.compute()) if it fits there"
         )
     X = _check_X(X)
-    label_dtype = getattr(y, "dtype", None) if y is not None else None
-    y = _check_y(y, X)
+    y_checked = _check_y(y, X)  # float64: validated, in X's row blocks
+    # the labels in their own dtype (float64 would merge integers above 2**53)
+    labels = y if is_dask(y) else np.asarray(y)
+    labels = labels[:, 0] if labels.ndim == 2 else labels  # (n, 1): _check_y warned already
+    labels = (
+        labels.rechunk((X.chunks[0],)) if is_dask(labels) else da.from_array(labels, chunks=(X.chunks[0],))
+    )
     estimator._check_params()
     if isinstance(estimator, VDClassifier) and estimator.solver != "newton":
         raise ValueError(
@@ -246,13 +251,15 @@ def fit_classifier(estimator, X, y):
             f"reduced on the cluster); got solver={estimator.solver!r}"
         )
     name = type(estimator).__name__
-    classes = np.unique(da.unique(y).compute())  # the distinct labels only
+    classes = np.unique(da.unique(labels).compute())  # the distinct labels only
+    if classes.dtype.kind == "f" and not np.isfinite(classes).all():
+        raise ValueError("Input y contains NaN or infinity.")
     if len(classes) < 2:
         raise ValueError(f"{name} needs samples of at least 2 classes; got 1 class ({classes[0]!r})")
-    if not np.all(np.mod(classes, 1) == 0):
+    if classes.dtype.kind == "f" and not np.all(np.mod(classes, 1) == 0):
         raise ValueError(f"Unknown label type: continuous targets; {name} needs class labels")
     # the units of the fit, from one pass: centred columns of unit root mean square (CentredUnits)
-    s = _reduce(X, y, _ard_block, _ard_merge, center=True)
+    s = _reduce(X, y_checked, _ard_block, _ard_merge, center=True)
     n = s["n"]
     coarse = _nearest_power_of_two(s["sq"], s["s"], n)
     offset = s["mean"] * (s["s"] / coarse)
@@ -263,17 +270,13 @@ def fit_classifier(estimator, X, y):
     for positive in binary_problems(classes):
         if isinstance(estimator, RVC):  # Φ = [Z, 1], t ∈ {0, 1}
             Phi = Z.map_blocks(_with_ones, dtype=np.float64, chunks=(Z.chunks[0], (Z.shape[1] + 1,)))
-            t = y.map_blocks(_indicator, np.asarray(positive), dtype=np.float64)
+            t = labels.map_blocks(_indicator, np.asarray(positive), dtype=np.float64)
             fits.append(estimator._fit_rows(DaskRows(Phi, t), units, units.usable, units.unit_rms))
             continue
-        t = y.map_blocks(_signs, np.asarray(positive), dtype=np.float64)
+        t = labels.map_blocks(_signs, np.asarray(positive), dtype=np.float64)
         rows = DaskRows(Z, t, max_block_rows=TORCH_SERIAL_ELEMENTS // estimator.n_quadrature)
         theta, log_sigma2 = estimator._start(units.unit_rms)
         fits.append(estimator._finish(units, *estimator._newton(rows, theta, log_sigma2)))
-    if label_dtype is not None and (
-        np.issubdtype(label_dtype, np.integer) or np.issubdtype(label_dtype, np.bool_)
-    ):
-        classes = classes.astype(label_dtype)  # the labels as given (y was summed as float64)
     return estimator._set_fits(X, None, classes, fits)
 
 
@@ -401,6 +404,8 @@ def _check_X(X, *, n_features=None, estimator=None):
             f"X has {X.shape[1]} features, but {type(estimator).__name__} is expecting {n_features} "
             "features as input."
         )
+    if 0 in X.chunks[0]:  # empty row blocks (after X[mask].compute_chunk_sizes()) hold nothing to sum
+        X = X.rechunk({0: tuple(c for c in X.chunks[0] if c > 0)})
     return X.astype(np.float64).rechunk({1: -1})
 
 

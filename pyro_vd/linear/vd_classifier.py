@@ -70,9 +70,8 @@ class VDClassifier(LinearClassifierBase):
       Hessian (:mod:`pyro_vd.linear._vd_newton`), run until a step raises the ELBO by less than ``tol``
       nats per data point (a ``ConvergenceWarning`` at ``max_iter``). A feature whose log α passes 40
       (KL below 1e-17 nats) is removed (θ = σ = 0, log α = ∞), as RVM solvers remove α = ∞. Each step is
-      a few sums over the rows, taken in cache-sized blocks on every core (the Hessian's products in
-      single precision: it shapes the step, the double-precision gradient decides where the fit
-      stops), so a Dask array fits too (:mod:`pyro_vd.linear.dask`). On 100 000 × 100
+      a few sums over the rows, taken in cache-sized blocks on every core, so a Dask array fits too
+      (:mod:`pyro_vd.linear.dask`). On 100 000 × 100
       (``benchmarks/classifier_speed.py``) it takes 4.9–5.9 s, 2.1–3.0× RVC's time.
     * ``"lbfgs"``: torch's L-BFGS with a strong Wolfe line search, at most ``max_iter`` iterations. It
       nearly always stops at that cap with the ELBO still rising (a ``ConvergenceWarning``): by 0.3–1 nat

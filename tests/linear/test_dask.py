@@ -193,6 +193,28 @@ def test_rvc_on_dask_matches_in_memory(client, labels):
     np.testing.assert_allclose(proba.compute(), expected.predict_proba(X), rtol=1e-10, atol=1e-14)
 
 
+def test_classifiers_on_dask_take_empty_blocks_big_integer_labels_and_refuse_nan(client):
+    """Empty row blocks (as X[mask].compute_chunk_sizes() leaves) are skipped, not a raw numpy error;
+    labels keep their dtype (as float64, 2**53 and 2**53 + 1 would be one class); NaN labels are named."""
+    rng = np.random.default_rng(2)
+    X = rng.normal(size=(300, 3))
+    y = (X[:, 0] + 0.5 * rng.normal(size=300) > 0).astype(np.int64) + 2**53
+    keep = (np.arange(300) < 100) | (np.arange(300) >= 200)
+    X_dask = da.from_array(X, chunks=(100, 3))[da.from_array(keep, chunks=100)].compute_chunk_sizes()
+    assert X_dask.chunks[0] == (100, 0, 100)
+    X, y = X[keep], y[keep]
+    expected = RVC().fit(X, y)
+    fitted = RVC().fit(X_dask, da.from_array(y, chunks=100))
+    assert fitted.classes_.dtype == np.int64 and fitted.classes_.tolist() == [2**53, 2**53 + 1]
+    np.testing.assert_allclose(fitted.coef_, expected.coef_, rtol=1e-10)
+    assert (fitted.predict(X_dask).compute() == expected.predict(X)).all()
+    np.testing.assert_allclose(
+        VDRegression().fit(X_dask, X[:, 1]).coef_, VDRegression().fit(X, X[:, 1]).coef_
+    )
+    with pytest.raises(ValueError, match="NaN or infinity"):
+        RVC().fit(X_dask, np.where(np.arange(200) == 7, np.nan, 1.0 * (y - 2**53)))
+
+
 def test_vd_classifier_one_vs_rest_on_dask(client, labels):
     X, classes = labels[0][:300, :3], labels[1][:300]
     expected = VDClassifier(solver="newton").fit(X, classes)
