@@ -57,9 +57,17 @@ from ..distributions.kl_log_uniform import kl_log_uniform, kl_log_uniform_grad
 
 #: log α past which a feature is removed: its KL (≈ α⁻¹/2) is below 1e-17 nats.
 PRUNE_LOG_ALPHA = 40.0
-#: torch's elementwise kernels run in the calling thread below this many elements (its grain size): the
-#: row blocks keep rows × quadrature points under it, their threads being the row parts'.
-TORCH_SERIAL_ELEMENTS = 32768
+#: torch's grain size: its elementwise kernels run in the calling thread only on fewer elements than this
+#: (at 32 768 and more they start OpenMP threads of their own, which inside the row parts' threads
+#: would oversubscribe the cores).
+TORCH_GRAIN_SIZE = 32768
+
+
+def max_block_rows(n_quadrature):
+    """Rows per block that keep rows × quadrature points below torch's grain size."""
+    return max(1, (TORCH_GRAIN_SIZE - 1) // n_quadrature)
+
+
 _SLOPE_STEP = 1e-4  # central difference of k' for k''
 _MU_START, _MU_MAX = 1e-6, 1e12
 _MAX_LOG_STEP = 5.0  # the largest change of a log σ² in one step

@@ -227,7 +227,7 @@ def fit_classifier(estimator, X, y):
     """:meth:`VDClassifier.fit` (Newton) or :meth:`RVC.fit` of a Dask array: every step's sums over rows
     reduced on the cluster (the rows never come to the client)."""
     from ._classifier import CentredUnits, binary_problems
-    from ._vd_newton import TORCH_SERIAL_ELEMENTS
+    from ._vd_newton import max_block_rows
     from .rvc import RVC
     from .vd_classifier import VDClassifier
 
@@ -274,7 +274,7 @@ def fit_classifier(estimator, X, y):
             fits.append(estimator._fit_rows(DaskRows(Phi, t), units, units.usable, units.unit_rms))
             continue
         t = labels.map_blocks(_signs, np.asarray(positive), dtype=np.float64)
-        rows = DaskRows(Z, t, max_block_rows=TORCH_SERIAL_ELEMENTS // estimator.n_quadrature)
+        rows = DaskRows(Z, t, max_block_rows=max_block_rows(estimator.n_quadrature))
         theta, log_sigma2 = estimator._start(units.unit_rms)
         fits.append(estimator._finish(units, *estimator._newton(rows, theta, log_sigma2)))
     return estimator._set_fits(X, None, classes, fits)

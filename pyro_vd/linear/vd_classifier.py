@@ -12,7 +12,7 @@ from ._base import check_positive_float, check_positive_int, check_random_state
 from ._classifier import CentredUnits, LinearClassifierBase, column_rms
 from ._convergence import warn_not_converged
 from ._rows import InMemoryRows
-from ._vd_newton import TORCH_SERIAL_ELEMENTS, newton_fit
+from ._vd_newton import max_block_rows, newton_fit
 from .relevance import DEFAULT_LOG_ALPHA_THRESHOLD, check_vd_threshold, log_alpha_threshold
 
 SOLVERS = ("lbfgs", "newton")
@@ -178,9 +178,7 @@ class VDClassifier(LinearClassifierBase):
         t = torch.as_tensor(2.0 * t - 1.0)  # {0, 1} → {−1, +1}
         theta, log_sigma2 = self._start(column_rms(X.numpy()))
         if self.solver == "newton":
-            rows = InMemoryRows(
-                X.numpy(), t.numpy(), max_block_rows=TORCH_SERIAL_ELEMENTS // self.n_quadrature
-            )
+            rows = InMemoryRows(X.numpy(), t.numpy(), max_block_rows=max_block_rows(self.n_quadrature))
             return self._finish(units, *self._newton(rows, theta, log_sigma2))
         theta.requires_grad_()
         log_sigma2.requires_grad_()
