@@ -46,24 +46,25 @@ class InMemoryRows:
     The rows of an in-memory ``X`` (n × d, float64) with targets ``t`` (n,). The active columns and their
     squares are copied once per active set (a fit's active set only shrinks), not at every sum.
     ``max_block_rows`` caps the rows of a block (the Newton solver keeps rows × quadrature points under
-    torch's serial grain, so that its elementwise kernels do not start threads of their own).
+    torch's serial grain, so that its elementwise kernels do not start threads of their own);
+    ``squares=False`` passes None for the squares (a fit that does not read them: RVC's IRLS).
     """
 
-    def __init__(self, X, t, *, max_block_rows=None, n_threads=None):
+    def __init__(self, X, t, *, max_block_rows=None, n_threads=None, squares=True):
         self.X, self.t = X, t
         self.n_samples = len(t)
         rows = max(MIN_BLOCK_ROWS, BLOCK_BYTES // (8 * max(X.shape[1], 1)))
         if max_block_rows is not None:
             rows = min(rows, max(1, int(max_block_rows)))
         self.block_rows = int(max(1, min(rows, self.n_samples)))
-        self.n_threads = n_threads
+        self.n_threads, self.squares = n_threads, squares
         self._columns_of = None
 
     def _columns(self, active):
         if self._columns_of is None or not np.array_equal(self._columns_of, active):
             self._columns_of = active.copy()
             self._X = self.X if active.all() else np.ascontiguousarray(self.X[:, active])
-            self._X2 = self._X * self._X
+            self._X2 = self._X * self._X if self.squares else None
         return self._X, self._X2
 
     def sum(self, function, active, *args):
@@ -83,7 +84,7 @@ class InMemoryRows:
             total = None
             for block in range(bounds[part], bounds[part + 1]):
                 r = slice(block * rows, min(n, (block + 1) * rows))
-                total = add_parts(total, function(X[r], X2[r], self.t[r], *args))
+                total = add_parts(total, function(X[r], None if X2 is None else X2[r], self.t[r], *args))
             return total
 
         n_threads = self.n_threads

@@ -96,12 +96,19 @@ def _sigmoid(Z):
     return torch.sigmoid(torch.from_numpy(Z)).numpy()
 
 
+def _points(X, X2, t, theta, sigma2, b, nodes, floor):
+    """The quadrature's points :math:`z_{nk} = m_n + s_n y_k` of a block, and s (its square at least
+    ``floor``)."""
+    m = t * (X @ theta + b)
+    s = np.sqrt(np.maximum(X2 @ sigma2, floor))
+    return m[:, None] + s[:, None] * nodes, s
+
+
 def _block_elbo(X, X2, t, theta, sigma2, b, nodes, weights):
     r"""One block's data term :math:`\sum_n f(m_n, s_n)`."""
-    m = t * (X @ theta + b)
     with np.errstate(over="ignore", invalid="ignore"):
-        s = np.sqrt(np.maximum(X2 @ sigma2, 0.0))
-    return (float((_log_sigmoid(m[:, None] + s[:, None] * nodes) @ weights).sum()),)
+        Z, _ = _points(X, X2, t, theta, sigma2, b, nodes, 0.0)
+    return (float((_log_sigmoid(Z) @ weights).sum()),)
 
 
 def _block_elbo_and_derivatives(X, X2, t, theta, sigma2, b, nodes, weights):
@@ -118,9 +125,7 @@ def _block_derivatives(X, X2, t, theta, sigma2, b, nodes, weights, with_data=Fal
     of the products are bounded: :math:`|f_{mm}|, |f_{ms}| \le \tfrac12`, :math:`|f_{ss} - f_s/s| \le
     \tfrac12`, and :math:`0 \le u_{nd} \le s_n/2`.
     """
-    m = t * (X @ theta + b)
-    s = np.sqrt(np.maximum(X2 @ sigma2, np.finfo(float).tiny))
-    Z = m[:, None] + s[:, None] * nodes
+    Z, s = _points(X, X2, t, theta, sigma2, b, nodes, np.finfo(float).tiny)
     data = (float((_log_sigmoid(Z) @ weights).sum()),) if with_data else ()
     p = _sigmoid(Z)
     q = 1.0 - p
@@ -138,8 +143,8 @@ def _block_derivatives(X, X2, t, theta, sigma2, b, nodes, weights, with_data=Fal
         U.T @ f_s,  # g_ρ
         float((f_m * t).sum()),  # g_b
         _weighted_gram(X, -f_mm),  # H_θθ
-        _weighted_product(X, -(f_ms * t), U),  # H_θρ
-        _weighted_product(U, -curvature_s, U),  # H_ρρ without the diagonal −g_ρ
+        (X.T * -(f_ms * t)) @ U,  # H_θρ
+        (U.T * -curvature_s) @ U,  # H_ρρ without the diagonal −g_ρ
         -(X.T @ f_mm),  # h_θb
         -(U.T @ (f_ms * t)),  # h_ρb
         -float(f_mm.sum()),  # h_bb
@@ -151,11 +156,6 @@ def _weighted_gram(A, weights):
     :math:`Y = \mathrm{diag}(\sqrt w) A` (BLAS's syrk: half the products of a general one)."""
     Y = A * np.sqrt(np.maximum(weights, 0.0))[:, None]
     return Y.T @ Y
-
-
-def _weighted_product(A, weights, B):
-    r""":math:`A^\top \mathrm{diag}(w) B`."""
-    return (A.T * weights) @ B
 
 
 class _Problem:

@@ -266,12 +266,12 @@ def fit_classifier(estimator, X, y):
     spread = np.sqrt(np.maximum(np.diag(s["G"]), 0.0) / n) * (s["s"] / coarse)
     units = CentredUnits.from_moments(coarse, offset, spread)
     Z = X.map_blocks(units.transform, dtype=np.float64)
+    Phi = Z.map_blocks(_with_ones, dtype=np.float64, chunks=(Z.chunks[0], (Z.shape[1] + 1,)))  # RVC's
     fits = []
     for positive in binary_problems(classes):
         if isinstance(estimator, RVC):  # Φ = [Z, 1], t ∈ {0, 1}
-            Phi = Z.map_blocks(_with_ones, dtype=np.float64, chunks=(Z.chunks[0], (Z.shape[1] + 1,)))
             t = labels.map_blocks(_indicator, np.asarray(positive), dtype=np.float64)
-            fits.append(estimator._fit_rows(DaskRows(Phi, t), units, units.usable, units.unit_rms))
+            fits.append(estimator._fit_rows(DaskRows(Phi, t, squares=False), units))
             continue
         t = labels.map_blocks(_signs, np.asarray(positive), dtype=np.float64)
         rows = DaskRows(Z, t, max_block_rows=max_block_rows(estimator.n_quadrature))
@@ -301,30 +301,23 @@ class DaskRows:
     added ``_TREE_WIDTH`` at a time on the cluster; the client gets the final tuple.
     """
 
-    def __init__(self, Z, t, *, max_block_rows=None):
+    def __init__(self, Z, t, **options):
         self.Z, self.t = Z.to_delayed().ravel(), t.to_delayed().ravel()
         self.n_samples = int(Z.shape[0])
-        self.max_block_rows = max_block_rows
+        self.options = options  # InMemoryRows' (max_block_rows, squares) for each block
 
     def sum(self, function, active, *args):
         part = dask.delayed(_rows_sum, pure=True)
         parts = [
-            part(zb, tb, function, active, args, self.max_block_rows)
-            for zb, tb in zip(self.Z, self.t, strict=True)
+            part(zb, tb, function, active, args, self.options) for zb, tb in zip(self.Z, self.t, strict=True)
         ]
-        combine = dask.delayed(_add_all, pure=True)
-        while len(parts) > 1:
-            parts = [combine(*parts[i : i + _TREE_WIDTH]) for i in range(0, len(parts), _TREE_WIDTH)]
-        (result,) = dask.compute(parts[0])
-        return result
+        return _merged(parts, _add_all)
 
 
-def _rows_sum(Z, t, function, active, args, max_block_rows):
+def _rows_sum(Z, t, function, active, args, options):
     from ._rows import InMemoryRows
 
-    rows = InMemoryRows(
-        np.asarray(Z, dtype=np.float64), np.asarray(t, dtype=np.float64), max_block_rows=max_block_rows
-    )
+    rows = InMemoryRows(np.asarray(Z, dtype=np.float64), np.asarray(t, dtype=np.float64), **options)
     return rows.sum(function, active, *args)
 
 
@@ -364,6 +357,11 @@ def _reduce(X, y, block_statistics, merge, **options):
     x_blocks, y_blocks = X.to_delayed().ravel(), y.to_delayed().ravel()
     statistics = dask.delayed(_block, pure=True)
     parts = [statistics(xb, yb, block_statistics, options) for xb, yb in zip(x_blocks, y_blocks, strict=True)]
+    return _merged(parts, merge)
+
+
+def _merged(parts, merge):
+    """The delayed ``parts`` merged ``_TREE_WIDTH`` at a time on the cluster; the result computed back."""
     combine = dask.delayed(merge, pure=True)
     while len(parts) > 1:
         parts = [combine(*parts[i : i + _TREE_WIDTH]) for i in range(0, len(parts), _TREE_WIDTH)]

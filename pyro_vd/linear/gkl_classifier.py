@@ -172,7 +172,7 @@ class GKLClassifier(LinearClassifierBase):
         alpha = np.where(usable, (float(usable.sum()) if self.init == "scaled" else 1.0) * rms2, np.inf)
         m = np.zeros(d)
         if self.init == "rvc":
-            rows = InMemoryRows(np.column_stack([X, np.ones(n)]), t01)
+            rows = InMemoryRows(np.column_stack([X, np.ones(n)]), t01, squares=False)
             start = RVC(alpha_bound=self.alpha_bound)._fit_scaled(rows, usable, column_rms(X))
             alpha = np.where(usable & (start["alpha"] < _ALPHA_PRUNE), start["alpha"], np.inf)
             m = np.where(np.isfinite(alpha), start["coef"], 0.0)

@@ -4,7 +4,7 @@ import numpy as np
 from scipy.special import expit
 
 from ._base import check_positive_float, check_positive_int
-from ._classifier import CentredUnits, LinearClassifierBase, ard_relevance, column_rms
+from ._classifier import CentredUnits, LinearClassifierBase, ard_relevance
 from ._convergence import warn_not_converged
 from ._rows import InMemoryRows
 from .ard_update import fast_ard_alpha
@@ -68,7 +68,7 @@ def _mode(Phi, t, alpha, w, iterations=50):
     The mode of :math:`\log p(t\mid w) - \tfrac12 w^\top A w` for an in-memory Φ (all its columns), and
     the Hessian :math:`\Phi^\top B\Phi + A` there (:func:`_mode_of_rows`).
     """
-    rows = InMemoryRows(Phi, t)
+    rows = InMemoryRows(Phi, t, squares=False)
     w, hessian, _, _ = _mode_of_rows(rows, np.ones(Phi.shape[1], dtype=bool), alpha, w, iterations)
     return w, hessian
 
@@ -127,14 +127,12 @@ class RVC(LinearClassifierBase):
     def _fit_binary(self, X, t):
         units = CentredUnits(X)
         Z = units.transform(X)
-        Phi = np.column_stack([Z, np.ones(len(Z))])
-        usable = Z.std(0) > 1e-12 * max(Z.std(0).max(), np.finfo(float).tiny)
-        return self._fit_rows(InMemoryRows(Phi, t), units, usable, column_rms(Z))
+        return self._fit_rows(InMemoryRows(np.column_stack([Z, np.ones(len(Z))]), t, squares=False), units)
 
-    def _fit_rows(self, rows, units, usable, rms):
+    def _fit_rows(self, rows, units):
         """The fit over ``rows`` of Φ = [Z, 1] (Z: the columns in ``units``) and t ∈ {0, 1}, in memory or a
-        Dask array's; ``usable`` and ``rms`` of Z's columns."""
-        fit = self._fit_scaled(rows, usable, rms)
+        Dask array's."""
+        fit = self._fit_scaled(rows, units.usable, units.unit_rms)
         # back to the units and origin of X: w_d / (c_d f_d), α_d (c_d f_d)², Σ's rows and columns of
         # features likewise (Σ of the weights does not depend on where the intercept is taken),
         # b = b' − Σ w_d o_d / f_d (the intercept of the centred columns is b')

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from ..distributions.kl_log_uniform import check_kl_method, kl_log_uniform_additive
 from ._base import check_positive_float, check_positive_int, check_random_state
-from ._classifier import CentredUnits, LinearClassifierBase, column_rms
+from ._classifier import CentredUnits, LinearClassifierBase
 from ._convergence import warn_not_converged
 from ._rows import InMemoryRows
 from ._vd_newton import max_block_rows, newton_fit
@@ -176,7 +176,7 @@ class VDClassifier(LinearClassifierBase):
         units = CentredUnits(X)
         X = torch.as_tensor(units.transform(X))  # centred unit-scale columns (a new array, never X itself)
         t = torch.as_tensor(2.0 * t - 1.0)  # {0, 1} → {−1, +1}
-        theta, log_sigma2 = self._start(column_rms(X.numpy()))
+        theta, log_sigma2 = self._start(units.unit_rms)
         if self.solver == "newton":
             rows = InMemoryRows(X.numpy(), t.numpy(), max_block_rows=max_block_rows(self.n_quadrature))
             return self._finish(units, *self._newton(rows, theta, log_sigma2))
