@@ -72,7 +72,7 @@ class VDClassifier(LinearClassifierBase):
       (KL below 1e-17 nats) is removed (θ = σ = 0, log α = ∞), as RVM solvers remove α = ∞. Each step is
       a few sums over the rows, taken in cache-sized blocks on every core, so a Dask array fits too
       (:mod:`pyro_vd.linear.dask`). On 100 000 × 100
-      (``benchmarks/classifier_speed.py``) it takes 5.0–6.2 s, 2.5–3.9× RVC's time; on the 1000 × 1000
+      (``benchmarks/classifier_speed.py``) it takes 5.0–6.0 s, 2.7–4.8× RVC's time; on the 1000 × 1000
       table of ``pyro-vd ard-table``, 62 s (about 255 steps, each a 2001 × 2001 system).
     * ``"lbfgs"``: torch's L-BFGS with a strong Wolfe line search, at most ``max_iter`` iterations. It
       nearly always stops at that cap with the ELBO still rising (a ``ConvergenceWarning``): by 0.3–1 nat
