@@ -5,10 +5,10 @@ regression. For each setting and rule: irrelevant features kept and relevant los
 seeds) and the test MSE (accuracy for classifiers), with RVR alongside for regression.
 
 Rules: ``sparse_vd`` (log α ≤ 3, the plain VD fit) and ``evidence`` (ELBO gain > log d, in the fit; see
-:mod:`pyro_vd.linear.relevance`). For VDClassifier the evidence rule is the log α bound τ(d) applied to
-its fit (``threshold=evidence_log_alpha_threshold(d)``).
+:mod:`pyro_vd.linear.relevance`; for VDClassifier the search of :mod:`pyro_vd.linear._vd_selection`).
 
-    python benchmarks/relevance_rule.py [--seeds 10] [--classifier] [--quick] [--out results/relevance_rule]
+    python benchmarks/relevance_rule.py [--seeds 10] [--classifier] [--no-regression]
+        [--methods sparse_vd,evidence,RVC] [--quick] [--out results/relevance_rule]
 """
 
 import argparse
@@ -20,9 +20,8 @@ import warnings
 import numpy as np
 
 from pyro_vd.experiments.ard_data import make_ard_classification, make_ard_regression
-from pyro_vd.linear import RVR, VDClassifier, VDRegression
+from pyro_vd.linear import RVC, RVR, VDClassifier, VDRegression
 from pyro_vd.linear._convergence import ConvergenceWarning
-from pyro_vd.linear.relevance import evidence_log_alpha_threshold
 
 SETTINGS = {  # name: (n, d, n_relevant, rho)
     "1000 × 1000": (1000, 1000, 10, 0.0),
@@ -36,7 +35,8 @@ QUICK = {"1000 × 1000": (1000, 1000, 10, 0.0), "100 000 × 100": (100000, 100, 
 HEADER = (
     "| setting | rule | irrelevant kept | relevant lost | {metric} | fit s |\n|---|---|---:|---:|---:|---:|"
 )
-CLASSIFIER_SETTINGS = {"1000 × 1000": (1000, 1000, 10, 0.0), "20 000 × 100": (20000, 100, 10, 0.0)}
+CLASSIFIER_SETTINGS = SETTINGS | {"20 000 × 100": (20000, 100, 10, 0.0)}
+CLASSIFIER_METHODS = ("sparse_vd", "evidence", "RVC")
 
 
 def _counts(relevance, n_relevant):
@@ -63,22 +63,32 @@ def regression_setting(n, d, n_relevant, rho, seeds, rvr=True):
     return rows
 
 
-def classification_setting(n, d, n_relevant, rho, seeds, solver="newton"):
-    rows = {"VD-RVC, sparse_vd": [], "VD-RVC, evidence τ(d)": [], "oracle": []}
-    tau = evidence_log_alpha_threshold(d)
+def classification_setting(n, d, n_relevant, rho, seeds, solver="newton", methods=CLASSIFIER_METHODS):
+    """``methods`` of VD-RVC's two rules (``sparse_vd``: the plain fit read at log α ≤ 3; ``evidence``: the
+    selection inside the fit) and ``RVC``, with the oracle (the relevant features only) alongside."""
+    makers = {
+        "VD-RVC, sparse_vd": lambda: VDClassifier(solver=solver, threshold="sparse_vd"),
+        "VD-RVC, evidence": lambda: VDClassifier(threshold="evidence"),
+        "RVC": RVC,
+    }
+    names = {"sparse_vd": "VD-RVC, sparse_vd", "evidence": "VD-RVC, evidence", "RVC": "RVC"}
+    rows = {names[m]: [] for m in methods} | {"oracle": []}
     for seed in range(seeds):
         X, y, X_test, y_test, _ = make_ard_classification(n, d, n_relevant, seed=seed, rho=rho, n_test=5000)
-        start = time.perf_counter()
-        with warnings.catch_warnings():  # L-BFGS warns at its cap: the figures are of that early stop
-            if solver == "lbfgs":
-                warnings.simplefilter("ignore", ConvergenceWarning)
-            model = VDClassifier(solver=solver).fit(X, y)
-        seconds = time.perf_counter() - start
-        accuracy = float(np.mean(model.predict(X_test) == y_test))
-        for name, bound in (("VD-RVC, sparse_vd", 3.0), ("VD-RVC, evidence τ(d)", tau)):
-            false, lost = _counts(model.log_alpha_ <= bound, n_relevant)
+        for name in rows:
+            if name == "oracle":
+                continue
+            start = time.perf_counter()
+            with warnings.catch_warnings():  # L-BFGS warns at its cap: the figures are of that early stop
+                if solver == "lbfgs":
+                    warnings.simplefilter("ignore", ConvergenceWarning)
+                model = makers[name]().fit(X, y)
+            seconds = time.perf_counter() - start
+            accuracy = float(np.mean(model.predict(X_test) == y_test))
+            false, lost = _counts(model.relevance_, n_relevant)
             rows[name].append({"false": false, "lost": lost, "metric": accuracy, "seconds": seconds})
-        oracle = VDClassifier().fit(X[:, :n_relevant], y)  # the relevant features only
+        # the relevant features only, every one kept (the plain fit)
+        oracle = VDClassifier(threshold="sparse_vd").fit(X[:, :n_relevant], y)
         accuracy = float(np.mean(oracle.predict(X_test[:, :n_relevant]) == y_test))
         rows["oracle"].append({"false": 0, "lost": 0, "metric": accuracy, "seconds": 0.0})
     return rows
@@ -115,6 +125,13 @@ def main():
     parser.add_argument("--quick", action="store_true", help="the two seed tables only")
     parser.add_argument("--no-rvr", action="store_true")
     parser.add_argument("--classifier", action="store_true")
+    parser.add_argument("--no-regression", action="store_true", help="the classifiers' tables only")
+    parser.add_argument(
+        "--methods",
+        default=",".join(CLASSIFIER_METHODS),
+        help="the classifiers to fit (sparse_vd, evidence, RVC; sparse_vd takes about a minute a seed at "
+        "1000 x 1000)",
+    )
     parser.add_argument(
         "--solver",
         choices=("newton", "lbfgs"),
@@ -127,17 +144,21 @@ def main():
     out.mkdir(parents=True, exist_ok=True)
     results = {"regression": {}, "classification": {}}
     settings = QUICK if args.quick else SETTINGS
-    print("## Regression: irrelevant kept, relevant lost (median (min–max) over seeds), test MSE\n")
-    print(HEADER.format(metric="test MSE"))
-    for setting, (n, d, k, rho) in settings.items():
+    methods = tuple(args.methods.split(","))
+    if not set(methods) <= set(CLASSIFIER_METHODS):
+        parser.error(f"--methods: each of {', '.join(CLASSIFIER_METHODS)}; got {args.methods!r}")
+    if not args.no_regression:
+        print("## Regression: irrelevant kept, relevant lost (median (min–max) over seeds), test MSE\n")
+        print(HEADER.format(metric="test MSE"))
+    for setting, (n, d, k, rho) in () if args.no_regression else settings.items():
         rows = regression_setting(n, d, k, rho, args.seeds, rvr=not args.no_rvr)
         results["regression"][setting] = {"config": [n, d, k, rho], "rows": rows}
         print(format_table({setting: rows}, d - k, k, "test MSE").split("\n", 2)[2], flush=True)
     if args.classifier:
         print("\n## Classification (test accuracy)\n")
         print(HEADER.format(metric="accuracy"))
-        for setting, (n, d, k, rho) in CLASSIFIER_SETTINGS.items():
-            rows = classification_setting(n, d, k, rho, args.seeds, args.solver)
+        for setting, (n, d, k, rho) in (QUICK if args.quick else CLASSIFIER_SETTINGS).items():
+            rows = classification_setting(n, d, k, rho, args.seeds, args.solver, methods)
             results["classification"][setting] = {"config": [n, d, k, rho], "rows": rows}
             print(format_table({setting: rows}, d - k, k, "accuracy").split("\n", 2)[2], flush=True)
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")

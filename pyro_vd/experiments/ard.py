@@ -11,7 +11,6 @@ scikit-learn rows (``ARDRegression``, L1-penalized logistic regression) appear w
 
 import inspect
 import time
-import warnings
 
 import numpy as np
 import pyro
@@ -20,8 +19,6 @@ import torch
 from ..guides import AutoVariationalDropout
 from ..inference import VariationalDropoutELBO
 from ..linear import RVC, RVR, GKLClassifier, GKLRegression, VDClassifier, VDRegression
-from ..linear._convergence import ConvergenceWarning
-from ..linear.relevance import evidence_log_alpha_threshold
 from ..linear.rvc import _mode
 from ..models import LinearRegression, LogisticRegression
 from ..poutine import local_reparameterization
@@ -94,37 +91,16 @@ def regression_rows(X, y, X_test, y_test, n_relevant, *, include=None, log=print
 
 
 #: Rows of fits stopped at their iteration cap on purpose: their ConvergenceWarning is their label.
-EARLY_STOPS = ("VD-RVC (L-BFGS stopped at 500 steps)",)
-
-
-def _fit(name, estimator, X, y):
-    with warnings.catch_warnings():
-        if name in EARLY_STOPS:
-            warnings.simplefilter("ignore", ConvergenceWarning)
-        return estimator().fit(X, y)
-
-
-def classification_rows(X, y, X_test, y_test, n_relevant, *, include=None, early_stop=False, log=print):
-    """One row per classification method: test accuracy, irrelevant pruned, relevant kept, fit seconds;
-    with ``early_stop`` also VD-RVC by L-BFGS stopped at its cap (the seed's table shows both)."""
-    # G-KL RVC starts from RVC's α: from α = 1 on all 1000 features it takes minutes (and ends worse)
-    # VD-RVC with the evidence rule: log α ≤ τ(d), the bound equivalent to an ELBO gain above log d
-    tau = evidence_log_alpha_threshold(X.shape[1])
-    methods = {
-        "VD-RVC": lambda: VDClassifier(threshold=tau),  # Newton: the ELBO's optimum
-        "RVC": RVC,
-        "G-KL RVC (RVC start)": lambda: GKLClassifier(init="rvc"),
-        # the default before issue 13, kept as a row: L-BFGS stopped at its 500-step cap (an early stop
-        # that regularizes at N ≈ D; its ConvergenceWarning is this row's label)
-        "VD-RVC (L-BFGS stopped at 500 steps)": lambda: VDClassifier(solver="lbfgs", threshold=tau),
-    }
-    if not early_stop:
-        del methods[EARLY_STOPS[0]]
+def classification_rows(X, y, X_test, y_test, n_relevant, *, include=None, log=print):
+    """One row per classification method: test accuracy, irrelevant pruned, relevant kept, fit seconds.
+    Every estimator at its defaults: VD-RVC selects by the evidence rule in its fit (ELBO gain above
+    log d), G-KL RVC starts from RVC's solution."""
+    methods = {"VD-RVC": VDClassifier, "RVC": RVC, "G-KL RVC": GKLClassifier}
     rows = []
     for name, estimator in methods.items():
         if include is not None and name not in include:
             continue
-        model, seconds = _timed(lambda name=name, estimator=estimator: _fit(name, estimator, X, y))
+        model, seconds = _timed(lambda estimator=estimator: estimator().fit(X, y))
         accuracy = np.mean(model.predict(X_test) == y_test)
         rows.append(_row(name, "test accuracy", accuracy, model.relevance_, n_relevant, seconds, model))
         log(f"  {name}: accuracy {accuracy:.4f}, {seconds:.2f} s")
@@ -181,7 +157,6 @@ def more_features(*, n=1000, d=1000, n_relevant=10, seed=0, include=None, log=pr
         *make_ard_classification(n, d, n_relevant, seed=seed)[:4],
         n_relevant,
         include=include,
-        early_stop=True,
         log=log,
     )
     return {

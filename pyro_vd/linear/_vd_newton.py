@@ -226,15 +226,16 @@ class _Problem:
         return np.concatenate([g_theta, g_rho, [g_b]]), H
 
 
-def newton_fit(rows, theta, rho, nodes, weights, method, max_iter, tol):
+def newton_fit(rows, theta, rho, nodes, weights, method, max_iter, tol, *, b=0.0, active=None):
     """
     Maximize the ELBO over ``rows`` (:class:`~pyro_vd.linear._rows.InMemoryRows` of X and t, or Dask's)
-    from (θ, ρ, b = 0). Returns ``(theta, rho, b, elbo, n_iter, converged)``; pruned features come back
-    with θ = 0 and ρ = −inf.
+    from (θ, ρ, b) over the ``active`` features (default: all; the others stay out). Returns
+    ``(theta, rho, b, elbo, n_iter, converged)``; pruned features come back with θ = 0 and ρ = −inf.
     """
     problem = _Problem(rows, nodes, weights, method)
-    theta, rho, b = theta.astype(float).copy(), rho.astype(float).copy(), 0.0
-    active = np.ones(len(theta), dtype=bool)
+    theta, rho, b = theta.astype(float).copy(), rho.astype(float).copy(), float(b)
+    active = np.ones(len(theta), dtype=bool) if active is None else np.asarray(active, dtype=bool).copy()
+    theta[~active], rho[~active] = 0.0, -math.inf
     elbo, gradient, curvature = problem.evaluate(theta, rho, b, active)
     scale = tol * problem.n_samples  # nats: tol per data point
     mu = 0.0

@@ -13,7 +13,8 @@ from ._classifier import CentredUnits, LinearClassifierBase
 from ._convergence import warn_not_converged
 from ._rows import InMemoryRows
 from ._vd_newton import max_block_rows, newton_fit
-from .relevance import DEFAULT_LOG_ALPHA_THRESHOLD, check_vd_threshold, log_alpha_threshold
+from ._vd_selection import evidence_fit
+from .relevance import check_vd_threshold, log_alpha_threshold
 
 SOLVERS = ("lbfgs", "newton")
 #: More Gauss–Hermite points than this buy nothing (and cost n_samples × n_quadrature memory).
@@ -71,31 +72,35 @@ class VDClassifier(LinearClassifierBase):
       nats per data point (a ``ConvergenceWarning`` at ``max_iter``). A feature whose log α passes 40
       (KL below 1e-17 nats) is removed (θ = σ = 0, log α = ∞), as RVM solvers remove α = ∞. Each step is
       a few sums over the rows, taken in cache-sized blocks on every core, so a Dask array fits too
-      (:mod:`pyro_vd.linear.dask`). On 100 000 × 100
-      (``benchmarks/classifier_speed.py``) it takes 5.0–6.0 s, 2.7–4.8× RVC's time; on the 1000 × 1000
-      table of ``pyro-vd ard-table``, 62 s (about 255 steps, each a 2001 × 2001 system).
-    * ``"lbfgs"``: torch's L-BFGS with a strong Wolfe line search, at most ``max_iter`` iterations. It
-      nearly always stops at that cap with the ELBO still rising (a ``ConvergenceWarning``): by 0.3–1 nat
-      on 150 × 20 and 1000 × 40 at 500 iterations, 0.3–1.3 nats on 100 000 × 100 after 44–47 s; on the
-      1000 × 1000 table of ``pyro-vd ard-table`` at −438.9, where Newton reaches −364.3. That early
-      stop regularizes at N ≈ D (the table's test accuracy is 0.790 there and 0.725 at the optimum,
-      which keeps 195 of 1000 features at log α ≤ 3); it was the default before issue 13, and the table
-      keeps it as a row of its own.
+      (:mod:`pyro_vd.linear.dask`).
+    * ``"lbfgs"``: torch's L-BFGS with a strong Wolfe line search, at most ``max_iter`` iterations, for
+      the plain rules only. It nearly always stops at that cap with the ELBO still rising (a
+      ``ConvergenceWarning``): 0.3–1.3 nats short on 100 000 × 100 after 44–47 s.
+
+    **Relevance** (``threshold``, :mod:`pyro_vd.linear.relevance`). By default (``"evidence"``) a feature
+    stays in the model only while the ELBO it adds exceeds log d, the log prior odds 1 : d against it,
+    as in :class:`VDRegression`: the fit is the search of :mod:`pyro_vd.linear._vd_selection` (from the
+    intercept alone, features admitted on their score and removed when their log α passes τ(d), each
+    model fitted by Newton), and ``relevance_`` is the features in the model; the others have θ = σ = 0
+    and ``log_alpha_`` = ∞. ``"sparse_vd"`` (log α ≤ 3) or a number instead fits every feature (the
+    plain ELBO's optimum) and reads ``log α <= threshold`` from it. On the seed's 1000 × 1000 table
+    (``pyro-vd ard-table``) the evidence fit keeps the 7 relevant features RVC finds and none of the 990
+    irrelevant ones, at test accuracy 0.789 in 0.4 s; the plain optimum takes 62 s (about 255 Newton
+    steps, each a 2001 × 2001 system, as hundreds of features creep towards α = ∞), keeps 195 features at
+    log α ≤ 3 and predicts at 0.725: at N = D it overfits. On 100 000 × 100 the evidence fit takes
+    0.5–1.0 s, less than RVC (``benchmarks/classifier_speed.py``); the plain one 5–6 s. Across seeds,
+    correlated features and sizes: ``python benchmarks/relevance_rule.py --classifier``.
+    With more than two classes each one-vs-rest model selects its own features, and a feature is
+    relevant when any keeps it. Under softmax labels a feature whose class weights nearly agree (the
+    softmax ignores their common part) is weak in every binary model, and the evidence rule drops it
+    where log α ≤ 3 keeps it (600 × 20, 3 classes, seeds 0–5: 3 of 24 features with |w| ≥ 1.5 dropped,
+    and 0 of 96 irrelevant kept, against 62 for log α ≤ 3).
 
     ``predict_proba`` is the predictive :math:`\int\sigma(s y + m)\mathcal{N}(y)dy`.
 
     More than two classes: one binary model per class against the rest (one-vs-rest), probabilities
     normalized; ``coef_`` and ``log_alpha_`` then have one row per class, and a feature is relevant
     when it is relevant for any class.
-
-    A feature is relevant when ``log α <= threshold_`` (3 by default). ``threshold="evidence"`` applies
-    the evidence rule of :mod:`pyro_vd.linear.relevance`: on binary data (10 seeds of the seed's
-    1000 × 1000 generator, ``benchmarks/relevance_rule.py --classifier --solver lbfgs``, L-BFGS at its
-    cap) it keeps 0 (0–4) irrelevant features where log α ≤ 3 keeps 26.5 (6–76), and loses a median of
-    3 weak relevant ones (against 1).
-    It is not the default because one-vs-rest on softmax data misses strong features under it (2 of 4
-    with |w| ≥ 1.5 on a 600-row, 3-class draw): its threshold was derived for one fit, not a union of
-    misspecified binary ones.
 
     Parameters
     ----------
@@ -108,13 +113,14 @@ class VDClassifier(LinearClassifierBase):
     tol : float
         Newton's convergence test: a step raises the ELBO by less than ``tol`` nats per data point, and
         so would the full Newton step (the L-BFGS solver keeps torch's own tests).
-    threshold : float, "sparse_vd" or "evidence"
-        The relevance rule (:mod:`pyro_vd.linear.relevance`): ``log α <= threshold`` for a number;
-        ``"sparse_vd"`` is log α ≤ 3; ``"evidence"`` is log α ≤ τ(d), the bound at which a feature's
-        ELBO gain reaches log d (prior odds 1 : d of being relevant), applied to the fitted log α.
+    threshold : "evidence", "sparse_vd" or float
+        The relevance rule (:mod:`pyro_vd.linear.relevance`): ``"evidence"`` (the default; gain above
+        log d, in the fit, with ``solver="newton"`` only), ``"sparse_vd"`` (log α ≤ 3) or
+        ``log α <= threshold`` for a number, read from the plain fit.
     random_state : int, None, numpy.random.RandomState or numpy.random.Generator
-        Seed of θ's initialization (θ ~ N(0, 0.01²), log σ² = −10, for standardized columns); None draws one
-        from numpy's global generator (scikit-learn's convention).
+        Seed of the plain fit's initialization (θ ~ N(0, 0.01²), log σ² = −10, for standardized columns);
+        None draws one from numpy's global generator (scikit-learn's convention). The evidence fit starts
+        from the intercept alone and draws nothing.
 
     The fit runs on centred columns of unit root mean square (a power of two per column and the column
     means, :class:`~pyro_vd.linear._classifier.CentredUnits`, so the map back is exact:
@@ -127,7 +133,9 @@ class VDClassifier(LinearClassifierBase):
 
     Attributes
     ----------
-    coef_, intercept_, log_alpha_, relevance_, threshold_ (the log α bound used), n_iter_,
+    coef_, intercept_, log_alpha_, relevance_, threshold_ (the log α bound used), profile_log_alpha_
+    (each feature's optimal log α given the others: log_alpha_ for the features in the model; for a feature
+    the evidence rule left out, the optimum of its Gaussian view, 60 where that is α = ∞), n_iter_,
     n_features_in_, classes_, feature_names_in_
     (fitted on a data frame with string column names), log_evidence_: the ELBO :math:`\mathcal{L}` at
     the solution (the KL normalized to 0 as α → ∞: the improper prior's constant dropped), a float, or
@@ -142,7 +150,7 @@ class VDClassifier(LinearClassifierBase):
         solver="newton",
         max_iter=500,
         tol=1e-8,
-        threshold=DEFAULT_LOG_ALPHA_THRESHOLD,
+        threshold="evidence",
         random_state=0,
     ):
         self.kl_method = kl_method
@@ -163,12 +171,21 @@ class VDClassifier(LinearClassifierBase):
         check_positive_int(self.max_iter, "max_iter")
         check_positive_float(self.tol, "tol")
         check_vd_threshold(self.threshold)
+        if self.threshold == "evidence" and self.solver != "newton":
+            raise ValueError(
+                "threshold='evidence' selects the features inside the fit, which needs solver='newton'; "
+                f"got solver={self.solver!r} (for L-BFGS pass threshold='sparse_vd' or a number)"
+            )
         self._seed = check_random_state(self.random_state)
 
     def _set_relevance(self):
         self.log_alpha_ = self._stacked("log_alpha")
+        self.profile_log_alpha_ = self._stacked("profile_log_alpha")
         self.threshold_ = log_alpha_threshold(self.threshold, self.n_features_in_, self.kl_method)
-        self.relevance_ = (np.atleast_2d(self.log_alpha_) <= self.threshold_).any(0)
+        log_alpha = np.atleast_2d(self.log_alpha_)
+        # the evidence rule selects in the fit: relevant = still in the model (log α ≤ τ(d) there)
+        kept = np.isfinite(log_alpha) if self.threshold == "evidence" else log_alpha <= self.threshold_
+        self.relevance_ = kept.any(0)
         self.elbo_ = [f["elbo"] for f in self._fits]
         self.log_evidence_ = self._stacked("elbo") if len(self._fits) == 1 else np.array(self.elbo_)
 
@@ -235,27 +252,37 @@ class VDClassifier(LinearClassifierBase):
         return theta, -10.0 - 2.0 * rms.log()
 
     def _newton(self, rows, theta, log_sigma2):
-        """Newton's fit over ``rows`` (in memory, or a Dask array's) from (θ, log σ², b = 0)."""
-        nodes, weights = gauss_hermite(self.n_quadrature)
-        theta, log_sigma2, bias, elbo, n_iter, converged = newton_fit(
-            rows,
-            theta.detach().numpy(),
-            log_sigma2.detach().numpy(),
-            nodes.numpy(),
-            weights.numpy(),
-            self.kl_method,
-            self.max_iter,
-            self.tol,
-        )
+        """Newton's fit over ``rows`` (in memory, or a Dask array's) from (θ, log σ², b = 0); under the
+        evidence rule the search of :mod:`pyro_vd.linear._vd_selection` from the intercept alone."""
+        nodes, weights = (a.numpy() for a in gauss_hermite(self.n_quadrature))
+        if self.threshold == "evidence":
+            *fit, profile = evidence_fit(
+                rows, len(theta), nodes, weights, self.kl_method, self.max_iter, self.tol
+            )
+        else:
+            profile = None
+            fit = newton_fit(
+                rows,
+                theta.detach().numpy(),
+                log_sigma2.detach().numpy(),
+                nodes,
+                weights,
+                self.kl_method,
+                self.max_iter,
+                self.tol,
+            )
+        theta, log_sigma2, bias, elbo, n_iter, converged = fit
         if not converged:
             warn_not_converged(self, self.max_iter, "the ELBO still rose")
-        return torch.as_tensor(theta), torch.as_tensor(log_sigma2), bias, elbo, n_iter
+        return torch.as_tensor(theta), torch.as_tensor(log_sigma2), bias, elbo, n_iter, profile
 
     @staticmethod
-    def _finish(units, theta, log_sigma2, bias_centred, elbo, n_iter):
+    def _finish(units, theta, log_sigma2, bias_centred, elbo, n_iter, profile=None):
         with torch.no_grad():
             log_alpha = log_sigma2 - theta.square().clamp_min(torch.finfo(torch.float64).tiny).log()
             log_alpha = torch.where(theta == 0, torch.full_like(log_alpha, math.inf), log_alpha)
+        if profile is None:  # the plain fit: every feature at its own optimum
+            profile = log_alpha.numpy().copy()
         # Back to the units and origin of X: θ_d / (c_d f_d), σ_d² / (c_d f_d)² (α is scale free; c_d and
         # f_d are powers of two), b = b' − Σ θ_d o_d / f_d (the intercept of the centred columns is b').
         theta_centred = theta.numpy().copy()
@@ -270,6 +297,7 @@ class VDClassifier(LinearClassifierBase):
         return {
             "coef": coef,
             "log_alpha": log_alpha.numpy().copy(),
+            "profile_log_alpha": np.asarray(profile, dtype=np.float64),
             "intercept": intercept,
             "units": units,
             "coef_centred": theta_centred,

@@ -9,7 +9,7 @@ def test_more_features_rows():
     methods = [r["method"] for r in result["regression"]]
     assert methods[:3] == ["VD-RVR", "RVR", "G-KL RVR"] and methods[-1].startswith("oracle")
     assert "sklearn ARDRegression" in methods
-    assert [r["method"] for r in result["classification"]][:3] == ["VD-RVC", "RVC", "G-KL RVC (RVC start)"]
+    assert [r["method"] for r in result["classification"]][:3] == ["VD-RVC", "RVC", "G-KL RVC"]
     assert any(r["method"].startswith("L1 logistic") for r in result["classification"])
     for row in result["regression"] + result["classification"]:
         assert row["n_irrelevant"] == 21 and 0 <= row["pruned"] <= 21 and 0 <= row["kept"] <= 4

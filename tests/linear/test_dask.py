@@ -245,7 +245,7 @@ def test_classifiers_that_cannot_fit_dask_say_so_without_computing_it(observed_c
     make, expected_error = estimator, (TypeError, "Dask")
     if estimator is VDClassifier:
         make, expected_error = (
-            functools.partial(VDClassifier, solver="lbfgs"),
+            functools.partial(VDClassifier, solver="lbfgs", threshold="sparse_vd"),
             (ValueError, "solver='newton'"),
         )
     with pytest.raises(expected_error[0], match=expected_error[1]):

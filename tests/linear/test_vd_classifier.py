@@ -43,9 +43,9 @@ def test_binary_relevance_and_accuracy():
     irrelevant ones on this draw (2–7 on seeds 0–3: the rule's known weakness, issue 13); the evidence
     rule keeps none of them."""
     X, y = _data()
-    model = VDClassifier().fit(X, y)
+    model = VDClassifier(threshold="sparse_vd").fit(X, y)
     assert model.relevance_[:4].all() and model.relevance_[4:].sum() <= 7
-    assert VDClassifier(threshold="evidence").fit(X, y).relevance_.tolist() == [True] * 4 + [False] * 16
+    assert VDClassifier().fit(X, y).relevance_.tolist() == [True] * 4 + [False] * 16
     assert model.score(X, y) > 0.85
     proba = model.predict_proba(X)
     assert proba.shape == (400, 2) and np.allclose(proba.sum(1), 1)
@@ -53,12 +53,19 @@ def test_binary_relevance_and_accuracy():
 
 
 def test_multiclass_one_vs_rest_and_string_labels():
+    """Seed 1's features 0 and 2 have class weights (−2.33, −2.25, −1.80) and (2.05, 1.83, 1.63): the softmax
+    ignores their common part, so they are weak in every one-vs-rest model. log α ≤ 3 keeps them (with 7
+    of the 16 irrelevant ones); the evidence rule keeps the strong features 1 and 3 only."""
     X, y = _data(n=600, classes=3, seed=1)
     labels = np.array(["a", "b", "c"])[y]
-    model = VDClassifier().fit(X, labels)
+    model = VDClassifier(threshold="sparse_vd").fit(X, labels)
     assert model.coef_.shape == (3, 20) and list(model.classes_) == ["a", "b", "c"]
     assert model.score(X, labels) > 0.7
     assert model.relevance_[:4].all()
+    evidence = VDClassifier().fit(X, labels)
+    assert np.flatnonzero(evidence.relevance_).tolist() == [1, 3]
+    assert np.isinf(evidence.log_alpha_[:, evidence.relevance_ == 0]).all()
+    assert evidence.score(X, labels) > 0.7
 
 
 def test_bad_labels():
