@@ -44,7 +44,8 @@ def _add(a, b):
 class InMemoryRows:
     """
     The rows of an in-memory ``X`` (n × d, float64) with targets ``t`` (n,). The active columns and their
-    squares are copied once per active set (a fit's active set only shrinks), not at every sum.
+    squares are copied once per active set, not at every sum; the two latest sets are kept (a search that
+    alternates a model's columns with all of them copies neither again).
     ``max_block_rows`` caps the rows of a block (the Newton solver keeps rows × quadrature points under
     torch's serial grain, so that its elementwise kernels do not start threads of their own);
     ``squares=False`` passes None for the squares (a fit that does not read them: RVC's IRLS).
@@ -58,14 +59,18 @@ class InMemoryRows:
             rows = min(rows, max(1, int(max_block_rows)))
         self.block_rows = int(max(1, min(rows, self.n_samples)))
         self.n_threads, self.squares = n_threads, squares
-        self._columns_of = None
+        self._cache = {}  # active mask's bytes -> (X, X²), the two latest
 
     def _columns(self, active):
-        if self._columns_of is None or not np.array_equal(self._columns_of, active):
-            self._columns_of = active.copy()
-            self._X = self.X if active.all() else np.ascontiguousarray(self.X[:, active])
-            self._X2 = self._X * self._X if self.squares else None
-        return self._X, self._X2
+        key = np.asarray(active, dtype=bool).tobytes()
+        if key not in self._cache:
+            X = self.X if active.all() else np.ascontiguousarray(self.X[:, active])
+            if len(self._cache) >= 2:
+                del self._cache[next(iter(self._cache))]
+            self._cache[key] = (X, X * X if self.squares else None)
+        else:  # the latest last
+            self._cache[key] = self._cache.pop(key)
+        return self._cache[key]
 
     def sum(self, function, active, *args):
         r""":math:`\sum_b` ``function(X_b, X2_b, t_b, *args)`` over the blocks of rows, X restricted to the

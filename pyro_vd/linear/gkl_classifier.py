@@ -110,19 +110,15 @@ class GKLClassifier(LinearClassifierBase):
     could explain (its sparsity factor grows with :math:`n c_d^2`, its quality factor does not), and
     relevant features were pruned: at X + 30 on 150 × 20 the fit kept none of 7.
 
-    The start. The ARD bound has many stationary points on wide data, and the start picks one.
-    ``init="rvc"`` (the default) starts at the :class:`~pyro_vd.linear.RVC` solution (the Laplace
-    approximation's evidence optimum) and refines it: weights RVC pruned stay pruned, and q, α and the
-    bound become G-KL's own. ``init="scaled"`` sets every α to the number of features (for standardized
-    columns, so that the prior predictive variance of :math:`x^\top w` is about 1 whatever the width,
-    units and origin of X); ``init="ones"`` sets α = 1 (the prior predictive variance is the number of
-    features: wide data start nearly separable and end with more features). On the seed's 1000 × 1000
-    table (10 seeds, ``python benchmarks/ard.py --gkl-starts``) the RVC start ends within 0.0005 of RVC's
-    test accuracy on every seed (median −0.0002) in 1.4–1.7 s, with RVC's relevant set; from
-    ``"scaled"`` the fit ends at a higher bound (seed 0: −357.0 at 130 features, against −425.5 at RVC's
-    14) but keeps 843–914 of the 990 irrelevant features and loses 0.04–0.07 in accuracy, in 4–13 s:
-    the denser stationary points of the bound overfit at N = D. On 50 × 60 random data the RVC start takes
-    0.01–0.04 s, ``"scaled"`` 0.03–0.22 s.
+    The start: ``init="scaled"`` (default) sets every α to the number of features (for standardized
+    columns), so that the prior predictive variance of :math:`x^\top w` is about 1 whatever the width,
+    units and origin of X; ``init="ones"`` sets α = 1 (the prior predictive variance is the number of
+    features: wide data start nearly separable and end with more features); ``init="rvc"`` starts at the
+    :class:`~pyro_vd.linear.RVC` solution (Laplace evidence), and weights RVC pruned stay pruned. The ARD
+    bound has many stationary points on wide data, and the start picks one. On the seed's 1000 × 1000
+    table the default start ends at RVC's test accuracy or above and in a few seconds
+    (``python benchmarks/gkl_start.py``, 10 seeds; the figures are in the README): like RVC's evidence,
+    the G-KL bound prefers dense solutions at N = D, and both overfit there.
 
     Attributes
     ----------
@@ -140,7 +136,7 @@ class GKLClassifier(LinearClassifierBase):
         tol=1e-3,
         n_quadrature=32,
         alpha_bound=DEFAULT_ALPHA_BOUND,
-        init="rvc",
+        init="scaled",
     ):
         self.init = init
         self.max_iter = max_iter

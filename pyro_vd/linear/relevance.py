@@ -102,6 +102,20 @@ def _critical_q(penalty, kl_method):
     return high
 
 
+def check_evidence_kl(kl_method):
+    """``kl_method`` if the evidence rule is defined for it, else a ValueError: the gain of a feature is
+    measured against the pruned limit KL(∞) = 0, which Kingma's polynomial does not have (it falls to
+    −∞ as α grows, so every gain would be 0 and every feature pruned)."""
+    check_kl_method(kl_method)
+    if kl_method == "kingma":
+        raise ValueError(
+            "the evidence rule needs a KL that vanishes as α → ∞ (kl_method='exact' or 'molchanov'); "
+            "Kingma's approximation falls to -inf there, so no feature's gain is defined. Pass another "
+            "kl_method, or threshold='sparse_vd' or a number"
+        )
+    return kl_method
+
+
 def evidence_log_alpha_threshold(n_features, kl_method="exact"):
     r"""
     τ(d): the log α bound equivalent to the evidence rule :math:`\Delta > \log d` (module docstring). A
@@ -110,7 +124,7 @@ def evidence_log_alpha_threshold(n_features, kl_method="exact"):
     """
     from .alpha_update import optimal_log_alpha_profile
 
-    check_kl_method(kl_method)
+    check_evidence_kl(kl_method)
     q = _critical_q(evidence_penalty(n_features), kl_method)
     return float(optimal_log_alpha_profile(np.array([q]), kl_method)[0])
 
@@ -153,6 +167,7 @@ __all__ = [
     "DEFAULT_ALPHA_BOUND",
     "DEFAULT_LOG_ALPHA_THRESHOLD",
     "VD_RULES",
+    "check_evidence_kl",
     "check_vd_threshold",
     "evidence_gain",
     "evidence_log_alpha_threshold",

@@ -14,7 +14,7 @@ from ._convergence import warn_not_converged
 from ._rows import InMemoryRows
 from ._vd_newton import max_block_rows, newton_fit
 from ._vd_selection import evidence_fit
-from .relevance import check_vd_threshold, log_alpha_threshold
+from .relevance import check_evidence_kl, check_vd_threshold, log_alpha_threshold
 
 SOLVERS = ("lbfgs", "newton")
 #: More Gauss–Hermite points than this buy nothing (and cost n_samples × n_quadrature memory).
@@ -78,23 +78,26 @@ class VDClassifier(LinearClassifierBase):
       ``ConvergenceWarning``): 0.3–1.3 nats short on 100 000 × 100 after 44–47 s.
 
     **Relevance** (``threshold``, :mod:`pyro_vd.linear.relevance`). By default (``"evidence"``) a feature
-    stays in the model only while the ELBO it adds exceeds log d, the log prior odds 1 : d against it,
-    as in :class:`VDRegression`: the fit is the search of :mod:`pyro_vd.linear._vd_selection` (from the
-    intercept alone, features admitted on their score and removed when their log α passes τ(d), each
-    model fitted by Newton), and ``relevance_`` is the features in the model; the others have θ = σ = 0
-    and ``log_alpha_`` = ∞. ``"sparse_vd"`` (log α ≤ 3) or a number instead fits every feature (the
-    plain ELBO's optimum) and reads ``log α <= threshold`` from it. On the seed's 1000 × 1000 table
-    (``pyro-vd ard-table``) the evidence fit keeps the 7 relevant features RVC finds and none of the 990
-    irrelevant ones, at test accuracy 0.789 in 0.4 s; the plain optimum takes 62 s (about 255 Newton
-    steps, each a 2001 × 2001 system, as hundreds of features creep towards α = ∞), keeps 195 features at
-    log α ≤ 3 and predicts at 0.725: at N = D it overfits. On 100 000 × 100 the evidence fit takes
-    0.5–1.0 s, less than RVC (``benchmarks/classifier_speed.py``); the plain one 5–6 s. Across seeds,
-    correlated features and sizes: ``python benchmarks/relevance_rule.py --classifier``.
-    With more than two classes each one-vs-rest model selects its own features, and a feature is
-    relevant when any keeps it. Under softmax labels a feature whose class weights nearly agree (the
-    softmax ignores their common part) is weak in every binary model, and the evidence rule drops it
-    where log α ≤ 3 keeps it (600 × 20, 3 classes, seeds 0–5: 3 of 24 features with |w| ≥ 1.5 dropped,
-    and 0 of 96 irrelevant kept, against 62 for log α ≤ 3).
+    is in the model only when the ELBO it adds exceeds log d, the log prior odds 1 : d against it, as in
+    :class:`VDRegression`: the fit maximizes :math:`F(A) = \mathcal{L}^*(A) - |A|\log d` over sets A of
+    features (:math:`\mathcal{L}^*(A)` the ELBO's optimum over A, by Newton), by the search of
+    :mod:`pyro_vd.linear._vd_selection` (from the intercept alone: features admitted on their score and
+    removed when their log α passes τ(d), a move admitting every promising feature at once, and exact
+    refits near the bound; each accepted move raises F). ``relevance_`` is the features in the model;
+    the others have θ = σ = 0 and ``log_alpha_`` = ∞. ``"sparse_vd"`` (log α ≤ 3) or a number instead
+    fits every feature (the plain ELBO's optimum) and reads ``log α <= threshold`` from it. On the seed's
+    1000 × 1000 table (``pyro-vd ard-table``) the evidence fit keeps the 7 relevant features RVC finds
+    and none of the 990 irrelevant ones, at test accuracy 0.789 (the oracle's 0.791) in about 3 s; the
+    plain optimum takes 62 s (about 255 Newton steps, each a 2001 × 2001 system, as hundreds of features
+    creep towards α = ∞), keeps 195 features at log α ≤ 3 and predicts at 0.725: at N = D it overfits.
+    On 100 000 × 100 the evidence fit takes about RVC's time (``benchmarks/classifier_speed.py``), the
+    plain one 5–6 s. Across seeds, correlated features and sizes:
+    ``python benchmarks/relevance_rule.py --classifier``. With more than two classes each one-vs-rest
+    model selects its own features, and a feature is relevant when any keeps it. Under softmax labels a
+    feature whose class weights nearly agree (the softmax ignores their common part) is weak in every
+    binary model, and the evidence rule drops it where log α ≤ 3 keeps it (600 × 20, 3 classes, seeds
+    0–5: 3 of 24 features with |w| ≥ 1.5 dropped, and 0 of 96 irrelevant kept, against 62 for
+    log α ≤ 3). Kingma's KL has no evidence rule (it falls to −∞ as α grows): a ValueError.
 
     ``predict_proba`` is the predictive :math:`\int\sigma(s y + m)\mathcal{N}(y)dy`.
 
@@ -171,6 +174,8 @@ class VDClassifier(LinearClassifierBase):
         check_positive_int(self.max_iter, "max_iter")
         check_positive_float(self.tol, "tol")
         check_vd_threshold(self.threshold)
+        if self.threshold == "evidence":
+            check_evidence_kl(self.kl_method)
         if self.threshold == "evidence" and self.solver != "newton":
             raise ValueError(
                 "threshold='evidence' selects the features inside the fit, which needs solver='newton'; "
@@ -273,7 +278,12 @@ class VDClassifier(LinearClassifierBase):
             )
         theta, log_sigma2, bias, elbo, n_iter, converged = fit
         if not converged:
-            warn_not_converged(self, self.max_iter, "the ELBO still rose")
+            detail = (
+                "the feature search had not ended (the best model fitted so far is returned)"
+                if profile is not None
+                else "the ELBO still rose"
+            )
+            warn_not_converged(self, self.max_iter, detail)
         return torch.as_tensor(theta), torch.as_tensor(log_sigma2), bias, elbo, n_iter, profile
 
     @staticmethod

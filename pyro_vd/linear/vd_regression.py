@@ -26,7 +26,13 @@ from ._convergence import warn_not_converged
 from ._gram import row_statistics
 from ._threads import single_threaded_blas
 from .alpha_update import LOG_ALPHA_MAX, optimal_log_alpha_profile
-from .relevance import check_vd_threshold, evidence_penalty, log_alpha_threshold, profile_gain
+from .relevance import (
+    check_evidence_kl,
+    check_vd_threshold,
+    evidence_penalty,
+    log_alpha_threshold,
+    profile_gain,
+)
 
 #: The largest ``max_log_alpha``: e^700 is still a finite float64 (e^710 is not).
 MAX_LOG_ALPHA_LIMIT = 700.0
@@ -182,6 +188,8 @@ class VDRegression(RegressorMixin, BaseEstimator):
         check_positive_float(self.tol, "tol")
         check_real(self.max_log_alpha, "max_log_alpha", low=0.0, high=MAX_LOG_ALPHA_LIMIT, low_open=True)
         check_vd_threshold(self.threshold)
+        if self.threshold == "evidence":
+            check_evidence_kl(self.kl_method)
 
     def _centered(self, s):
         r"""

@@ -109,8 +109,11 @@ def test_max_log_alpha_range():
         assert np.isfinite(model.elbo_) and model.relevance_.tolist() == [True, False, True]
         assert model.log_alpha_[1] == cap
         np.testing.assert_allclose(model.coef_, reference.coef_, atol=1e-8)
-    model = VDRegression(max_log_alpha=700.0, kl_method="kingma").fit(X, y)  # pruned: KL 0, not e^2100
+    # pruned: KL 0, not e^2100 (Kingma's KL has no evidence rule: the plain one)
+    model = VDRegression(max_log_alpha=700.0, kl_method="kingma", threshold="sparse_vd").fit(X, y)
     assert np.isfinite(model.elbo_)
+    with pytest.raises(ValueError, match="kl_method='exact' or 'molchanov'"):
+        VDRegression(kl_method="kingma").fit(X, y)  # the evidence rule
 
 
 def test_many_quadrature_points():
