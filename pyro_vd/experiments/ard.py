@@ -228,7 +228,8 @@ def agreement(theta, log_alpha, exact, *, truth=None, margin=1.0):
     solver keeps (outside the margin), when ``truth`` is given.
     """
     # how far the exact decision was from the bound: a pruned feature's own profile optimum, where the
-    # estimator reports it (VDRegression's evidence rule prunes in the fit and reports max_log_alpha)
+    # estimator reports it (the evidence rules of VDRegression and VDClassifier prune in the fit, where
+    # log_alpha_ is max_log_alpha or inf)
     exact_log_alpha = np.asarray(getattr(exact, "profile_log_alpha_", exact.log_alpha_), float).reshape(-1)
     bound = float(exact.threshold_)
     relevant = np.asarray(log_alpha, float).reshape(-1) <= bound

@@ -65,8 +65,8 @@ class LogisticRegression(VDModel):
     :math:`p(t = 1) = \sigma(w^\top x + b)` with :math:`p(\log|w_d|) = \text{const}`: the Pyro counterpart
     of :class:`~pyro_vd.linear.VDClassifier` (binary), trained by SVI in minibatches. Its
     :attr:`guide_defaults` and :attr:`relevance_rule` are those of :class:`LinearRegression`: it
-    decides as ``VDClassifier(threshold="evidence")`` (``VDClassifier``'s own default stays log α ≤ 3,
-    for the one-vs-rest reason its docstring gives; this model is binary).
+    decides by the evidence bound τ(d) on its guide's log α, the rule ``VDClassifier``'s default applies
+    inside its own fit.
     """
 
     def __init__(self, n_features, num_data=None):
