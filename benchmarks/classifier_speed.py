@@ -106,7 +106,9 @@ def one_draw(seed, rho, repeats, lbfgs):
     if lbfgs:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            seconds, model = _timed(lambda: VDClassifier(solver="lbfgs", threshold="sparse_vd").fit(X, y))
+            seconds, model = _timed(
+                lambda: VDClassifier(solver="lbfgs", threshold="sparse_vd", max_iter=500).fit(X, y)
+            )
         result["lbfgs"] = {**_summary(model), "seconds": seconds}
     return result
 

@@ -112,7 +112,8 @@ class VDClassifier(LinearClassifierBase):
         Gauss–Hermite points, 1 to 1000.
     solver : {"newton", "lbfgs"}
     max_iter : int
-        L-BFGS or Newton iterations.
+        L-BFGS iterations, or Newton steps (all the evidence search's fits together: on 1000 × 1000 with
+        AR(1) columns at ρ = 0.9 it takes 250–310, at most 620 before the search's grow move ran once).
     tol : float
         Newton's convergence test: a step raises the ELBO by less than ``tol`` nats per data point, and
         so would the full Newton step (the L-BFGS solver keeps torch's own tests).
@@ -151,7 +152,7 @@ class VDClassifier(LinearClassifierBase):
         kl_method="exact",
         n_quadrature=32,
         solver="newton",
-        max_iter=500,
+        max_iter=1000,
         tol=1e-8,
         threshold="evidence",
         random_state=0,

@@ -78,7 +78,7 @@ def test_newton_reaches_at_least_lbfgs_elbo_and_finds_the_relevant_features(seed
         warnings.simplefilter("error")
         newton = VDClassifier(solver="newton", threshold="sparse_vd").fit(X, y)
     with pytest.warns(ConvergenceWarning, match="L-BFGS"):  # at its 500-step cap
-        lbfgs = VDClassifier(solver="lbfgs", threshold="sparse_vd").fit(X, y)
+        lbfgs = VDClassifier(solver="lbfgs", threshold="sparse_vd", max_iter=500).fit(X, y)
     assert newton.log_evidence_ >= lbfgs.log_evidence_ - 1e-6
     assert newton.n_iter_ < 100
     assert newton.relevance_[:4].all() and newton.relevance_[4:].sum() <= 7
