@@ -227,6 +227,7 @@ def fit_classifier(estimator, X, y):
     """:meth:`VDClassifier.fit` (Newton) or :meth:`RVC.fit` of a Dask array: every step's sums over rows
     reduced on the cluster (the rows never come to the client)."""
     from ._classifier import CentredUnits, binary_problems
+    from ._threads import single_threaded_blas
     from ._vd_newton import max_block_rows
     from .rvc import RVC
     from .vd_classifier import VDClassifier
@@ -268,15 +269,16 @@ def fit_classifier(estimator, X, y):
     Z = X.map_blocks(units.transform, dtype=np.float64)
     Phi = Z.map_blocks(_with_ones, dtype=np.float64, chunks=(Z.chunks[0], (Z.shape[1] + 1,)))  # RVC's
     fits = []
-    for positive in binary_problems(classes):
-        if isinstance(estimator, RVC):  # Φ = [Z, 1], t ∈ {0, 1}
-            t = labels.map_blocks(_indicator, np.asarray(positive), dtype=np.float64)
-            fits.append(estimator._fit_rows(DaskRows(Phi, t, squares=False), units))
-            continue
-        t = labels.map_blocks(_signs, np.asarray(positive), dtype=np.float64)
-        rows = DaskRows(Z, t, max_block_rows=max_block_rows(estimator.n_quadrature))
-        theta, log_sigma2 = estimator._start(units.unit_rms)
-        fits.append(estimator._finish(units, *estimator._newton(rows, theta, log_sigma2)))
+    with single_threaded_blas():  # the client's small solves, as in memory
+        for positive in binary_problems(classes):
+            if isinstance(estimator, RVC):  # Φ = [Z, 1], t ∈ {0, 1}
+                t = labels.map_blocks(_indicator, np.asarray(positive), dtype=np.float64)
+                fits.append(estimator._fit_rows(DaskRows(Phi, t, squares=False), units))
+                continue
+            t = labels.map_blocks(_signs, np.asarray(positive), dtype=np.float64)
+            rows = DaskRows(Z, t, max_block_rows=max_block_rows(estimator.n_quadrature))
+            theta, log_sigma2 = estimator._start(units.unit_rms)
+            fits.append(estimator._finish(units, *estimator._newton(rows, theta, log_sigma2)))
     return estimator._set_fits(X, None, classes, fits)
 
 
