@@ -1,3 +1,5 @@
+import warnings
+
 import numpy as np
 import pytest
 
@@ -147,3 +149,22 @@ def test_rvc_lets_weights_back_in_and_reaches_a_higher_evidence(monkeypatch):
     before = RVC().fit(X, y)
     assert not before.relevance_.any()
     assert model.relevance_.any() and model.log_evidence_ > before.log_evidence_ + 30
+
+
+@pytest.mark.parametrize("copies", [1, 2])
+def test_rvc_keeps_one_of_several_copies_of_a_column(copies):
+    """A column given again in other units (°C, °F, K) is one feature. With three copies the
+    simultaneous update removed all of them, the add step brought them back one by one and they left
+    together again, until they were barred: the strong feature was lost (evidence −147.2 against −79.7,
+    no warning). With two, α never settled (a ConvergenceWarning at max_iter, 2–4 nats short)."""
+    rng = np.random.default_rng(0)
+    n = 200
+    X = rng.normal(size=(n, 6))
+    y = (X[:, 0] + 0.5 * rng.normal(size=n) > 0).astype(int)
+    reference = RVC().fit(X, y)
+    extra = [1.8 * X[:, 0] + 32, X[:, 0] + 273.15][:copies]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model = RVC().fit(np.column_stack([X, *extra]), y)
+    assert model.relevance_[[0, *range(6, 6 + copies)]].sum() == 1
+    assert model.log_evidence_ == pytest.approx(reference.log_evidence_, abs=1e-6)
