@@ -136,7 +136,7 @@ def main():
         "--solver",
         choices=("newton", "lbfgs"),
         default="newton",
-        help="VDClassifier's (the docs' figures: lbfgs)",
+        help="VDClassifier's for the sparse_vd rule (the evidence rule always runs Newton)",
     )
     parser.add_argument("--out", default="results/relevance_rule")
     args = parser.parse_args()

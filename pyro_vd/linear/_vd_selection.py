@@ -10,8 +10,11 @@ Over sets A of features this is the score
 
 :math:`\mathcal{L}^*(A)` the ELBO's optimum over the features in A (Newton,
 :func:`~pyro_vd.linear._vd_newton.newton_fit`), and :math:`-|A|\log d` the log prior of A when each
-feature is relevant with odds 1 : d. The fit is the best A the search below finds; every accepted move
-raises F, so the search ends.
+feature is relevant with odds 1 : d. The fit is the best A the local search below finds: moves 2 and 3
+are kept only when they raise F, so they end; move 1 ends at its fixed point or when ``MAX_RETURNS``
+bars the features that cycle. It is a local search: features that matter only as a difference (each
+useless alone) are never admitted, and on strongly correlated columns a toggle it does not try can
+still raise F.
 
 Two Gaussian views propose the moves, with the others fixed and the likelihood locally Gaussian in
 :math:`w_d`:
