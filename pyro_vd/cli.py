@@ -187,33 +187,32 @@ def _is_main():
 
 def _layer_case(args):
     _agg()
-    import numpy as np
-
-    from .experiments.layer_case import HIDDEN, format_layer_case, run_layer_case
-    from .plots import plot_alpha_trajectories
+    from .experiments.layer_case import (
+        HIDDEN,
+        METHOD_KEYS,
+        format_layer_case,
+        layer_case_figures,
+        run_layer_case,
+    )
 
     data = _load(args)
     epochs = args.epochs
     hidden = (32, 32, 32) if args.quick else HIDDEN
+    methods = [METHOD_KEYS[key] for key in args.methods]
     result = run_layer_case(
-        data, epochs=epochs, hidden=hidden, seed=args.seed, progress=not args.quiet, log=_log(args)
+        data,
+        epochs=epochs,
+        hidden=hidden,
+        methods=methods,
+        seed=args.seed,
+        progress=not args.quiet,
+        log=_log(args),
     )
     if not _is_main():
         return 0
     result["config"]["dataset"] = args.dataset
     table = format_layer_case(result)
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 3.6))
-    for name, record in result["methods"].items():
-        ax.plot(np.arange(1, epochs + 1), [100 * e for e in record["test_error"]], "o-", ms=3, label=name)
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("test error, %")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    trajectories = {k: v["alpha"] for k, v in result["methods"].items() if "alpha" in v}
-    figures = {"test_error": fig, "alpha_trajectories": plot_alpha_trajectories(trajectories)}
-    written = _write_results(args.out, result, table, figures)
+    written = _write_results(args.out, result, table, layer_case_figures(result))
     sizes = "-".join(str(s) for s in result["config"]["sizes"])
     _report(args, table, written, f"The layer case on {args.dataset} ({sizes}), {epochs} epochs")
     return 0
@@ -353,6 +352,22 @@ def _learning_rate(text):
     return value
 
 
+#: ``pyro-vd layer-case --methods``: the short names of :data:`pyro_vd.experiments.layer_case.METHODS`.
+LAYER_CASE_METHODS = ("clipped", "clipped-kl3", "free", "binary", "gaussian", "none")
+
+
+def _method_list(text):
+    keys = [key.strip() for key in text.split(",")]
+    unknown = [key for key in keys if key not in LAYER_CASE_METHODS]
+    if unknown or not text.strip():
+        raise argparse.ArgumentTypeError(
+            f"expected a comma-separated list of {', '.join(LAYER_CASE_METHODS)}; got {text!r}"
+        )
+    if len(set(keys)) != len(keys):
+        raise argparse.ArgumentTypeError(f"a method is named twice in {text!r}")
+    return keys
+
+
 def _folder(text):
     if not text.strip():
         raise argparse.ArgumentTypeError("must not be empty")
@@ -445,6 +460,15 @@ def build_parser():
         data=True,
     )
     layer.add_argument("--dataset", choices=("mnist", "cifar10"), default="mnist")
+    layer.add_argument(
+        "--methods",
+        type=_method_list,
+        default=list(LAYER_CASE_METHODS),
+        metavar="M,M,...",
+        help="the methods to train, comma-separated, from "
+        + ", ".join(LAYER_CASE_METHODS)
+        + " (default: all)",
+    )
     sparse = command(
         "sparse-mnist",
         _sparse_mnist,

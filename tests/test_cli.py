@@ -127,12 +127,22 @@ def test_layer_case_quick(tmp_path, capsys, tiny_mnist, dataset):
     result = _check_outputs(out, ["test_error", "alpha_trajectories"], printed)
     assert set(result["methods"]) == {
         "VD α ≤ 1 (Kingma)",
+        "VD α ≤ 1, KL / 3",
         "VD α free",
         "binary dropout",
         "Gaussian dropout",
         "no dropout",
     }
     assert result["config"]["sizes"][0] == (784 if dataset == "mnist" else 3072)
+
+
+@pytest.mark.slow
+def test_layer_case_trains_the_methods_it_is_given(tmp_path, capsys, tiny_mnist):
+    out = tmp_path / "out"
+    args = ["layer-case", "--quick", "--quiet", "--data-dir", str(tiny_mnist), "--out", str(out)]
+    assert main([*args, "--methods", "none,clipped-kl3"]) == 0
+    result = _check_outputs(out, ["test_error", "alpha_trajectories"], capsys.readouterr().out)
+    assert list(result["methods"]) == ["VD α ≤ 1, KL / 3", "no dropout"]
     assert result["methods"]["VD α ≤ 1 (Kingma)"]["alpha"][-1][0] <= 1.0
 
 
@@ -190,6 +200,9 @@ BAD_VALUES = [
     T(["sparse-mnist", "--epochs", "0"], "--epochs", id="epochs 0"),
     T(["sparse-mnist", "--epochs", "-1"], "--epochs", id="epochs -1"),
     T(["layer-case", "--epochs", "0"], "--epochs", id="layer-case epochs 0"),
+    T(["layer-case", "--methods", "clipped,dropout"], "--methods", id="layer-case unknown method"),
+    T(["layer-case", "--methods", "free,free"], "--methods", id="layer-case method twice"),
+    T(["layer-case", "--methods", ""], "--methods", id="layer-case no method"),
     T(["structured-mnist", "--repeats", "0"], "--repeats", id="repeats 0"),
     T(["kl-table", "--seed", "-1"], "--seed", id="seed -1"),
     T(["kl-table", "--seed", str(2**40)], "--seed", id="seed 2**40"),
