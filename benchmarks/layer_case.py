@@ -6,7 +6,8 @@ the methods spread over ``--processes`` processes of one thread each, then merge
 
     python benchmarks/layer_case.py --epochs 50 --processes 2 --out results/layer_case
 
-Each process is ``pyro-vd layer-case --methods ... --threads 1`` writing into ``--out/parts/<k>``; the
+Each process is ``pyro-vd layer-case --methods ... --threads 1`` writing into ``--out/parts/<k>`` (its
+log, one line per epoch, in ``--out/parts/<k>.log``); the
 merged results.json, results.md, test_error.png and alpha_trajectories.png go into ``--out``. A VD
 method costs about four times a baseline (two matmuls forward and two backward per layer, and the
 noise), which is how the methods are shared out.
@@ -69,11 +70,13 @@ def main():
     for group, part in zip(groups, parts, strict=True):
         command = [sys.executable, "-m", "pyro_vd", "layer-case", "--methods", ",".join(group)]
         command += ["--epochs", str(args.epochs), "--threads", "1", "--seed", str(args.seed)]
-        command += ["--data-dir", args.data_dir, "--out", str(part), "--quiet"]
+        command += ["--data-dir", args.data_dir, "--out", str(part)]
         command += ["--quick"] if args.quick else []
         command += ["--overwrite"] if args.overwrite else []
         print(" ".join(command), flush=True)
-        running.append(subprocess.Popen(command, stdout=subprocess.DEVNULL))
+        part.parent.mkdir(parents=True, exist_ok=True)
+        with open(part.parent / f"{part.name}.log", "w") as log:  # each epoch's line: progress to watch
+            running.append(subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT))
     failed = [p.args for p in running if p.wait() != 0]
     if failed:
         sys.exit(f"{len(failed)} process(es) failed: {failed}")
