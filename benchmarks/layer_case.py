@@ -5,12 +5,14 @@ the methods spread over ``--processes`` processes of one thread each, then merge
 (final and best test error, final α per layer and its drift over the last 10 epochs) and the two plots.
 
     python benchmarks/layer_case.py --epochs 50 --processes 2 --out results/layer_case
+    python benchmarks/layer_case.py --merge runA runB --out results/layer_case   # runs made apart
 
-Each process is ``pyro-vd layer-case --methods ... --threads 1`` writing into ``--out/parts/<k>`` (its
-log, one line per epoch, in ``--out/parts/<k>.log``); the
-merged results.json, results.md, test_error.png and alpha_trajectories.png go into ``--out``. A VD
-method costs about four times a baseline (two matmuls forward and two backward per layer, and the
-noise), which is how the methods are shared out.
+Each process is ``pyro-vd layer-case --methods ... --threads 1`` writing into ``--out/parts/<k>``, with
+its log (a line per epoch) in ``--out/parts/<k>.log``; the merged results.json, results.md,
+test_error.png and alpha_trajectories.png go into ``--out``. A VD method is counted as four times a
+baseline's work (the trick's second matmul per layer forward and backward, the noise, the KL and the
+variational parameters' updates) when the methods are shared out; with ``--processes 4`` each VD method
+has its own process and the baselines share the fourth.
 """
 
 import argparse
@@ -55,10 +57,23 @@ def main():
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="the small network (--quick of the command)")
     parser.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
+    parser.add_argument(
+        "--merge",
+        nargs="+",
+        metavar="DIR",
+        help="only merge the results.json of these runs (of this script or of pyro-vd layer-case)",
+    )
     args = parser.parse_args()
     out = pathlib.Path(args.out)
     if (out / "results.json").exists() and not args.overwrite:
         parser.error(f"{out} already holds a run; --overwrite replaces it")
+    if args.merge:
+        runs = [pathlib.Path(folder) / "results.json" for folder in args.merge]
+        missing = [str(run) for run in runs if not run.is_file()]
+        if missing:
+            parser.error(f"no results in {', '.join(missing)}")
+        write(out, merge_layer_case([json.loads(run.read_text()) for run in runs]))
+        return
     keys = [key.strip() for key in args.methods.split(",")]
     unknown = [key for key in keys if key not in LAYER_CASE_METHODS]
     if unknown:
@@ -83,12 +98,18 @@ def main():
     result = merge_layer_case([json.loads((part / "results.json").read_text()) for part in parts])
     result["config"]["processes"] = len(groups)
     result["config"]["wall_seconds"] = time.perf_counter() - tick
+    write(out, result)
+
+
+def write(out, result):
+    """The table, results.json, results.md and the plots of ``result`` into ``out``."""
     table = format_layer_case(result)
     _agg()
     written = _write_results(out, result, table, layer_case_figures(result))
     print(table)
-    seconds = result["config"]["wall_seconds"]
-    print(f"\n{seconds:.0f} s; results in {out}: " + ", ".join(p.name for p in written))
+    seconds = result["config"].get("wall_seconds")
+    took = "" if seconds is None else f"{seconds:.0f} s; "
+    print(f"\n{took}results in {out}: results.json, results.md, " + ", ".join(p.name for p in written))
 
 
 if __name__ == "__main__":

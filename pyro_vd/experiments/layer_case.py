@@ -209,15 +209,23 @@ def alpha_drift(alpha, window=10):
     return ((values[-1] - values[-1 - span]) / span).tolist()
 
 
+#: What makes runs of different methods comparable (:func:`merge_layer_case`).
+SHARED_CONFIG = ("sizes", "epochs", "batch_size", "lr", "dataset")
+
+
 def merge_layer_case(results):
-    """One result from runs of the same configuration on different methods (e.g. one process each)."""
+    """One result from runs of different methods made apart (e.g. one process each): their methods in
+    the order of :data:`METHODS`, refused unless they share :data:`SHARED_CONFIG`."""
     if not results:
         raise ValueError("results is empty")
-    first = results[0]
-    merged = {"methods": {}, "config": dict(first["config"]), "world_size": first.get("world_size", 1)}
+
+    def shared(result):
+        return {key: result["config"].get(key) for key in SHARED_CONFIG}
+
+    merged = {"methods": {}, "config": shared(results[0]), "world_size": results[0].get("world_size", 1)}
     for result in results:
-        if result["config"] != first["config"]:
-            raise ValueError(f"configurations differ: {result['config']} against {first['config']}")
+        if shared(result) != merged["config"]:
+            raise ValueError(f"configurations differ: {shared(result)} against {merged['config']}")
         overlap = set(result["methods"]) & set(merged["methods"])
         if overlap:
             raise ValueError(f"methods {sorted(overlap)} appear in more than one result")
