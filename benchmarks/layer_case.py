@@ -24,7 +24,7 @@ import time
 
 from _mnist_command import DEFAULT_DATA
 
-from pyro_vd.cli import LAYER_CASE_METHODS, _agg, _write_results
+from pyro_vd.cli import FIGURES, LAYER_CASE_METHODS, _agg, _method_list, _positive_int, _write_results
 from pyro_vd.experiments.layer_case import (
     METHOD_KEYS,
     VD_SETTINGS,
@@ -49,42 +49,46 @@ def share(keys, processes):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--epochs", type=int, default=50)
-    parser.add_argument("--processes", type=int, default=2)
-    parser.add_argument("--methods", default=",".join(LAYER_CASE_METHODS))
+    parser.add_argument("--epochs", type=_positive_int, default=None, help="epochs (50)")
+    parser.add_argument("--processes", type=_positive_int, default=2)
+    parser.add_argument("--methods", type=_method_list, default=None, help="as the command's (all)")
     parser.add_argument("--data-dir", default=str(DEFAULT_DATA))
     parser.add_argument("--out", default="results/layer_case")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=None, help="random seed (0)")
     parser.add_argument("--quick", action="store_true", help="the small network (--quick of the command)")
     parser.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
     parser.add_argument(
         "--merge",
         nargs="+",
         metavar="DIR",
-        help="only merge the results.json of these runs (of this script or of pyro-vd layer-case)",
+        help="only merge the results of these runs (of this script or of pyro-vd layer-case); "
+        "--epochs, --methods, --seed and --quick are theirs, not to be given",
     )
     args = parser.parse_args()
     out = pathlib.Path(args.out)
     if (out / "results.json").exists() and not args.overwrite:
         parser.error(f"{out} already holds a run; --overwrite replaces it")
     if args.merge:
-        runs = [pathlib.Path(folder) / "results.json" for folder in args.merge]
-        missing = [str(run) for run in runs if not run.is_file()]
+        given = [name for name in ("epochs", "methods", "seed") if getattr(args, name) is not None]
+        if given or args.quick:
+            parser.error(f"--merge takes the runs' own options; do not give {given or ['--quick']}")
+        missing = [folder for folder in args.merge if not (pathlib.Path(folder) / "results.json").is_file()]
         if missing:
-            parser.error(f"no results in {', '.join(missing)}")
-        write(out, merge_layer_case([json.loads(run.read_text()) for run in runs]))
+            parser.error(f"no results.json in {', '.join(missing)}")
+        write(out, merge_layer_case([_load(pathlib.Path(folder)) for folder in args.merge]), args.overwrite)
         return
-    keys = [key.strip() for key in args.methods.split(",")]
-    unknown = [key for key in keys if key not in LAYER_CASE_METHODS]
-    if unknown:
-        parser.error(f"unknown methods {unknown}; choose from {', '.join(LAYER_CASE_METHODS)}")
-    groups = share(keys, max(1, args.processes))
+    epochs = 50 if args.epochs is None else args.epochs
+    seed = 0 if args.seed is None else args.seed
+    groups = share(args.methods or list(LAYER_CASE_METHODS), args.processes)
     parts = [out / "parts" / str(k) for k in range(len(groups))]
+    busy = [str(part) for part in parts if part.exists()]
+    if busy and not args.overwrite:
+        parser.error(f"{', '.join(busy)} already exist; --overwrite replaces them")
     tick = time.perf_counter()
     running = []
     for group, part in zip(groups, parts, strict=True):
         command = [sys.executable, "-m", "pyro_vd", "layer-case", "--methods", ",".join(group)]
-        command += ["--epochs", str(args.epochs), "--threads", "1", "--seed", str(args.seed)]
+        command += ["--epochs", str(epochs), "--threads", "1", "--seed", str(seed)]
         command += ["--data-dir", args.data_dir, "--out", str(part)]
         command += ["--quick"] if args.quick else []
         command += ["--overwrite"] if args.overwrite else []
@@ -92,19 +96,39 @@ def main():
         part.parent.mkdir(parents=True, exist_ok=True)
         with open(part.parent / f"{part.name}.log", "w") as log:  # each epoch's line: progress to watch
             running.append(subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT))
-    failed = [p.args for p in running if p.wait() != 0]
+    while any(process.poll() is None for process in running):
+        failed = [process for process in running if process.poll() not in (None, 0)]
+        if failed:  # stop the others at once rather than after hours of training
+            for process in running:
+                if process.poll() is None:
+                    process.terminate()
+            sys.exit(f"stopped: {' '.join(failed[0].args)} failed (its log: {out / 'parts'})")
+        time.sleep(1.0)
+    failed = [process.args for process in running if process.returncode != 0]
     if failed:
         sys.exit(f"{len(failed)} process(es) failed: {failed}")
-    result = merge_layer_case([json.loads((part / "results.json").read_text()) for part in parts])
+    result = merge_layer_case([_load(part) for part in parts])
     result["config"]["processes"] = len(groups)
     result["config"]["wall_seconds"] = time.perf_counter() - tick
-    write(out, result)
+    write(out, result, args.overwrite)
 
 
-def write(out, result):
+def _load(folder):
+    """A run's result; its seed from its run.json when the result predates the seed's record."""
+    result = json.loads((folder / "results.json").read_text())
+    record = folder / "run.json"
+    if "seed" not in result["config"] and record.is_file():
+        result["config"]["seed"] = json.loads(record.read_text())["options"].get("seed")
+    return result
+
+
+def write(out, result, overwrite):
     """The table, results.json, results.md and the plots of ``result`` into ``out``."""
     table = format_layer_case(result)
     _agg()
+    if overwrite:  # no plot of the run replaced may stay beside the new one
+        for stem in FIGURES["layer-case"]:
+            (out / f"{stem}.png").unlink(missing_ok=True)
     written = _write_results(out, result, table, layer_case_figures(result))
     print(table)
     seconds = result["config"].get("wall_seconds")

@@ -198,7 +198,7 @@ def _layer_case(args):
     data = _load(args)
     epochs = args.epochs
     hidden = (32, 32, 32) if args.quick else HIDDEN
-    methods = [METHOD_KEYS[key] for key in args.methods]
+    methods = [name for key, name in METHOD_KEYS.items() if key in args.methods]  # the experiment's order
     result = run_layer_case(
         data,
         epochs=epochs,
@@ -456,7 +456,7 @@ def build_parser():
     layer = command(
         "layer-case",
         _layer_case,
-        "α per layer (clipped at 1 or free) against binary/Gaussian/no dropout",
+        "α per layer (clipped at 1, clipped with the KL / 3, or free) against binary/Gaussian/no dropout",
         data=True,
     )
     layer.add_argument("--dataset", choices=("mnist", "cifar10"), default="mnist")

@@ -134,6 +134,7 @@ def test_layer_case_quick(tmp_path, capsys, tiny_mnist, dataset):
         "no dropout",
     }
     assert result["config"]["sizes"][0] == (784 if dataset == "mnist" else 3072)
+    assert result["methods"]["VD α ≤ 1 (Kingma)"]["alpha"][-1][0] <= 1.0
 
 
 @pytest.mark.slow
@@ -142,8 +143,10 @@ def test_layer_case_trains_the_methods_it_is_given(tmp_path, capsys, tiny_mnist)
     args = ["layer-case", "--quick", "--quiet", "--data-dir", str(tiny_mnist), "--out", str(out)]
     assert main([*args, "--methods", "none,clipped-kl3"]) == 0
     result = _check_outputs(out, ["test_error", "alpha_trajectories"], capsys.readouterr().out)
+    # in the experiment's order, whatever the order given
     assert list(result["methods"]) == ["VD α ≤ 1, KL / 3", "no dropout"]
-    assert result["methods"]["VD α ≤ 1 (Kingma)"]["alpha"][-1][0] <= 1.0
+    assert result["methods"]["VD α ≤ 1, KL / 3"]["alpha"][-1][0] <= 1.0
+    assert result["config"]["seed"] == 0
 
 
 def test_missing_data_is_one_clear_line(tmp_path, capsys, monkeypatch):

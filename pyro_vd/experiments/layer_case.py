@@ -39,7 +39,7 @@ METHOD_KEYS = dict(
     zip(("clipped", "clipped-kl3", "free", "binary", "gaussian", "none"), METHODS, strict=True)
 )
 #: The VD methods: (α clipped at 1, weight of the KL term).
-VD_SETTINGS = {METHODS[0]: (True, 1.0), METHODS[1]: (True, 1 / 3), METHODS[2]: (False, 1.0)}
+VD_SETTINGS = {"VD α ≤ 1 (Kingma)": (True, 1.0), "VD α ≤ 1, KL / 3": (True, 1 / 3), "VD α free": (False, 1.0)}
 HIDDEN = (1000, 1000, 1000)
 
 
@@ -133,7 +133,8 @@ def run_layer_case(
     n_inputs = data.train_images[0].numel()
     n_classes = int(max(data.train_labels.max(), data.test_labels.max())) + 1
     sizes = [n_inputs, *hidden, max(n_classes, 2)]
-    result = {"methods": {}, "config": {"sizes": sizes, "epochs": epochs, "batch_size": batch_size, "lr": lr}}
+    config = {"sizes": sizes, "epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed}
+    result = {"methods": {}, "config": config}
     result["world_size"] = distributed.current().world_size
     if not distributed.is_main_process():  # rank 0 alone prints
         progress, log = False, _silent
@@ -209,8 +210,9 @@ def alpha_drift(alpha, window=10):
     return ((values[-1] - values[-1 - span]) / span).tolist()
 
 
-#: What makes runs of different methods comparable (:func:`merge_layer_case`).
-SHARED_CONFIG = ("sizes", "epochs", "batch_size", "lr", "dataset")
+#: What makes runs of different methods comparable (:func:`merge_layer_case`); ``world_size`` is the
+#: result's own key, the others are its ``config``'s.
+SHARED_CONFIG = ("sizes", "epochs", "batch_size", "lr", "dataset", "seed", "world_size")
 
 
 def merge_layer_case(results):
@@ -220,18 +222,21 @@ def merge_layer_case(results):
         raise ValueError("results is empty")
 
     def shared(result):
-        return {key: result["config"].get(key) for key in SHARED_CONFIG}
+        config = {**result["config"], "world_size": result.get("world_size", 1)}
+        return {key: config.get(key) for key in SHARED_CONFIG}
 
-    merged = {"methods": {}, "config": shared(results[0]), "world_size": results[0].get("world_size", 1)}
+    first = shared(results[0])
+    methods = {}
     for result in results:
-        if shared(result) != merged["config"]:
-            raise ValueError(f"configurations differ: {shared(result)} against {merged['config']}")
-        overlap = set(result["methods"]) & set(merged["methods"])
+        if shared(result) != first:
+            raise ValueError(f"configurations differ: {shared(result)} against {first}")
+        overlap = set(result["methods"]) & set(methods)
         if overlap:
             raise ValueError(f"methods {sorted(overlap)} appear in more than one result")
-        merged["methods"].update(result["methods"])
-    merged["methods"] = {name: merged["methods"][name] for name in METHODS if name in merged["methods"]}
-    return merged
+        methods.update(result["methods"])
+    config = {key: value for key, value in first.items() if key != "world_size"}
+    ordered = {name: methods[name] for name in METHODS if name in methods}
+    return {"methods": ordered, "config": config, "world_size": first["world_size"]}
 
 
 def format_layer_case(result):
@@ -246,7 +251,7 @@ def format_layer_case(result):
         alpha = drift = "–"
         if "alpha" in record:
             alpha = " / ".join(f"{a:.3g}" for a in record["alpha"][-1])
-            drift = " / ".join(f"{v:+.3f}" for v in alpha_drift(record["alpha"]))
+            drift = " / ".join("–" if math.isnan(v) else f"{v:+.3f}" for v in alpha_drift(record["alpha"]))
         last, best = 100 * errors[-1], 100 * min(errors)
         lines.append(
             f"| {name} | {last:.2f} % | {best:.2f} % | {alpha} | {drift} | {record['seconds']:.0f} |"
@@ -256,7 +261,7 @@ def format_layer_case(result):
 
 def layer_case_figures(result):
     """``{"test_error": Figure, "alpha_trajectories": Figure}``: test error per epoch of every method,
-    and the α of each layer of the VD methods over training."""
+    and the α of each layer of the VD methods over training (the second only when a VD method ran)."""
     import matplotlib.pyplot as plt
     import numpy as np
 

@@ -4,6 +4,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from pyro_vd import VariationalDropoutELBO
 from pyro_vd.cli import LAYER_CASE_METHODS
 from pyro_vd.experiments import layer_case
 from pyro_vd.experiments.layer_case import (
@@ -57,15 +58,37 @@ def test_merge_keeps_the_experiments_order_and_refuses_what_does_not_fit_togethe
 
 
 def test_each_vd_method_trains_with_its_clip_and_kl_weight(monkeypatch):
-    seen = []
-    vd = lambda *a, clip, kl_weight, **k: seen.append((clip, kl_weight))  # noqa: E731
-    monkeypatch.setattr(layer_case, "_train_vd", vd)
-    monkeypatch.setattr(layer_case, "_train_baseline", lambda *a, **k: seen.append("baseline"))
+    weights = []
+
+    class Recorded(VariationalDropoutELBO):
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            weights.append(self.kl_weight)
+
+    monkeypatch.setattr(layer_case, "VariationalDropoutELBO", Recorded)
+    monkeypatch.setattr(layer_case, "_train_baseline", lambda *a, **k: None)
+    g = torch.Generator().manual_seed(0)
     data = SimpleNamespace(
-        train_images=torch.zeros(4, 1, 2, 2),
-        test_images=torch.zeros(2, 1, 2, 2),
-        train_labels=torch.tensor([0, 1]),
-        test_labels=torch.tensor([0, 1]),
+        train_images=torch.rand(8, 1, 2, 2, generator=g),
+        test_images=torch.rand(4, 1, 2, 2, generator=g),
+        train_labels=torch.tensor([0, 1] * 4),
+        test_labels=torch.tensor([0, 1] * 2),
     )
-    layer_case.run_layer_case(data, epochs=1, hidden=(3,), methods=METHODS)
-    assert seen == [(True, 1.0), (True, pytest.approx(1 / 3)), (False, 1.0), *["baseline"] * 3]
+    result = layer_case.run_layer_case(data, epochs=2, hidden=(3,), batch_size=4, methods=METHODS[:3])
+    assert weights == [1.0, pytest.approx(1 / 3), 1.0]
+    alphas = {name: record["alpha"] for name, record in result["methods"].items()}
+    # the clipped ones never pass α = 1; the free one has left it (started at α = 1, the KL pushes it up)
+    assert max(max(epoch) for epoch in alphas["VD α ≤ 1 (Kingma)"] + alphas["VD α ≤ 1, KL / 3"]) <= 1.0
+    assert max(alphas["VD α free"][-1]) > 1.0
+    assert result["config"]["seed"] == 0
+
+
+def test_runs_of_other_seeds_or_process_counts_are_not_merged():
+    other_seed = _result(["no dropout"])
+    other_seed["config"]["seed"] = 1
+    with pytest.raises(ValueError, match="configurations differ"):
+        merge_layer_case([_result(["VD α free"]), other_seed])
+    other_world = _result(["no dropout"])
+    other_world["world_size"] = 2
+    with pytest.raises(ValueError, match="configurations differ"):
+        merge_layer_case([_result(["VD α free"]), other_world])
