@@ -1,9 +1,10 @@
 r"""The one-dimensional dropout-rate update of variational dropout for linear models."""
 
 import numpy as np
-import torch
+from scipy.special import expit
 
-from ..distributions.kl_log_uniform import kl_log_uniform, kl_log_uniform_grad
+from ..distributions.kl_log_uniform import check_kl_method
+from ._kl_numpy import kl_slope_and_curvature, kl_value
 
 #: log α is searched in [LOG_ALPHA_MIN, LOG_ALPHA_MAX]; the upper end stands for α = ∞ (θ pruned).
 LOG_ALPHA_MIN = -30.0
@@ -11,9 +12,12 @@ LOG_ALPHA_MAX = 60.0
 #: Optima beyond this are reported as ``max_log_alpha`` (α = ∞): the KL is below 1e-15 there.
 LOG_ALPHA_INFINITE = 35.0
 _GRID_STEP = 0.25
+#: The refinement's tolerance on log α, and its cap on steps (bisection alone reaches 1e-12 in 39).
+_TOL = 1e-12
+_MAX_STEPS = 60
 
 
-def optimal_log_alpha(c, method="exact", *, max_log_alpha=LOG_ALPHA_MAX, bisections=34):
+def optimal_log_alpha(c, method="exact", *, max_log_alpha=LOG_ALPHA_MAX):
     r"""
     :math:`\arg\max_{t} \; -c\,e^{t} - \mathrm{KL}(t)` elementwise, :math:`t = \log\alpha`, :math:`c \ge 0`:
     the update of each :math:`\alpha_d` given the rest, with :math:`c_d = \tfrac{\beta}{2}\theta_d^2\sum_n
@@ -29,18 +33,20 @@ def optimal_log_alpha(c, method="exact", *, max_log_alpha=LOG_ALPHA_MAX, bisecti
     :param float max_log_alpha: the upper end of the search (also the result for c = 0).
     :returns: numpy float64 array of log α, shape (d,).
     """
-    c = np.asarray(c, dtype=np.float64)
+    check_kl_method(method)
 
     def objective(t, cp):
-        return -cp[:, None] * t.exp()[None, :] - kl_log_uniform(t, method)[None, :]
+        return -cp[:, None] * np.exp(t)[None, :] - kl_value(t, method)[None, :]
 
-    def derivative(t, cp):
-        return -cp * t.exp() - kl_log_uniform_grad(t, method)
+    def derivatives(t, cp):
+        slope, curvature = kl_slope_and_curvature(t, method)
+        e = cp * np.exp(t)
+        return -e - slope, -e - curvature
 
-    return _maximize(c, objective, derivative, max_log_alpha, bisections)
+    return _maximize(np.asarray(c, dtype=np.float64), objective, derivatives, max_log_alpha)
 
 
-def optimal_log_alpha_profile(q, method="exact", *, max_log_alpha=LOG_ALPHA_MAX, bisections=34):
+def optimal_log_alpha_profile(q, method="exact", *, max_log_alpha=LOG_ALPHA_MAX):
     r"""
     :math:`\arg\max_t \; q/(1 + e^t) - \mathrm{KL}(t)` elementwise, :math:`q \ge 0`: the joint update of
     :math:`(\theta_d, \alpha_d)` given the other weights. For linear regression, maximizing the ELBO
@@ -54,43 +60,80 @@ def optimal_log_alpha_profile(q, method="exact", *, max_log_alpha=LOG_ALPHA_MAX,
 
     :returns: numpy float64 array of log α (``max_log_alpha`` where the supremum is at α = ∞).
     """
-    q = np.asarray(q, dtype=np.float64)
+    check_kl_method(method)
 
     def objective(t, qp):
-        return qp[:, None] * torch.sigmoid(-t)[None, :] - kl_log_uniform(t, method)[None, :]
+        return qp[:, None] * expit(-t)[None, :] - kl_value(t, method)[None, :]
 
-    def derivative(t, qp):
-        s = torch.sigmoid(t)
-        return -qp * s * (1.0 - s) - kl_log_uniform_grad(t, method)
+    def derivatives(t, qp):
+        # d/dt q σ(−t) = −q s(1 − s), s = σ(t); its derivative −q s(1 − s)(1 − 2s)
+        slope, curvature = kl_slope_and_curvature(t, method)
+        s = expit(t)
+        w = qp * s * (1.0 - s)
+        return -w - slope, -w * (1.0 - 2.0 * s) - curvature
 
-    return _maximize(q, objective, derivative, max_log_alpha, bisections)
+    return _maximize(np.asarray(q, dtype=np.float64), objective, derivatives, max_log_alpha)
 
 
-def _maximize(coefficients, objective, derivative, max_log_alpha, bisections):
+def _maximize(coefficients, objective, derivatives, max_log_alpha):
     """
     Per coefficient > 0, the maximizer over t ∈ [LOG_ALPHA_MIN, max_log_alpha] of ``objective``: the best
-    point of a 0.25-spaced grid, refined by bisection on ``derivative`` within one grid step. A maximizer
-    at the top of the grid or past LOG_ALPHA_INFINITE is reported as ``max_log_alpha`` (α = ∞), and so
-    is every coefficient ≤ 0. The grid stops one unit past LOG_ALPHA_INFINITE (everything beyond is
-    reported as α = ∞ anyway), so a large ``max_log_alpha`` costs nothing and e^t stays finite.
+    point of a 0.25-spaced grid, refined within one grid step on either side by a safeguarded Newton
+    iteration on the derivative (:func:`_refine`). A maximizer at the top of the grid or past
+    LOG_ALPHA_INFINITE is reported as ``max_log_alpha`` (α = ∞), and so is every coefficient ≤ 0. The
+    grid stops one unit past LOG_ALPHA_INFINITE (everything beyond is reported as α = ∞ anyway), so a
+    large ``max_log_alpha`` costs nothing and e^t stays finite.
     """
     result = np.full(coefficients.shape, float(max_log_alpha))
     positive = coefficients > 0
     if not positive.any():
         return result
-    cp = torch.as_tensor(coefficients[positive])
+    cp = coefficients[positive]
     top = min(float(max_log_alpha), LOG_ALPHA_INFINITE + 1.0)
-    grid = torch.arange(LOG_ALPHA_MIN, top + _GRID_STEP / 2, _GRID_STEP, dtype=torch.float64)
-    best = objective(grid, cp).argmax(dim=1)
-    at_top = best == len(grid) - 1
-    low = (grid[best] - _GRID_STEP).clamp(min=LOG_ALPHA_MIN)
-    high = (grid[best] + _GRID_STEP).clamp(max=top)
-    for _ in range(bisections):
-        middle = 0.5 * (low + high)
-        rising = derivative(middle, cp) > 0
-        low = torch.where(rising, middle, low)
-        high = torch.where(rising, high, middle)
-    found = 0.5 * (low + high)
+    grid = np.arange(LOG_ALPHA_MIN, top + _GRID_STEP / 2, _GRID_STEP)
+    with np.errstate(over="ignore"):  # c e^t = inf for huge c: the objective is −inf there, as it should be
+        best = objective(grid, cp).argmax(axis=1)
+        at_top = best == len(grid) - 1
+        low = np.maximum(grid[best] - _GRID_STEP, LOG_ALPHA_MIN)
+        high = np.minimum(grid[best] + _GRID_STEP, top)
+        found = _refine(derivatives, cp, low, high)
     infinite = at_top | (found >= min(LOG_ALPHA_INFINITE, max_log_alpha))
-    result[positive] = torch.where(infinite, torch.full_like(found, float(max_log_alpha)), found).numpy()
+    result[positive] = np.where(infinite, float(max_log_alpha), found)
     return result
+
+
+def _refine(derivatives, coefficients, low, high, *, tol=_TOL, max_steps=_MAX_STEPS):
+    r"""
+    Where the derivative :math:`g` (``derivatives(t, coefficients)`` gives :math:`(g, g')`) of a function
+    that rises then falls on each ``[low, high]`` changes sign, to about ``tol`` (elementwise); where :math:`g` keeps one sign on the bracket, the end it points
+    to (as bisection would end). Each step evaluates :math:`(g, g')` at the current point, keeps the half
+    of the bracket where :math:`g` changes sign, and moves to the Newton point :math:`t - g/g'` when that
+    lies inside the new bracket and is at most half the step before; otherwise to the middle (the
+    safeguard of Numerical Recipes' ``rtsafe``). It stops where the Newton step is below ``tol``, or the
+    bracket is: quadratic convergence near a root with :math:`g' < 0`, never slower than bisection.
+    """
+    g_ends, _ = derivatives(np.concatenate([low, high]), np.concatenate([coefficients, coefficients]))
+    g_low, g_high = np.split(g_ends, 2)
+    to_high = g_high >= 0  # still rising at high: the maximum is there (or beyond)
+    to_low = ~to_high & (g_low <= 0)
+    t = np.where(to_high, high, np.where(to_low, low, 0.5 * (low + high)))
+    done = to_high | to_low
+    last_step = high - low
+    for _ in range(max_steps):
+        if done.all():
+            break
+        g, slope = derivatives(t, coefficients)
+        rising = g > 0
+        low = np.where(rising, t, low)
+        high = np.where(rising, high, t)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            newton_step = np.where(slope < 0, -g / slope, np.inf)
+        newton = t + newton_step
+        usable = (newton >= low) & (newton <= high) & (np.abs(newton_step) <= 0.5 * last_step)
+        step_to = np.where(usable, newton, 0.5 * (low + high))
+        finished = (g == 0) | (np.abs(newton_step) <= tol) | (high - low <= tol)
+        moving = ~done & (g != 0)
+        last_step = np.where(moving, np.abs(step_to - t), last_step)
+        t = np.where(moving, step_to, t)
+        done |= finished
+    return t

@@ -39,9 +39,10 @@ approximation of the likelihood in :math:`w_d`: :func:`vd_relevance` applies it 
 import functools
 
 import numpy as np
-import torch
+from scipy.special import expit
 
-from ..distributions.kl_log_uniform import check_kl_method, kl_log_uniform, kl_log_uniform_grad
+from ..distributions.kl_log_uniform import check_kl_method
+from ._kl_numpy import kl_slope_and_curvature, kl_value
 
 #: Sparse VD's log α pruning threshold.
 DEFAULT_LOG_ALPHA_THRESHOLD = 3.0
@@ -57,9 +58,8 @@ def profile_gain(q, log_alpha, kl_method="exact"):
     q = np.asarray(q, dtype=np.float64)
     log_alpha = np.broadcast_to(np.asarray(log_alpha, dtype=np.float64), q.shape)
     finite = np.isfinite(log_alpha)
-    t = torch.as_tensor(np.where(finite, log_alpha, 0.0))
-    value = q * torch.sigmoid(-t).numpy() - kl_log_uniform(t, kl_method).numpy()
-    return np.where(finite, value, 0.0)
+    t = np.where(finite, log_alpha, 0.0)
+    return np.where(finite, q * expit(-t) - kl_value(t, kl_method), 0.0)
 
 
 def evidence_gain(q, kl_method="exact", *, max_log_alpha=None):
@@ -84,9 +84,9 @@ def evidence_penalty(n_features):
 def profile_q(log_alpha, kl_method="exact"):
     r"""The profile coefficient q for which ``log_alpha`` is the optimum of
     :math:`q\sigma(-t) - \mathrm{KL}(t)`: :math:`q = -\mathrm{KL}'(t)\,(1+\alpha)^2/\alpha`."""
-    t = torch.as_tensor(np.asarray(log_alpha, dtype=np.float64))
-    slope = -kl_log_uniform_grad(t, kl_method)
-    return (slope / (torch.sigmoid(t) * torch.sigmoid(-t))).numpy()
+    t = np.asarray(log_alpha, dtype=np.float64)
+    slope, _ = kl_slope_and_curvature(t, kl_method)
+    return -slope / (expit(t) * expit(-t))
 
 
 @functools.lru_cache(maxsize=256)
