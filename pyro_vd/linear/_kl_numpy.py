@@ -39,8 +39,13 @@ def _locate(t):
     return index, scaled - (k + T_MIN * STEPS_PER_UNIT)
 
 
-def _horner(coefficients, index, s):
-    c = coefficients[index]
+def _interval(t, table):
+    """The Hermite coefficients (c0..c3) of the interval of each t in ``table`` (0: KL, 1: KL'), and s."""
+    index, s = _locate(t)
+    return _tables_float64()[table][index], s
+
+
+def _horner(c, s):
     return c[..., 0] + s * (c[..., 1] + s * (c[..., 2] + s * c[..., 3]))
 
 
@@ -55,9 +60,7 @@ def kl_value(t, method):
     check_kl_method(method)
     t = np.asarray(t, dtype=np.float64)
     if method == "exact":
-        kl_coef, _ = _tables_float64()
-        index, s = _locate(t)
-        kl = _horner(kl_coef, index, s) + 0.5 * np.maximum(T_MIN - t, 0.0)
+        kl = _horner(*_interval(t, 0)) + 0.5 * np.maximum(T_MIN - t, 0.0)
         x2, beyond = _x2(t)
         return np.where(beyond, x2 * (1.0 - x2 / 3.0 * (1.0 - 4.0 / 15.0 * x2)), kl)
     if method == "molchanov":
@@ -71,10 +74,8 @@ def kl_slope_and_curvature(t, method):
     check_kl_method(method)
     t = np.asarray(t, dtype=np.float64)
     if method == "exact":
-        _, grad_coef = _tables_float64()
-        index, s = _locate(t)
-        c = grad_coef[index]
-        slope = c[..., 0] + s * (c[..., 1] + s * (c[..., 2] + s * c[..., 3]))
+        c, s = _interval(t, 1)
+        slope = _horner(c, s)
         curvature = (c[..., 1] + s * (2.0 * c[..., 2] + 3.0 * s * c[..., 3])) * STEPS_PER_UNIT
         curvature = np.where(t < T_MIN, 0.0, curvature)  # KL is linear there
         x2, beyond = _x2(t)

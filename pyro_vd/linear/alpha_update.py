@@ -105,12 +105,13 @@ def _maximize(coefficients, objective, derivatives, max_log_alpha):
 def _refine(derivatives, coefficients, low, high, *, tol=_TOL, max_steps=_MAX_STEPS):
     r"""
     Where the derivative :math:`g` (``derivatives(t, coefficients)`` gives :math:`(g, g')`) of a function
-    that rises then falls on each ``[low, high]`` changes sign, to about ``tol`` (elementwise); where :math:`g` keeps one sign on the bracket, the end it points
-    to (as bisection would end). Each step evaluates :math:`(g, g')` at the current point, keeps the half
-    of the bracket where :math:`g` changes sign, and moves to the Newton point :math:`t - g/g'` when that
-    lies inside the new bracket and is at most half the step before; otherwise to the middle (the
-    safeguard of Numerical Recipes' ``rtsafe``). It stops where the Newton step is below ``tol``, or the
-    bracket is: quadratic convergence near a root with :math:`g' < 0`, never slower than bisection.
+    that rises then falls on each ``[low, high]`` changes sign, to about ``tol`` (elementwise); where
+    :math:`g` keeps one sign on the bracket, the end it points to (as bisection would end). Each step
+    evaluates :math:`(g, g')` at the current point, keeps the half of the bracket where :math:`g` changes
+    sign, and moves to the Newton point :math:`t - g/g'` when that lies inside the new bracket and is at
+    most half the step before; otherwise to the middle (the safeguard of Numerical Recipes' ``rtsafe``).
+    It stops where the Newton step is below ``tol``, or the bracket is: quadratic convergence near a root
+    with :math:`g' < 0`, and bisection wherever the Newton steps stop halving.
     """
     g_ends, _ = derivatives(np.concatenate([low, high]), np.concatenate([coefficients, coefficients]))
     g_low, g_high = np.split(g_ends, 2)
