@@ -65,8 +65,9 @@ def kl_value(t, method):
         return np.where(beyond, x2 * (1.0 - x2 / 3.0 * (1.0 - 4.0 / 15.0 * x2)), kl)
     if method == "molchanov":
         return MOLCHANOV_K1 * expit(-MOLCHANOV_K2 - MOLCHANOV_K3 * t) + 0.5 * np.logaddexp(0.0, -t)
-    alpha = np.exp(t)
-    return KINGMA_CONST - 0.5 * t - alpha * (KINGMA_C1 + alpha * (KINGMA_C2 + alpha * KINGMA_C3))
+    with np.errstate(over="ignore", invalid="ignore"):  # beyond log α ≈ 236 the cubic is ∓inf, as torch's
+        alpha = np.exp(t)
+        return KINGMA_CONST - 0.5 * t - alpha * (KINGMA_C1 + alpha * (KINGMA_C2 + alpha * KINGMA_C3))
 
 
 def kl_slope_and_curvature(t, method):
@@ -89,7 +90,8 @@ def kl_slope_and_curvature(t, method):
         slope = -MOLCHANOV_K1 * MOLCHANOV_K3 * ds - 0.5 * prior
         curvature = MOLCHANOV_K1 * MOLCHANOV_K3**2 * ds * (1.0 - 2.0 * s) + 0.5 * prior * (1.0 - prior)
         return slope, curvature
-    alpha = np.exp(t)
-    slope = -0.5 - alpha * (KINGMA_C1 + alpha * (2.0 * KINGMA_C2 + alpha * (3.0 * KINGMA_C3)))
-    curvature = -alpha * (KINGMA_C1 + alpha * (4.0 * KINGMA_C2 + alpha * (9.0 * KINGMA_C3)))
+    with np.errstate(over="ignore", invalid="ignore"):
+        alpha = np.exp(t)
+        slope = -0.5 - alpha * (KINGMA_C1 + alpha * (2.0 * KINGMA_C2 + alpha * (3.0 * KINGMA_C3)))
+        curvature = -alpha * (KINGMA_C1 + alpha * (4.0 * KINGMA_C2 + alpha * (9.0 * KINGMA_C3)))
     return slope, curvature

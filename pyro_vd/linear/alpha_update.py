@@ -14,6 +14,8 @@ LOG_ALPHA_INFINITE = 35.0
 _GRID_STEP = 0.25
 #: The refinement's tolerance on log α, and its cap on steps (bisection alone reaches 1e-12 in 39).
 _TOL = 1e-12
+#: How much worse than the grid's best point a bracket's end may be and still be taken (relative).
+_END_TOL = 1e-12
 _MAX_STEPS = 60
 
 
@@ -35,15 +37,15 @@ def optimal_log_alpha(c, method="exact", *, max_log_alpha=LOG_ALPHA_MAX):
     """
     check_kl_method(method)
 
-    def objective(t, cp):
-        return -cp[:, None] * np.exp(t)[None, :] - kl_value(t, method)[None, :]
+    def objective(t, cp, kl):
+        return -cp * np.exp(t) - kl
 
     def derivatives(t, cp):
         slope, curvature = kl_slope_and_curvature(t, method)
         e = cp * np.exp(t)
         return -e - slope, -e - curvature
 
-    return _maximize(np.asarray(c, dtype=np.float64), objective, derivatives, max_log_alpha)
+    return _maximize(np.asarray(c, dtype=np.float64), objective, derivatives, method, max_log_alpha)
 
 
 def optimal_log_alpha_profile(q, method="exact", *, max_log_alpha=LOG_ALPHA_MAX):
@@ -62,8 +64,8 @@ def optimal_log_alpha_profile(q, method="exact", *, max_log_alpha=LOG_ALPHA_MAX)
     """
     check_kl_method(method)
 
-    def objective(t, qp):
-        return qp[:, None] * expit(-t)[None, :] - kl_value(t, method)[None, :]
+    def objective(t, qp, kl):
+        return qp * expit(-t) - kl
 
     def derivatives(t, qp):
         # d/dt q σ(−t) = −q s(1 − s), s = σ(t); its derivative −q s(1 − s)(1 − 2s)
@@ -72,17 +74,17 @@ def optimal_log_alpha_profile(q, method="exact", *, max_log_alpha=LOG_ALPHA_MAX)
         w = qp * s * (1.0 - s)
         return -w - slope, -w * (1.0 - 2.0 * s) - curvature
 
-    return _maximize(np.asarray(q, dtype=np.float64), objective, derivatives, max_log_alpha)
+    return _maximize(np.asarray(q, dtype=np.float64), objective, derivatives, method, max_log_alpha)
 
 
-def _maximize(coefficients, objective, derivatives, max_log_alpha):
+def _maximize(coefficients, objective, derivatives, method, max_log_alpha):
     """
-    Per coefficient > 0, the maximizer over t ∈ [LOG_ALPHA_MIN, max_log_alpha] of ``objective``: the best
-    point of a 0.25-spaced grid, refined within one grid step on either side by a safeguarded Newton
-    iteration on the derivative (:func:`_refine`). A maximizer at the top of the grid or past
-    LOG_ALPHA_INFINITE is reported as ``max_log_alpha`` (α = ∞), and so is every coefficient ≤ 0. The
-    grid stops one unit past LOG_ALPHA_INFINITE (everything beyond is reported as α = ∞ anyway), so a
-    large ``max_log_alpha`` costs nothing and e^t stays finite.
+    Per coefficient > 0, the maximizer over t ∈ [LOG_ALPHA_MIN, max_log_alpha] of
+    ``objective(t, c, KL(t))``: the best point of a 0.25-spaced grid, refined within one grid step on
+    either side by a safeguarded Newton iteration on the derivative (:func:`_refine`). A maximizer at the
+    top of the grid or past LOG_ALPHA_INFINITE is reported as ``max_log_alpha`` (α = ∞), and so is every
+    coefficient ≤ 0. The grid stops one unit past LOG_ALPHA_INFINITE (everything beyond is reported as
+    α = ∞ anyway), so a large ``max_log_alpha`` costs nothing and e^t stays finite.
     """
     result = np.full(coefficients.shape, float(max_log_alpha))
     positive = coefficients > 0
@@ -92,31 +94,47 @@ def _maximize(coefficients, objective, derivatives, max_log_alpha):
     top = min(float(max_log_alpha), LOG_ALPHA_INFINITE + 1.0)
     grid = np.arange(LOG_ALPHA_MIN, top + _GRID_STEP / 2, _GRID_STEP)
     with np.errstate(over="ignore"):  # c e^t = inf for huge c: the objective is −inf there, as it should be
-        best = objective(grid, cp).argmax(axis=1)
+        values = objective(grid[None, :], cp[:, None], kl_value(grid, method)[None, :])
+        best = values.argmax(axis=1)
+        best_value = values[np.arange(len(cp)), best]
         at_top = best == len(grid) - 1
         low = np.maximum(grid[best] - _GRID_STEP, LOG_ALPHA_MIN)
         high = np.minimum(grid[best] + _GRID_STEP, top)
-        found = _refine(derivatives, cp, low, high)
+        # an end of the bracket may be the answer only if it is no worse than the grid's best point: a
+        # bracket can hold a maximum and, past a minimum, a rise to its end (Kingma's KL below α = 1)
+        ends = np.concatenate([low, high])
+        floor = np.tile(best_value - _END_TOL * (1.0 + np.abs(best_value)), 2)
+        good_low, good_high = np.split(objective(ends, np.tile(cp, 2), kl_value(ends, method)) >= floor, 2)
+        found = _refine(derivatives, cp, low, high, good_low=good_low, good_high=good_high)
     infinite = at_top | (found >= min(LOG_ALPHA_INFINITE, max_log_alpha))
     result[positive] = np.where(infinite, float(max_log_alpha), found)
     return result
 
 
-def _refine(derivatives, coefficients, low, high, *, tol=_TOL, max_steps=_MAX_STEPS):
+def _refine(
+    derivatives, coefficients, low, high, *, good_low=None, good_high=None, tol=_TOL, max_steps=_MAX_STEPS
+):
     r"""
     Where the derivative :math:`g` (``derivatives(t, coefficients)`` gives :math:`(g, g')`) of a function
     that rises then falls on each ``[low, high]`` changes sign, to about ``tol`` (elementwise); where
-    :math:`g` keeps one sign on the bracket, the end it points to (as bisection would end). Each step
-    evaluates :math:`(g, g')` at the current point, keeps the half of the bracket where :math:`g` changes
-    sign, and moves to the Newton point :math:`t - g/g'` when that lies inside the new bracket and is at
-    most half the step before; otherwise to the middle (the safeguard of Numerical Recipes' ``rtsafe``).
-    It stops where the Newton step is below ``tol``, or the bracket is: quadratic convergence near a root
-    with :math:`g' < 0`, and bisection wherever the Newton steps stop halving.
+    :math:`g` keeps one sign on the bracket, the end it points to (as bisection would end), if
+    ``good_low`` / ``good_high`` (default: all) allow that end. Each step evaluates :math:`(g, g')` at the
+    current point, keeps the half of the bracket where :math:`g` changes sign, and moves to the Newton
+    point :math:`t - g/g'` when that lies inside the new bracket and is at most half the step before;
+    otherwise to the middle (the safeguard of Numerical Recipes' ``rtsafe``). It stops where the Newton
+    step is below ``tol`` (staying at the current point) or the bracket is: quadratic convergence near a
+    root with :math:`g' < 0`, and bisection wherever the Newton steps stop halving. Where :math:`g` is at
+    rounding level over much of the bracket (a flat objective, e.g. the profile's for q just above ½) the
+    steps are bisections, down to ``tol``.
     """
+    if good_low is None:
+        good_low = np.ones(low.shape, dtype=bool)
+    if good_high is None:
+        good_high = np.ones(high.shape, dtype=bool)
     g_ends, _ = derivatives(np.concatenate([low, high]), np.concatenate([coefficients, coefficients]))
     g_low, g_high = np.split(g_ends, 2)
-    to_high = g_high >= 0  # still rising at high: the maximum is there (or beyond)
-    to_low = ~to_high & (g_low <= 0)
+    to_high = good_high & (g_high >= 0)  # still rising at high: the maximum is there (or beyond)
+    to_low = ~to_high & good_low & (g_low <= 0)
     t = np.where(to_high, high, np.where(to_low, low, 0.5 * (low + high)))
     done = to_high | to_low
     last_step = high - low
@@ -131,10 +149,11 @@ def _refine(derivatives, coefficients, low, high, *, tol=_TOL, max_steps=_MAX_ST
             newton_step = np.where(slope < 0, -g / slope, np.inf)
         newton = t + newton_step
         usable = (newton >= low) & (newton <= high) & (np.abs(newton_step) <= 0.5 * last_step)
-        step_to = np.where(usable, newton, 0.5 * (low + high))
-        finished = (g == 0) | (np.abs(newton_step) <= tol) | (high - low <= tol)
+        converged = np.abs(newton_step) <= tol
+        # a converged point stays (a rejected Newton step there would send it to the bracket's middle)
+        step_to = np.where(converged, t, np.where(usable, newton, 0.5 * (low + high)))
         moving = ~done & (g != 0)
         last_step = np.where(moving, np.abs(step_to - t), last_step)
         t = np.where(moving, step_to, t)
-        done |= finished
+        done |= (g == 0) | converged | (high - low <= tol)
     return t

@@ -86,7 +86,8 @@ def profile_q(log_alpha, kl_method="exact"):
     :math:`q\sigma(-t) - \mathrm{KL}(t)`: :math:`q = -\mathrm{KL}'(t)\,(1+\alpha)^2/\alpha`."""
     t = np.asarray(log_alpha, dtype=np.float64)
     slope, _ = kl_slope_and_curvature(t, kl_method)
-    return -slope / (expit(t) * expit(-t))
+    with np.errstate(divide="ignore", invalid="ignore"):  # |t| ≳ 745: σ(t)σ(−t) = 0, q = ±inf (as before)
+        return -slope / (expit(t) * expit(-t))
 
 
 @functools.lru_cache(maxsize=256)
