@@ -139,6 +139,16 @@ def _x2_beyond(log_alpha):
     return log_alpha.clamp(min=T_MAX).neg_().exp_().mul_(0.5), beyond
 
 
+def series_value(x2):
+    """KL beyond T_MAX: x² − x⁴/3 + 4x⁶/45 (the first omitted term is below x⁸ < e^{−160}); torch or numpy."""
+    return x2 * (1.0 - x2 / 3.0 * (1.0 - 4.0 / 15.0 * x2))
+
+
+def series_slope(x2):
+    """dKL/d log α beyond T_MAX: −(x² − 2x⁴/3 + 4x⁶/15); torch or numpy."""
+    return -x2 * (1.0 - 2.0 / 3.0 * x2 * (1.0 - 0.4 * x2))
+
+
 def _value(log_alpha):
     """KL(log α) without autograd, and the grid position (index, s) that the slope reuses."""
     kl_coef, _ = _tables(log_alpha.dtype, log_alpha.device)
@@ -148,16 +158,14 @@ def _value(log_alpha):
     kl = kl.add_((T_MIN - log_alpha).clamp_(min=0.0), alpha=0.5)
     # Beyond T_MAX: x² − x⁴/3 + 4x⁶/45 (the first omitted term is below x⁸ < e^{−160}).
     x2, beyond = _x2_beyond(log_alpha)
-    series = x2 * (1.0 - x2 / 3.0 * (1.0 - 4.0 / 15.0 * x2))
-    return torch.where(beyond, series, kl), index, s
+    return torch.where(beyond, series_value(x2), kl), index, s
 
 
 def _slope_at(log_alpha, grad_coef, index, s):
     """dKL/d log α from the table, and −(x² − 2x⁴/3 + 4x⁶/15) beyond T_MAX."""
     slope = _horner(grad_coef, index, s)
     x2, beyond = _x2_beyond(log_alpha)
-    series = -x2 * (1.0 - 2.0 / 3.0 * x2 * (1.0 - 0.4 * x2))
-    return torch.where(beyond, series, slope)
+    return torch.where(beyond, series_slope(x2), slope)
 
 
 class _ExactKL(torch.autograd.Function):

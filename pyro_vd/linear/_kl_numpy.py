@@ -18,7 +18,15 @@ what a Newton step needs:
 import numpy as np
 from scipy.special import expit
 
-from ..distributions.exact_kl import NUM_INTERVALS, STEPS_PER_UNIT, T_MAX, T_MIN, _tables_float64
+from ..distributions.exact_kl import (
+    NUM_INTERVALS,
+    STEPS_PER_UNIT,
+    T_MAX,
+    T_MIN,
+    _tables_float64,
+    series_slope,
+    series_value,
+)
 from ..distributions.kl_log_uniform import (
     KINGMA_C1,
     KINGMA_C2,
@@ -62,7 +70,7 @@ def kl_value(t, method):
     if method == "exact":
         kl = _horner(*_interval(t, 0)) + 0.5 * np.maximum(T_MIN - t, 0.0)
         x2, beyond = _x2(t)
-        return np.where(beyond, x2 * (1.0 - x2 / 3.0 * (1.0 - 4.0 / 15.0 * x2)), kl)
+        return np.where(beyond, series_value(x2), kl)
     if method == "molchanov":
         return MOLCHANOV_K1 * expit(-MOLCHANOV_K2 - MOLCHANOV_K3 * t) + 0.5 * np.logaddexp(0.0, -t)
     with np.errstate(over="ignore", invalid="ignore"):  # beyond log α ≈ 236 the cubic is ∓inf, as torch's
@@ -80,7 +88,7 @@ def kl_slope_and_curvature(t, method):
         curvature = (c[..., 1] + s * (2.0 * c[..., 2] + 3.0 * s * c[..., 3])) * STEPS_PER_UNIT
         curvature = np.where(t < T_MIN, 0.0, curvature)  # KL is linear there
         x2, beyond = _x2(t)
-        slope = np.where(beyond, -x2 * (1.0 - 2.0 / 3.0 * x2 * (1.0 - 0.4 * x2)), slope)
+        slope = np.where(beyond, series_slope(x2), slope)
         curvature = np.where(beyond, x2 * (1.0 - 4.0 / 3.0 * x2 * (1.0 - 0.6 * x2)), curvature)
         return slope, curvature
     if method == "molchanov":

@@ -111,14 +111,12 @@ def _maximize(coefficients, objective, derivatives, method, max_log_alpha):
     return result
 
 
-def _refine(
-    derivatives, coefficients, low, high, *, good_low=None, good_high=None, tol=_TOL, max_steps=_MAX_STEPS
-):
+def _refine(derivatives, coefficients, low, high, *, good_low, good_high, tol=_TOL, max_steps=_MAX_STEPS):
     r"""
     Where the derivative :math:`g` (``derivatives(t, coefficients)`` gives :math:`(g, g')`) of a function
     that rises then falls on each ``[low, high]`` changes sign, to about ``tol`` (elementwise); where
     :math:`g` keeps one sign on the bracket, the end it points to (as bisection would end), if
-    ``good_low`` / ``good_high`` (default: all) allow that end. Each step evaluates :math:`(g, g')` at the
+    ``good_low`` / ``good_high`` (masks) allow that end. Each step evaluates :math:`(g, g')` at the
     current point, keeps the half of the bracket where :math:`g` changes sign, and moves to the Newton
     point :math:`t - g/g'` when that lies inside the new bracket and is at most half the step before;
     otherwise to the middle (the safeguard of Numerical Recipes' ``rtsafe``). It stops where the Newton
@@ -127,10 +125,6 @@ def _refine(
     rounding level over much of the bracket (a flat objective, e.g. the profile's for q just above ½) the
     steps are bisections, down to ``tol``.
     """
-    if good_low is None:
-        good_low = np.ones(low.shape, dtype=bool)
-    if good_high is None:
-        good_high = np.ones(high.shape, dtype=bool)
     g_ends, _ = derivatives(np.concatenate([low, high]), np.concatenate([coefficients, coefficients]))
     g_low, g_high = np.split(g_ends, 2)
     to_high = good_high & (g_high >= 0)  # still rising at high: the maximum is there (or beyond)

@@ -46,8 +46,8 @@ def _objective(profile, method):
 
 
 def _checked_refine(monkeypatch, check):
-    """Route alpha_update._refine through ``check(result, reference, calls)``, the reference being 80
-    bisections of the same derivative from the same bracket."""
+    """Route alpha_update._refine through ``check(result, reference, coefficients, inside, calls)``, the
+    reference being 80 bisections of the same derivative from the same bracket."""
     from pyro_vd.linear import alpha_update
 
     original = alpha_update._refine
