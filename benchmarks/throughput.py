@@ -37,6 +37,7 @@ from torch import nn
 import pyro_vd
 
 N_TRAIN, BATCH = 60000, 100
+DEVICE = torch.device("cpu")  # --device
 MOLCHANOV = (0.63576, 1.87320, 1.48695)
 
 
@@ -86,7 +87,7 @@ class HandWrittenSparseVDNet(nn.Module):
 # Each builder returns step(x, y); the first call (lazy parameters, optimizer state) is not timed.
 def build_svi(fused=False):
     pyro.clear_param_store()
-    model = pyro_vd.models.LeNet300100(num_data=N_TRAIN)
+    model = pyro_vd.models.LeNet300100(num_data=N_TRAIN).to(DEVICE)
     guide = pyro_vd.guides.AutoVariationalDropout(model)
     options = {"lr": 1e-3, "fused": True} if fused else {"lr": 1e-3}
     svi = pyro.infer.SVI(model, guide, pyro.optim.Adam(options), pyro_vd.inference.VariationalDropoutELBO())
@@ -95,7 +96,7 @@ def build_svi(fused=False):
 
 def build_module():
     with pyro.settings.context(module_local_params=True):
-        model = pyro_vd.models.LeNet300100(num_data=N_TRAIN)
+        model = pyro_vd.models.LeNet300100(num_data=N_TRAIN).to(DEVICE)
         guide = pyro_vd.guides.AutoVariationalDropout(model)
         loss_fn = pyro_vd.inference.VariationalDropoutELBO()(model, guide)
         lrt = pyro_vd.poutine.local_reparameterization()
@@ -115,6 +116,7 @@ def build_module():
 
 
 def build_torch(net, sparse_vd, fused=False):
+    net = net.to(DEVICE)
     optimizer = torch.optim.Adam(net.parameters(), lr=1e-3, fused=fused)
 
     def step(x, y):
@@ -138,7 +140,16 @@ BUILDERS = {
 
 
 def make_batches(steps):
-    return [(torch.rand(BATCH, 1, 28, 28), torch.randint(0, 10, (BATCH,))) for _ in range(steps + 1)]
+    return [
+        (torch.rand(BATCH, 1, 28, 28, device=DEVICE), torch.randint(0, 10, (BATCH,), device=DEVICE))
+        for _ in range(steps + 1)
+    ]
+
+
+def synchronize():
+    """Wait for the GPU's queue (device work is asynchronous: a host clock alone would time launches)."""
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize(DEVICE)
 
 
 def timing(args):
@@ -147,12 +158,15 @@ def timing(args):
     for name in args.variants or BUILDERS:
         steps[name] = BUILDERS[name]()
         steps[name](*batches[-1])  # set-up outside the timing
+        steps[name](*batches[-1])  # on CUDA: the kernels' first launches (loading, autotuning) too
     times = {name: [] for name in steps}
     for _ in range(args.repeats):  # interleaved
         for name, step in steps.items():
+            synchronize()
             start = time.perf_counter()
             for x, y in batches[:-1]:
                 step(x, y)
+            synchronize()
             times[name].append(time.perf_counter() - start)
     per_epoch = N_TRAIN // BATCH / args.steps
     return {name: statistics.median(t) * per_epoch for name, t in times.items()}
@@ -185,6 +199,15 @@ class _Heap:
 def peak_memory(name, steps):
     """Run in a subprocess: the peak heap memory a training run of ``steps`` steps adds, in MiB."""
     batches = make_batches(steps)
+    if DEVICE.type == "cuda":  # the CUDA caching allocator's own count of the bytes tensors hold
+        synchronize()
+        before = torch.cuda.memory_allocated(DEVICE)
+        torch.cuda.reset_peak_memory_stats(DEVICE)
+        step = BUILDERS[name]()
+        for x, y in batches:
+            step(x, y)
+        synchronize()
+        return (torch.cuda.max_memory_allocated(DEVICE) - before) / 2**20
     heap = _Heap()
     backward = torch.Tensor.backward
 
@@ -206,7 +229,7 @@ def memory(args):
     result = {}
     for name in args.variants or BUILDERS:
         command = [sys.executable, __file__, "--_peak", name, "--steps", str(args.steps)]
-        command += ["--threads", str(args.threads)]
+        command += ["--threads", str(args.threads), "--device", str(DEVICE)]
         out = subprocess.run(command, check=True, capture_output=True, text=True).stdout
         result[name] = float(out.strip().splitlines()[-1])
     return result
@@ -222,17 +245,24 @@ def main():
     parser.add_argument("--memory", action="store_true", help="also measure the peak memory per variant")
     parser.add_argument("--variants", nargs="+", choices=list(BUILDERS), help="a subset (default: all)")
     parser.add_argument("--json", help="also write the figures here")
+    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     parser.add_argument("--_peak", help=argparse.SUPPRESS)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    global DEVICE
+    DEVICE = torch.device(args.device)
+    if DEVICE.type == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: this machine has no CUDA device")
     pyro.set_rng_seed(0)
     if args._peak:
         print(peak_memory(args._peak, args.steps))
         return
     epoch = timing(args)
     result = {"seconds_per_epoch": epoch, "threads": args.threads, "torch": torch.__version__}
+    result["device"] = torch.cuda.get_device_name(DEVICE) if DEVICE.type == "cuda" else "cpu"
     print(
-        f"LeNet-300-100, batch {BATCH}, {args.threads} threads, median of {args.repeats} × {args.steps} steps"
+        f"LeNet-300-100, batch {BATCH}, {args.threads} threads, {result['device']}, "
+        f"median of {args.repeats} × {args.steps} steps"
     )
     print("| variant | s / epoch | / hand | / hand_fused | / plain |\n|---|---:|---:|---:|---:|")
     for name, seconds in epoch.items():
@@ -241,7 +271,8 @@ def main():
     print("targets: svi / hand ≤ 1.0; module / hand ≤ 0.8; module / plain ≤ 2.5")
     if args.memory:
         result["peak_mib"] = memory(args)
-        print("| variant | peak heap MiB | / hand |\n|---|---:|---:|")
+        kind = "peak CUDA MiB" if DEVICE.type == "cuda" else "peak heap MiB"
+        print(f"| variant | {kind} | / hand |\n|---|---:|---:|")
         for name, mib in result["peak_mib"].items():
             print(f"| {name} | {mib:.1f} | {mib / result['peak_mib'].get('hand', math.nan):.2f} |")
         print("target: module / hand ≤ 1.1")

@@ -205,6 +205,7 @@ def _layer_case(args):
         hidden=hidden,
         methods=methods,
         seed=args.seed,
+        device=args.device,
         progress=not args.quiet,
         log=_log(args),
     )
@@ -237,6 +238,8 @@ def _sparse_mnist(args):
         kl_method=args.kl_method,
         clip_log_alpha=args.clip_log_alpha,
         train_prune=args.train_prune,
+        pretrain_epochs=args.pretrain_epochs,
+        device=args.device,
         seed=args.seed,
         out=args.out,
         resume=args.resume,
@@ -250,6 +253,11 @@ def _sparse_mnist(args):
         + f"\n\ntest error {100 * result['test_error']:.2f} % at {report.compression:.1f}× compression "
         f"after {epochs} epochs"
     )
+    if result.get("pretrained_test_error") is not None:
+        table += (
+            f", from the deterministic network pretrained for {result['pretrain_epochs']} epochs "
+            f"(test error {100 * result['pretrained_test_error']:.2f} %)"
+        )
     figures = {
         "log_alpha_vs_theta": plot_log_alpha_vs_theta(guide),
         "log_alpha_histogram": plot_log_alpha_histogram(guide),
@@ -278,6 +286,7 @@ def _structured_mnist(args):
         resume=args.resume,
         repeats=args.repeats,
         noise_lr=args.noise_lr,
+        device=args.device,
         progress=not args.quiet,
         log=_log(args),
     )
@@ -356,6 +365,21 @@ def _learning_rate(text):
 LAYER_CASE_METHODS = ("clipped", "clipped-kl3", "free", "binary", "gaussian", "none")
 
 
+def _device(text):
+    """``auto``, ``cpu``, ``cuda`` or ``cuda:N`` (whether this machine has it is checked before the run)."""
+    import torch
+
+    if text == "auto":
+        return text
+    try:
+        device = torch.device(text)
+    except (RuntimeError, TypeError):
+        device = None
+    if device is None or device.type not in ("cpu", "cuda"):
+        raise argparse.ArgumentTypeError(f"expected auto, cpu, cuda or cuda:N; got {text!r}")
+    return text
+
+
 def _method_list(text):
     keys = [key.strip() for key in text.split(",")]
     unknown = [key for key in keys if key not in LAYER_CASE_METHODS]
@@ -390,7 +414,7 @@ DEFAULTS = {
     "structured-mnist": {"epochs": (200, 1), "repeats": (30, 5)},
 }
 #: Options a resumed run may change (recorded in run.json); every other recorded option must match.
-MAY_CHANGE_ON_RESUME = ("epochs", "data_dir", "repeats")
+MAY_CHANGE_ON_RESUME = ("epochs", "data_dir", "repeats", "device")
 #: The commands that train data-parallel under torchrun (the others run on rank 0 alone).
 DISTRIBUTED = ("layer-case", "sparse-mnist", "structured-mnist")
 #: The global batch of the training commands: the processes must divide it.
@@ -437,6 +461,13 @@ def build_parser():
                 type=_positive_int,
                 default=None,
                 help="torch CPU threads (2, shared by the processes torchrun starts on a machine)",
+            )
+            sub.add_argument(
+                "--device",
+                type=_device,
+                default="auto",
+                help="where it trains: auto (default: CUDA when available; under torchrun the rank's "
+                "device), cpu, cuda or cuda:N",
             )
         sub.set_defaults(run=run, parser=sub)
         return sub
@@ -493,6 +524,14 @@ def build_parser():
         help="zero the mean of the weights with log α >= T while training (default 3, the authors' "
         "train_clip; 'none': train the unpruned network)",
     )
+    sparse.add_argument(
+        "--pretrain-epochs",
+        type=_integer(0),
+        default=0,
+        metavar="K",
+        help="first train the deterministic network for K epochs and start Sparse VD from its weights "
+        "(default 0: from scratch; the paper's LeNet-5 result starts from a pretrained network)",
+    )
     structured = command(
         "structured-mnist",
         _structured_mnist,
@@ -523,6 +562,13 @@ def _complete(args):
         d = QUICK_SIZES[args.command][1] if args.quick else args.d
         if args.n_relevant > d:
             args.parser.error(f"--n-relevant {args.n_relevant} is more than the {d} features (--d)")
+    if getattr(args, "device", "auto") != "auto":
+        from .distributed import resolve_device
+
+        try:  # CUDA asked for on a machine without it: a usage error, before the run directory is touched
+            resolve_device(args.device)
+        except ValueError as error:
+            args.parser.error(f"--device {args.device}: {error}")
     recorded = recorded_options(args.out) if getattr(args, "resume", False) else None
     for name, (full, quick) in DEFAULTS.get(args.command, {}).items():
         if getattr(args, name) is None:  # a resume keeps the run's own value

@@ -75,6 +75,7 @@ __all__ = [
     "mean_across_ranks",
     "noise_seed",
     "rank_zero_only",
+    "resolve_device",
     "seed_noise",
     "shard_indices",
 ]
@@ -153,6 +154,48 @@ def current():
         local_rank=_env_int("LOCAL_RANK", 0),
         device=_DEVICE.get("device", torch.device("cpu")),
     )
+
+
+def resolve_device(device=None, session=None):
+    """
+    The device a training function runs on.
+
+    :param device: ``None`` — the session's (``cuda:LOCAL_RANK`` under ``torchrun`` with nccl, else the
+        CPU); ``"auto"`` — the session's in a process group, else CUDA when available, else the CPU;
+        or a device (``"cpu"``, ``"cuda"``, ``"cuda:1"``, a :class:`torch.device`).
+    :raises ValueError: an unknown device, CUDA asked for where there is none, or a device other than
+        the one the process group put this rank on.
+    """
+    session = current() if session is None else session
+    if device is None:
+        return session.device
+    if isinstance(device, str) and device == "auto":
+        if session.distributed:
+            return session.device
+        return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(
+            f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N' (or a torch.device); got {device!r}"
+        ) from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device={str(device)!r} but this machine has no CUDA device torch can use")
+        index = torch.cuda.current_device() if device.index is None else device.index
+        if not 0 <= index < torch.cuda.device_count():
+            raise ValueError(
+                f"device={str(device)!r} but this machine has {torch.cuda.device_count()} CUDA device(s)"
+            )
+        device = torch.device("cuda", index)
+    elif device.type != "cpu":
+        raise ValueError(f"device must be a CPU or CUDA device; got {str(device)!r}")
+    if session.distributed and device != session.device:
+        raise ValueError(
+            f"device={str(device)!r} but the process group put rank {session.rank} on "
+            f"{str(session.device)!r}; leave the device to the session (device=None or 'auto')"
+        )
+    return device
 
 
 def close():

@@ -33,6 +33,19 @@ def test_a_single_process_is_rank_zero_of_one():
     assert distributed.rank_zero_only(lambda: "written")() == "written"
 
 
+def test_the_device_is_resolved_and_checked():
+    assert distributed.resolve_device() == torch.device("cpu")  # one process: the CPU by default
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert distributed.resolve_device("auto").type == expected
+    assert distributed.resolve_device("cpu") == torch.device("cpu")
+    with pytest.raises(ValueError, match="got 'tpu'"):
+        distributed.resolve_device("tpu")
+    with pytest.raises(ValueError, match="CPU or CUDA"):
+        distributed.resolve_device("meta")
+    with pytest.raises(ValueError, match="CUDA device"):
+        distributed.resolve_device(f"cuda:{torch.cuda.device_count()}")
+
+
 def test_the_global_batch_is_split_evenly():
     two = distributed.Session(rank=1, world_size=2)
     assert distributed.local_batch_size(100, two) == 50

@@ -69,7 +69,8 @@ def train_maximum_likelihood(
             loss = F.cross_entropy(net(images[index]), labels[index])
             loss.backward()
             optimizer.step()
-            total += loss.item() / steps
+            total = total + loss.detach() / steps  # read once per epoch: no host sync per step on a GPU
+        total = float(total)
         losses.append(total)
         if log is not None:
             log(f"epoch {epoch + 1}/{epochs}: train loss {total:.4f}")

@@ -12,6 +12,7 @@ files, see :func:`~pyro_vd.datasets.load_cifar10`).
 
 import math
 import time
+import types
 
 import pyro
 import torch
@@ -50,7 +51,7 @@ def _train_vd(data, sizes, *, clip, kl_weight, epochs, batch_size, lr, seed, eva
     pyro.clear_param_store()
     pyro.set_rng_seed(seed)  # the same model and guide on every rank
     n = len(data.train_images)
-    model = BayesianMLP(sizes, num_data=n)
+    model = BayesianMLP(sizes, num_data=n).to(data.train_images.device)
     # α per layer, starting at α = 1 (the variance of binary dropout with p = 0.5)
     guide = AutoVariationalDropout(
         model, granularity="layer", init_log_alpha=0.0, max_log_alpha=0.0 if clip else None, init_seed=seed
@@ -83,7 +84,7 @@ def _epoch_order(n, epoch, seed, session):
 def _train_baseline(data, sizes, kind, *, epochs, batch_size, lr, seed, evaluate):
     session = distributed.current()
     torch.manual_seed(seed)
-    net = with_dropout(mlp(sizes), kind, p=0.5)
+    net = with_dropout(mlp(sizes), kind, p=0.5).to(data.train_images.device)
     images, labels = data.train_images, data.train_labels
     if session.distributed:
         # Data-parallel: each rank trains on its shard (fixed across epochs, reshuffled within) with the
@@ -114,11 +115,14 @@ def run_layer_case(
     lr=1e-3,
     methods=METHODS,
     seed=0,
+    device=None,
     progress=False,
     log=print,
 ):
     """
-    Train every method of ``methods`` for ``epochs`` on ``data`` (an MNIST or CIFAR10 tuple).
+    Train every method of ``methods`` for ``epochs`` on ``data`` (an MNIST or CIFAR10 tuple), on
+    ``device`` (``None``: the process group's, the CPU for one process; ``"auto"``: CUDA when available;
+    see :func:`pyro_vd.distributed.resolve_device`).
 
     In a process group (:func:`pyro_vd.distributed.init_from_env`, e.g. under ``torchrun``) every method
     trains data-parallel: each rank on its shard with local batches of ``batch_size / W``, gradients
@@ -130,12 +134,17 @@ def run_layer_case(
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise ValueError(f"unknown methods {unknown}; choose from {METHODS}")
+    device = distributed.resolve_device(device)
+    names = ("train_images", "train_labels", "test_images", "test_labels")
+    if any(getattr(data, name).device != device for name in names):
+        data = types.SimpleNamespace(**{name: getattr(data, name).to(device) for name in names})
     n_inputs = data.train_images[0].numel()
     n_classes = int(max(data.train_labels.max(), data.test_labels.max())) + 1
     sizes = [n_inputs, *hidden, max(n_classes, 2)]
     config = {"sizes": sizes, "epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed}
     result = {"methods": {}, "config": config}
     result["world_size"] = distributed.current().world_size
+    result["device"] = str(device)
     if not distributed.is_main_process():  # rank 0 alone prints
         progress, log = False, _silent
     bar = tqdm(total=epochs * len(methods), unit="epoch", disable=not progress, desc="layer case")

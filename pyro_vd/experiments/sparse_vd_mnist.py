@@ -58,6 +58,8 @@ FIXED_ON_RESUME = (
     "noise_lr",
     "neuron_noise",
     "sparse_weights",
+    "pretrain_epochs",
+    "pretrain_lr",
     "n_train",
     "clip_log_alpha",
     "train_prune",
@@ -88,9 +90,10 @@ def _silent(*args, **kwargs):
 
 
 def _set_rank_rng_state(state, device):
-    torch.set_rng_state(state["torch"])
+    # the generators take CPU byte tensors, wherever the checkpoint was mapped to
+    torch.set_rng_state(state["torch"].cpu())
     if device.type == "cuda" and state.get("cuda") is not None:
-        torch.cuda.set_rng_state(state["cuda"], device)
+        torch.cuda.set_rng_state(state["cuda"].cpu(), device)
 
 
 @torch.no_grad()
@@ -121,6 +124,9 @@ def run_sparse_vd_mnist(
     noise_lr=None,
     clip_log_alpha=None,
     train_prune=None,
+    pretrain_epochs=0,
+    pretrain_lr=1e-3,
+    device=None,
     progress=False,
     log=print,
 ):
@@ -131,6 +137,11 @@ def run_sparse_vd_mnist(
     :mod:`pyro_vd.experiments.structured_mnist`); ``sparse_weights=False`` keeps the weights
     point-estimated. ``noise_lr`` is the learning rate of the noise parameters (default: ``lr``).
     ``progress=True`` shows a tqdm bar over the epochs (the log lines go through ``tqdm.write``).
+    ``pretrain_epochs=k`` first trains the deterministic network for ``k`` epochs (cross-entropy, Adam
+    at ``pretrain_lr``, batch ``batch_size``) and starts Sparse VD from it: θ and the biases take its
+    weights (the paper's LeNet-5-Caffe result starts from a pretrained network). ``device`` is where it
+    trains: ``None`` the process group's (the CPU for one process), ``"auto"`` CUDA when available, or
+    a device (:func:`pyro_vd.distributed.resolve_device`).
     ``clip_log_alpha=c`` clips log α to [−c, c] in the noise and the KL, and ``train_prune=t`` sets the
     mean of the weights with log α ≥ t to 0 while training (the guide's ``train_prune``): the Sparse
     VD authors' code does both, with c = 8 and t = 3 (``train_clip=True`` in its LeNet-300-100 script).
@@ -151,16 +162,18 @@ def run_sparse_vd_mnist(
     if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1:
         raise ValueError(f"epochs must be a positive integer; got {epochs!r}")
     noise_lr = lr if noise_lr is None else noise_lr
-    for name, value in (("lr", lr), ("noise_lr", noise_lr)):
+    for name, value in (("lr", lr), ("noise_lr", noise_lr), ("pretrain_lr", pretrain_lr)):
         if not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
             raise ValueError(f"{name} must be a positive finite number; got {value!r}")
     if resume and out is None:
         raise ValueError("resume=True needs the folder of the run to resume (out)")
+    if not isinstance(pretrain_epochs, int) or isinstance(pretrain_epochs, bool) or pretrain_epochs < 0:
+        raise ValueError(f"pretrain_epochs must be an integer >= 0; got {pretrain_epochs!r}")
     session = distributed.current()
     local_batch = distributed.local_batch_size(batch_size, session)
     if not session.is_main:  # rank 0 alone prints
         progress, log = False, _silent
-    device = session.device
+    device = distributed.resolve_device(device, session)
     images, labels = data.train_images.to(device), data.train_labels.to(device)
     test_images, test_labels = data.test_images.to(device), data.test_labels.to(device)
     pyro.clear_param_store()
@@ -169,6 +182,21 @@ def run_sparse_vd_mnist(
     model = ARCHITECTURES[arch](num_data=n_train, neuron_noise=neuron_noise, sparse_weights=sparse_weights)
     model.to(device)
     generator = torch.Generator().manual_seed(seed)
+    pretrained, pretrained_error = None, None
+    if pretrain_epochs and not resume:  # a resumed run's checkpoint holds the weights it started from
+        pretrained, pretrained_error = _pretrain(
+            arch,
+            images,
+            labels,
+            test_images,
+            test_labels,
+            pretrain_epochs,
+            batch_size,
+            pretrain_lr,
+            seed,
+            log,
+        )
+        _load_biases(model, pretrained)
     if clip_log_alpha is not None and not (
         isinstance(clip_log_alpha, int | float) and math.isfinite(clip_log_alpha) and clip_log_alpha > 0
     ):
@@ -176,7 +204,9 @@ def run_sparse_vd_mnist(
     guide = AutoVariationalDropout(
         model,
         kl_method=kl_method,
-        init_theta=lambda site: 0.01 * torch.randn(site["fn"].shape(), generator=generator),
+        init_theta=pretrained
+        if pretrained is not None
+        else lambda site: 0.01 * torch.randn(site["fn"].shape(), generator=generator),
         init_log_sigma2=-10.0,
         min_log_alpha=None if clip_log_alpha is None else -float(clip_log_alpha),
         max_log_alpha=None if clip_log_alpha is None else float(clip_log_alpha),
@@ -205,6 +235,8 @@ def run_sparse_vd_mnist(
         "epochs": epochs,
         "clip_log_alpha": clip_log_alpha,
         "train_prune": train_prune,
+        "pretrain_epochs": pretrain_epochs,
+        "pretrain_lr": pretrain_lr if pretrain_epochs else None,
     }
     start_epoch, history, seconds, resumes, kl_floor = 0, [], 0.0, [], 0.0
     checkpoint = pathlib.Path(out) / "checkpoint.pt" if out is not None else None
@@ -213,7 +245,9 @@ def run_sparse_vd_mnist(
         if not checkpoint.is_file():
             raise RunDirError(f"resume=True but there is no checkpoint at {str(checkpoint)!r}")
         try:
-            state = load_checkpoint(checkpoint, optim=_NoPyroOptim(), model=model, guide=guide, elbo=elbo)
+            state = load_checkpoint(  # onto this run's device, wherever the checkpoint was written
+                checkpoint, optim=_NoPyroOptim(), model=model, guide=guide, elbo=elbo, map_location=device
+            )
         except ValueError as error:  # corrupt, or saved by another configuration
             raise RunDirError(f"cannot resume: {error}") from error
         start_epoch, extra = state["epoch"], state["extra"]
@@ -226,6 +260,7 @@ def run_sparse_vd_mnist(
                 "kept the optimizer's state in Pyro's parameter store; start a new run (--overwrite)"
             )
         history, seconds = extra["history"], extra["seconds"]
+        pretrained_error = extra.get("pretrained_test_error")
         resume_entry = {"at_epoch": start_epoch, "epochs": epochs, "was": previous}
         saved_world_size = extra.get("world_size", 1)
         if saved_world_size != session.world_size:
@@ -338,6 +373,7 @@ def run_sparse_vd_mnist(
                         "optimizer": optimizer.state_dict(),
                         "world_size": session.world_size,
                         "rank_rng": rank_rng,
+                        "pretrained_test_error": pretrained_error,
                     },
                 )
     bar.close()
@@ -353,6 +389,9 @@ def run_sparse_vd_mnist(
         "neuron_noise": neuron_noise,
         "sparse_weights": sparse_weights,
         "world_size": session.world_size,
+        "device": str(device),
+        "pretrain_epochs": pretrain_epochs,
+        "pretrained_test_error": pretrained_error,
         "test_error": history[-1]["test_error"] if history else None,
         "sparsity": report.to_dict(),
         "train_seconds": seconds,
@@ -364,13 +403,41 @@ def run_sparse_vd_mnist(
     return result, report, model, guide
 
 
+def _pretrain(arch, images, labels, test_images, test_labels, epochs, batch_size, lr, seed, log):
+    """The deterministic network trained by cross-entropy (every rank alike: same seed, same data), its
+    state dict (the guide's ``init_theta``) and its test error."""
+    from ..baselines import train_maximum_likelihood
+    from ..models import architectures
+
+    with torch.random.fork_rng(devices=[images.device] if images.device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        net = getattr(architectures, arch)().to(images.device)
+        train_maximum_likelihood(net, images, labels, epochs=epochs, batch_size=batch_size, lr=lr)
+    with torch.no_grad():
+        error = test_error(net, test_images, test_labels)
+    log(f"pretrained {arch} for {epochs} epochs: test error {100 * error:.2f} %")
+    return {k: v.detach().clone() for k, v in net.state_dict().items()}, error
+
+
+def _load_biases(model, state):
+    """Copy the pretrained biases into the model's point-estimated biases (``net.<layer>.bias``)."""
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            key = name.removeprefix("net.").removesuffix("_unconstrained")
+            if key.endswith("bias") and key in state:
+                param.copy_(state[key].to(param))
+
+
 def _check_resume(checkpoint, saved, config, start_epoch):
     """Refuse to resume a checkpoint with options that would change its trajectory."""
     if saved is None:  # a checkpoint from before the options were recorded
         return
-    saved = dict(saved)
+    saved, config = dict(saved), dict(config)
     for name in ("clip_log_alpha", "train_prune"):  # recorded since they exist: absent means off
         saved.setdefault(name, None)
+    for options in (saved, config):  # no pretraining, where the options were recorded before it existed
+        options.setdefault("pretrain_epochs", 0)
+        options.setdefault("pretrain_lr", None)
     for name in FIXED_ON_RESUME:
         if name in saved and saved[name] != config[name]:
             raise RunDirError(

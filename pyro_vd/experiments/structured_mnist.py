@@ -44,6 +44,7 @@ def run_structured_mnist(
     out=None,
     resume=False,
     repeats=30,
+    device=None,
     progress=False,
     log=print,
 ):
@@ -73,13 +74,15 @@ def run_structured_mnist(
         neuron_noise=True,
         sparse_weights=sparse_weights,
         noise_lr=noise_lr,
+        device=device,
         progress=progress,
         log=log,
     )
     if not distributed.is_main_process():
         return None, None
-    dense = prune_neurons(model, guide, shrink_network=False)
-    small = prune_neurons(model, guide)
+    # timed on the CPU (the structured speedup of the seed's peers), wherever it trained
+    dense = prune_neurons(model, guide, shrink_network=False).cpu()
+    small = prune_neurons(model, guide).cpu()
     dense_seconds, small_seconds = speedup(dense, small, data.test_images, repeats=repeats)
     neurons = count_neurons(small)
     summary = {
