@@ -175,3 +175,17 @@ def test_the_layer_case_runs_on_the_gpu():
     result = run_layer_case(data, epochs=1, hidden=(16, 16), device="cuda", log=lambda _: None)
     assert result["device"].startswith("cuda")
     assert all(len(r["test_error"]) == 1 for r in result["methods"].values())
+
+
+def test_the_divergence_monitor_reads_gpu_values_in_batches_and_still_warns():
+    """Reading a GPU value waits for the device: the monitor gathers them and reads every 50 steps."""
+    from pyro_vd.inference.vd_elbo import DivergenceWarning, _DivergenceMonitor
+
+    monitor = _DivergenceMonitor()
+    for _ in range(monitor.every):
+        monitor.watch("run", torch.tensor(1.0, device=CUDA))
+    assert monitor.average is None and len(monitor.pending) == monitor.every  # nothing read yet
+    with pytest.warns(DivergenceWarning, match="diverging"):
+        for step in range(3 * monitor.every):
+            monitor.watch("run", torch.tensor(1.0 + 10.0 * step, device=CUDA))
+    assert monitor.average is not None

@@ -247,24 +247,31 @@ class _DivergenceMonitor:
     regression in raw units) do not count. The per-datum data term is used rather than the loss because
     the loss legitimately rises by orders of magnitude during a KL warm-up. Adam at learning rate 10 on
     a small MLP drives the average from 1.2 to 121 within 60 steps (the loss from 2.6e3 to 4e7); no
-    training run of the test suite, where warnings are errors, comes near the margin. Each value is
-    read one step late, so that watching adds no device synchronization; a new (model, guide) pair
-    starts a new watch.
+    training run of the test suite, where warnings are errors, comes near the margin. A value on the
+    CPU is read one step late; values on a GPU are gathered on the device and read together every
+    :attr:`every` steps (reading a GPU tensor waits for every kernel queued before it: once per step
+    that would be a host synchronization per step, measured by ``benchmarks/cuda_sync.py``). A new
+    (model, guide) pair starts a new watch.
     """
+
+    #: Steps whose GPU values are read together.
+    every = 50
 
     def __init__(self, rise=100.0):
         self.rise = rise
         self._reset(None)
 
     def _reset(self, key):
-        self.key, self.pending, self.average, self.best, self.warned = key, None, None, math.inf, False
+        self.key, self.pending, self.average, self.best, self.warned = key, [], None, math.inf, False
 
     def watch(self, key, nll):
         if key != self.key:
             self._reset(key)
-        if self.pending is not None:
-            self.update(float(self.pending))
-        self.pending = nll
+        if self.pending and (self.pending[0].device.type == "cpu" or len(self.pending) >= self.every):
+            for value in torch.stack(self.pending).tolist():  # one read for all of them
+                self.update(value)
+            self.pending = []
+        self.pending.append(nll.reshape(()))
 
     def update(self, nll):
         self.average = nll if self.average is None else 0.9 * self.average + 0.1 * nll
