@@ -313,10 +313,12 @@ def run_sparse_vd_mnist(
                 optimizer.zero_grad()
                 train_fn(images[index], labels[index]).backward()  # DDP: averaged over the ranks
                 optimizer.step()
-                terms = elbo.last_terms
-                data_term += terms["data"] / steps
+                terms = elbo.last_term_tensors  # summed on the device, read once per epoch (no sync)
+                data = terms["data"]
+                data_term = data_term + (data.double() if torch.is_tensor(data) else data) / steps
                 kl = terms["kl"] if terms["kl"] is not None else kl
-        data_term = distributed.mean_across_ranks(data_term)
+        data_term = distributed.mean_across_ranks(float(data_term))
+        kl = float(kl)
         lr_used = lr * factor
         seconds += time.perf_counter() - tick
         report = sparsity(guide, threshold)

@@ -108,10 +108,17 @@ class VariationalDropoutELBO(ELBO):
     @property
     def last_terms(self):
         """``{"loss", "data", "kl", "kl_weight"}`` of the last evaluation, as floats (``kl`` is None
-        when the weight was 0 and the KL was not computed)."""
+        when the weight was 0 and the KL was not computed). Reading them waits for the device; a loop on
+        a GPU that sums them over steps should take :attr:`last_term_tensors` and read once per epoch."""
         if self._last_terms is None:
             return None
         return {k: (v.item() if isinstance(v, torch.Tensor) else v) for k, v in self._last_terms.items()}
+
+    @property
+    def last_term_tensors(self):
+        """:attr:`last_terms` as detached tensors on the loss's device (no host synchronization);
+        ``kl_weight`` stays a float."""
+        return None if self._last_terms is None else dict(self._last_terms)
 
     # --------------------------------------------------------------------------------- traces
     def _get_trace(self, model, guide, args, kwargs):
