@@ -33,6 +33,9 @@ def test_terms_and_loss():
     assert terms["kl"] == pytest.approx(_expected_kl(guide), rel=1e-5)
     assert loss == pytest.approx(terms["kl"] - terms["data"], rel=1e-6)
     assert terms["data"] < 0
+    tensors = elbo.last_term_tensors  # the same terms, unread: tensors without a graph
+    assert all(torch.is_tensor(tensors[k]) and not tensors[k].requires_grad for k in ("loss", "data", "kl"))
+    assert {k: (v.item() if torch.is_tensor(v) else v) for k, v in tensors.items()} == terms
 
 
 @pytest.mark.parametrize("weight", [0.0, 0.3, 1.0])
