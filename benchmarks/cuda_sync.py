@@ -45,6 +45,8 @@ def main():
     parser.add_argument("--no-validation", action="store_true", help="pyro.enable_validation(False)")
     parser.add_argument("--variants", nargs="+", default=["svi", "module", "hand", "plain"])
     args = parser.parse_args()
+    if not torch.cuda.is_available():
+        parser.error("this counts synchronizations with a GPU; torch sees no CUDA device here")
     throughput.DEVICE = torch.device("cuda")
     if args.no_validation:
         pyro.enable_validation(False)

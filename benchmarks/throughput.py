@@ -250,9 +250,10 @@ def main():
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     global DEVICE
-    DEVICE = torch.device(args.device)
-    if DEVICE.type == "cuda" and not torch.cuda.is_available():
-        parser.error("--device cuda: this machine has no CUDA device")
+    try:
+        DEVICE = pyro_vd.distributed.resolve_device(args.device)
+    except ValueError as error:
+        parser.error(f"--device: {error}")
     pyro.set_rng_seed(0)
     if args._peak:
         print(peak_memory(args._peak, args.steps))

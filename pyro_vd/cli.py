@@ -409,9 +409,9 @@ FIGURES = {
 }
 #: ``--epochs`` (and ``--repeats``) when not given: (full run, with --quick).
 DEFAULTS = {
-    "layer-case": {"epochs": (10, 1)},
-    "sparse-mnist": {"epochs": (200, 1)},
-    "structured-mnist": {"epochs": (200, 1), "repeats": (30, 5)},
+    "layer-case": {"epochs": (10, 1), "device": ("auto", "auto")},
+    "sparse-mnist": {"epochs": (200, 1), "device": ("auto", "auto"), "pretrain_epochs": (0, 0)},
+    "structured-mnist": {"epochs": (200, 1), "repeats": (30, 5), "device": ("auto", "auto")},
 }
 #: Options a resumed run may change (recorded in run.json); every other recorded option must match.
 MAY_CHANGE_ON_RESUME = ("epochs", "data_dir", "repeats", "device")
@@ -465,9 +465,9 @@ def build_parser():
             sub.add_argument(
                 "--device",
                 type=_device,
-                default="auto",
+                default=None,
                 help="where it trains: auto (default: CUDA when available; under torchrun the rank's "
-                "device), cpu, cuda or cuda:N",
+                "device; a resume keeps the run's), cpu, cuda or cuda:N",
             )
         sub.set_defaults(run=run, parser=sub)
         return sub
@@ -527,7 +527,7 @@ def build_parser():
     sparse.add_argument(
         "--pretrain-epochs",
         type=_integer(0),
-        default=0,
+        default=None,
         metavar="K",
         help="first train the deterministic network for K epochs and start Sparse VD from its weights "
         "(default 0: from scratch; the paper's LeNet-5 result starts from a pretrained network)",
@@ -562,18 +562,19 @@ def _complete(args):
         d = QUICK_SIZES[args.command][1] if args.quick else args.d
         if args.n_relevant > d:
             args.parser.error(f"--n-relevant {args.n_relevant} is more than the {d} features (--d)")
+    recorded = recorded_options(args.out) if getattr(args, "resume", False) else None
+    for name, (full, quick) in DEFAULTS.get(args.command, {}).items():
+        if getattr(args, name) is None:  # a resume keeps the run's own value
+            previous = (recorded or {}).get(name)
+            setattr(args, name, previous if previous is not None else quick if args.quick else full)
     if getattr(args, "device", "auto") != "auto":
         from .distributed import resolve_device
 
         try:  # CUDA asked for on a machine without it: a usage error, before the run directory is touched
             resolve_device(args.device)
         except ValueError as error:
-            args.parser.error(f"--device {args.device}: {error}")
-    recorded = recorded_options(args.out) if getattr(args, "resume", False) else None
-    for name, (full, quick) in DEFAULTS.get(args.command, {}).items():
-        if getattr(args, name) is None:  # a resume keeps the run's own value
-            previous = (recorded or {}).get(name)
-            setattr(args, name, previous if previous is not None else quick if args.quick else full)
+            hint = " (a resume keeps the run's --device: give --device cpu or auto)" if recorded else ""
+            args.parser.error(f"--device {args.device}: {error}{hint}")
     if getattr(args, "data_dir", None) is not None:
         args.data_dir = str(pathlib.Path(args.data_dir).absolute())
 

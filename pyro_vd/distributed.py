@@ -173,6 +173,8 @@ def resolve_device(device=None, session=None):
         if session.distributed:
             return session.device
         return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+    if isinstance(device, int) and not isinstance(device, bool):
+        device = torch.device("cuda", device)  # torch's reading of a bare index
     try:
         device = torch.device(device)
     except (RuntimeError, TypeError):
@@ -188,12 +190,15 @@ def resolve_device(device=None, session=None):
                 f"device={str(device)!r} but this machine has {torch.cuda.device_count()} CUDA device(s)"
             )
         device = torch.device("cuda", index)
-    elif device.type != "cpu":
+    elif device.type == "cpu":
+        device = torch.device("cpu")  # one CPU device: "cpu:1" is the same place
+    else:
         raise ValueError(f"device must be a CPU or CUDA device; got {str(device)!r}")
     if session.distributed and device != session.device:
         raise ValueError(
             f"device={str(device)!r} but the process group put rank {session.rank} on "
-            f"{str(session.device)!r}; leave the device to the session (device=None or 'auto')"
+            f"{str(session.device)!r}; leave the device to the session (device=None or 'auto'), or hide "
+            "the GPUs (CUDA_VISIBLE_DEVICES=) for a process group on the CPU (gloo)"
         )
     return device
 

@@ -78,6 +78,20 @@ def test_sparse_mnist_quick(tmp_path, capsys, tiny_mnist, arch):
     assert result["epochs"] == 1 and 0 <= result["test_error"] <= 1
 
 
+def test_a_resume_keeps_the_runs_device_and_pretraining(tmp_path, capsys, tiny_mnist):
+    args = ["sparse-mnist", "--quick", "--quiet", "--data-dir", str(tiny_mnist), "--out", str(tmp_path)]
+    assert main([*args, "--device", "cpu", "--pretrain-epochs", "1"]) == 0
+    first = json.loads((tmp_path / "results.json").read_text())
+    assert first["device"] == "cpu" and first["pretrain_epochs"] == 1
+    assert main([*args, "--resume", "--epochs", "2"]) == 0  # neither flag repeated
+    resumed = json.loads((tmp_path / "results.json").read_text())
+    assert len(resumed["history"]) == 2 and resumed["pretrain_epochs"] == 1
+    assert resumed["pretrained_test_error"] == first["pretrained_test_error"]
+    with pytest.raises(SystemExit):  # another pretraining would be another run
+        main([*args, "--resume", "--epochs", "3", "--pretrain-epochs", "2"])
+    assert "--pretrain-epochs" in capsys.readouterr().err
+
+
 def test_sparse_mnist_recipe_defaults_to_the_authors_clip_and_train_prune():
     from pyro_vd.cli import build_parser
 

@@ -38,12 +38,15 @@ def test_the_device_is_resolved_and_checked():
     expected = "cuda" if torch.cuda.is_available() else "cpu"
     assert distributed.resolve_device("auto").type == expected
     assert distributed.resolve_device("cpu") == torch.device("cpu")
+    assert distributed.resolve_device("cpu:1") == torch.device("cpu")  # one CPU device
     with pytest.raises(ValueError, match="got 'tpu'"):
         distributed.resolve_device("tpu")
     with pytest.raises(ValueError, match="CPU or CUDA"):
         distributed.resolve_device("meta")
     with pytest.raises(ValueError, match="CUDA device"):
         distributed.resolve_device(f"cuda:{torch.cuda.device_count()}")
+    with pytest.raises(ValueError, match="CUDA device"):  # a bare index is a GPU, as torch reads it
+        distributed.resolve_device(torch.cuda.device_count())
 
 
 def test_the_global_batch_is_split_evenly():

@@ -138,9 +138,10 @@ def run_sparse_vd_mnist(
     point-estimated. ``noise_lr`` is the learning rate of the noise parameters (default: ``lr``).
     ``progress=True`` shows a tqdm bar over the epochs (the log lines go through ``tqdm.write``).
     ``pretrain_epochs=k`` first trains the deterministic network for ``k`` epochs (cross-entropy, Adam
-    at ``pretrain_lr``, batch ``batch_size``) and starts Sparse VD from it: θ and the biases take its
-    weights (the paper's LeNet-5-Caffe result starts from a pretrained network). ``device`` is where it
-    trains: ``None`` the process group's (the CPU for one process), ``"auto"`` CUDA when available, or
+    at ``pretrain_lr``, batch ``batch_size``) and starts from it: θ and the biases take its values (all
+    the weights do, with ``sparse_weights=False``); the paper's LeNet-5-Caffe result starts from a
+    pretrained network. ``device`` is where it trains: ``None`` the process group's (the CPU for one
+    process), ``"auto"`` CUDA when available, or
     a device (:func:`pyro_vd.distributed.resolve_device`).
     ``clip_log_alpha=c`` clips log α to [−c, c] in the noise and the KL, and ``train_prune=t`` sets the
     mean of the weights with log α ≥ t to 0 while training (the guide's ``train_prune``): the Sparse
@@ -196,7 +197,7 @@ def run_sparse_vd_mnist(
             seed,
             log,
         )
-        _load_biases(model, pretrained)
+        _load_point_estimates(model, pretrained)
     if clip_log_alpha is not None and not (
         isinstance(clip_log_alpha, int | float) and math.isfinite(clip_log_alpha) and clip_log_alpha > 0
     ):
@@ -421,12 +422,14 @@ def _pretrain(arch, images, labels, test_images, test_labels, epochs, batch_size
     return {k: v.detach().clone() for k, v in net.state_dict().items()}, error
 
 
-def _load_biases(model, state):
-    """Copy the pretrained biases into the model's point-estimated biases (``net.<layer>.bias``)."""
+def _load_point_estimates(model, state):
+    """Copy the pretrained values into the model's point-estimated parameters (``net.<layer>.bias``, and
+    the weights too where they are not sparsified: ``sparse_weights=False``); the sparsified weights
+    start at them through the guide's ``init_theta``."""
     with torch.no_grad():
         for name, param in model.named_parameters():
             key = name.removeprefix("net.").removesuffix("_unconstrained")
-            if key.endswith("bias") and key in state:
+            if key in state and state[key].shape == param.shape:
                 param.copy_(state[key].to(param))
 
 

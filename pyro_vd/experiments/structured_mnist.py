@@ -91,6 +91,7 @@ def run_structured_mnist(
         "noise_lr": noise_lr,
         "seed": seed,
         "world_size": result["world_size"],
+        "device": result["device"],
         "test_error": test_error(small, data.test_images, data.test_labels),
         "test_error_full_size": test_error(dense, data.test_images, data.test_labels),
         "neurons_kept": neurons,

@@ -87,6 +87,7 @@ class VariationalDropoutELBO(ELBO):
         self.kl_method = None if kl_method is None else check_kl_method(kl_method)
         self.kl_weight = kl_weight
         self._last_terms = None
+        self._loss_value = None
         self._monitor = _DivergenceMonitor()
 
     @property
@@ -216,11 +217,21 @@ class VariationalDropoutELBO(ELBO):
                 kl_total = kl_total + kl / self.num_particles
         if not isinstance(loss, torch.Tensor):
             raise ValueError("the model has no observed site and no latent site: nothing to optimize")
-        if not torch.isfinite(loss):
+        # training steps only (not loss() on held-out data) feed the divergence monitor
+        watched = (
+            torch.is_grad_enabled() and isinstance(data_total, torch.Tensor) and _positive(self._data_count)
+        )
+        if watched:  # the loss and the monitor's value in one read: one host synchronization on a GPU
+            nll = -data_total.detach() / self._data_count
+            loss_value, nll_value = torch.stack([loss.detach().double(), nll.double().reshape(())]).tolist()
+            finite = math.isfinite(loss_value)
+        else:
+            finite = bool(torch.isfinite(loss))
+        if not finite:
             _diagnose_nonfinite(model_trace, args, kwargs)
-        if torch.is_grad_enabled() and isinstance(data_total, torch.Tensor) and _positive(self._data_count):
-            # training steps only (not loss() on held-out data); read one step late: no extra sync
-            self._monitor.watch((id(model), id(guide)), -data_total.detach() / self._data_count)
+        if watched:
+            self._monitor.watch((id(model), id(guide)), nll_value)
+        self._loss_value = loss_value if watched else None  # for loss_and_grads: no second read
         self._last_terms = {
             "loss": loss.detach(),
             "data": data_total.detach() if isinstance(data_total, torch.Tensor) else data_total,
@@ -238,7 +249,8 @@ class VariationalDropoutELBO(ELBO):
         """The loss as a float; its gradients are accumulated into the parameters."""
         loss = self.differentiable_loss(model, guide, *args, **kwargs)
         loss.backward(retain_graph=self.retain_graph)
-        return loss.item()
+        value = self._loss_value  # read with the finiteness check, before the backward pass was queued
+        return loss.item() if value is None else value
 
 
 class DivergenceWarning(RuntimeWarning):
@@ -254,31 +266,22 @@ class _DivergenceMonitor:
     regression in raw units) do not count. The per-datum data term is used rather than the loss because
     the loss legitimately rises by orders of magnitude during a KL warm-up. Adam at learning rate 10 on
     a small MLP drives the average from 1.2 to 121 within 60 steps (the loss from 2.6e3 to 4e7); no
-    training run of the test suite, where warnings are errors, comes near the margin. A value on the
-    CPU is read one step late; values on a GPU are gathered on the device and read together every
-    :attr:`every` steps (reading a GPU tensor waits for every kernel queued before it: once per step
-    that would be a host synchronization per step, measured by ``benchmarks/cuda_sync.py``). A new
-    (model, guide) pair starts a new watch.
+    training run of the test suite, where warnings are errors, comes near the margin. The ELBO reads each
+    value together with its check that the loss is finite (one transfer, which that check needs anyway);
+    a new (model, guide) pair starts a new watch.
     """
-
-    #: Steps whose GPU values are read together.
-    every = 50
 
     def __init__(self, rise=100.0):
         self.rise = rise
         self._reset(None)
 
     def _reset(self, key):
-        self.key, self.pending, self.average, self.best, self.warned = key, [], None, math.inf, False
+        self.key, self.average, self.best, self.warned = key, None, math.inf, False
 
     def watch(self, key, nll):
         if key != self.key:
             self._reset(key)
-        if self.pending and (self.pending[0].device.type == "cpu" or len(self.pending) >= self.every):
-            for value in torch.stack(self.pending).tolist():  # one read for all of them
-                self.update(value)
-            self.pending = []
-        self.pending.append(nll.reshape(()))
+        self.update(float(nll))
 
     def update(self, nll):
         self.average = nll if self.average is None else 0.9 * self.average + 0.1 * nll

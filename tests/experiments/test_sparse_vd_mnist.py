@@ -112,9 +112,10 @@ def test_a_checkpoint_without_the_torch_optimizer_state_is_refused(tmp_path):
         run_sparse_vd_mnist(data, epochs=2, out=tmp_path, resume=True, log=_quiet)
 
 
-def test_pretraining_starts_sparse_vd_from_the_trained_network(monkeypatch):
+@pytest.mark.parametrize("sparse_weights", [True, False])
+def test_pretraining_starts_sparse_vd_from_the_trained_network(monkeypatch, sparse_weights):
     """θ and the biases start at the pretrained network's weights (the paper's LeNet-5 start), and the
-    pretrained network's test error is recorded."""
+    pretrained network's test error is recorded; point-estimated weights start there too."""
     from pyro_vd.experiments import sparse_vd_mnist
 
     data = _tiny_mnist()
@@ -133,15 +134,25 @@ def test_pretraining_starts_sparse_vd_from_the_trained_network(monkeypatch):
         started.setdefault("message", message)  # the start is checked below through a zero-lr run
 
     result, _, model, guide = run_sparse_vd_mnist(
-        data, epochs=1, pretrain_epochs=2, lr=1e-12, log=first_epoch
+        data,
+        epochs=1,
+        pretrain_epochs=2,
+        lr=1e-12,
+        noise_lr=1e-12,
+        sparse_weights=sparse_weights,
+        neuron_noise=not sparse_weights,  # point-estimated weights need another source of noise
+        log=first_epoch,
     )
     state = pretrained["state"]
     assert started["message"].startswith("pretrained lenet300100 for 2 epochs")
     assert result["pretrain_epochs"] == 2 and result["pretrained_test_error"] == pretrained["error"]
     assert pretrained["error"] < 0.5  # the tiny data's prototypes are learnable: 10 classes, chance 0.9
     for layer in ("fc1", "fc2", "fc3"):
-        theta = guide.get_theta(f"net.{layer}.weight")
-        assert torch.allclose(theta, state[f"{layer}.weight"], atol=1e-6)
+        if sparse_weights:
+            weight = guide.get_theta(f"net.{layer}.weight")
+        else:
+            weight = getattr(model.net, layer).weight
+        assert torch.allclose(weight, state[f"{layer}.weight"], atol=1e-6)
         bias = getattr(model.net, layer).bias
         assert torch.allclose(bias, state[f"{layer}.bias"], atol=1e-6)
     # and the deterministic network it starts from has the pretrained network's test error
