@@ -292,6 +292,34 @@ def run_sparse_vd_mnist(
     if saved_optimizer is not None:
         optimizer.load_state_dict(saved_optimizer)  # its learning rates are set from the schedule below
     steps = math.ceil(n_train / batch_size)
+
+    def save(epoch):
+        if checkpoint is None:
+            return
+        rank_rng = distributed.gather_objects(_rank_rng_state(device))  # every rank takes part
+        if session.is_main:
+            save_checkpoint(
+                checkpoint,
+                optim=_NoPyroOptim(),
+                epoch=epoch,
+                model=model,
+                guide=guide,
+                elbo=elbo,
+                extra={
+                    "history": history,
+                    "seconds": seconds,
+                    "config": config,
+                    "resumes": resumes,
+                    "optimizer": optimizer.state_dict(),
+                    "world_size": session.world_size,
+                    "rank_rng": rank_rng,
+                    "pretrained_test_error": pretrained_error,
+                },
+            )
+
+    if pretrained is not None:  # the pretraining is kept: a resume from here starts Sparse VD anew
+        elbo.kl_weight = linear_warmup(0, 5 * scale, 20 * scale)  # epoch 0's, which a resume keeps
+        save(0)
     bar = tqdm(total=epochs, initial=start_epoch, desc=arch, unit="epoch", disable=not progress)
     drift = LogAlphaDrift(guide, threshold) if guide.site_names else None  # weights crossing log α = 3
     if progress and log is print:
@@ -358,27 +386,7 @@ def run_sparse_vd_mnist(
             + f"  ({seconds:.0f} s)"
         )
         bar.update(1)
-        if checkpoint is not None:
-            rank_rng = distributed.gather_objects(_rank_rng_state(device))  # every rank takes part
-            if session.is_main:
-                save_checkpoint(
-                    checkpoint,
-                    optim=_NoPyroOptim(),
-                    epoch=epoch + 1,
-                    model=model,
-                    guide=guide,
-                    elbo=elbo,
-                    extra={
-                        "history": history,
-                        "seconds": seconds,
-                        "config": config,
-                        "resumes": resumes,
-                        "optimizer": optimizer.state_dict(),
-                        "world_size": session.world_size,
-                        "rank_rng": rank_rng,
-                        "pretrained_test_error": pretrained_error,
-                    },
-                )
+        save(epoch + 1)
     bar.close()
     if checkpoint is not None:
         distributed.barrier()  # the last checkpoint is on disk before any rank moves on (e.g. to resume)

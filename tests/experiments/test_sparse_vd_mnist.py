@@ -157,3 +157,24 @@ def test_pretraining_starts_sparse_vd_from_the_trained_network(monkeypatch, spar
         assert torch.allclose(bias, state[f"{layer}.bias"], atol=1e-6)
     # and the deterministic network it starts from has the pretrained network's test error
     assert result["test_error"] == pytest.approx(pretrained["error"], abs=0.02)
+
+
+def test_a_run_interrupted_after_pretraining_resumes_without_pretraining_again(tmp_path, monkeypatch):
+    from pyro_vd.experiments import sparse_vd_mnist
+
+    data = _tiny_mnist()
+    full, _, _, _ = run_sparse_vd_mnist(data, epochs=2, pretrain_epochs=1, log=_quiet)
+
+    def interrupt(message):  # the first Sparse VD epoch's line: nothing of Sparse VD was saved yet
+        if message.startswith("epoch"):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_sparse_vd_mnist(data, epochs=2, pretrain_epochs=1, out=tmp_path, log=interrupt)
+    monkeypatch.setattr(sparse_vd_mnist, "_pretrain", None)  # a resume must not pretrain again
+    resumed, _, _, _ = run_sparse_vd_mnist(
+        data, epochs=2, pretrain_epochs=1, out=tmp_path, resume=True, log=_quiet
+    )
+    assert [h["test_error"] for h in resumed["history"]] == [h["test_error"] for h in full["history"]]
+    assert [h["kl_weight"] for h in resumed["history"]] == [h["kl_weight"] for h in full["history"]]
+    assert resumed["pretrained_test_error"] == full["pretrained_test_error"]
