@@ -6,7 +6,8 @@ an ``nn.Module``, a plain torch optimizer.
 
 Data: scikit-learn's bundled 8×8 digits (no download).
 
-    torchrun --nproc_per_node=2 examples/distributed_training.py     # two processes (gloo on CPU)
+    torchrun --nproc_per_node=2 examples/distributed_training.py     # two processes (gloo on CPU,
+                                                                     # nccl with a GPU per process)
     python examples/distributed_training.py                          # one process, the same result
 """
 
@@ -31,13 +32,14 @@ SEED, EPOCHS, BATCH = 0, 40, 100  # BATCH is the global batch: each of W process
 session = distributed.init_from_env()  # reads torchrun's RANK / WORLD_SIZE; a plain run is rank 0 of 1
 torch.set_num_threads(1)
 digits = load_digits()
-X = torch.tensor(digits.data, dtype=torch.float32) / 16.0
-y = torch.tensor(digits.target)
+device = session.device  # cuda:LOCAL_RANK under torchrun with nccl (a GPU per process), else the CPU
+X = torch.tensor(digits.data, dtype=torch.float32, device=device) / 16.0
+y = torch.tensor(digits.target, device=device)
 X_train, y_train, X_test, y_test = X[:1400], y[:1400], X[1400:], y[1400:]
 
 with pyro.settings.context(module_local_params=True):  # parameters live on the modules (DDP sees them)
     pyro.set_rng_seed(SEED)  # the same model and guide on every rank...
-    net = nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 10))
+    net = nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 10)).to(device)
     model = bayesianize(net, num_data=len(X_train))
     guide = AutoVariationalDropout(model)
     distributed.seed_noise(SEED)  # ...but each rank its own noise
@@ -50,7 +52,8 @@ with pyro.settings.context(module_local_params=True):  # parameters live on the 
         for epoch in range(EPOCHS):
             elbo.kl_weight = linear_warmup(epoch, 0, 20)
             # this rank's rows, reshuffled every epoch (a DistributedSampler with set_epoch)
-            for index in distributed.shard_indices(len(X_train), epoch=epoch, seed=SEED).split(local_batch):
+            shard = distributed.shard_indices(len(X_train), epoch=epoch, seed=SEED).to(device)
+            for index in shard.split(local_batch):
                 optimizer.zero_grad()
                 loss_fn(X_train[index], y_train[index]).backward()  # gradients averaged over the ranks
                 optimizer.step()
