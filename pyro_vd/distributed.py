@@ -30,7 +30,7 @@ Example (``torchrun --nproc_per_node=2 train.py``, or ``python train.py`` for on
     pyro.settings.set(module_local_params=True)
     session = distributed.init_from_env()             # gloo on CPU, nccl on CUDA; no-op alone
     pyro.set_rng_seed(0)
-    model = pyro_vd.models.LeNet300100(num_data=len(x))
+    model = pyro_vd.models.LeNet300100(num_data=len(x)).to(session.device)  # x, y there too
     guide = pyro_vd.AutoVariationalDropout(model)
     distributed.seed_noise(0)
     loss_fn = distributed.data_parallel(VariationalDropoutELBO()(model, guide), x[:2], y[:2])
