@@ -223,7 +223,8 @@ class VariationalDropoutELBO(ELBO):
         )
         if watched:  # the loss and the monitor's value in one read: one host synchronization on a GPU
             nll = -data_total.detach() / self._data_count
-            loss_value, nll_value = torch.stack([loss.detach().double(), nll.double().reshape(())]).tolist()
+            pair = torch.stack([loss.detach().double().reshape(()), nll.double().reshape(())])
+            loss_value, nll_value = pair.tolist()
             finite = math.isfinite(loss_value)
         else:
             finite = bool(torch.isfinite(loss))
