@@ -87,7 +87,6 @@ class VariationalDropoutELBO(ELBO):
         self.kl_method = None if kl_method is None else check_kl_method(kl_method)
         self.kl_weight = kl_weight
         self._last_terms = None
-        self._loss_value = None
         self._monitor = _DivergenceMonitor()
 
     @property
@@ -117,8 +116,9 @@ class VariationalDropoutELBO(ELBO):
 
     @property
     def last_term_tensors(self):
-        """:attr:`last_terms` as detached tensors on the loss's device (no host synchronization);
-        ``kl_weight`` stays a float."""
+        """:attr:`last_terms` unread (no host synchronization): detached tensors on the loss's device,
+        except where a term is a number (``data`` is 0.0 for a model without observed sites, ``kl`` None
+        at weight 0); ``kl_weight`` is a float."""
         return None if self._last_terms is None else dict(self._last_terms)
 
     # --------------------------------------------------------------------------------- traces
@@ -196,6 +196,11 @@ class VariationalDropoutELBO(ELBO):
     # ------------------------------------------------------------------------------- the loss
     def differentiable_loss(self, model, guide, *args, **kwargs):
         """The loss as a differentiable tensor (averaged over particles)."""
+        return self._loss_and_value(model, guide, args, kwargs)[0]
+
+    def _loss_and_value(self, model, guide, args, kwargs):
+        """The differentiable loss, and its float where the finiteness check read it (a training step
+        with observed data), else None."""
         loss = data_total = kl_total = 0.0
         for _ in range(self.num_particles):
             try:
@@ -216,6 +221,13 @@ class VariationalDropoutELBO(ELBO):
             if kl is not None:
                 kl_total = kl_total + kl / self.num_particles
         if not isinstance(loss, torch.Tensor):
+            if kl is None and any(
+                site["type"] == "sample" and not site["is_observed"] for site in model_trace.nodes.values()
+            ):
+                raise ValueError(
+                    "the model has no observed site, and with kl_weight=0 the KL of its latent sites is "
+                    "not computed: nothing to optimize"
+                )
             raise ValueError("the model has no observed site and no latent site: nothing to optimize")
         # training steps only (not loss() on held-out data) feed the divergence monitor
         watched = (
@@ -223,7 +235,8 @@ class VariationalDropoutELBO(ELBO):
         )
         if watched:  # the loss and the monitor's value in one read: one host synchronization on a GPU
             nll = -data_total.detach() / self._data_count
-            pair = torch.stack([loss.detach().double().reshape(()), nll.double().reshape(())])
+            dtype = torch.promote_types(loss.dtype, nll.dtype)  # not float64: MPS has none
+            pair = torch.stack([loss.detach().to(dtype).reshape(()), nll.to(dtype).reshape(())])
             loss_value, nll_value = pair.tolist()
             finite = math.isfinite(loss_value)
         else:
@@ -232,14 +245,13 @@ class VariationalDropoutELBO(ELBO):
             _diagnose_nonfinite(model_trace, args, kwargs)
         if watched:
             self._monitor.watch((id(model), id(guide)), nll_value)
-        self._loss_value = loss_value if watched else None  # for loss_and_grads: no second read
         self._last_terms = {
             "loss": loss.detach(),
             "data": data_total.detach() if isinstance(data_total, torch.Tensor) else data_total,
             "kl": None if self._kl_weight == 0 else _detach(kl_total),
             "kl_weight": self._kl_weight,
         }
-        return loss
+        return loss, (loss_value if watched else None)
 
     def loss(self, model, guide, *args, **kwargs):
         """The loss as a float, without gradients."""
@@ -248,9 +260,9 @@ class VariationalDropoutELBO(ELBO):
 
     def loss_and_grads(self, model, guide, *args, **kwargs):
         """The loss as a float; its gradients are accumulated into the parameters."""
-        loss = self.differentiable_loss(model, guide, *args, **kwargs)
+        loss, value = self._loss_and_value(model, guide, args, kwargs)
         loss.backward(retain_graph=self.retain_graph)
-        value = self._loss_value  # read with the finiteness check, before the backward pass was queued
+        # the float the finiteness check read before the backward pass was queued: no second wait
         return loss.item() if value is None else value
 
 

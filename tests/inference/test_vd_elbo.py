@@ -301,3 +301,15 @@ def test_an_improving_run_with_a_large_per_datum_term_is_not_called_divergent():
         for _ in range(2):
             for i in torch.randperm(n).split(32):
                 svi.step(x[i], y[i])
+
+
+def test_nothing_to_optimize_says_why():
+    def latent_only():
+        pyro.sample("w", LogUniform().expand([3]).to_event(1))
+
+    guide = AutoVariationalDropout(latent_only)
+    with pytest.raises(ValueError, match="with kl_weight=0 the KL of its latent sites is not computed"):
+        VariationalDropoutELBO(kl_weight=0.0).differentiable_loss(latent_only, guide)
+    assert torch.isfinite(VariationalDropoutELBO().differentiable_loss(latent_only, guide))  # the KL alone
+    with pytest.raises(ValueError, match="no observed site and no latent site"):
+        VariationalDropoutELBO().differentiable_loss(lambda: None, lambda: None)
