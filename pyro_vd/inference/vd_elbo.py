@@ -2,6 +2,7 @@
 
 import math
 import numbers
+import sys
 import warnings
 
 import pyro.poutine as poutine
@@ -306,8 +307,21 @@ class _DivergenceMonitor:
                 f"{self.best:.3g} to {self.average:.3g} (moving average). Lower the learning rate, or warm "
                 "up the KL.",
                 DivergenceWarning,
-                stacklevel=5,
+                stacklevel=_user_stacklevel(),
             )
+
+
+#: Packages whose frames a warning skips, to name the line of the user's code that ran the step.
+_LIBRARIES = ("pyro", "pyro_vd", "torch")
+
+
+def _user_stacklevel():
+    """The ``stacklevel`` for a warning issued by this function's caller that names the first frame
+    outside Pyro, pyro_vd and torch (``SVI.step(...)``, ``loss_fn(x, y)`` or the user's own call)."""
+    frame, level = sys._getframe(1), 1
+    while frame is not None and frame.f_globals.get("__name__", "").split(".")[0] in _LIBRARIES:
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 def _count(log_prob, scale):
