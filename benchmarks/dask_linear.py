@@ -47,7 +47,7 @@ def main():
 
     start_rss = client_peak_rss_mb()
     with (
-        LocalCluster(n_workers=args.workers, threads_per_worker=1, dashboard_address=None) as cluster,
+        LocalCluster(n_workers=args.workers, threads_per_worker=1, dashboard_address=":0") as cluster,
         Client(cluster),
     ):
         rng = da.random.default_rng(0)

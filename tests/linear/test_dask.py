@@ -24,9 +24,9 @@ REGRESSORS = [(VDRegression, "log_alpha_"), (RVR, "alpha_"), (GKLRegression, "al
 
 @pytest.fixture(scope="module")
 def client():
-    with (
+    with (  # the dashboard on a free port: a cluster already running on the machine holds 8787
         distributed.LocalCluster(
-            n_workers=2, processes=True, threads_per_worker=1, dashboard_address=None
+            n_workers=2, processes=True, threads_per_worker=1, dashboard_address=":0"
         ) as cluster,
         distributed.Client(cluster) as client,
     ):
