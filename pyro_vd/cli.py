@@ -365,21 +365,6 @@ def _learning_rate(text):
 LAYER_CASE_METHODS = ("clipped", "clipped-kl3", "free", "binary", "gaussian", "none")
 
 
-def _device(text):
-    """``auto``, ``cpu``, ``cuda`` or ``cuda:N`` (whether this machine has it is checked before the run)."""
-    import torch
-
-    if text == "auto":
-        return text
-    try:
-        device = torch.device(text)
-    except (RuntimeError, TypeError):
-        device = None
-    if device is None or device.type not in ("cpu", "cuda"):
-        raise argparse.ArgumentTypeError(f"expected auto, cpu, cuda or cuda:N; got {text!r}")
-    return text
-
-
 def _method_list(text):
     keys = [key.strip() for key in text.split(",")]
     unknown = [key for key in keys if key not in LAYER_CASE_METHODS]
@@ -464,7 +449,7 @@ def build_parser():
             )
             sub.add_argument(
                 "--device",
-                type=_device,
+                metavar="DEVICE",
                 default=None,
                 help="where it trains: auto (default: CUDA when available; under torchrun the rank's "
                 "device; a resume keeps the run's), cpu, cuda or cuda:N",
@@ -570,7 +555,7 @@ def _complete(args):
     if getattr(args, "device", "auto") != "auto":
         from .distributed import resolve_device
 
-        try:  # CUDA asked for on a machine without it: a usage error, before the run directory is touched
+        try:  # an unknown device, or CUDA where there is none: a usage error before the run folder is touched
             resolve_device(args.device)
         except ValueError as error:
             hint = " (a resume keeps the run's --device: give --device cpu or auto)" if recorded else ""
