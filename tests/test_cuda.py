@@ -14,6 +14,7 @@ from pyro_vd.distributions import TruncatedLogNormal
 from pyro_vd.inference import deterministic, prune_neurons, sparsity
 from pyro_vd.models import LeNet5, LeNet300100, LeNet500300
 from pyro_vd.poutine import local_reparameterization
+from tests.experiments.test_sparse_vd_mnist import _tiny_mnist
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 CUDA = torch.device("cuda")
@@ -141,14 +142,9 @@ def _value(attribute):
 
 
 def test_sparse_mnist_runs_on_the_gpu_and_resumes_on_the_cpu(tmp_path):
-    from pyro_vd.datasets import MNIST
     from pyro_vd.experiments import run_sparse_vd_mnist
 
-    generator = torch.Generator().manual_seed(0)
-    prototypes = torch.rand(10, 1, 28, 28, generator=generator)
-    labels = torch.randint(0, 10, (300,), generator=generator)
-    images = (prototypes[labels] + 0.3 * torch.rand(300, 1, 28, 28, generator=generator)).clamp(0, 1)
-    data = MNIST(images[:200], labels[:200], images[200:], labels[200:])
+    data = _tiny_mnist(200, 100)
     quiet = lambda _: None  # noqa: E731
     result, _, _, guide = run_sparse_vd_mnist(
         data, arch="lenet5", epochs=2, pretrain_epochs=1, device="cuda", out=tmp_path, log=quiet
@@ -165,13 +161,9 @@ def test_sparse_mnist_runs_on_the_gpu_and_resumes_on_the_cpu(tmp_path):
 
 
 def test_the_layer_case_runs_on_the_gpu():
-    from pyro_vd.datasets import MNIST
     from pyro_vd.experiments.layer_case import run_layer_case
 
-    generator = torch.Generator().manual_seed(0)
-    images = torch.rand(120, 1, 28, 28, generator=generator)
-    labels = torch.randint(0, 10, (120,), generator=generator)
-    data = MNIST(images[:100], labels[:100], images[100:], labels[100:])
+    data = _tiny_mnist(100, 20)
     result = run_layer_case(data, epochs=1, hidden=(16, 16), device="cuda", log=lambda _: None)
     assert result["device"].startswith("cuda")
     assert all(len(r["test_error"]) == 1 for r in result["methods"].values())
