@@ -4,10 +4,11 @@ batch fraction × task: the symmetric difference between the relevant sets of SV
 ``VDRegression()`` / ``VDClassifier(solver="newton", threshold="evidence")`` on the same data, with the
 exact estimator's rule (the evidence rule, log α ≤ τ(d)) applied to both and the features whose exact
 log α lies within 1 of τ(d) left out (:func:`pyro_vd.experiments.ard.agreement`); the largest relative
-θ error of the features relevant in both and of the truly relevant ones; the noise scale against
-``VDRegression``'s; and the time. ``--averaging`` and ``--init-log-alpha`` override the guide's
-defaults (``--averaging -1`` turns the iterate averaging off) to compare them; ``--rule sparse_vd``
-compares log α ≤ 3 with the plain VD optimum instead.
+θ error of the features relevant in both (also in posterior standard deviations) and of the truly relevant
+ones; the noise scale against
+``VDRegression``'s; and the time. ``--averaging``, ``--init-log-alpha`` and ``--log-alpha-scale``
+override the guide's defaults (``--averaging -1`` turns the iterate averaging off) to compare them;
+``--rule sparse_vd`` compares log α ≤ 3 with the plain VD optimum instead.
 
 SVI uses what a user gets by default: ``AutoVariationalDropout(LinearRegression(d, num_data=n))`` (or
 ``LogisticRegression``), ``pyro.optim.Adam({"lr": 1e-2})``, 3000 steps under
@@ -93,6 +94,9 @@ def main(argv=None):
         "--init-log-alpha", type=float, help="the guide's init_log_alpha (default: the model's)"
     )
     parser.add_argument(
+        "--log-alpha-scale", type=float, help="the guide's log_alpha_scale c (default: the model's)"
+    )
+    parser.add_argument(
         "--rule",
         choices=("evidence", "sparse_vd"),
         default="evidence",
@@ -106,12 +110,14 @@ def main(argv=None):
         guide_kwargs["averaging"] = False if args.averaging < 0 else args.averaging
     if args.init_log_alpha is not None:
         guide_kwargs["init_log_alpha"] = args.init_log_alpha
+    if args.log_alpha_scale is not None:
+        guide_kwargs["log_alpha_scale"] = args.log_alpha_scale
     rows = []
     print(
         "| task | generator | n | seed | batch % | sym. diff. | near thr. | pruned SVI/exact | true kept "
-        "| θ err (both) | θ err (true) | σ/σ_exact | SVI s |"
+        "| θ err (both) | θ err / post. sd | θ err (true) | σ/σ_exact | SVI s |"
     )
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for task in args.tasks:
         for generator in args.generators:
             for n in args.sizes:
@@ -133,7 +139,8 @@ def main(argv=None):
                             f"| {task} | {generator} | {n} | {seed} | {100 * fraction:g} "
                             f"| {r['symmetric_difference']} | {r['near_threshold']} "
                             f"| {r['svi_pruned']}/{r['exact_pruned']} | {r['true_kept']} "
-                            f"| {100 * r['theta_error']:.1f} % | {100 * r['theta_error_true']:.1f} % "
+                            f"| {100 * r['theta_error']:.1f} % | {r['theta_error_sd']:.2f} "
+                            f"| {100 * r['theta_error_true']:.1f} % "
                             f"| {ratio} "
                             f"| {r['seconds']:.1f} |",
                             flush=True,
