@@ -3,6 +3,7 @@ truncated log-normal at every neuron-noise (TruncatedLogUniform) site."""
 
 import math
 import numbers
+import re
 import warnings
 import weakref
 from contextlib import ExitStack
@@ -35,6 +36,10 @@ MODEL_DEFAULTS = (
     "log_alpha_scale",
     "averaging",
 )
+#: The names of the log α parameters, per site and shared; with ``log_alpha_scale`` c ≠ 1 they end in
+#: ``_x`` and c (``log_alphas_x5``, ``shared_log_alpha_x2p5``), so that values saved with one c are never
+#: read with another (see ``_check_log_alpha_names``).
+_LOG_ALPHA_NAME = re.compile(r"^(log_alphas|shared_log_alpha)(?:_x([0-9pem]+))?(?:_unconstrained)?$")
 #: SBP clips both μ and log σ of the neuron noise to this interval.
 NOISE_PARAM_BOUNDS = (-20.0, 5.0)
 
@@ -124,13 +129,14 @@ class AutoVariationalDropout(AutoGuide):
     :param float init_log_sigma2: initial :math:`\log\sigma^2` (additive), −10 as in Sparse VD.
     :param float init_log_alpha: initial :math:`\log\alpha` (multiplicative, shrinkage), −4.
     :param float log_alpha_scale: c > 0 (multiplicative, shrinkage; 1 by default): the guide learns
-        :math:`\psi = \log\alpha / c` and forms :math:`\log\alpha = c\,\psi`, so that an optimizer's
-        step moves log α c times as far as it moves θ (Adam's step is about its learning rate whatever
-        the gradient's scale). With c ≠ 1 the parameters are named ``scaled_log_alphas.<site>`` (and
-        ``scaled_shared_log_alpha``) and c is saved in the state dict, so that a checkpoint is never read
-        with another c. The linear models recommend c = 5: with Adam(1e-2) and minibatches of 0.1 % the
-        relevant features' log α still lay 1.2–1.8 above their optimum after 3000 steps with c = 1,
-        which left weakly relevant features pruned and θ biased (``benchmarks/svi_agreement.py``).
+        :math:`\psi = \log\alpha / c` and forms :math:`\log\alpha = c\,\psi`, so that an Adam-type
+        optimizer's step (about its learning rate whatever the gradient's scale) moves log α c times as
+        far as it moves θ; plain SGD's step in log α grows by c². With c ≠ 1 the parameters are named for
+        c (``log_alphas_x5.<site>``, ``shared_log_alpha_x5``), and a state dict, checkpoint or param store
+        whose log α was saved with another c is refused rather than read as this guide's ψ. The linear
+        models recommend c = 5: with Adam(1e-2) and minibatches of 0.1 % the relevant features' log α
+        still lay 1.2–1.8 above their optimum after 3000 steps with c = 1, which left weakly relevant
+        features pruned and θ biased (``benchmarks/svi_agreement.py``).
 
     ``parameterization``, ``init_log_sigma2``, ``init_log_alpha``, ``log_alpha_scale`` and ``averaging``
     left at ``None`` take the model's recommendation when it has a ``guide_defaults`` mapping (the linear
@@ -232,7 +238,13 @@ class AutoVariationalDropout(AutoGuide):
                 f"parameterization must be one of {PARAMETERIZATIONS} or None; got {parameterization!r}"
             )
         self._parameterization = parameterization
-        self.log_alpha_scale = float(log_alpha_scale)
+        self.__dict__["_log_alpha_scale"] = float(log_alpha_scale)  # read-only: see log_alpha_scale
+        if isinstance(init_theta, str) and init_theta == "zeros" and not self._init_theta_recommended:
+            if self._learns_log_sigma2_only():
+                raise ValueError(
+                    "init_theta='zeros' needs a learned log α (parameterization 'multiplicative' or "
+                    "'shrinkage'); this guide learns log σ² per weight, and θ = 0 would make α infinite"
+                )
         if scale_given and self.log_alpha_scale != 1.0 and self._learns_log_sigma2_only():
             raise ValueError(
                 "log_alpha_scale applies to a learned log α (parameterization 'multiplicative' or "
@@ -321,19 +333,24 @@ class AutoVariationalDropout(AutoGuide):
         return self._parameterization is None and all(g == "weight" for g in self._granularities())
 
     @property
-    def _log_alpha_group(self):
-        """The container of the per-site log α parameters: ``log_alphas`` (log α itself, c = 1) or
-        ``scaled_log_alphas`` (log α / c)."""
-        return "log_alphas" if self.log_alpha_scale == 1.0 else "scaled_log_alphas"
+    def log_alpha_scale(self):
+        """c of ``log_alpha_scale``: log α = c · ψ (fixed when the guide is built; 1 for a guide pickled
+        before the setting existed)."""
+        return self.__dict__.get("_log_alpha_scale", 1.0)
+
+    def _log_alpha_names(self):
+        """The names of this guide's per-site and shared log α parameters (see ``_LOG_ALPHA_NAME``)."""
+        return _log_alpha_names(self.log_alpha_scale)
 
     def _log_alpha_param(self, name):
         """log α of site ``name`` as learned (before clipping and broadcasting): c · ψ."""
+        per_site, shared = self._log_alpha_names()
         if self.granularity(name) == "shared":
-            group = "shared_log_alpha" if self.log_alpha_scale == 1.0 else "scaled_shared_log_alpha"
-            log_alpha = getattr(self, group)
+            log_alpha = getattr(self, shared)
         else:
-            log_alpha = self._param(self._log_alpha_group, name)
-        return log_alpha if self.log_alpha_scale == 1.0 else log_alpha * self.log_alpha_scale
+            log_alpha = self._param(per_site, name)
+        c = self.log_alpha_scale
+        return log_alpha if c == 1.0 else log_alpha * c
 
     # ----------------------------------------------------------------------------------- set-up
     def _init_theta(self, site, generator, used_keys):
@@ -432,10 +449,10 @@ class AutoVariationalDropout(AutoGuide):
 
         self.thetas = PyroModule()
         self.log_sigma2s = PyroModule()
+        per_site, shared_name = self._log_alpha_names()
         log_alphas = PyroModule()
-        setattr(self, self._log_alpha_group, log_alphas)
-        if self.log_alpha_scale != 1.0:  # saved with the parameters: see _load_from_state_dict
-            self.register_buffer("_log_alpha_scale", torch.tensor(self.log_alpha_scale))
+        setattr(self, per_site, log_alphas)
+        self._check_param_store_log_alphas()
         init_psi = self.init_log_alpha / self.log_alpha_scale
         self.noise_locs = PyroModule()
         self.noise_log_scales = PyroModule()
@@ -465,8 +482,7 @@ class AutoVariationalDropout(AutoGuide):
                 init = torch.full(shape, init_psi, dtype=theta.dtype, device=theta.device)
                 _deep_setattr(log_alphas, name, PyroParam(init, constraints.real, event_dim))
         if shared is not None:
-            group = "shared_log_alpha" if self.log_alpha_scale == 1.0 else "scaled_shared_log_alpha"
-            setattr(self, group, PyroParam(shared, constraints.real))
+            setattr(self, shared_name, PyroParam(shared, constraints.real))
 
     def _report_init_theta(self, used_keys):
         """A mapping ``init_theta`` that matches no site is an error; one that misses some sites, or
@@ -609,20 +625,29 @@ class AutoVariationalDropout(AutoGuide):
 
     def _check_saved_log_alpha_scale(self, state_dict, prefix):
         """Refuse a state dict whose log α parameters were saved with another ``log_alpha_scale``: read
-        as this guide's ψ = log α / c they would give every α wrong."""
-        saved = state_dict.get(prefix + "_log_alpha_scale")
-        if saved is not None:
-            saved = float(saved)
-        elif any(k.startswith(f"{prefix}log_alphas.") for k in state_dict) or (
-            f"{prefix}shared_log_alpha" in state_dict
-        ):
-            saved = 1.0  # the unscaled names
-        if saved is not None and not math.isclose(saved, self.log_alpha_scale, rel_tol=1e-3):  # a half buffer
-            raise ValueError(
-                f"the state dict's log α parameters were saved by a guide with log_alpha_scale={saved:g} "
-                f"(they hold log α / {saved:g}); this guide has log_alpha_scale={self.log_alpha_scale:g}. "
-                f"Build the guide with log_alpha_scale={saved:g} to load it"
-            )
+        as this guide's ψ = log α / c they would give every α wrong, and left unread they would restart it."""
+        _check_log_alpha_names(
+            (key[len(prefix) :].split(".", 1)[0] for key in state_dict if key.startswith(prefix)),
+            self.log_alpha_scale,
+            "the state dict",
+        )
+
+    def _check_param_store_log_alphas(self):
+        """With Pyro's global param store: refuse a store that holds this guide's log α under another
+        ``log_alpha_scale`` (e.g. saved by a guide with another c, or before the linear models
+        recommended one); this guide would silently start its α again while taking θ from the store."""
+        if pyro.settings.get("module_local_params"):
+            return
+        base = self.__dict__.get("_pyro_name") or ""
+        prefix = f"{base}." if base else ""
+        shared = any(self.granularity(n) == "shared" for n in self._sites)
+        names = []
+        for key in pyro.get_param_store().keys():
+            group, _, site = key[len(prefix) :].partition(".")
+            # only entries of this guide's own sites: another model's guide may use another c
+            if key.startswith(prefix) and (site in self._sites or (shared and not site)):
+                names.append(group)
+        _check_log_alpha_names(names, self.log_alpha_scale, "Pyro's param store")
 
     def _apply(self, *args, **kwargs):
         result = super()._apply(*args, **kwargs)  # .to(), .double(), .cuda(): averages of other tensors
@@ -767,6 +792,38 @@ class _Average:
             return
         self.count += 1
         self.mean.lerp_(value, (eta + 1.0) / (self.count + eta))
+
+
+def _scale_token(c):
+    """The suffix of the log α parameters' names for ``log_alpha_scale`` c ("" for 1, "_x5", "_x2p5")."""
+    if c == 1.0:
+        return ""
+    return "_x" + format(c, ".6g").replace(".", "p").replace("-", "m").replace("+", "")
+
+
+def _log_alpha_names(c):
+    token = _scale_token(c)
+    return f"log_alphas{token}", f"shared_log_alpha{token}"
+
+
+def _check_log_alpha_names(names, c, where):
+    """Raise if any of ``names`` (first components of parameter names) is a log α parameter saved with
+    a ``log_alpha_scale`` other than c."""
+    mine = _scale_token(c)
+    for name in sorted(set(names)):
+        match = _LOG_ALPHA_NAME.match(name)
+        if match is None:
+            continue
+        token = match.group(2)
+        if ("" if token is None else f"_x{token}") == mine:
+            continue
+        theirs = 1.0 if token is None else float(token.replace("p", ".").replace("m", "-"))
+        raise ValueError(
+            f"{where} holds log α parameters ({name!r}) saved by a guide with log_alpha_scale={theirs:g} "
+            f"(they hold log α / {theirs:g}); this guide has log_alpha_scale={c:g}. Build the guide with "
+            f"log_alpha_scale={theirs:g} to load them (the linear models' default was 1 before it became "
+            "5), or clear what holds them (pyro.clear_param_store())"
+        )
 
 
 def guide_model(guide):

@@ -3,6 +3,7 @@
 import collections
 import contextlib
 import hashlib
+import math
 import os
 import pathlib
 import random
@@ -336,8 +337,8 @@ def _has_run(guide):
 
 # ------------------------------------------------------------------------------- guide configuration
 def _guide_config(guide):
-    """The guide's class and, for every AutoVariationalDropout in it, its granularity, parameterization
-    and (once run) sites."""
+    """The guide's class and, for every AutoVariationalDropout in it, its granularity, parameterization,
+    ``log_alpha_scale`` and (once run) sites."""
     parts = {}
     for name, module in guide.named_modules():
         if not isinstance(module, AutoVariationalDropout):
@@ -346,6 +347,7 @@ def _guide_config(guide):
         part = {
             "granularity": dict(granularity) if isinstance(granularity, dict) else granularity,
             "parameterization": module._parameterization,
+            "log_alpha_scale": module.log_alpha_scale,
         }
         if module.prototype_trace is not None:
             part["sites"] = {
@@ -377,6 +379,14 @@ def _check_guide_config(where, saved, guide):
 
 
 def _check_guide_part(where, old, new, module):
+    # log α is stored as log α / c: read with another c every α would be wrong (a checkpoint written
+    # before the setting existed has c = 1)
+    c_old, c_new = old.get("log_alpha_scale", 1.0), new["log_alpha_scale"]
+    if not isinstance(c_old, (int, float)) or not math.isclose(c_old, c_new, rel_tol=1e-6):
+        raise ValueError(
+            f"{where}: the checkpoint's guide has log_alpha_scale {c_old!r}, this guide {c_new!r} (its "
+            f"log α parameters hold log α / c); build the guide with log_alpha_scale={c_old!r} to load it"
+        )
     g_old, g_new = old.get("granularity"), new["granularity"]
     both_str = isinstance(g_old, str) and isinstance(g_new, str)
     if both_str:
