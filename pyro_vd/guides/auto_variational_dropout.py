@@ -434,6 +434,13 @@ class AutoVariationalDropout(AutoGuide):
                 "the guide (or svi.step) with its data, e.g. guide(x, y): without them it is a latent site."
             )
         self._report_init_theta(used_keys)
+        if isinstance(self._granularity, dict):  # a misspelt site would silently keep one α per weight
+            unknown = sorted(set(self._granularity) - set(self._sites))
+            if unknown:
+                raise ValueError(
+                    f"granularity names {unknown}, which are not weight (LogUniform) sites of the model; "
+                    f"its sites are {list(self._sites)}"
+                )
         # in the model's order, so that Pyro's mean-field check sees the same sequence
         self._all_sites = {
             n: s

@@ -201,3 +201,13 @@ def test_a_checkpoint_of_another_scale_is_refused_before_the_guide_ran(tmp_path)
     with pytest.raises(ValueError, match=r"log_alpha_scale 1\.0, this guide 5\.0"):
         load_checkpoint(tmp_path / "ckpt.pt", optim=pyro.optim.Adam({"lr": 0.01}), guide=fresh)
     pyro.clear_param_store()
+
+
+def test_a_granularity_for_a_site_the_model_lacks_is_an_error():
+    # a misspelt site would keep one α per weight (and learn log σ², so a log_alpha_scale would do nothing)
+    pyro.clear_param_store()
+    guide = AutoVariationalDropout(
+        BayesianMLP([6, 5, 3]), granularity={"net.fc9.weight": "layer"}, log_alpha_scale=5.0
+    )
+    with pytest.raises(ValueError, match=r"granularity names \['net\.fc9\.weight'\]"):
+        guide(X, Y)
