@@ -4,11 +4,11 @@ batch fraction × task: the symmetric difference between the relevant sets of SV
 ``VDRegression()`` / ``VDClassifier(solver="newton", threshold="evidence")`` on the same data, with the
 exact estimator's rule (the evidence rule, log α ≤ τ(d)) applied to both and the features whose exact
 log α lies within 1 of τ(d) left out (:func:`pyro_vd.experiments.ard.agreement`); the largest relative
-θ error of the features relevant in both (also in posterior standard deviations) and of the truly relevant
-ones; the noise scale against
-``VDRegression``'s; and the time. ``--averaging``, ``--init-log-alpha`` and ``--log-alpha-scale``
-override the guide's defaults (``--averaging -1`` turns the iterate averaging off) to compare them;
-``--rule sparse_vd`` compares log α ≤ 3 with the plain VD optimum instead.
+θ error of the features relevant in both (also in posterior standard deviations) and of the truly
+relevant ones; the noise scale against ``VDRegression``'s; and the time. ``--averaging``,
+``--init-log-alpha`` and ``--log-alpha-scale`` override the guide's defaults (``--averaging -1`` turns
+the iterate averaging off) to compare them; ``--rule sparse_vd`` compares log α ≤ 3 with the plain VD
+optimum instead.
 
 SVI uses what a user gets by default: ``AutoVariationalDropout(LinearRegression(d, num_data=n))`` (or
 ``LogisticRegression``), ``pyro.optim.Adam({"lr": 1e-2})``, 3000 steps under

@@ -225,9 +225,9 @@ def agreement(theta, log_alpha, exact, *, truth=None, margin=1.0):
     of the bound (for a feature ``VDRegression``'s evidence rule pruned: its ``profile_log_alpha_``);
     ``theta_error`` — the largest relative |θ − θ_exact| over the features relevant in both (outside the
     margin); ``theta_error_sd`` — the largest |θ − θ_exact| over the same features in units of the exact
-    posterior's standard deviation √α·|θ| (minibatch SVI that has converged
-    still carries sampling noise of about the posterior's scale: a relative error of 5 % is 0.3 standard
-    deviations for a feature at log α = −3.3); ``theta_error_true`` — the relative error over the truly
+    posterior's standard deviation √α·|θ| (minibatch SVI that has converged still carries sampling
+    noise of about the posterior's scale: a relative error of 5 % is 0.3 standard deviations for a
+    feature at log α = −3.3); ``theta_error_true`` — the relative error over the truly
     relevant features (``truth != 0``) the exact solver keeps (outside the margin), when ``truth`` is
     given.
     """

@@ -1,6 +1,7 @@
 """The automatic variational dropout guide: q(w) = N(θ, αθ²) at every LogUniform site of a model, and a
 truncated log-normal at every neuron-noise (TruncatedLogUniform) site."""
 
+import functools
 import math
 import numbers
 import re
@@ -355,15 +356,15 @@ class AutoVariationalDropout(AutoGuide):
     # ----------------------------------------------------------------------------------- set-up
     def _init_theta(self, site, generator, used_keys):
         name, shape = site["name"], site["fn"].shape()
-        if isinstance(self.init_theta, str) and self.parameterization(name) != "additive":  # "zeros"
-            return torch.zeros(shape)
-        if isinstance(self.init_theta, str) and not self.__dict__.get("_init_theta_recommended"):
-            raise ValueError(
-                f"init_theta='zeros' needs a learned log α (parameterization 'multiplicative' or "
-                f"'shrinkage'); site {name!r} learns log σ², and θ = 0 would make its α infinite"
-            )
-        if isinstance(self.init_theta, str):  # the model's "zeros" on a site the user made additive
-            value = None
+        if isinstance(self.init_theta, str):  # "zeros"
+            if self.parameterization(name) != "additive":
+                return torch.zeros(shape)
+            if not self.__dict__.get("_init_theta_recommended"):
+                raise ValueError(
+                    f"init_theta='zeros' needs a learned log α (parameterization 'multiplicative' or "
+                    f"'shrinkage'); site {name!r} learns log σ², and θ = 0 would make its α infinite"
+                )
+            value = None  # the model's "zeros" on a site the user made additive: the random start
         elif callable(self.init_theta):
             value = self.init_theta(site)
         elif self.init_theta is not None:
@@ -808,6 +809,7 @@ def _scale_token(c):
     return "_x" + format(c, ".6g").replace(".", "p").replace("-", "m").replace("+", "")
 
 
+@functools.cache  # read at every step (posterior)
 def _log_alpha_names(c):
     token = _scale_token(c)
     return f"log_alphas{token}", f"shared_log_alpha{token}"
