@@ -4,6 +4,8 @@ Seconds per epoch of LeNet-300-100 training, batch 100, on 2 CPU threads, every 
 * ``svi``: LeNet300100 + AutoVariationalDropout + VariationalDropoutELBO + LRT handler, ``SVI.step`` with
   ``pyro.optim.Adam({"lr": 1e-3})`` (one torch Adam per parameter, as Pyro builds it);
 * ``svi_fused``: the same with ``pyro.optim.Adam({"lr": 1e-3, "fused": True})``;
+* ``svi_fusedadam``: the same with ``pyro_vd.inference.FusedAdam({"lr": 1e-3})`` (one fused torch step
+  for all parameters, gradients released after it);
 * ``module``: Pyro's module route (``module_local_params=True``, ``loss_fn = elbo(model, guide)``,
   ``torch.optim.Adam(loss_fn.parameters(), fused=True)``), what the training commands run;
 * ``hand``: the same Sparse VD math hand-written in plain PyTorch (θ and log σ² per weight, LRT
@@ -85,12 +87,13 @@ class HandWrittenSparseVDNet(nn.Module):
 
 
 # Each builder returns step(x, y); the first call (lazy parameters, optimizer state) is not timed.
-def build_svi(fused=False):
+def build_svi(fused=False, optim=None):
     pyro.clear_param_store()
     model = pyro_vd.models.LeNet300100(num_data=N_TRAIN).to(DEVICE)
     guide = pyro_vd.guides.AutoVariationalDropout(model)
     options = {"lr": 1e-3, "fused": True} if fused else {"lr": 1e-3}
-    svi = pyro.infer.SVI(model, guide, pyro.optim.Adam(options), pyro_vd.inference.VariationalDropoutELBO())
+    optim = optim or pyro.optim.Adam(options)
+    svi = pyro.infer.SVI(model, guide, optim, pyro_vd.inference.VariationalDropoutELBO())
     return pyro_vd.poutine.local_reparameterization(svi.step)
 
 
@@ -132,6 +135,7 @@ def build_torch(net, sparse_vd, fused=False):
 BUILDERS = {
     "svi": build_svi,
     "svi_fused": lambda: build_svi(fused=True),
+    "svi_fusedadam": lambda: build_svi(optim=pyro_vd.inference.FusedAdam({"lr": 1e-3})),
     "module": build_module,
     "hand": lambda: build_torch(HandWrittenSparseVDNet(), True),
     "hand_fused": lambda: build_torch(HandWrittenSparseVDNet(), True, fused=True),

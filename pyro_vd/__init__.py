@@ -13,6 +13,7 @@ from .distributions import (
 )
 from .guides import AutoVariationalDropout
 from .inference import (
+    FusedAdam,
     VariationalDropoutELBO,
     deterministic,
     linear_warmup,
@@ -39,6 +40,7 @@ __all__ = [
     "DEFAULT_KL_METHOD",
     "KL_METHODS",
     "AutoVariationalDropout",
+    "FusedAdam",
     "LogUniform",
     "NeuronNoise",
     "TruncatedLogNormal",

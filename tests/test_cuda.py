@@ -213,3 +213,29 @@ def test_a_training_step_waits_for_the_gpu_once(route):
         pyro.enable_validation(validation)
     syncs = [w for w in caught if "synchroniz" in str(w.message) and "prototype" not in str(w.message)]
     assert len(syncs) <= 4, [f"{w.filename}:{w.lineno}" for w in syncs]
+
+
+def test_fused_adam_takes_pyro_optim_adams_steps_on_the_gpu():
+    from pyro_vd.inference import FusedAdam
+
+    def train(optim):
+        pyro.clear_param_store()
+        pyro.set_rng_seed(0)
+        model = LeNet300100(num_data=1000).to(CUDA)
+        guide = AutoVariationalDropout(model)
+        svi = SVI(model, guide, optim, VariationalDropoutELBO())
+        x, y = _batch()
+        with local_reparameterization():
+            for _ in range(5):
+                svi.step(x, y)
+        store = pyro.get_param_store()
+        return {name: store[name].detach().clone() for name in store.keys()}
+
+    optim = FusedAdam({"lr": 1e-3})
+    ours = train(optim)
+    (torch_adam,) = optim._optimizers.values()
+    assert torch_adam.param_groups[0]["fused"] is True
+    theirs = train(pyro.optim.Adam({"lr": 1e-3, "fused": True}))
+    for name, value in ours.items():
+        assert value.device.type == "cuda", name
+        assert torch.allclose(value, theirs[name], rtol=1e-5, atol=1e-6), name

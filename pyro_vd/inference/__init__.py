@@ -2,6 +2,7 @@
 
 from .checkpoint import load_checkpoint, save_checkpoint
 from .convergence import Drift, LogAlphaDrift
+from .fused_adam import FusedAdam
 from .kl_schedule import linear_warmup
 from .neuron_pruning import (
     SelectInputs,
@@ -31,6 +32,7 @@ __all__ = [
     "DEFAULT_THRESHOLD",
     "DivergenceWarning",
     "Drift",
+    "FusedAdam",
     "LayerSparsity",
     "LogAlphaDrift",
     "SelectInputs",
