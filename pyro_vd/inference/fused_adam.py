@@ -19,7 +19,9 @@ class FusedAdam(PyroOptim):
     per parameter, each with its own step count, as ``pyro.optim.Adam`` keeps them. After the step the
     gradients it used are set to ``None`` (as ``torch.optim.Optimizer.zero_grad`` does by default), so
     that ``SVI.step``'s ``zero_grads`` has nothing to replace and the next backward pass writes the
-    gradients instead of adding them to zeros.
+    gradients instead of adding them to zeros. Where ``pyro.optim.Adam`` would step a parameter with a
+    gradient of zeros (one that had a gradient before and is traced but has none this step: Pyro's
+    ``zero_grads`` left zeros there, so its moments keep moving it), this optimizer does the same.
 
     Why: ``pyro.optim`` makes one torch optimizer per parameter and steps them one by one, and ``SVI.step``
     then writes a new tensor of zeros into every gradient, to which the next backward pass adds. For
@@ -37,7 +39,9 @@ class FusedAdam(PyroOptim):
     state brings each parameter's moments and step count; the learning rate and the other arguments are
     this optimizer's own. With an explicit ``fused`` or ``foreach``, or ``differentiable``/``capturable``,
     torch's choice is left alone. Learning-rate schedulers are not supported (use
-    ``pyro.optim.ExponentialLR`` and the like with ``pyro.optim.Adam``).
+    ``pyro.optim.ExponentialLR`` and the like with ``pyro.optim.Adam``). The values of ``optim_objs`` are
+    shared: every parameter with the same arguments maps to the same ``torch.optim.Adam``, so a loop that
+    changes the learning rate must visit each optimizer once (``set(optim.optim_objs.values())``).
     """
 
     def __init__(self, optim_args, clip_args=None):
@@ -46,22 +50,34 @@ class FusedAdam(PyroOptim):
                 f"optim_args must be a dict of Adam's arguments or a callable of a parameter's name that "
                 f"returns one; got {type(optim_args).__name__}"
             )
+        if not (clip_args is None or callable(clip_args) or isinstance(clip_args, dict)):
+            raise TypeError(
+                f"clip_args must be None, a dict of clip_norm and/or clip_value, or a callable that returns "
+                f"one; got {type(clip_args).__name__}"
+            )
         if isinstance(optim_args, dict):
             _check_args(optim_args)
+        if isinstance(clip_args, dict):
+            _check_clip_args(clip_args)
         super().__init__(torch.optim.Adam, optim_args, clip_args)
         # optim_objs (PyroOptim's): param -> the torch.optim.Adam that holds its state; parameters with
         # equal arguments share one (its single group's "params" is set to the ones each step updates)
         self._optimizers = {}  # key of the arguments -> torch.optim.Adam
+        self._had_grad = set()  # ids of registered params that have had a gradient (see __call__)
 
     def __call__(self, params, *args, **kwargs):
         """Take one Adam step for each parameter in ``params`` that has a gradient, then set those
         gradients to ``None``."""
         stepped = {}
         for p in params:
-            if p.grad is None:
-                continue
             if p not in self.optim_objs:
-                self._register(p)
+                self._register(p)  # also without a gradient: a restored state is taken now, as in Pyro
+            if p.grad is None:
+                if id(p) not in self._had_grad:
+                    continue
+                # pyro.optim.Adam would find the zeros SVI.step's zero_grads left and step with them
+                p.grad = torch.zeros_like(p)
+            self._had_grad.add(id(p))
             if self.grad_clip[p] is not None:
                 self.grad_clip[p](p)
             stepped.setdefault(id(self.optim_objs[p]), (self.optim_objs[p], []))[1].append(p)
@@ -74,10 +90,12 @@ class FusedAdam(PyroOptim):
 
     def get_state(self):
         """``{param name: state dict}`` as ``pyro.optim.PyroOptim.get_state`` gives it (one group of one
-        parameter each)."""
+        parameter each; ``fused`` as given, None where this optimizer chose it)."""
         state = {}
         for p, optimizer in self.optim_objs.items():
             group = {k: v for k, v in optimizer.param_groups[0].items() if k != "params"}
+            if optimizer.chose_fused:
+                group["fused"] = None
             saved = optimizer.state.get(p)
             state[pyro.get_param_store().param_name(p)] = {
                 "state": {0: dict(saved)} if saved else {},
@@ -87,45 +105,96 @@ class FusedAdam(PyroOptim):
 
     def _register(self, p):
         """Give ``p`` to the torch optimizer for its arguments (made on first need), with its restored
-        state if ``set_state`` left one for its name."""
+        state if ``set_state`` left one for its name. Everything that can fail is done first."""
         name = pyro.get_param_store().param_name(p)
-        try:
-            args = self._get_optim_args(p)
-        except AssertionError:  # pyro.optim asserts that a callable's result is a dict
-            args = None
-        _check_args(args, name)
-        args = dict(args)
-        if not ("fused" in args or "foreach" in args or any(args.get(o) for o in _UNFUSABLE_OPTIONS)):
+        args = self._optim_args_of(p, name)
+        chose_fused = not (
+            "fused" in args or "foreach" in args or any(args.get(o) for o in _UNFUSABLE_OPTIONS)
+        )
+        if chose_fused:
             args["fused"] = _fusable([p])
+        try:
+            clip = self._get_grad_clip(p)
+        except AssertionError as error:  # pyro.optim asserts that the callable's result is a dict
+            if not str(error).startswith("per-param clip arg"):
+                raise
+            raise TypeError(
+                f"clip_args' callable must return a dict of clip_norm and/or clip_value (for parameter "
+                f"{name!r})"
+            ) from error
+        if callable(self.pt_clip_args):
+            _check_clip_args(self._get_grad_clip_args(p), name)
         saved = self._state_waiting_to_be_consumed.get(name)
-        state = None if saved is None else _restored(p, name, saved, args)  # checked before any change
-        key = repr(sorted(args.items(), key=lambda item: item[0]))
+        state = None if saved is None else _restored(p, name, saved, args)
+        key = _key(args)
         optimizer = self._optimizers.get(key)
         if optimizer is None:
-            optimizer = self._optimizers[key] = torch.optim.Adam([p], **args)
+            optimizer = torch.optim.Adam([p], **args)
+            optimizer.chose_fused = chose_fused
+            self._optimizers[key] = optimizer
         self._forget_dropped()
         self.optim_objs[p] = optimizer
-        self.grad_clip[p] = self._get_grad_clip(p)
+        self.grad_clip[p] = clip
         if saved is not None:
             del self._state_waiting_to_be_consumed[name]
-            optimizer.state[p] = state
+            if state:  # (its gradient is None until a step gives it one, as for pyro.optim's fresh tensors)
+                optimizer.state[p] = state
+
+    def _optim_args_of(self, p, name):
+        if not callable(self.pt_optim_args):
+            return dict(self.pt_optim_args)
+        try:
+            args = self._get_optim_args(p)
+        except AssertionError as error:  # pyro.optim asserts that the callable's result is a dict
+            if not str(error).startswith("per-param optim arg"):
+                raise
+            args = None
+        _check_args(args, name)
+        return dict(args)
 
     def _forget_dropped(self):
         """Drop the states of parameters no longer in ``optim_objs`` (``load_checkpoint`` clears it to
         restore states by name; replaced tensors would otherwise keep their moments alive)."""
+        live = {id(p) for p in self.optim_objs}
         for optimizer in self._optimizers.values():
-            for p in [p for p in optimizer.state if p not in self.optim_objs]:
+            for p in [p for p in optimizer.state if id(p) not in live]:
                 del optimizer.state[p]
+        self._had_grad &= live
 
 
 def _check_args(args, name=None):
+    where = "" if name is None else f" (for parameter {name!r})"
     if not isinstance(args, dict):
-        raise TypeError(
-            f"optim_args must give a dict of Adam's arguments (for parameter {name!r}); got "
-            f"{type(args).__name__}"
-        )
+        raise TypeError(f"optim_args must give a dict of Adam's arguments{where}; got {type(args).__name__}")
     if "params" in args:
-        raise ValueError("optim_args must not name 'params': the SVI step gives them")
+        raise ValueError(f"optim_args must not name 'params'{where}: the SVI step gives them")
+    try:  # torch's own checks of the names and values, now rather than at the first step
+        torch.optim.Adam([torch.zeros(1, requires_grad=True)], **args)
+    except (TypeError, ValueError, RuntimeError) as error:
+        raise type(error)(f"optim_args{where}: {error}") from error
+
+
+def _check_clip_args(args, name=None):
+    where = "" if name is None else f" (for parameter {name!r})"
+    if not isinstance(args, dict):
+        raise TypeError(f"clip_args must give a dict of clip_norm and/or clip_value{where}; got {args!r:.60}")
+    unknown = sorted(set(args) - {"clip_norm", "clip_value"})
+    if unknown:
+        raise ValueError(f"clip_args takes clip_norm and clip_value{where}; got {', '.join(unknown)}")
+
+
+def _key(args):
+    """Arguments as a key that tells apart exactly the values torch would treat differently (a tensor's
+    repr rounds its values)."""
+
+    def exact(value):
+        if isinstance(value, torch.Tensor):
+            return ("tensor", str(value.dtype), str(value.device), tuple(value.flatten().tolist()))
+        if isinstance(value, tuple | list):
+            return tuple(exact(v) for v in value)
+        return repr(value)
+
+    return tuple(sorted((k, exact(v)) for k, v in args.items()))
 
 
 def _restored(p, name, saved, group):
@@ -155,4 +224,6 @@ def _restored(p, name, saved, group):
             state[k] = v.to(device=p.device, dtype=p.dtype if v.is_floating_point() else v.dtype).clone()
         else:
             state[k] = v
+    if group.get("amsgrad") and "max_exp_avg_sq" not in state:  # saved without amsgrad: as torch starts it
+        state["max_exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
     return state
