@@ -94,7 +94,7 @@ class FusedAdam(PyroOptim):
         state = {}
         for p, optimizer in self.optim_objs.items():
             group = {k: v for k, v in optimizer.param_groups[0].items() if k != "params"}
-            if optimizer.chose_fused:
+            if getattr(optimizer, "chose_fused", False):  # (an attribute a pickle does not keep)
                 group["fused"] = None
             saved = optimizer.state.get(p)
             state[pyro.get_param_store().param_name(p)] = {
