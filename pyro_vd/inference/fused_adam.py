@@ -3,8 +3,15 @@
 import pyro
 import torch
 from pyro.optim import PyroOptim
+from torch.utils.weak import WeakIdKeyDictionary
 
 from .optim import _UNFUSABLE_OPTIONS, _fusable
+
+# The tensors FusedAdam has taken a gradient from, by identity and only while they live. Under
+# pyro.optim such a tensor's .grad holds zeros for good (SVI.step's zero_grads), a fact of the tensor, not
+# of one optimizer: a new optimizer, a checkpoint restored into a model's own nn.Parameter, or a copy of
+# the optimizer must see it too.
+_HAD_GRAD = WeakIdKeyDictionary()
 
 
 class FusedAdam(PyroOptim):
@@ -21,7 +28,9 @@ class FusedAdam(PyroOptim):
     that ``SVI.step``'s ``zero_grads`` has nothing to replace and the next backward pass writes the
     gradients instead of adding them to zeros. Where ``pyro.optim.Adam`` would step a parameter with a
     gradient of zeros (one that had a gradient before and is traced but has none this step: Pyro's
-    ``zero_grads`` left zeros there, so its moments keep moving it), this optimizer does the same.
+    ``zero_grads`` left zeros there, so its moments keep moving it), this optimizer does the same: it
+    remembers, per tensor, that it took a gradient from it (a user who sets such a gradient to ``None``
+    between steps stops Pyro's zero steps, not these).
 
     Why: ``pyro.optim`` makes one torch optimizer per parameter and steps them one by one, and ``SVI.step``
     then writes a new tensor of zeros into every gradient, to which the next backward pass adds. For
@@ -63,21 +72,24 @@ class FusedAdam(PyroOptim):
         # optim_objs (PyroOptim's): param -> the torch.optim.Adam that holds its state; parameters with
         # equal arguments share one (its single group's "params" is set to the ones each step updates)
         self._optimizers = {}  # key of the arguments -> torch.optim.Adam
-        self._had_grad = set()  # ids of registered params that have had a gradient (see __call__)
 
     def __call__(self, params, *args, **kwargs):
         """Take one Adam step for each parameter in ``params`` that has a gradient, then set those
         gradients to ``None``."""
+        params = list(params)
+        new = [p for p in params if p not in self.optim_objs]
+        if new:
+            self._forget_dropped()
+            for p in new:
+                self._register(p)  # also without a gradient: a restored state is taken now, as in Pyro
         stepped = {}
         for p in params:
-            if p not in self.optim_objs:
-                self._register(p)  # also without a gradient: a restored state is taken now, as in Pyro
             if p.grad is None:
-                if id(p) not in self._had_grad:
+                if p not in _HAD_GRAD:
                     continue
                 # pyro.optim.Adam would find the zeros SVI.step's zero_grads left and step with them
                 p.grad = torch.zeros_like(p)
-            self._had_grad.add(id(p))
+            _HAD_GRAD[p] = True
             if self.grad_clip[p] is not None:
                 self.grad_clip[p](p)
             stepped.setdefault(id(self.optim_objs[p]), (self.optim_objs[p], []))[1].append(p)
@@ -132,7 +144,6 @@ class FusedAdam(PyroOptim):
             optimizer = torch.optim.Adam([p], **args)
             optimizer.chose_fused = chose_fused
             self._optimizers[key] = optimizer
-        self._forget_dropped()
         self.optim_objs[p] = optimizer
         self.grad_clip[p] = clip
         if saved is not None:
@@ -155,11 +166,9 @@ class FusedAdam(PyroOptim):
     def _forget_dropped(self):
         """Drop the states of parameters no longer in ``optim_objs`` (``load_checkpoint`` clears it to
         restore states by name; replaced tensors would otherwise keep their moments alive)."""
-        live = {id(p) for p in self.optim_objs}
         for optimizer in self._optimizers.values():
-            for p in [p for p in optimizer.state if id(p) not in live]:
+            for p in [p for p in optimizer.state if p not in self.optim_objs]:
                 del optimizer.state[p]
-        self._had_grad &= live
 
 
 def _check_args(args, name=None):

@@ -3,6 +3,7 @@ import pyro.distributions as dist
 import pytest
 import torch
 from pyro.infer.autoguide import AutoNormal
+from pyro.nn import PyroModule
 
 from pyro_vd import AutoVariationalDropout, VariationalDropoutELBO
 from pyro_vd.inference import FusedAdam, load_checkpoint, save_checkpoint
@@ -230,6 +231,67 @@ def test_a_traced_parameter_without_a_gradient_moves_as_with_pyro_optim():
     theirs, their_steps = run(pyro.optim.Adam({"lr": 0.1, "fused": True}))
     _assert_same(ours, theirs, exact=True)
     assert our_steps == their_steps == {"loc_a": 6.0, "loc_b": 5.0}
+
+
+def test_a_new_optimizer_on_trained_parameters_keeps_pyros_zero_steps():
+    """Under pyro.optim a tensor's gradient holds zeros for good once it had one: a second phase with a
+    new optimizer steps it with them, and so must a new FusedAdam."""
+
+    def run(make):
+        pyro.clear_param_store()
+        pyro.set_rng_seed(0)
+        _two_heads(make(), [0, 1])
+        optim = make()
+        _two_heads(optim, [0, 0, 0])  # loc_b: traced, no gradient
+        return _store(), {k: v["state"][0]["step"].item() for k, v in optim.get_state().items()}
+
+    ours, our_steps = run(lambda: FusedAdam({"lr": 0.05}))
+    theirs, their_steps = run(lambda: pyro.optim.Adam({"lr": 0.05, "fused": True}))
+    _assert_same(ours, theirs, exact=True)
+    assert our_steps == their_steps == {"loc_a": 3.0, "loc_b": 3.0}
+
+
+class _Shifts(PyroModule):
+    """A model whose own nn.Parameters are both traced at every step; one enters the loss."""
+
+    def __init__(self):
+        super().__init__()
+        self.shift0 = torch.nn.Parameter(torch.tensor(0.3))
+        self.shift1 = torch.nn.Parameter(torch.tensor(-0.2))
+
+    def forward(self, head, data):
+        shifts = self.shift0, self.shift1
+        loc = pyro.sample("loc", dist.Normal(0.0, 3.0))
+        with pyro.plate("data", len(data)):
+            pyro.sample("x", dist.Normal(loc + shifts[head], 1.0), obs=data)
+
+
+def _shifts_guide(head, data):
+    pyro.sample("loc", dist.Normal(pyro.param("m", torch.tensor(0.0)), 0.5))
+
+
+def test_a_model_parameter_restored_in_place_keeps_pyros_zero_steps(tmp_path):
+    """load_checkpoint(model=...) keeps the module's own tensor, whose gradient under pyro.optim still
+    holds zeros: the steps after the restore must match."""
+    data = torch.randn(10) + 1.0
+
+    def run(optim):
+        pyro.clear_param_store()
+        pyro.set_rng_seed(0)
+        model = _Shifts()
+        svi = pyro.infer.SVI(model, _shifts_guide, optim, pyro.infer.Trace_ELBO())
+        for head in (0, 1, 0, 1):
+            svi.step(head, data)
+        save_checkpoint(tmp_path / "c.pt", optim=optim, epoch=1, model=model)
+        load_checkpoint(tmp_path / "c.pt", optim=optim, model=model)
+        for _ in range(3):
+            svi.step(0, data)  # shift1: traced, no gradient
+        return _store(), {k: v["state"][0]["step"].item() for k, v in optim.get_state().items()}
+
+    ours, our_steps = run(FusedAdam({"lr": 0.05}))
+    theirs, their_steps = run(pyro.optim.Adam({"lr": 0.05, "fused": True}))
+    _assert_same(ours, theirs, exact=True)
+    assert our_steps == their_steps and our_steps["shift1"] == 6.0
 
 
 def test_a_restored_state_is_taken_when_its_parameter_first_appears(tmp_path):
