@@ -87,12 +87,10 @@ class HandWrittenSparseVDNet(nn.Module):
 
 
 # Each builder returns step(x, y); the first call (lazy parameters, optimizer state) is not timed.
-def build_svi(fused=False, optim=None):
+def build_svi(optim):
     pyro.clear_param_store()
     model = pyro_vd.models.LeNet300100(num_data=N_TRAIN).to(DEVICE)
     guide = pyro_vd.guides.AutoVariationalDropout(model)
-    options = {"lr": 1e-3, "fused": True} if fused else {"lr": 1e-3}
-    optim = optim or pyro.optim.Adam(options)
     svi = pyro.infer.SVI(model, guide, optim, pyro_vd.inference.VariationalDropoutELBO())
     return pyro_vd.poutine.local_reparameterization(svi.step)
 
@@ -133,9 +131,9 @@ def build_torch(net, sparse_vd, fused=False):
 
 
 BUILDERS = {
-    "svi": build_svi,
-    "svi_fused": lambda: build_svi(fused=True),
-    "svi_fusedadam": lambda: build_svi(optim=pyro_vd.inference.FusedAdam({"lr": 1e-3})),
+    "svi": lambda: build_svi(pyro.optim.Adam({"lr": 1e-3})),
+    "svi_fused": lambda: build_svi(pyro.optim.Adam({"lr": 1e-3, "fused": True})),
+    "svi_fusedadam": lambda: build_svi(pyro_vd.inference.FusedAdam({"lr": 1e-3})),
     "module": build_module,
     "hand": lambda: build_torch(HandWrittenSparseVDNet(), True),
     "hand_fused": lambda: build_torch(HandWrittenSparseVDNet(), True, fused=True),

@@ -11,7 +11,7 @@ from pyro.infer import SVI, Predictive
 
 from pyro_vd import AutoVariationalDropout, VariationalDropoutELBO
 from pyro_vd.distributions import TruncatedLogNormal
-from pyro_vd.inference import deterministic, prune_neurons, sparsity
+from pyro_vd.inference import FusedAdam, deterministic, prune_neurons, sparsity
 from pyro_vd.models import LeNet5, LeNet300100, LeNet500300
 from pyro_vd.poutine import local_reparameterization
 from tests.experiments.test_sparse_vd_mnist import _tiny_mnist
@@ -216,8 +216,6 @@ def test_a_training_step_waits_for_the_gpu_once(route):
 
 
 def test_fused_adam_takes_pyro_optim_adams_steps_on_the_gpu():
-    from pyro_vd.inference import FusedAdam
-
     def train(optim):
         pyro.clear_param_store()
         pyro.set_rng_seed(0)

@@ -5,7 +5,7 @@ import torch
 from pyro.optim import PyroOptim
 from torch.utils.weak import WeakIdKeyDictionary
 
-from .optim import _UNFUSABLE_OPTIONS, _fusable
+from .optim import _choice_is_ours, _fusable
 
 # The tensors FusedAdam has taken a gradient from, by identity and only while they live. Under
 # pyro.optim such a tensor's .grad holds zeros for good (SVI.step's zero_grads), a fact of the tensor, not
@@ -120,22 +120,10 @@ class FusedAdam(PyroOptim):
         state if ``set_state`` left one for its name. Everything that can fail is done first."""
         name = pyro.get_param_store().param_name(p)
         args = self._optim_args_of(p, name)
-        chose_fused = not (
-            "fused" in args or "foreach" in args or any(args.get(o) for o in _UNFUSABLE_OPTIONS)
-        )
+        chose_fused = _choice_is_ours(args)
         if chose_fused:
             args["fused"] = _fusable([p])
-        try:
-            clip = self._get_grad_clip(p)
-        except AssertionError as error:  # pyro.optim asserts that the callable's result is a dict
-            if not str(error).startswith("per-param clip arg"):
-                raise
-            raise TypeError(
-                f"clip_args' callable must return a dict of clip_norm and/or clip_value (for parameter "
-                f"{name!r})"
-            ) from error
-        if callable(self.pt_clip_args):
-            _check_clip_args(self._get_grad_clip_args(p), name)
+        clip = self._clip_of(p, name)
         saved = self._state_waiting_to_be_consumed.get(name)
         state = None if saved is None else _restored(p, name, saved, args)
         key = _key(args)
@@ -150,6 +138,22 @@ class FusedAdam(PyroOptim):
             del self._state_waiting_to_be_consumed[name]
             if state:  # (its gradient is None until a step gives it one, as for pyro.optim's fresh tensors)
                 optimizer.state[p] = state
+
+    def _clip_of(self, p, name):
+        """``p``'s gradient clipping (None for none), its arguments checked; the callable called once."""
+        try:
+            clip_args = self._get_grad_clip_args(p)
+        except AssertionError as error:  # pyro.optim asserts that the callable's result is a dict
+            if not str(error).startswith("per-param clip arg"):
+                raise
+            raise TypeError(
+                f"clip_args' callable must return a dict of clip_norm and/or clip_value (for parameter "
+                f"{name!r})"
+            ) from error
+        _check_clip_args(clip_args, name)
+        if not clip_args:
+            return None
+        return lambda tensor: self._clip_grad(tensor, **clip_args)
 
     def _optim_args_of(self, p, name):
         if not callable(self.pt_optim_args):

@@ -25,10 +25,16 @@ def adam(params, **kwargs):
     if isinstance(params, torch.Tensor):  # torch refuses a bare tensor with its own message
         return torch.optim.Adam(params, **kwargs)
     params = [_group(item) if isinstance(item, dict) else item for item in params]
-    explicit = "fused" in kwargs or "foreach" in kwargs
-    if not explicit and not any(kwargs.get(option) for option in _UNFUSABLE_OPTIONS) and _fusable(params):
+    if _choice_is_ours(kwargs) and _fusable(params):
         kwargs["fused"] = True
     return torch.optim.Adam(params, **kwargs)
+
+
+def _choice_is_ours(kwargs):
+    """Whether Adam's options leave the choice of the fused kernel to us: no explicit ``fused`` or
+    ``foreach``, and none of the options a fused Adam refuses."""
+    explicit = "fused" in kwargs or "foreach" in kwargs
+    return not explicit and not any(kwargs.get(option) for option in _UNFUSABLE_OPTIONS)
 
 
 def _group(group):

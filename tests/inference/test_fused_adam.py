@@ -13,18 +13,31 @@ from pyro_vd.poutine import local_reparameterization
 X, Y = torch.randn(40, 6), torch.randint(0, 3, (40,))
 
 
-def _train(optim, steps=12, seed=0, guide_factory=AutoVariationalDropout):
-    """SVI on a small VD network; returns the param store's values and the optimizer."""
-    pyro.clear_param_store()
-    pyro.set_rng_seed(seed)
+def _session(optim):
     model = BayesianMLP([6, 5, 3], num_data=40)
-    guide = guide_factory(model)
-    svi = pyro.infer.SVI(model, guide, optim, VariationalDropoutELBO())
+    guide = AutoVariationalDropout(model)
+    elbo = VariationalDropoutELBO()
+    return model, guide, elbo, pyro.infer.SVI(model, guide, optim, elbo)
+
+
+def _steps(svi, first, last):
     with local_reparameterization():
-        for i in range(steps):
+        for i in range(first, last):
             rows = slice(10 * (i % 4), 10 * (i % 4) + 10)
             svi.step(X[rows], Y[rows])
+
+
+def _store():
     return {k: v.detach().clone() for k, v in pyro.get_param_store().items()}
+
+
+def _train(optim, steps=12):
+    """SVI on a small VD network from a fixed seed; returns the param store's values."""
+    pyro.clear_param_store()
+    pyro.set_rng_seed(0)
+    *_, svi = _session(optim)
+    _steps(svi, 0, steps)
+    return _store()
 
 
 def _assert_same(a, b, exact):
@@ -75,7 +88,7 @@ def test_a_parameter_that_joins_later_counts_its_own_steps():
             svi_b.step()
             svi_a.step()
         svi_b.step()
-        return {k: v.detach().clone() for k, v in pyro.get_param_store().items()}
+        return _store()
 
     ours = run(FusedAdam({"lr": 0.1}))
     assert {"AutoNormal.locs.a", "AutoNormal.locs.b"} <= ours.keys()
@@ -94,24 +107,6 @@ def test_only_the_given_parameters_move_and_other_gradients_are_kept():
     optim([a_raw])  # a's first step: its own step count starts at 1
     assert torch.allclose(a_raw.detach(), torch.full((3,), 0.9))
     assert optim.get_state()["a"]["state"][0]["step"].item() == 1.0
-
-
-def _session(optim):
-    model = BayesianMLP([6, 5, 3], num_data=40)
-    guide = AutoVariationalDropout(model)
-    elbo = VariationalDropoutELBO()
-    return model, guide, elbo, pyro.infer.SVI(model, guide, optim, elbo)
-
-
-def _steps(svi, first, last):
-    with local_reparameterization():
-        for i in range(first, last):
-            rows = slice(10 * (i % 4), 10 * (i % 4) + 10)
-            svi.step(X[rows], Y[rows])
-
-
-def _store():
-    return {k: v.detach().clone() for k, v in pyro.get_param_store().items()}
 
 
 @pytest.mark.parametrize("first", ["pyro.optim.Adam", "FusedAdam"])
