@@ -378,7 +378,8 @@ def run_sparse_vd_mnist(
             f"epoch {epoch + 1:3d}/{epochs}  kl weight {elbo.kl_weight:.2f}  test error {100 * error:.2f} %  "
             f"compression {report.compression:.1f}×  data {data_term:.4g}  KL {kl:.4g}"
             + (
-                f"  log α crossings {moved.crossed}" + ("" if moved.settled else " (drifting)")
+                f"  log α crossings {moved.crossed}, heading {moved.heading}"
+                + ("" if moved.settled else " (drifting)")
                 if moved
                 else ""
             )
