@@ -7,8 +7,8 @@ log α lies within 1 of τ(d) left out (:func:`pyro_vd.experiments.ard.agreement
 θ error of the features relevant in both (also in posterior standard deviations) and of the truly
 relevant ones; the noise scale against ``VDRegression``'s; and the time. ``--averaging``,
 ``--init-log-alpha`` and ``--log-alpha-scale`` override the guide's defaults (``--averaging -1`` turns
-the iterate averaging off) to compare them; ``--rule sparse_vd`` compares log α ≤ 3 with the plain VD
-optimum instead.
+the iterate averaging off) and ``--adam-betas`` Adam's (torch's 0.9 0.999) to compare them;
+``--rule sparse_vd`` compares log α ≤ 3 with the plain VD optimum instead.
 
 SVI uses what a user gets by default: ``AutoVariationalDropout(LinearRegression(d, num_data=n))`` (or
 ``LogisticRegression``), ``pyro.optim.Adam({"lr": 1e-2})``, 3000 steps under
@@ -43,6 +43,7 @@ def run(
     steps=3000,
     guide_kwargs=None,
     rule="evidence",
+    betas=None,
 ):
     make = make_ard_classification if task == "classification" else make_ard_regression
     X, y, _, _, w = make(n, 100, 10, seed=seed, n_test=1, rho=GENERATORS[generator])
@@ -58,6 +59,7 @@ def run(
         seed=seed,
         return_noise_scale=True,
         guide_kwargs=guide_kwargs,
+        betas=betas,
     )
     row = {
         "generator": generator,
@@ -97,6 +99,13 @@ def main(argv=None):
         "--log-alpha-scale", type=float, help="the guide's log_alpha_scale c (default: the model's)"
     )
     parser.add_argument(
+        "--adam-betas",
+        type=float,
+        nargs=2,
+        metavar=("BETA1", "BETA2"),
+        help="Adam's betas (default: torch's 0.9 0.999; 0.9 0.99 shortens the second moment's memory)",
+    )
+    parser.add_argument(
         "--rule",
         choices=("evidence", "sparse_vd"),
         default="evidence",
@@ -132,6 +141,7 @@ def main(argv=None):
                             steps=args.steps,
                             guide_kwargs=guide_kwargs,
                             rule=args.rule,
+                            betas=args.adam_betas,
                         )
                         rows.append(r)
                         ratio = f"{r['noise_scale_ratio']:.3f}" if "noise_scale_ratio" in r else "–"

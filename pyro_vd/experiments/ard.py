@@ -167,19 +167,30 @@ def more_features(*, n=1000, d=1000, n_relevant=10, seed=0, include=None, log=pr
 
 
 def svi_linear(
-    X, y, *, classification, batch_size, steps, lr=0.01, seed=0, return_noise_scale=False, guide_kwargs=None
+    X,
+    y,
+    *,
+    classification,
+    batch_size,
+    steps,
+    lr=0.01,
+    seed=0,
+    return_noise_scale=False,
+    guide_kwargs=None,
+    betas=None,
 ):
     """``steps`` minibatch SVI steps of the Pyro linear models with the guide's defaults (which the
-    models recommend: :data:`~pyro_vd.models.linear.LINEAR_GUIDE_DEFAULTS`), Adam(``lr``), LRT, exact
-    KL (``guide_kwargs`` override the guide's settings); batches are consecutive slices of reshuffled
-    data. Returns (θ, log α, bias, seconds), and the
-    learned noise scale σ of the regression model last with ``return_noise_scale``."""
+    models recommend: :data:`~pyro_vd.models.linear.LINEAR_GUIDE_DEFAULTS`), Adam(``lr``) (with
+    ``betas`` where given, else torch's (0.9, 0.999)), LRT, exact KL (``guide_kwargs`` override the
+    guide's settings); batches are consecutive slices of reshuffled data. Returns (θ, log α, bias,
+    seconds), and the learned noise scale σ of the regression model last with ``return_noise_scale``."""
     pyro.clear_param_store()
     pyro.set_rng_seed(seed)
     n, d = X.shape
     model = (LogisticRegression if classification else LinearRegression)(d, num_data=n)
     guide = AutoVariationalDropout(model, **(guide_kwargs or {}))
-    svi = pyro.infer.SVI(model, guide, pyro.optim.Adam({"lr": lr}), VariationalDropoutELBO(kl_method="exact"))
+    optim_args = {"lr": lr} if betas is None else {"lr": lr, "betas": tuple(betas)}
+    svi = pyro.infer.SVI(model, guide, pyro.optim.Adam(optim_args), VariationalDropoutELBO(kl_method="exact"))
     Xt, yt = torch.tensor(X, dtype=torch.float32), torch.tensor(y, dtype=torch.float32)
     start = time.perf_counter()
     batch_size = min(batch_size, n)
