@@ -69,9 +69,12 @@ def test_a_weight_climbing_steadily_towards_the_threshold_is_not_settled():
         guide.set([-5.0 + 0.016 * k, -9.0 + 0.1 * (-1) ** k, 5.0])
         reports.append(drift.update())
     # at k updates it is 3 − 0.016 k from the bound and reaches it within k more from k = 94 on; from
-    # k = 125 on it lies within 1 of the bound, where its move (0.016 < 0.05) is judged instead
-    assert [r.heading for r in reports] == [int(94 <= k <= 124) for k in range(1, 151)]
-    assert [r.settled for r in reports] == [not 94 <= k <= 124 for k in range(1, 151)]
+    # k = 125 on it lies within 1 of the bound, where its move per update (0.016) is below the
+    # median-move tolerance (0.05), but it still heads for the bound (another feature of the
+    # linear-ARD runs climbed through that last unit at 0.024–0.039 an epoch)
+    assert [r.heading for r in reports] == [int(k >= 94) for k in range(1, 151)]
+    assert [r.settled for r in reports] == [k < 94 for k in range(1, 151)]
+    assert reports[130].near_threshold == 1 and reports[130].median_move < 0.05
     assert all(r.crossed == 0 for r in reports)
     assert "1 heading for it: still drifting" in str(reports[100])
     assert len(drift._anchors) <= 2  # snapshots at the last two powers of two, not one per update
