@@ -224,16 +224,7 @@ class AutoVariationalDropout(AutoGuide):
             or log_alpha_scale <= 0
         ):
             raise ValueError(f"log_alpha_scale must be a finite number > 0; got {log_alpha_scale!r}")
-        if averaging is False:
-            averaging = None
-        if averaging is not None and (
-            isinstance(averaging, bool)
-            or not isinstance(averaging, numbers.Real)
-            or not math.isfinite(averaging)
-            or averaging < 0
-        ):
-            raise ValueError(f"averaging must be None, False or a finite number η >= 0; got {averaging!r}")
-        self.averaging = None if averaging is None else float(averaging)
+        self.__dict__["_averaging"] = _check_averaging(averaging)
         if parameterization is not None and parameterization not in PARAMETERIZATIONS:
             raise ValueError(
                 f"parameterization must be one of {PARAMETERIZATIONS} or None; got {parameterization!r}"
@@ -332,6 +323,21 @@ class AutoVariationalDropout(AutoGuide):
         if self._parameterization == "additive":
             return True
         return self._parameterization is None and all(g == "weight" for g in self._granularities())
+
+    @property
+    def averaging(self):
+        """η of the iterate averaging, or None for none (see the class's ``averaging``). Setting it
+        validates it as the constructor does (``False`` means None); a change of η starts the averages
+        afresh (an average taken with one η cannot continue with another), and None removes them."""
+        return self.__dict__.get("_averaging", self.__dict__.get("averaging"))  # (a guide pickled before)
+
+    @averaging.setter
+    def averaging(self, value):
+        value = _check_averaging(value)
+        changed = value != self.averaging
+        self.__dict__["_averaging"] = value
+        if changed and "_averages" in self.__dict__:
+            self.reset_average()
 
     @property
     def log_alpha_scale(self):
@@ -581,7 +587,7 @@ class AutoVariationalDropout(AutoGuide):
         """Put an averaging hook on every parameter tensor that has none (new or replaced tensors start
         a new average). Runs at set-up, at every Python call of the guide and after a reset, so a
         compiled (JIT) step, which does not run this code, still has its hooks."""
-        if self.__dict__.get("averaging") is None or self.prototype_trace is None:
+        if self.averaging is None or self.prototype_trace is None:
             return
         averages = self.__dict__.setdefault("_averages", {})
         for name, leaf in self._averaged_parameters().items():
@@ -600,27 +606,29 @@ class AutoVariationalDropout(AutoGuide):
         self._sync_averages()
 
     def average_count(self):
-        """How many training steps the iterate averages hold (the fewest over the parameters; 0 without
-        ``averaging`` or before the first step)."""
-        averages = self.__dict__.get("_averages", {})
-        return min((a.count for a in averages.values()), default=0)
+        """How many training steps the iterate averages hold: the fewest over the parameters that have
+        been trained since the averages (re)started (a parameter that never had a gradient, such as an
+        unused head, has no average and does not count); 0 without ``averaging`` or before the first
+        step."""
+        self._sync_averages()  # the param store may have been loaded or set since the last step
+        return min((a.count for a in self.__dict__.get("_averages", {}).values() if a.count), default=0)
 
     @torch.no_grad()
     def apply_average(self):
         """
         Set every averaged parameter — the guide's and its model's — to its iterate average, and start
-        the averages afresh; returns the number of steps averaged (0: nothing changed). Call it when
-        training ends: θ, α, the model's biases and noise scale then come from the same average, and
-        every reader (``get_theta``, ``Predictive``, ``relevance``, ``sparsity``, ``deterministic``,
-        checkpoints) sees the averaged posterior.
+        the averages afresh; returns the number of steps averaged (:meth:`average_count`; 0: nothing
+        changed). Call it when training ends: θ, α, the model's biases and noise scale then come from the
+        same average, and every reader (``get_theta``, ``Predictive``, ``relevance``, ``sparsity``,
+        ``deterministic``, checkpoints) sees the averaged posterior. A parameter that never had a
+        gradient keeps its value; one whose tensor was replaced since (the param store loaded or set)
+        keeps the new value, and its average, taken from the values replaced, is dropped.
         """
-        averages = self.__dict__.get("_averages", {})
-        count = self.average_count()
-        if count:
-            for average in averages.values():
-                leaf = average.tensor()
-                if leaf is not None and average.mean is not None:
-                    leaf.copy_(average.mean)
+        count = self.average_count()  # (syncs: averages of replaced tensors are dropped first)
+        for average in self.__dict__.get("_averages", {}).values():
+            leaf = average.tensor()
+            if leaf is not None and average.count:
+                leaf.copy_(average.mean)
         self.reset_average()
         return count
 
@@ -670,7 +678,15 @@ class AutoVariationalDropout(AutoGuide):
     def posterior(self, name, *, train=False):
         """The posterior of site ``name`` (batch shape = the site's full shape): a :class:`VDNormal` for a
         weight site, a :class:`TruncatedLogNormal` for a neuron-noise site. ``train=True`` gives what
-        the guide samples from (with ``train_prune``, the pruned weights' mean set to 0)."""
+        the guide samples from (with ``train_prune``, the pruned weights' mean set to 0). Read from the
+        param store's current tensors, also outside a guide call (after the store was loaded or set,
+        the guide's modules hold the replaced ones until their next call)."""
+        if not self._pyro_context.active:
+            with self._pyro_context:
+                return self._posterior(name, train=train)
+        return self._posterior(name, train=train)
+
+    def _posterior(self, name, *, train=False):
         if name in self._noise_sites:
             return self._noise_posterior(name)
         theta = self._param("thetas", name)
@@ -704,7 +720,7 @@ class AutoVariationalDropout(AutoGuide):
         :class:`TruncatedLogNormal`; returns ``{site: value}``."""
         if self.prototype_trace is None:
             self._setup_prototype(*args, **kwargs)
-        if self.__dict__.get("averaging") is not None:
+        if self.averaging is not None:
             self._sync_averages()
         plates = self._create_plates(*args, **kwargs)
         result = {}
@@ -727,7 +743,8 @@ class AutoVariationalDropout(AutoGuide):
         self._check_ready()
         if self.parameterization(name) == "shrinkage":
             return self.posterior(name).loc.detach().clone()
-        return self._param("thetas", name).detach().clone()
+        with self._pyro_context:  # the param store's current tensor (see posterior)
+            return self._param("thetas", name).detach().clone()
 
     @torch.no_grad()
     def get_log_alpha(self, name):
@@ -739,13 +756,13 @@ class AutoVariationalDropout(AutoGuide):
     def get_noise_mean(self, name):
         """E θ of neuron-noise site ``name``: the factor a neuron's output is scaled by at test time."""
         self._check_ready()
-        return self._noise_posterior(name).mean.detach().clone()
+        return self.posterior(name).mean.detach().clone()
 
     @torch.no_grad()
     def get_noise_snr(self, name):
         """The signal-to-noise ratio E θ / √Var θ of neuron-noise site ``name`` (SBP keeps SNR > 1)."""
         self._check_ready()
-        return self._noise_posterior(name).snr.detach().clone()
+        return self.posterior(name).snr.detach().clone()
 
     @torch.no_grad()
     def median(self, *args, **kwargs):
@@ -770,36 +787,60 @@ class AutoVariationalDropout(AutoGuide):
 class _Average:
     """The polynomial-decay average of one parameter tensor's iterates, fed by a hook that runs when the
     tensor's gradient has been accumulated (before the optimizer steps, so iterate k is averaged). A
-    step is counted once, however many backward passes it makes (particles): the tensor's version
-    counter moves only when it is changed, e.g. by the optimizer."""
+    step is counted once, however many backward passes it makes (particles): a pass counts when the
+    tensor changed since the last one counted. Its version counter tells that cheaply where it moved,
+    but not always: torch's fused Adam kernels (``fused=True``, :class:`~pyro_vd.inference.FusedAdam`,
+    :func:`~pyro_vd.inference.adam`) and optimizers that write through ``.data`` (Pyro's
+    ``ClippedAdam``) change the values without moving it, so where it did not move the values are
+    compared with the last iterate counted (kept for that). A step that leaves a tensor exactly as it
+    was is not counted for it."""
 
-    __slots__ = ("__weakref__", "count", "handle", "mean", "tensor", "version")
+    __slots__ = ("__weakref__", "count", "handle", "last", "mean", "tensor", "version")
 
     def __init__(self, guide, tensor):
         self.tensor = weakref.ref(tensor)
         self.count = 0
-        self.mean = None
+        self.mean = self.last = None
         self.version = None
         guide_ref, average_ref = weakref.ref(guide), weakref.ref(self)
 
         def hook(param):
             guide, average = guide_ref(), average_ref()
-            if guide is not None and average is not None and average.tensor() is param:
-                average.add(param, guide.averaging)
+            if guide is None or average is None or average.tensor() is not param:
+                return
+            eta = guide.averaging
+            if eta is not None:
+                average.add(param, eta)
 
         self.handle = tensor.register_post_accumulate_grad_hook(hook)
 
     @torch.no_grad()
     def add(self, value, eta):
-        if value._version == self.version:  # another backward pass of the same step
-            return
-        self.version = value._version
         value = value.detach()
-        if self.mean is None or self.mean.dtype != value.dtype or self.mean.device != value.device:
-            self.count, self.mean = 1, value.clone()  # (a tensor converted in place starts afresh)
+        fresh = self.mean is None or self.mean.dtype != value.dtype or self.mean.device != value.device
+        if not fresh and value._version == self.version and torch.equal(value, self.last):
+            return  # another backward pass of the same step
+        self.version = value._version
+        if fresh:  # (a tensor converted in place starts afresh)
+            self.count, self.mean, self.last = 1, value.clone(), value.clone()
             return
+        self.last.copy_(value)
         self.count += 1
         self.mean.lerp_(value, (eta + 1.0) / (self.count + eta))
+
+
+def _check_averaging(averaging):
+    """``averaging`` as the guide keeps it: None (also for False) or η as a float; else a ValueError."""
+    if averaging is None or averaging is False:
+        return None
+    if (
+        isinstance(averaging, bool)
+        or not isinstance(averaging, numbers.Real)
+        or not math.isfinite(averaging)
+        or averaging < 0
+    ):
+        raise ValueError(f"averaging must be None, False or a finite number η >= 0; got {averaging!r}")
+    return float(averaging)
 
 
 def _scale_token(c):

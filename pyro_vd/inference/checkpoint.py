@@ -274,7 +274,7 @@ def _plan(path, state, model, guide):
         "optim": optim_state,
         "model": model_state if model is not None else None,
         "model_params": model_params,
-        "guide": guide_state,
+        "guide": guide_state if guide is not None else None,
         "rng": rng,
     }
 

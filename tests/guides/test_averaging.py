@@ -207,3 +207,104 @@ def test_averaging_reaches_the_linear_optimum_where_the_last_iterate_jitters():
         errors[averaging] = abs(theta[[0, 1, 4]] - exact.coef_[[0, 1, 4]]).max()
     posterior_sd = 0.3 / n**0.5
     assert errors[3.0] < 0.7 * errors[False] and errors[3.0] < 5 * posterior_sd
+
+
+@pytest.mark.parametrize(
+    "make_optim",
+    [
+        lambda: pyro.optim.Adam({"lr": 0.05, "fused": True}),
+        lambda: __import__("pyro_vd").FusedAdam({"lr": 0.05}),
+        lambda: pyro.optim.ClippedAdam({"lr": 0.05}),
+        lambda: pyro.optim.Adam({"lr": 0.05}),
+    ],
+    ids=["fused", "FusedAdam", "ClippedAdam", "Adam"],
+)
+def test_every_step_is_averaged_also_where_the_optimizer_leaves_the_version_counter(make_optim):
+    # torch's fused Adam kernel and ClippedAdam (which writes through .data) change a parameter without
+    # moving its version counter: a version check alone counted the first step only, and apply_average
+    # silently set every parameter back to its first iterate (θ = 0 for the linear models' zero start)
+    model = BayesianMLP([6, 5, 3], num_data=32)
+    guide = AutoVariationalDropout(model, averaging=3.0)
+    record = []
+    _train(guide, model, 20, record=record, optim=make_optim())
+    assert guide.average_count() == 20
+    expected = _polynomial_average([r["theta"] for r in record], 3.0)
+    assert guide.apply_average() == 20
+    assert torch.allclose(guide.get_theta("net.fc1.weight"), expected, atol=1e-6)
+
+
+def test_several_particles_count_a_step_once_with_a_fused_optimizer():
+    model = BayesianMLP([6, 5, 3], num_data=32)
+    guide = AutoVariationalDropout(model, averaging=0.0)
+    elbo = pyro.infer.Trace_ELBO(num_particles=3)  # one backward pass per particle
+    _train(guide, model, 10, elbo=elbo, optim=pyro.optim.Adam({"lr": 0.05, "fused": True}))
+    assert guide.average_count() == 10
+
+
+def test_a_parameter_that_never_has_a_gradient_does_not_stop_the_others_being_averaged():
+    # an unused head: its parameters are trained by the ELBO but never get a gradient
+    class TwoHeads(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc1, self.aux = torch.nn.Linear(6, 3), torch.nn.Linear(6, 3)
+
+        def forward(self, x):
+            return self.fc1(x)
+
+    from pyro_vd.models import VDModel
+
+    model = VDModel(TwoHeads(), num_data=32, likelihood="categorical", exclude=["aux"])
+    guide = AutoVariationalDropout(model, averaging=0.0)
+    record = []
+    svi = pyro.infer.SVI(model, guide, pyro.optim.Adam({"lr": 0.05}), VariationalDropoutELBO())
+    for _ in range(10):
+        guide(X, Y)
+        record.append(guide.get_theta("net.fc1.weight"))
+        svi.step(X, Y)
+    aux = model.net.aux.weight.detach().clone()
+    assert guide.average_count() == 10  # (it was 0: the unused head's count)
+    assert guide.apply_average() == 10
+    assert torch.allclose(guide.get_theta("net.fc1.weight"), _polynomial_average(record, 0.0), atol=1e-6)
+    assert torch.equal(model.net.aux.weight.detach(), aux)  # never trained: kept
+
+
+def test_after_the_param_store_is_loaded_the_readers_and_apply_average_use_the_loaded_values(tmp_path):
+    model = LinearRegression(6, num_data=32)
+    guide = AutoVariationalDropout(model)  # averaging η = 3 (the linear models' recommendation)
+    x, y = torch.randn(32, 6), torch.randn(32)
+    svi = pyro.infer.SVI(model, guide, pyro.optim.Adam({"lr": 0.05}), VariationalDropoutELBO())
+    with local_reparameterization():
+        for _ in range(20):
+            svi.step(x, y)
+        pyro.get_param_store().save(tmp_path / "params.pt")
+        saved = guide.get_theta("net.weight")
+        for _ in range(20):
+            svi.step(x, y)
+    assert not torch.allclose(guide.get_theta("net.weight"), saved)
+    pyro.get_param_store().load(tmp_path / "params.pt")
+    # before the guide runs again: the store's values, not the modules' replaced tensors
+    assert torch.equal(guide.get_theta("net.weight"), saved)
+    # the averages were of the replaced values: dropped, nothing applied
+    assert guide.apply_average() == 0
+    assert torch.equal(guide.get_theta("net.weight"), saved)
+
+
+def test_setting_averaging_validates_restarts_and_turns_it_off():
+    model = BayesianMLP([6, 5, 3], num_data=32)
+    guide = AutoVariationalDropout(model, averaging=3.0)
+    _train(guide, model, 5)
+    assert guide.average_count() == 5
+    guide.averaging = 3  # the same η: the average goes on
+    _train(guide, model, 2)
+    assert guide.average_count() == 7
+    guide.averaging = 0.0  # another η: an average taken with η = 3 cannot go on with η = 0
+    assert guide.average_count() == 0
+    _train(guide, model, 3)
+    assert guide.average_count() == 3
+    guide.averaging = False  # off: as the constructor reads it (it kept averaging with η = 0)
+    assert guide.averaging is None and guide.average_count() == 0
+    _train(guide, model, 3)  # (None was a TypeError inside the backward pass)
+    assert guide.average_count() == 0 and guide.apply_average() == 0
+    with pytest.raises(ValueError, match="averaging"):
+        guide.averaging = -1.0
+    assert guide.averaging is None

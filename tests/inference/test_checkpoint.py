@@ -472,3 +472,19 @@ def test_a_pyro_optim_under_module_local_params_is_refused_not_dropped(tmp_path)
         with pytest.raises(ValueError, match=r"module_local_params=True.*cannot be saved by name"):
             save_checkpoint(tmp_path / "c.pt", optim=optim, epoch=1, model=model, guide=guide)
     assert not (tmp_path / "c.pt").exists()
+
+
+@pytest.mark.parametrize("with_model", [False, True])
+def test_a_checkpoint_saved_with_a_guide_loads_without_one(tmp_path, with_model):
+    # the guide state in the file is for a caller who passes guide=; without one it is not restored
+    # (it was an AttributeError on None)
+    pyro.set_rng_seed(0)
+    model, guide, optim, elbo, svi = _fresh()
+    _epoch(svi, elbo, 0)
+    path = save_checkpoint(tmp_path / "ckpt.pt", optim=optim, epoch=1, model=model, guide=guide, elbo=elbo)
+    saved = _params()
+    _epoch(svi, elbo, 1)
+    state = load_checkpoint(path, optim=optim, **({"model": model} if with_model else {}))
+    assert state["epoch"] == 1
+    for name, value in _params().items():
+        assert torch.equal(value, saved[name]), name
