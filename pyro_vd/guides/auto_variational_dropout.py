@@ -163,10 +163,11 @@ class AutoVariationalDropout(AutoGuide):
         A step is counted when a parameter's gradient is accumulated (a tensor hook, so ``JitTrace_ELBO``
         and the module route count too; once per step whatever the particles). The averages are
         in-memory: they start again when a parameter tensor is replaced (the param store loaded or set),
-        when the guide's state is loaded (``load_state_dict``, also through a parent module, and
-        :func:`~pyro_vd.inference.load_checkpoint`), when it is moved or converted (``.to()``), and on
-        :meth:`reset_average`; they are neither pickled nor checkpointed (a resumed run averages the
-        steps after the resume).
+        when the guide's state is loaded (``load_state_dict``, also through a parent module), when it
+        is moved or converted (``.to()``), and on :meth:`reset_average`.
+        :func:`~pyro_vd.inference.save_checkpoint` saves them and
+        :func:`~pyro_vd.inference.load_checkpoint` continues them (:meth:`average_state`,
+        :meth:`load_average_state`); a pickled guide has none.
     :param float train_prune: optional **train-time pruning** at this log α (the Sparse VD authors'
         ``train_clip``, at 3): the weights the guide samples have mean :math:`\theta` only where
         :math:`\log\alpha` is below it (0 elsewhere; the noise and the KL unchanged), so that training
@@ -590,12 +591,16 @@ class AutoVariationalDropout(AutoGuide):
         if self.averaging is None or self.prototype_trace is None:
             return
         averages = self.__dict__.setdefault("_averages", {})
+        restored = self.__dict__.get("_restored_averages") or {}
         for name, leaf in self._averaged_parameters().items():
             average = averages.get(name)
             if average is None or average.tensor() is not leaf:
                 if average is not None:
                     average.handle.remove()
                 averages[name] = _Average(self, leaf)
+                saved = restored.pop(name, None)
+                if saved is not None:
+                    averages[name].restore(saved, leaf)
 
     def reset_average(self):
         """Forget the iterate averages (``averaging``): they start again from the next step (e.g. after a
@@ -603,7 +608,39 @@ class AutoVariationalDropout(AutoGuide):
         for average in self.__dict__.get("_averages", {}).values():
             average.handle.remove()
         self.__dict__["_averages"] = {}
+        self.__dict__["_restored_averages"] = {}
         self._sync_averages()
+
+    def average_state(self):
+        """The iterate averages as plain data, for :func:`~pyro_vd.inference.save_checkpoint`: ``None``
+        without ``averaging``, else ``{"eta": η, "averages": {name: {"count", "mean", "last"}}}`` (the
+        averages that hold a step, by the parameter's name in the guide or its model)."""
+        if self.averaging is None:
+            return None
+        self._sync_averages()
+        return {
+            "eta": self.averaging,
+            "averages": {
+                name: {"count": a.count, "mean": a.mean.detach().clone(), "last": a.last.detach().clone()}
+                for name, a in self.__dict__.get("_averages", {}).items()
+                if a.count
+            },
+        }
+
+    def load_average_state(self, state):
+        """Continue the averages of :meth:`average_state` (:func:`~pyro_vd.inference.load_checkpoint`
+        calls it after restoring the parameters): each average goes on from the saved one where the guide
+        averages with the same η and the parameter has the same shape and dtype (else it starts afresh,
+        as an average taken with one η cannot go on with another); a guide that has not run yet takes
+        them when it sets up. Returns the number of averages continued now."""
+        for average in self.__dict__.get("_averages", {}).values():
+            average.handle.remove()
+        self.__dict__["_averages"] = {}
+        same = state is not None and self.averaging is not None and state["eta"] == self.averaging
+        self.__dict__["_restored_averages"] = dict(state["averages"]) if same else {}
+        before = len(self.__dict__["_restored_averages"])
+        self._sync_averages()
+        return before - len(self.__dict__["_restored_averages"])
 
     def average_count(self):
         """How many training steps the iterate averages hold: the fewest over the parameters that have
@@ -673,6 +710,7 @@ class AutoVariationalDropout(AutoGuide):
     def __getstate__(self):
         state = dict(super().__getstate__())
         state["_averages"] = {}  # hooks and weak references do not pickle; see ``averaging``
+        state["_restored_averages"] = {}
         return state
 
     def posterior(self, name, *, train=False):
@@ -813,6 +851,19 @@ class _Average:
                 average.add(param, eta)
 
         self.handle = tensor.register_post_accumulate_grad_hook(hook)
+
+    @torch.no_grad()
+    def restore(self, saved, leaf):
+        """Go on from a saved average (:meth:`AutoVariationalDropout.average_state`) of a tensor like
+        ``leaf``; nothing where the shape or dtype differ. The next step counts (its value is compared
+        with the saved last iterate, which the optimizer's saved step moved on from)."""
+        mean, last = saved["mean"], saved["last"]
+        if mean.shape != leaf.shape or mean.dtype != leaf.dtype or last.shape != leaf.shape:
+            return
+        self.count = int(saved["count"])
+        self.mean = mean.detach().to(leaf.device, copy=True)
+        self.last = last.detach().to(device=leaf.device, dtype=leaf.dtype, copy=True)
+        self.version = None
 
     @torch.no_grad()
     def add(self, value, eta):

@@ -51,7 +51,9 @@ def save_checkpoint(path, *, optim, epoch, model=None, guide=None, elbo=None, ex
     store, the optimizer's state, the epoch, the KL weight of ``elbo``, the state dicts of ``model`` and
     ``guide`` (needed with ``pyro.settings.set(module_local_params=True)``), the guide's configuration
     (granularity, parameterization and sites of every :class:`~pyro_vd.guides.AutoVariationalDropout`
-    in it, checked at loading), the torch / CUDA / numpy / Python RNG states, and ``extra``.
+    in it, checked at loading) and its iterate averages (``averaging``: a resumed run's
+    ``apply_average()`` then averages the same steps as an uninterrupted one), the torch / CUDA / numpy
+    / Python RNG states, and ``extra``.
 
     The file is loaded with ``torch.load(weights_only=True)``, which never runs code from the file, so
     ``extra`` must be plain data: ``None``, bools, numbers, strings, bytes, torch tensors, and lists,
@@ -90,6 +92,7 @@ def save_checkpoint(path, *, optim, epoch, model=None, guide=None, elbo=None, ex
         "model": model.state_dict() if model is not None else None,
         "guide": guide.state_dict() if guide is not None else None,
         "guide_config": _guide_config(guide) if guide is not None else None,
+        "averages": _average_states(guide),
         "kl_weight": None if getattr(elbo, "kl_weight", None) is None else float(elbo.kl_weight),
         "rng": _rng_state(),
         "extra": _plain(extra, "extra"),
@@ -224,6 +227,7 @@ def _plan(path, state, model, guide):
     if state["guide_config"] is not None and not isinstance(state["guide_config"], dict):
         raise ValueError(f"{where}: the guide configuration must be a dict or None")
     rng = _decode_rng(where, state["rng"])
+    averages = _check_averages(where, state.get("averages"))  # (absent from files before it was saved)
 
     # --- against the live session
     _check_guide_config(where, state["guide_config"], guide)
@@ -275,6 +279,7 @@ def _plan(path, state, model, guide):
         "model": model_state if model is not None else None,
         "model_params": model_params,
         "guide": guide_state if guide is not None else None,
+        "averages": averages if guide is not None else None,
         "rng": rng,
     }
 
@@ -483,6 +488,9 @@ def _restore(plan, optim, model, guide, elbo):
     optim.set_state(plan["optim"])
     if elbo is not None and plan["kl_weight"] is not None:
         elbo.kl_weight = plan["kl_weight"]
+    if guide is not None:
+        for path, module in _vd_guides(guide):
+            module.load_average_state((plan["averages"] or {}).get(path))
     _set_rng_state(plan["rng"])
 
 
@@ -716,6 +724,53 @@ def _fsync_folder(folder):
         pass
     finally:
         os.close(fd)
+
+
+def _vd_guides(guide):
+    """``(path, AutoVariationalDropout)`` for the guide itself ("") and every one inside it."""
+    return [(path, m) for path, m in guide.named_modules() if isinstance(m, AutoVariationalDropout)]
+
+
+def _average_states(guide):
+    if guide is None:
+        return None
+    return {path: module.average_state() for path, module in _vd_guides(guide)}
+
+
+def _check_averages(where, saved):
+    """The saved iterate averages (None, or ``{guide path: None or {"eta", "averages"}}``), checked."""
+    if saved is None:
+        return None
+
+    def bad(what):
+        return ValueError(f"{where}: the iterate averages {what}")
+
+    if not isinstance(saved, dict):
+        raise bad("must be a dict or None")
+    for path, state in saved.items():
+        if state is None:
+            continue
+        if not isinstance(path, str) or not isinstance(state, dict) or set(state) != {"eta", "averages"}:
+            raise bad(f"of guide {path!r} must be None or a dict of 'eta' and 'averages'")
+        eta = state["eta"]
+        if isinstance(eta, bool) or not isinstance(eta, int | float) or not math.isfinite(eta) or eta < 0:
+            raise bad(f"of guide {path!r} have an invalid eta {eta!r}")
+        if not isinstance(state["averages"], dict):
+            raise bad(f"of guide {path!r} must map parameter names to averages")
+        for name, average in state["averages"].items():
+            if (
+                not isinstance(name, str)
+                or not isinstance(average, dict)
+                or set(average) != {"count", "mean", "last"}
+                or isinstance(average["count"], bool)
+                or not isinstance(average["count"], int)
+                or average["count"] < 1
+                or not isinstance(average["mean"], torch.Tensor)
+                or not isinstance(average["last"], torch.Tensor)
+                or average["mean"].shape != average["last"].shape
+            ):
+                raise bad(f"of guide {path!r}: the entry {name!r} must hold a count >= 1 and two tensors")
+    return saved
 
 
 def _check_modules(model, guide):

@@ -488,3 +488,71 @@ def test_a_checkpoint_saved_with_a_guide_loads_without_one(tmp_path, with_model)
     assert state["epoch"] == 1
     for name, value in _params().items():
         assert torch.equal(value, saved[name]), name
+
+
+def _averaging_session(eta=3.0):
+    model = BayesianMLP([6, 5, 3], num_data=40)
+    guide = AutoVariationalDropout(model, averaging=eta)
+    optim = pyro.optim.Adam({"lr": 0.01})
+    elbo = VariationalDropoutELBO()
+    return model, guide, optim, elbo, pyro.infer.SVI(model, guide, optim, elbo)
+
+
+@pytest.mark.parametrize("run_before_loading", [False, True])
+def test_resume_continues_the_iterate_averages(tmp_path, run_before_loading):
+    pyro.set_rng_seed(0)
+    _, guide, _, elbo, svi = _averaging_session()
+    for epoch in range(4):
+        _epoch(svi, elbo, epoch)
+    assert guide.apply_average() == 16
+    uninterrupted = _params()
+
+    pyro.clear_param_store()
+    pyro.set_rng_seed(0)
+    model, guide, optim, elbo, svi = _averaging_session()
+    for epoch in range(2):
+        _epoch(svi, elbo, epoch)
+    save_checkpoint(tmp_path / "ckpt.pt", optim=optim, epoch=2, model=model, guide=guide, elbo=elbo)
+
+    pyro.clear_param_store()
+    model, guide, optim, elbo, svi = _averaging_session()
+    if run_before_loading:  # the experiments run the guide once so that the shapes are checked
+        guide(X[:2], Y[:2])
+    load_checkpoint(tmp_path / "ckpt.pt", optim=optim, model=model, guide=guide, elbo=elbo)
+    assert guide.average_count() == (8 if run_before_loading else 0)  # (taken at set-up otherwise)
+    for epoch in range(2, 4):
+        _epoch(svi, elbo, epoch)
+    assert guide.apply_average() == 16  # (the averages restarted at the resume: 8)
+    resumed = _params()
+    for name in resumed:
+        assert torch.allclose(resumed[name], uninterrupted[name], atol=1e-7), name
+
+
+def test_averages_saved_with_another_eta_start_afresh(tmp_path):
+    pyro.set_rng_seed(0)
+    model, guide, optim, elbo, svi = _averaging_session(eta=3.0)
+    _epoch(svi, elbo, 0)
+    save_checkpoint(tmp_path / "ckpt.pt", optim=optim, epoch=1, model=model, guide=guide, elbo=elbo)
+    pyro.clear_param_store()
+    model, guide, optim, elbo, svi = _averaging_session(eta=0.0)
+    guide(X[:2], Y[:2])
+    load_checkpoint(tmp_path / "ckpt.pt", optim=optim, model=model, guide=guide, elbo=elbo)
+    assert guide.average_count() == 0  # an average taken with η = 3 cannot go on with η = 0
+    _epoch(svi, elbo, 1)
+    assert guide.average_count() == 4
+
+
+def test_malformed_iterate_averages_are_refused_by_name(tmp_path):
+    pyro.set_rng_seed(0)
+    model, guide, optim, elbo, svi = _averaging_session()
+    _epoch(svi, elbo, 0)
+    path = save_checkpoint(tmp_path / "ckpt.pt", optim=optim, epoch=1, model=model, guide=guide, elbo=elbo)
+    state = torch.load(path, weights_only=True)
+    name = next(iter(state["averages"][""]["averages"]))
+    state["averages"][""]["averages"][name]["count"] = 0
+    torch.save(state, path)
+    before = _params()
+    with pytest.raises(ValueError, match="iterate averages"):
+        load_checkpoint(path, optim=optim, model=model, guide=guide, elbo=elbo)
+    for key, value in _params().items():
+        assert torch.equal(value, before[key]), key
