@@ -121,7 +121,9 @@ def load_checkpoint(path, *, optim, model=None, guide=None, elbo=None, map_locat
     yet run is fine), ``optim`` and ``elbo``; the RNG states are restored last, so the next step draws
     what the uninterrupted run would have drawn. Pass the ``model`` when it has ordinary
     ``nn.Parameter``s: Pyro tracks those by object, and only the model's own tensors keep being optimized
-    after a restore. The optimizer's state is the checkpoint's, also in a session that has trained.
+    after a restore. The optimizer's state is the checkpoint's, also in a session that has trained. Pass
+    the ``guide`` for its iterate averages (``averaging``) to go on from the saved ones; without it they
+    start again at the resume.
 
     Everything is checked before anything changes: the file (a truncated, corrupt or foreign file, or one
     holding objects whose unpickling could run code, is a ``ValueError`` naming it), every entry, and the
