@@ -2,6 +2,7 @@
 truncated log-normal at every neuron-noise (TruncatedLogUniform) site."""
 
 import functools
+import itertools
 import math
 import numbers
 import re
@@ -19,6 +20,7 @@ from pyro.nn.module import PyroModule, PyroParam
 from pyro.ops.tensor_utils import periodic_repeat
 from pyro.poutine.messenger import unwrap
 from torch.distributions import constraints
+from torch.utils.weak import WeakIdKeyDictionary
 
 from ..distributions.kl_log_uniform import DEFAULT_KL_METHOD, check_kl_method
 from ..distributions.log_uniform import LogUniform
@@ -599,7 +601,7 @@ class AutoVariationalDropout(AutoGuide):
                     average.handle.remove()
                 averages[name] = _Average(self, leaf)
                 saved = restored.pop(name, None)
-                if saved is not None:
+                if saved is not None and leaf in self.__dict__.get("_restored_targets", ()):
                     averages[name].restore(saved, leaf)
 
     def reset_average(self):
@@ -618,26 +620,39 @@ class AutoVariationalDropout(AutoGuide):
         if self.averaging is None:
             return None
         self._sync_averages()
-        return {
-            "eta": self.averaging,
-            "averages": {
-                name: {"count": a.count, "mean": a.mean.detach().clone(), "last": a.last.detach().clone()}
-                for name, a in self.__dict__.get("_averages", {}).items()
-                if a.count
-            },
+        averages = {  # restored ones not yet taken up (the guide has not run since): as they were
+            name: {key: saved[key].clone() if key != "count" else saved[key] for key in saved}
+            for name, saved in (self.__dict__.get("_restored_averages") or {}).items()
         }
+        averages.update(
+            (name, {"count": a.count, "mean": a.mean.detach().clone(), "last": a.last.detach().clone()})
+            for name, a in self.__dict__.get("_averages", {}).items()
+            if a.count
+        )
+        return {"eta": self.averaging, "averages": averages}
 
     def load_average_state(self, state):
         """Continue the averages of :meth:`average_state` (:func:`~pyro_vd.inference.load_checkpoint`
         calls it after restoring the parameters): each average goes on from the saved one where the guide
         averages with the same η and the parameter has the same shape and dtype (else it starts afresh,
         as an average taken with one η cannot go on with another); a guide that has not run yet takes
-        them when it sets up. Returns the number of averages continued now."""
+        them when it sets up, for the tensors the parameters are now (the param store's, the modules'),
+        and not for tensors that replace them before (a store cleared or loaded again). Returns the
+        number of averages continued now."""
         for average in self.__dict__.get("_averages", {}).values():
             average.handle.remove()
         self.__dict__["_averages"] = {}
         same = state is not None and self.averaging is not None and state["eta"] == self.averaging
         self.__dict__["_restored_averages"] = dict(state["averages"]) if same else {}
+        targets = WeakIdKeyDictionary()  # the tensors the saved averages belong to
+        model = guide_model(self)
+        for tensor in itertools.chain(
+            pyro.get_param_store()._params.values(),
+            self.parameters(),
+            model.parameters() if isinstance(model, torch.nn.Module) else (),
+        ):
+            targets[tensor] = True
+        self.__dict__["_restored_targets"] = targets
         before = len(self.__dict__["_restored_averages"])
         self._sync_averages()
         return before - len(self.__dict__["_restored_averages"])
@@ -711,20 +726,15 @@ class AutoVariationalDropout(AutoGuide):
         state = dict(super().__getstate__())
         state["_averages"] = {}  # hooks and weak references do not pickle; see ``averaging``
         state["_restored_averages"] = {}
+        state.pop("_restored_targets", None)  # (weak references)
         return state
 
     def posterior(self, name, *, train=False):
         """The posterior of site ``name`` (batch shape = the site's full shape): a :class:`VDNormal` for a
         weight site, a :class:`TruncatedLogNormal` for a neuron-noise site. ``train=True`` gives what
-        the guide samples from (with ``train_prune``, the pruned weights' mean set to 0). Read from the
-        param store's current tensors, also outside a guide call (after the store was loaded or set,
-        the guide's modules hold the replaced ones until their next call)."""
-        if not self._pyro_context.active:
-            with self._pyro_context:
-                return self._posterior(name, train=train)
-        return self._posterior(name, train=train)
-
-    def _posterior(self, name, *, train=False):
+        the guide samples from (with ``train_prune``, the pruned weights' mean set to 0). Outside a guide
+        call it reads the guide's own tensors: after the param store was loaded or set, call the guide
+        once for it (and ``get_theta``, ``relevance``, …) to follow the store's new ones."""
         if name in self._noise_sites:
             return self._noise_posterior(name)
         theta = self._param("thetas", name)
@@ -781,8 +791,7 @@ class AutoVariationalDropout(AutoGuide):
         self._check_ready()
         if self.parameterization(name) == "shrinkage":
             return self.posterior(name).loc.detach().clone()
-        with self._pyro_context:  # the param store's current tensor (see posterior)
-            return self._param("thetas", name).detach().clone()
+        return self._param("thetas", name).detach().clone()
 
     @torch.no_grad()
     def get_log_alpha(self, name):
@@ -869,7 +878,7 @@ class _Average:
     def add(self, value, eta):
         value = value.detach()
         fresh = self.mean is None or self.mean.dtype != value.dtype or self.mean.device != value.device
-        if not fresh and value._version == self.version and torch.equal(value, self.last):
+        if not fresh and value._version == self.version and _same(value, self.last):
             return  # another backward pass of the same step
         self.version = value._version
         if fresh:  # (a tensor converted in place starts afresh)
@@ -878,6 +887,11 @@ class _Average:
         self.last.copy_(value)
         self.count += 1
         self.mean.lerp_(value, (eta + 1.0) / (self.count + eta))
+
+
+def _same(a, b):
+    """Whether tensors ``a`` and ``b`` hold the same values, NaN equal to NaN."""
+    return torch.equal(a, b) or bool(torch.isclose(a, b, rtol=0.0, atol=0.0, equal_nan=True).all())
 
 
 def _check_averaging(averaging):

@@ -450,6 +450,7 @@ def _snapshot(optim, model, guide, elbo):
         "optim": {key: dict(getattr(optim, key)) for key in _optim_dicts(optim)},
         "model": _clone_state(model),
         "guide": _clone_state(guide),
+        "averages": _average_states(guide),
         "kl_weight": getattr(elbo, "kl_weight", None),
         "rng": _live_rng_state(),
     }
@@ -510,6 +511,9 @@ def _restore_snapshot(snapshot, optim, model, guide, elbo):
     for module, saved in ((guide, snapshot["guide"]), (model, snapshot["model"])):
         if module is not None:
             module.load_state_dict(saved)
+    if guide is not None:  # (loading the guide's state restarted its averages)
+        for path, module in _vd_guides(guide):
+            module.load_average_state(snapshot["averages"].get(path))
 
 
 def _optim_state(optim, params):

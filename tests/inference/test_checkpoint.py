@@ -556,3 +556,47 @@ def test_malformed_iterate_averages_are_refused_by_name(tmp_path):
         load_checkpoint(path, optim=optim, model=model, guide=guide, elbo=elbo)
     for key, value in _params().items():
         assert torch.equal(value, before[key]), key
+
+
+def test_averages_waiting_for_an_unrun_guide_are_saved_again_and_never_go_to_other_tensors(tmp_path):
+    pyro.set_rng_seed(0)
+    model, guide, optim, elbo, svi = _averaging_session()
+    _epoch(svi, elbo, 0)
+    path = save_checkpoint(tmp_path / "ckpt.pt", optim=optim, epoch=1, model=model, guide=guide, elbo=elbo)
+    saved = torch.load(path, weights_only=True)["averages"][""]["averages"]
+
+    pyro.clear_param_store()
+    model, guide, optim, elbo, svi = _averaging_session()
+    load_checkpoint(path, optim=optim, model=model, guide=guide, elbo=elbo)  # the guide has not run
+    again = save_checkpoint(tmp_path / "again.pt", optim=optim, epoch=1, model=model, guide=guide, elbo=elbo)
+    resaved = torch.load(again, weights_only=True)["averages"][""]["averages"]
+    assert resaved.keys() == saved.keys()  # (it saved none: they were waiting for the guide to run)
+    assert all(resaved[k]["count"] == saved[k]["count"] == 4 for k in saved)
+
+    pyro.clear_param_store()  # the restored tensors are gone: the waiting averages are not theirs
+    _epoch(svi, elbo, 1)
+    assert guide.average_count() == 4  # the 4 new steps only (it was 8)
+
+
+def test_a_failed_load_puts_the_averages_back(tmp_path, monkeypatch):
+    pyro.set_rng_seed(0)
+    model, guide, optim, elbo, svi = _averaging_session()
+    _epoch(svi, elbo, 0)
+    path = save_checkpoint(tmp_path / "ckpt.pt", optim=optim, epoch=1, model=model, guide=guide, elbo=elbo)
+    _epoch(svi, elbo, 1)
+    assert guide.average_count() == 8
+    calls = []
+
+    def fail_first(state):
+        calls.append(state)
+        if len(calls) == 1:
+            raise KeyboardInterrupt
+        return original(state)
+
+    original = checkpoint._set_rng_state
+    monkeypatch.setattr(checkpoint, "_set_rng_state", fail_first)
+    with pytest.raises(KeyboardInterrupt):
+        load_checkpoint(path, optim=optim, model=model, guide=guide, elbo=elbo)
+    assert guide.average_count() == 8  # (it was 0: loading the guide's state had restarted them)
+    _epoch(svi, elbo, 2)
+    assert guide.average_count() == 12
