@@ -635,7 +635,8 @@ class AutoVariationalDropout(AutoGuide):
         """Continue the averages of :meth:`average_state` (:func:`~pyro_vd.inference.load_checkpoint`
         calls it after restoring the parameters): each average goes on from the saved one where the guide
         averages with the same η and the parameter has the same shape and dtype (else it starts afresh,
-        as an average taken with one η cannot go on with another); a guide that has not run yet takes
+        as an average taken with one η cannot go on with another, which a ``UserWarning`` says, as it says
+        when ``state`` is None for a guide that averages); a guide that has not run yet takes
         them when it sets up, for the tensors the parameters are now (the param store's, the modules'),
         and not for tensors that replace them before (a store cleared or loaded again). Returns the
         number of averages continued now."""
@@ -643,6 +644,18 @@ class AutoVariationalDropout(AutoGuide):
             average.handle.remove()
         self.__dict__["_averages"] = {}
         same = state is not None and self.averaging is not None and state["eta"] == self.averaging
+        if self.averaging is not None and not same:  # a resumed apply_average() would average less
+            saved = (
+                "holds no iterate averages for this guide (saved without averaging, or before checkpoints "
+                "kept them)"
+                if state is None
+                else f"holds iterate averages taken with η = {state['eta']:g}"
+            )
+            warnings.warn(
+                f"the state {saved}, and this guide averages with η = {self.averaging:g}: its averages "
+                "start again from the next step, so apply_average() will average only the steps after it",
+                stacklevel=2,
+            )
         self.__dict__["_restored_averages"] = dict(state["averages"]) if same else {}
         targets = WeakIdKeyDictionary()  # the tensors the saved averages belong to
         model = guide_model(self)

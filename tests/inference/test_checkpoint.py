@@ -536,7 +536,8 @@ def test_averages_saved_with_another_eta_start_afresh(tmp_path):
     pyro.clear_param_store()
     model, guide, optim, elbo, svi = _averaging_session(eta=0.0)
     guide(X[:2], Y[:2])
-    load_checkpoint(tmp_path / "ckpt.pt", optim=optim, model=model, guide=guide, elbo=elbo)
+    with pytest.warns(UserWarning, match="taken with η = 3, and this guide averages with η = 0"):
+        load_checkpoint(tmp_path / "ckpt.pt", optim=optim, model=model, guide=guide, elbo=elbo)
     assert guide.average_count() == 0  # an average taken with η = 3 cannot go on with η = 0
     _epoch(svi, elbo, 1)
     assert guide.average_count() == 4
@@ -600,3 +601,19 @@ def test_a_failed_load_puts_the_averages_back(tmp_path, monkeypatch):
     assert guide.average_count() == 8  # (it was 0: loading the guide's state had restarted them)
     _epoch(svi, elbo, 2)
     assert guide.average_count() == 12
+
+
+def test_a_checkpoint_without_averages_warns_that_they_start_again(tmp_path):
+    # a file written before checkpoints kept the averages (or by a guide without averaging)
+    pyro.set_rng_seed(0)
+    model, guide, optim, elbo, svi = _averaging_session()
+    _epoch(svi, elbo, 0)
+    path = save_checkpoint(tmp_path / "ckpt.pt", optim=optim, epoch=1, model=model, guide=guide, elbo=elbo)
+    state = torch.load(path, weights_only=True)
+    del state["averages"]
+    torch.save(state, path)
+    with pytest.warns(UserWarning, match="holds no iterate averages for this guide"):
+        load_checkpoint(path, optim=optim, model=model, guide=guide, elbo=elbo)
+    assert guide.average_count() == 0
+    _epoch(svi, elbo, 1)
+    assert guide.average_count() == 4
