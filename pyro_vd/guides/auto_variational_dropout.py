@@ -607,11 +607,14 @@ class AutoVariationalDropout(AutoGuide):
     def reset_average(self):
         """Forget the iterate averages (``averaging``): they start again from the next step (e.g. after a
         warm-up, or on new data)."""
+        self._drop_averages()
+        self.__dict__["_restored_averages"] = {}
+        self._sync_averages()
+
+    def _drop_averages(self):
         for average in self.__dict__.get("_averages", {}).values():
             average.handle.remove()
         self.__dict__["_averages"] = {}
-        self.__dict__["_restored_averages"] = {}
-        self._sync_averages()
 
     def average_state(self):
         """The iterate averages as plain data, for :func:`~pyro_vd.inference.save_checkpoint`: ``None``
@@ -620,15 +623,14 @@ class AutoVariationalDropout(AutoGuide):
         if self.averaging is None:
             return None
         self._sync_averages()
-        averages = {  # restored ones not yet taken up (the guide has not run since): as they were
-            name: {key: saved[key].clone() if key != "count" else saved[key] for key in saved}
-            for name, saved in (self.__dict__.get("_restored_averages") or {}).items()
+        # restored ones not yet taken up (the guide has not run since) as they were, then the live ones
+        restored = (self.__dict__.get("_restored_averages") or {}).items()
+        live = [(name, a) for name, a in self.__dict__.get("_averages", {}).items() if a.count]
+        averages = {
+            name: {"count": a["count"], "mean": a["mean"].clone(), "last": a["last"].clone()}
+            for name, a in restored
         }
-        averages.update(
-            (name, {"count": a.count, "mean": a.mean.detach().clone(), "last": a.last.detach().clone()})
-            for name, a in self.__dict__.get("_averages", {}).items()
-            if a.count
-        )
+        averages.update((name, a.state()) for name, a in live)
         return {"eta": self.averaging, "averages": averages}
 
     def load_average_state(self, state):
@@ -640,9 +642,7 @@ class AutoVariationalDropout(AutoGuide):
         them when it sets up, for the tensors the parameters are now (the param store's, the modules'),
         and not for tensors that replace them before (a store cleared or loaded again). Returns the
         number of averages continued now."""
-        for average in self.__dict__.get("_averages", {}).values():
-            average.handle.remove()
-        self.__dict__["_averages"] = {}
+        self._drop_averages()
         same = state is not None and self.averaging is not None and state["eta"] == self.averaging
         if self.averaging is not None and not same:  # a resumed apply_average() would average less
             saved = (
@@ -816,13 +816,13 @@ class AutoVariationalDropout(AutoGuide):
     def get_noise_mean(self, name):
         """E θ of neuron-noise site ``name``: the factor a neuron's output is scaled by at test time."""
         self._check_ready()
-        return self.posterior(name).mean.detach().clone()
+        return self._noise_posterior(name).mean.detach().clone()
 
     @torch.no_grad()
     def get_noise_snr(self, name):
         """The signal-to-noise ratio E θ / √Var θ of neuron-noise site ``name`` (SBP keeps SNR > 1)."""
         self._check_ready()
-        return self.posterior(name).snr.detach().clone()
+        return self._noise_posterior(name).snr.detach().clone()
 
     @torch.no_grad()
     def median(self, *args, **kwargs):
@@ -873,6 +873,10 @@ class _Average:
                 average.add(param, eta)
 
         self.handle = tensor.register_post_accumulate_grad_hook(hook)
+
+    def state(self):
+        """``{"count", "mean", "last"}``, copied (what :meth:`restore` takes)."""
+        return {"count": self.count, "mean": self.mean.detach().clone(), "last": self.last.detach().clone()}
 
     @torch.no_grad()
     def restore(self, saved, leaf):

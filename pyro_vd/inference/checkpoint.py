@@ -19,7 +19,7 @@ import pyro
 import torch
 from torch.distributions.constraints import Constraint
 
-from ..guides.auto_variational_dropout import AutoVariationalDropout
+from ..guides.auto_variational_dropout import AutoVariationalDropout, _check_averaging
 
 _FORMAT = "pyro_vd.checkpoint/2"
 _KEYS = (
@@ -758,9 +758,12 @@ def _check_averages(where, saved):
             continue
         if not isinstance(path, str) or not isinstance(state, dict) or set(state) != {"eta", "averages"}:
             raise bad(f"of guide {path!r} must be None or a dict of 'eta' and 'averages'")
-        eta = state["eta"]
-        if isinstance(eta, bool) or not isinstance(eta, int | float) or not math.isfinite(eta) or eta < 0:
-            raise bad(f"of guide {path!r} have an invalid eta {eta!r}")
+        try:  # the guide's own rule for η
+            valid = _check_averaging(state["eta"]) is not None
+        except ValueError:
+            valid = False
+        if not valid:
+            raise bad(f"of guide {path!r} have an invalid eta {state['eta']!r}")
         if not isinstance(state["averages"], dict):
             raise bad(f"of guide {path!r} must map parameter names to averages")
         for name, average in state["averages"].items():

@@ -44,9 +44,9 @@ class Drift:
     :ivar int total: all weights of the guide's sites.
     :ivar int near_threshold: weights whose log α lies within 1 of the threshold now.
     :ivar float median_move: the median |Δ log α| of the weights near the threshold (0 if none).
-    :ivar int heading: weights that have not crossed but are on course to: at the slower of their last
-        move and their trend over the later half of the updates so far, both towards the threshold,
-        they reach it within as many updates again as the tracker has seen (:class:`LogAlphaDrift`).
+    :ivar int heading: weights on course to cross: at their trend over the later half of the updates so
+        far, towards the threshold, they reach it within as many updates again as the tracker has seen
+        (the full rule: :class:`LogAlphaDrift`).
     :ivar bool settled: ``crossed`` and ``heading`` are each at most ``crossing_tolerance · total`` and
         ``median_move ≤ move_tolerance``.
     """

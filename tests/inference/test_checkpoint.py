@@ -21,9 +21,9 @@ from pyro_vd.poutine import local_reparameterization
 X, Y = torch.randn(40, 6), torch.randint(0, 3, (40,))
 
 
-def _fresh():
+def _fresh(averaging=False):
     model = BayesianMLP([6, 5, 3], num_data=40)
-    guide = AutoVariationalDropout(model)
+    guide = AutoVariationalDropout(model, averaging=averaging)
     optim = pyro.optim.Adam({"lr": 0.01})
     elbo = VariationalDropoutELBO()
     return model, guide, optim, elbo, pyro.infer.SVI(model, guide, optim, elbo)
@@ -490,18 +490,10 @@ def test_a_checkpoint_saved_with_a_guide_loads_without_one(tmp_path, with_model)
         assert torch.equal(value, saved[name]), name
 
 
-def _averaging_session(eta=3.0):
-    model = BayesianMLP([6, 5, 3], num_data=40)
-    guide = AutoVariationalDropout(model, averaging=eta)
-    optim = pyro.optim.Adam({"lr": 0.01})
-    elbo = VariationalDropoutELBO()
-    return model, guide, optim, elbo, pyro.infer.SVI(model, guide, optim, elbo)
-
-
 @pytest.mark.parametrize("run_before_loading", [False, True])
 def test_resume_continues_the_iterate_averages(tmp_path, run_before_loading):
     pyro.set_rng_seed(0)
-    _, guide, _, elbo, svi = _averaging_session()
+    _, guide, _, elbo, svi = _fresh(averaging=3.0)
     for epoch in range(4):
         _epoch(svi, elbo, epoch)
     assert guide.apply_average() == 16
@@ -509,13 +501,13 @@ def test_resume_continues_the_iterate_averages(tmp_path, run_before_loading):
 
     pyro.clear_param_store()
     pyro.set_rng_seed(0)
-    model, guide, optim, elbo, svi = _averaging_session()
+    model, guide, optim, elbo, svi = _fresh(averaging=3.0)
     for epoch in range(2):
         _epoch(svi, elbo, epoch)
     save_checkpoint(tmp_path / "ckpt.pt", optim=optim, epoch=2, model=model, guide=guide, elbo=elbo)
 
     pyro.clear_param_store()
-    model, guide, optim, elbo, svi = _averaging_session()
+    model, guide, optim, elbo, svi = _fresh(averaging=3.0)
     if run_before_loading:  # the experiments run the guide once so that the shapes are checked
         guide(X[:2], Y[:2])
     load_checkpoint(tmp_path / "ckpt.pt", optim=optim, model=model, guide=guide, elbo=elbo)
@@ -530,11 +522,11 @@ def test_resume_continues_the_iterate_averages(tmp_path, run_before_loading):
 
 def test_averages_saved_with_another_eta_start_afresh(tmp_path):
     pyro.set_rng_seed(0)
-    model, guide, optim, elbo, svi = _averaging_session(eta=3.0)
+    model, guide, optim, elbo, svi = _fresh(averaging=3.0)
     _epoch(svi, elbo, 0)
     save_checkpoint(tmp_path / "ckpt.pt", optim=optim, epoch=1, model=model, guide=guide, elbo=elbo)
     pyro.clear_param_store()
-    model, guide, optim, elbo, svi = _averaging_session(eta=0.0)
+    model, guide, optim, elbo, svi = _fresh(averaging=0.0)
     guide(X[:2], Y[:2])
     with pytest.warns(UserWarning, match="taken with η = 3, and this guide averages with η = 0"):
         load_checkpoint(tmp_path / "ckpt.pt", optim=optim, model=model, guide=guide, elbo=elbo)
@@ -545,7 +537,7 @@ def test_averages_saved_with_another_eta_start_afresh(tmp_path):
 
 def test_malformed_iterate_averages_are_refused_by_name(tmp_path):
     pyro.set_rng_seed(0)
-    model, guide, optim, elbo, svi = _averaging_session()
+    model, guide, optim, elbo, svi = _fresh(averaging=3.0)
     _epoch(svi, elbo, 0)
     path = save_checkpoint(tmp_path / "ckpt.pt", optim=optim, epoch=1, model=model, guide=guide, elbo=elbo)
     state = torch.load(path, weights_only=True)
@@ -561,13 +553,13 @@ def test_malformed_iterate_averages_are_refused_by_name(tmp_path):
 
 def test_averages_waiting_for_an_unrun_guide_are_saved_again_and_never_go_to_other_tensors(tmp_path):
     pyro.set_rng_seed(0)
-    model, guide, optim, elbo, svi = _averaging_session()
+    model, guide, optim, elbo, svi = _fresh(averaging=3.0)
     _epoch(svi, elbo, 0)
     path = save_checkpoint(tmp_path / "ckpt.pt", optim=optim, epoch=1, model=model, guide=guide, elbo=elbo)
     saved = torch.load(path, weights_only=True)["averages"][""]["averages"]
 
     pyro.clear_param_store()
-    model, guide, optim, elbo, svi = _averaging_session()
+    model, guide, optim, elbo, svi = _fresh(averaging=3.0)
     load_checkpoint(path, optim=optim, model=model, guide=guide, elbo=elbo)  # the guide has not run
     again = save_checkpoint(tmp_path / "again.pt", optim=optim, epoch=1, model=model, guide=guide, elbo=elbo)
     resaved = torch.load(again, weights_only=True)["averages"][""]["averages"]
@@ -581,7 +573,7 @@ def test_averages_waiting_for_an_unrun_guide_are_saved_again_and_never_go_to_oth
 
 def test_a_failed_load_puts_the_averages_back(tmp_path, monkeypatch):
     pyro.set_rng_seed(0)
-    model, guide, optim, elbo, svi = _averaging_session()
+    model, guide, optim, elbo, svi = _fresh(averaging=3.0)
     _epoch(svi, elbo, 0)
     path = save_checkpoint(tmp_path / "ckpt.pt", optim=optim, epoch=1, model=model, guide=guide, elbo=elbo)
     _epoch(svi, elbo, 1)
@@ -606,7 +598,7 @@ def test_a_failed_load_puts_the_averages_back(tmp_path, monkeypatch):
 def test_a_checkpoint_without_averages_warns_that_they_start_again(tmp_path):
     # a file written before checkpoints kept the averages (or by a guide without averaging)
     pyro.set_rng_seed(0)
-    model, guide, optim, elbo, svi = _averaging_session()
+    model, guide, optim, elbo, svi = _fresh(averaging=3.0)
     _epoch(svi, elbo, 0)
     path = save_checkpoint(tmp_path / "ckpt.pt", optim=optim, epoch=1, model=model, guide=guide, elbo=elbo)
     state = torch.load(path, weights_only=True)
