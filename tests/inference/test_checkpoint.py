@@ -490,6 +490,15 @@ def test_a_checkpoint_saved_with_a_guide_loads_without_one(tmp_path, with_model)
         assert torch.equal(value, saved[name]), name
 
 
+def _one_averaged_epoch_saved(tmp_path):
+    """A session averaging with η = 3 after one epoch (4 steps), saved to ``tmp_path / "ckpt.pt"``."""
+    pyro.set_rng_seed(0)
+    model, guide, optim, elbo, svi = _fresh(averaging=3.0)
+    _epoch(svi, elbo, 0)
+    path = save_checkpoint(tmp_path / "ckpt.pt", optim=optim, epoch=1, model=model, guide=guide, elbo=elbo)
+    return model, guide, optim, elbo, svi, path
+
+
 @pytest.mark.parametrize("run_before_loading", [False, True])
 def test_resume_continues_the_iterate_averages(tmp_path, run_before_loading):
     pyro.set_rng_seed(0)
@@ -521,25 +530,19 @@ def test_resume_continues_the_iterate_averages(tmp_path, run_before_loading):
 
 
 def test_averages_saved_with_another_eta_start_afresh(tmp_path):
-    pyro.set_rng_seed(0)
-    model, guide, optim, elbo, svi = _fresh(averaging=3.0)
-    _epoch(svi, elbo, 0)
-    save_checkpoint(tmp_path / "ckpt.pt", optim=optim, epoch=1, model=model, guide=guide, elbo=elbo)
+    path = _one_averaged_epoch_saved(tmp_path)[-1]
     pyro.clear_param_store()
     model, guide, optim, elbo, svi = _fresh(averaging=0.0)
     guide(X[:2], Y[:2])
     with pytest.warns(UserWarning, match="taken with η = 3, and this guide averages with η = 0"):
-        load_checkpoint(tmp_path / "ckpt.pt", optim=optim, model=model, guide=guide, elbo=elbo)
+        load_checkpoint(path, optim=optim, model=model, guide=guide, elbo=elbo)
     assert guide.average_count() == 0  # an average taken with η = 3 cannot go on with η = 0
     _epoch(svi, elbo, 1)
     assert guide.average_count() == 4
 
 
 def test_malformed_iterate_averages_are_refused_by_name(tmp_path):
-    pyro.set_rng_seed(0)
-    model, guide, optim, elbo, svi = _fresh(averaging=3.0)
-    _epoch(svi, elbo, 0)
-    path = save_checkpoint(tmp_path / "ckpt.pt", optim=optim, epoch=1, model=model, guide=guide, elbo=elbo)
+    model, guide, optim, elbo, _, path = _one_averaged_epoch_saved(tmp_path)
     state = torch.load(path, weights_only=True)
     name = next(iter(state["averages"][""]["averages"]))
     state["averages"][""]["averages"][name]["count"] = 0
@@ -552,10 +555,7 @@ def test_malformed_iterate_averages_are_refused_by_name(tmp_path):
 
 
 def test_averages_waiting_for_an_unrun_guide_are_saved_again_and_never_go_to_other_tensors(tmp_path):
-    pyro.set_rng_seed(0)
-    model, guide, optim, elbo, svi = _fresh(averaging=3.0)
-    _epoch(svi, elbo, 0)
-    path = save_checkpoint(tmp_path / "ckpt.pt", optim=optim, epoch=1, model=model, guide=guide, elbo=elbo)
+    model, guide, optim, elbo, svi, path = _one_averaged_epoch_saved(tmp_path)
     saved = torch.load(path, weights_only=True)["averages"][""]["averages"]
 
     pyro.clear_param_store()
@@ -572,10 +572,7 @@ def test_averages_waiting_for_an_unrun_guide_are_saved_again_and_never_go_to_oth
 
 
 def test_a_failed_load_puts_the_averages_back(tmp_path, monkeypatch):
-    pyro.set_rng_seed(0)
-    model, guide, optim, elbo, svi = _fresh(averaging=3.0)
-    _epoch(svi, elbo, 0)
-    path = save_checkpoint(tmp_path / "ckpt.pt", optim=optim, epoch=1, model=model, guide=guide, elbo=elbo)
+    model, guide, optim, elbo, svi, path = _one_averaged_epoch_saved(tmp_path)
     _epoch(svi, elbo, 1)
     assert guide.average_count() == 8
     calls = []
@@ -597,10 +594,7 @@ def test_a_failed_load_puts_the_averages_back(tmp_path, monkeypatch):
 
 def test_a_checkpoint_without_averages_warns_that_they_start_again(tmp_path):
     # a file written before checkpoints kept the averages (or by a guide without averaging)
-    pyro.set_rng_seed(0)
-    model, guide, optim, elbo, svi = _fresh(averaging=3.0)
-    _epoch(svi, elbo, 0)
-    path = save_checkpoint(tmp_path / "ckpt.pt", optim=optim, epoch=1, model=model, guide=guide, elbo=elbo)
+    model, guide, optim, elbo, svi, path = _one_averaged_epoch_saved(tmp_path)
     state = torch.load(path, weights_only=True)
     del state["averages"]
     torch.save(state, path)
