@@ -397,6 +397,17 @@ class AutoVariationalDropout(AutoGuide):
         return value.clone()
 
     def _setup_prototype(self, *args, **kwargs):
+        """Build the guide from one run of the model. A set-up that fails (a site this guide cannot
+        take, an option naming no site, a param store of another model) leaves no half-built guide:
+        the next call sets it up again, and fails again with the same clear error, instead of running
+        on without its parameters."""
+        try:
+            self._build_prototype(*args, **kwargs)
+        except BaseException:
+            self.prototype_trace = None
+            raise
+
+    def _build_prototype(self, *args, **kwargs):
         tensors = [a for a in list(args) + list(kwargs.values()) if isinstance(a, torch.Tensor)]
         floats = [t for t in tensors if t.is_floating_point()]
         device = tensors[0].device if tensors else torch.device("cpu")
@@ -480,26 +491,24 @@ class AutoVariationalDropout(AutoGuide):
                 (self.noise_locs, self.init_noise_loc),
                 (self.noise_log_scales, self.init_noise_log_scale),
             ):
-                _deep_setattr(
-                    module, name, PyroParam(torch.full_like(value, init), constraints.real, event_dim)
-                )
+                self._set_param(module, name, torch.full_like(value, init), event_dim)
         shared = None
         for name, site in self._sites.items():
             theta = _full_size(site)
             event_dim = site["fn"].event_dim
-            _deep_setattr(self.thetas, name, PyroParam(theta, constraints.real, event_dim))
+            self._set_param(self.thetas, name, theta, event_dim)
             granularity = self.granularity(name)
             if self.parameterization(name) == "additive":
                 init = torch.full_like(theta, self.init_log_sigma2)
-                _deep_setattr(self.log_sigma2s, name, PyroParam(init, constraints.real, event_dim))
+                self._set_param(self.log_sigma2s, name, init, event_dim)
             elif granularity == "shared":
                 shared = torch.full((), init_psi, dtype=theta.dtype, device=theta.device)
             else:
                 shape = _alpha_shape(theta.shape, event_dim, granularity)
                 init = torch.full(shape, init_psi, dtype=theta.dtype, device=theta.device)
-                _deep_setattr(log_alphas, name, PyroParam(init, constraints.real, event_dim))
+                self._set_param(log_alphas, name, init, event_dim)
         if shared is not None:
-            setattr(self, shared_name, PyroParam(shared, constraints.real))
+            self._set_param(self, shared_name, shared, None)
 
     def _report_init_theta(self, used_keys):
         """A mapping ``init_theta`` that matches no site is an error; one that misses some sites, or
@@ -712,6 +721,26 @@ class AutoVariationalDropout(AutoGuide):
             self.log_alpha_scale,
             "the state dict",
         )
+
+    def _set_param(self, module, name, init, event_dim):
+        """``module.<name> = PyroParam(init)`` (``name`` may be dotted). With Pyro's global param store,
+        a stored tensor of that full name with another shape is refused first: it was left by another
+        guide of the same name (e.g. for a model with more features, fitted without
+        ``pyro.clear_param_store()``). Pyro would hand this guide the stored tensor, and the mismatch
+        would surface later as a shape error in the model, blaming the data."""
+        if not pyro.settings.get("module_local_params"):
+            prefix = module.__dict__.get("_pyro_name")
+            fullname = f"{prefix}.{name}" if prefix else name
+            store = pyro.get_param_store()
+            if fullname in store and store[fullname].shape != init.shape:
+                raise ValueError(
+                    f"Pyro's param store already holds {fullname!r} with shape "
+                    f"{tuple(store[fullname].shape)}, but this guide needs {tuple(init.shape)} for it: "
+                    "it was left by another guide of the same name (another model). Call "
+                    "pyro.clear_param_store() before fitting a new model, or keep each model's "
+                    "parameters on its modules (pyro.settings.set(module_local_params=True))"
+                )
+        _deep_setattr(module, name, PyroParam(init, constraints.real, event_dim))
 
     def _check_param_store_log_alphas(self):
         """With Pyro's global param store: refuse a store that holds this guide's log α under another

@@ -273,3 +273,46 @@ def test_train_prune_zeroes_the_sampled_mean_and_keeps_the_readouts():
     assert not hasattr(guide.posterior(name), "prune_above") or guide.posterior(name).prune_above is None
     with pytest.raises(ValueError, match="prune_above"):
         AutoVariationalDropout(_mlp(), train_prune=float("nan"))
+
+
+@pytest.mark.parametrize("granularity", [None, "output"])
+def test_a_store_left_by_another_models_guide_is_refused_by_name(granularity):
+    """Pyro hands a guide the stored tensor of its name: one of another shape (another model fitted
+    without clear_param_store, or another granularity) used to fail later, in the model, blaming x."""
+    from pyro_vd.models import LinearRegression
+
+    pyro.clear_param_store()
+    x3, x5, y = torch.randn(4, 3), torch.randn(4, 5), torch.randn(4)
+    AutoVariationalDropout(LinearRegression(3, num_data=4))(x3, y)
+    options = {} if granularity is None else {"granularity": granularity}
+    wider = AutoVariationalDropout(LinearRegression(5, num_data=4), **options)
+    with pytest.raises(ValueError, match=r"already holds 'AutoVariationalDropout\.thetas\.net\.weight'"):
+        wider(x5, y)
+    pyro.clear_param_store()
+    wider(x5, y)  # after the clear: fine
+    fitted = pyro.get_param_store()["AutoVariationalDropout.thetas.net.weight"].detach().clone()
+    AutoVariationalDropout(LinearRegression(5, num_data=4), **options)(x5, y)  # the same shapes: Pyro's
+    assert torch.equal(pyro.get_param_store()["AutoVariationalDropout.thetas.net.weight"], fitted)
+    pyro.clear_param_store()
+
+
+def test_another_granularity_of_the_same_model_is_refused_too():
+    pyro.clear_param_store()
+    x, y = torch.randn(4, 3), torch.zeros(4, dtype=torch.long)
+    model = BayesianMLP([3, 4, 2], num_data=4)
+    AutoVariationalDropout(model, granularity="output")(x, y)  # one α per output neuron
+    with pytest.raises(ValueError, match=r"already holds 'AutoVariationalDropout\.log_alphas"):
+        AutoVariationalDropout(model, granularity="layer")(x, y)
+    pyro.clear_param_store()
+
+
+def test_a_failed_set_up_fails_the_same_way_again():
+    """A set-up error used to leave a half-built guide: the next call ran on, with an AttributeError
+    or KeyError from deep inside, instead of the error that says what to fix."""
+    model = BayesianMLP([3, 4, 2], num_data=4)
+    guide = AutoVariationalDropout(model, granularity={"net.fc9.weight": "layer"})
+    x, y = torch.randn(4, 3), torch.zeros(4, dtype=torch.long)
+    for _ in range(2):
+        with pytest.raises(ValueError, match="granularity names"):
+            guide(x, y)
+        assert guide.prototype_trace is None
