@@ -12,6 +12,10 @@ Two ways to scale (``--scaling``):
 * ``weak`` (the usual data-parallel set-up): each rank keeps a local batch of 100, the global batch is
   100·W and an epoch has 600 / W steps.
 
+``--average-every K ...`` also times the multi-process runs with local SGD
+(:class:`pyro_vd.distributed.LocalSGD`: each rank steps on its own gradients, the parameters are averaged
+every K steps) instead of DDP's gradient all-reduce every step (K = 1).
+
 Each configuration runs in its own ``python -m torch.distributed.run --nproc_per_node N`` launch of
 this script (``--worker``), through :func:`pyro_vd.experiments.run_sparse_vd_mnist`, whose
 ``train_seconds`` leave out the per-epoch evaluation. Data: random MNIST-shaped tensors (throughput
@@ -19,6 +23,7 @@ does not depend on the values), or the real files with ``--data-dir``. Timings m
 an otherwise idle machine.
 
     python benchmarks/distributed.py [--processes 1 2] [--epochs 1] [--n-train 60000] [--data-dir DIR]
+                                     [--scaling strong|weak|both] [--average-every 1 4]
 """
 
 import argparse
@@ -53,12 +58,25 @@ def _worker(args):
             torch.randint(0, 10, (1000,), generator=generator),
         )
     batch_size = 100 * (session.world_size if args.scaling == "weak" else 1)
-    result, _, _, _ = run_sparse_vd_mnist(data, epochs=args.epochs, batch_size=batch_size, log=lambda _: None)
+    result, _, _, _ = run_sparse_vd_mnist(
+        data,
+        epochs=args.epochs,
+        batch_size=batch_size,
+        average_every=args.average_every[0],
+        log=lambda _: None,
+    )
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
     seconds = distributed.gather_objects(result["train_seconds"] / args.epochs)
     peaks = distributed.gather_objects(peak_mb)
     if session.is_main:
-        record = {"processes": session.world_size, "epoch_seconds": max(seconds), "peak_rss_mb": peaks}
+        record = {
+            "processes": session.world_size,
+            "average_every": args.average_every[0],
+            "epoch_seconds": max(seconds),
+            "peak_rss_mb": peaks,
+            "test_error": result["test_error"],
+            "compression": result["sparsity"]["compression"],
+        }
         pathlib.Path(args.report).write_text(json.dumps(record))
     distributed.close()
 
@@ -69,7 +87,7 @@ def _free_port():
         return sock.getsockname()[1]
 
 
-def _launch(processes, scaling, args, report):
+def _launch(processes, scaling, average_every, args, report):
     command = [
         sys.executable,
         "-m",
@@ -90,6 +108,8 @@ def _launch(processes, scaling, args, report):
         str(args.n_train),
         "--scaling",
         scaling,
+        "--average-every",
+        str(average_every),
         *(["--data-dir", args.data_dir] if args.data_dir else []),
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
@@ -104,6 +124,13 @@ def main():
     parser.add_argument("--n-train", type=int, default=60000)
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--scaling", choices=["strong", "weak", "both"], default="both")
+    parser.add_argument(
+        "--average-every",
+        type=int,
+        nargs="+",
+        default=[1],
+        help="multi-process runs: 1 = DDP (gradients averaged every step), K > 1 = local SGD",
+    )
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--report", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -111,24 +138,30 @@ def main():
         return _worker(args)
     scalings = ["strong", "weak"] if args.scaling == "both" else [args.scaling]
     print(f"LeNet-300-100, {args.n_train} images, one thread per process\n")
-    print("| scaling | processes | batch per rank | s / epoch | speed-up | peak RSS per rank (MB) |")
-    print("|---|---:|---:|---:|---:|---|")
+    print(
+        "| scaling | processes | averaging | batch per rank | s / epoch | speed-up | test error | "
+        "compression | peak RSS per rank (MB) |"
+    )
+    print("|---|---:|---|---:|---:|---:|---:|---:|---|")
     records = {}
     with tempfile.TemporaryDirectory() as folder:
         for scaling in scalings:
             rows = records[scaling] = []
             for processes in args.processes:
-                report = str(pathlib.Path(folder) / f"{scaling}-{processes}.json")
-                rows.append(_launch(processes, scaling, args, report))
-                row = rows[-1]
-                local = 100 // processes if scaling == "strong" else 100
-                speedup = rows[0]["epoch_seconds"] / row["epoch_seconds"]
-                peaks = " / ".join(f"{mb:.0f}" for mb in row["peak_rss_mb"])
-                print(
-                    f"| {scaling} | {processes} | {local} | {row['epoch_seconds']:.2f} | "
-                    f"{speedup:.2f}× | {peaks} |",
-                    flush=True,
-                )
+                for average_every in args.average_every if processes > 1 else [1]:
+                    report = str(pathlib.Path(folder) / f"{scaling}-{processes}-{average_every}.json")
+                    rows.append(_launch(processes, scaling, average_every, args, report))
+                    row = rows[-1]
+                    local = 100 // processes if scaling == "strong" else 100
+                    speedup = rows[0]["epoch_seconds"] / row["epoch_seconds"]
+                    peaks = " / ".join(f"{mb:.0f}" for mb in row["peak_rss_mb"])
+                    how = "–" if processes == 1 else "DDP" if average_every == 1 else f"every {average_every}"
+                    print(
+                        f"| {scaling} | {processes} | {how} | {local} | {row['epoch_seconds']:.2f} | "
+                        f"{speedup:.2f}× | {100 * row['test_error']:.2f} % | {row['compression']:.1f}× | "
+                        f"{peaks} |",
+                        flush=True,
+                    )
     print("\n" + json.dumps(records))
 
 

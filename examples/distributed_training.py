@@ -9,7 +9,13 @@ Data: scikit-learn's bundled 8×8 digits (no download).
     torchrun --nproc_per_node=2 examples/distributed_training.py     # two processes (gloo on CPU,
                                                                      # nccl with a GPU per process)
     python examples/distributed_training.py                          # one process, the same result
+    torchrun --nproc_per_node=2 examples/distributed_training.py --average-every 4   # local SGD
+
+With ``--average-every K`` (K > 1) the processes exchange nothing for K steps and then average their
+parameters (``distributed.LocalSGD``): less communication, another trajectory.
 """
+
+import argparse
 
 import pyro
 import torch
@@ -28,6 +34,9 @@ from pyro_vd import (
 )
 
 SEED, EPOCHS, BATCH = 0, 40, 100  # BATCH is the global batch: each of W processes takes BATCH / W
+parser = argparse.ArgumentParser()
+parser.add_argument("--average-every", type=int, default=1, help="1: DDP; K > 1: local SGD")
+args = parser.parse_args()
 
 session = distributed.init_from_env()  # reads torchrun's RANK / WORLD_SIZE; a plain run is rank 0 of 1
 torch.set_num_threads(1)
@@ -45,7 +54,9 @@ with pyro.settings.context(module_local_params=True):  # parameters live on the 
     distributed.seed_noise(SEED)  # ...but each rank its own noise
     elbo = VariationalDropoutELBO()
     # creates the guide's lazy parameters, then wraps in DDP (which broadcasts rank 0's parameters)
-    loss_fn = distributed.data_parallel(elbo(model, guide), X_train[:2], y_train[:2])
+    loss_fn = distributed.data_parallel(
+        elbo(model, guide), X_train[:2], y_train[:2], average_every=args.average_every
+    )
     optimizer = torch.optim.Adam(loss_fn.parameters(), lr=1e-2)
     local_batch = distributed.local_batch_size(BATCH)
     with local_reparameterization():
@@ -55,8 +66,10 @@ with pyro.settings.context(module_local_params=True):  # parameters live on the 
             shard = distributed.shard_indices(len(X_train), epoch=epoch, seed=SEED).to(device)
             for index in shard.split(local_batch):
                 optimizer.zero_grad()
-                loss_fn(X_train[index], y_train[index]).backward()  # gradients averaged over the ranks
+                # DDP: gradients averaged over the ranks; local SGD: this rank's own
+                loss_fn(X_train[index], y_train[index]).backward()
                 optimizer.step()
+    distributed.average_parameters(loss_fn)  # local SGD: one model again (DDP, one process: no-op)
 
     sparse_net = deterministic(model, guide)  # the same on every rank
     accuracy = (sparse_net(X_test).argmax(-1) == y_test).float().mean().item()

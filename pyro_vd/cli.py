@@ -240,6 +240,7 @@ def _sparse_mnist(args):
         train_prune=args.train_prune,
         pretrain_epochs=args.pretrain_epochs,
         device=args.device,
+        average_every=args.average_every,
         seed=args.seed,
         out=args.out,
         resume=args.resume,
@@ -287,6 +288,7 @@ def _structured_mnist(args):
         repeats=args.repeats,
         noise_lr=args.noise_lr,
         device=args.device,
+        average_every=args.average_every,
         progress=not args.quiet,
         log=_log(args),
     )
@@ -395,11 +397,21 @@ FIGURES = {
 #: ``--epochs`` (and ``--repeats``) when not given: (full run, with --quick).
 DEFAULTS = {
     "layer-case": {"epochs": (10, 1), "device": ("auto", "auto")},
-    "sparse-mnist": {"epochs": (200, 1), "device": ("auto", "auto"), "pretrain_epochs": (0, 0)},
-    "structured-mnist": {"epochs": (200, 1), "repeats": (30, 5), "device": ("auto", "auto")},
+    "sparse-mnist": {
+        "epochs": (200, 1),
+        "device": ("auto", "auto"),
+        "pretrain_epochs": (0, 0),
+        "average_every": (1, 1),
+    },
+    "structured-mnist": {
+        "epochs": (200, 1),
+        "repeats": (30, 5),
+        "device": ("auto", "auto"),
+        "average_every": (1, 1),
+    },
 }
 #: Options a resumed run may change (recorded in run.json); every other recorded option must match.
-MAY_CHANGE_ON_RESUME = ("epochs", "data_dir", "repeats", "device")
+MAY_CHANGE_ON_RESUME = ("epochs", "data_dir", "repeats", "device", "average_every")
 #: The commands that train data-parallel under torchrun (the others run on rank 0 alone).
 DISTRIBUTED = ("layer-case", "sparse-mnist", "structured-mnist")
 #: The global batch of the training commands: the processes must divide it.
@@ -533,6 +545,16 @@ def build_parser():
     )
     for sub in (sparse, structured):
         sub.set_defaults(dataset="mnist")
+        sub.add_argument(
+            "--average-every",
+            type=_positive_int,
+            default=None,
+            metavar="K",
+            help="under torchrun: 1 (default) averages the gradients every step (DDP); K > 1 lets each "
+            "process take K steps on its own batches, then averages the parameters (local SGD: less "
+            "communication, not the same trajectory); no effect in one process; a resume keeps the "
+            "run's",
+        )
     return parser
 
 

@@ -47,6 +47,13 @@ Example (``torchrun --nproc_per_node=2 train.py``, or ``python train.py`` for on
 
 See ``examples/distributed_training.py``; the ``pyro-vd`` training commands use this module under
 ``torchrun --nproc_per_node=N -m pyro_vd <command> ...``.
+
+Local SGD. ``data_parallel(..., average_every=k)`` with ``k > 1`` gives a :class:`LocalSGD` module
+instead of DDP: no gradient is exchanged, each rank steps on its own gradient, and every ``k`` steps
+the ranks' parameters are replaced by their mean. That is one all-reduce every ``k`` steps, which is
+what makes two CPU processes pay on few cores (``benchmarks/distributed.py``), at the price of another
+trajectory. Call :func:`average_parameters` (a no-op for DDP and one process) before evaluating or
+saving, and keep every rank's optimizer state for an exact resume.
 """
 
 import contextlib
@@ -60,7 +67,9 @@ import torch
 import torch.distributed as dist
 
 __all__ = [
+    "LocalSGD",
     "Session",
+    "average_parameters",
     "barrier",
     "broadcast_object",
     "close",
@@ -349,13 +358,18 @@ def create_parameters(loss_fn, *args, **kwargs):
         guide(*args, **kwargs)
 
 
-def data_parallel(loss_fn, *args, **kwargs):
+def data_parallel(loss_fn, *args, average_every=1, **kwargs):
     """
     The ELBO module ``loss_fn`` ready for data-parallel training: its guide's lazy parameters created
-    (:func:`create_parameters` with ``args``), then wrapped in
-    :class:`~torch.nn.parallel.DistributedDataParallel`, whose constructor broadcasts every parameter
-    from rank 0 and whose backward averages the gradients. In a single process ``loss_fn`` comes back
-    unwrapped. Build the optimizer on the result's ``parameters()`` afterwards.
+    (:func:`create_parameters` with ``args``), then wrapped for the process group. In a single process
+    ``loss_fn`` comes back unwrapped. Build the optimizer on the result's ``parameters()`` afterwards.
+
+    :param int average_every: ``1`` (the default): :class:`~torch.nn.parallel.DistributedDataParallel`,
+        whose constructor broadcasts every parameter from rank 0 and whose backward averages the
+        gradients, so every step is the global batch's step. ``k > 1``: :class:`LocalSGD`, which
+        broadcasts the parameters the same way, lets every rank take ``k`` steps on its own gradients
+        and then averages the parameters: one all-reduce every ``k`` steps instead of one a step. Call
+        :func:`average_parameters` before evaluating or saving.
 
     Needs ``pyro.settings.set(module_local_params=True)``: with Pyro's global parameter store the
     parameters would not be the module's own.
@@ -365,11 +379,130 @@ def data_parallel(loss_fn, *args, **kwargs):
             "data_parallel needs Pyro's module-local parameters: call "
             "pyro.settings.set(module_local_params=True) before building the model and guide"
         )
+    _check_average_every(average_every)
     create_parameters(loss_fn, *args, **kwargs)
     session = current()
     if not session.distributed:
         return loss_fn
+    if average_every > 1:
+        return LocalSGD(loss_fn, average_every)
     from torch.nn.parallel import DistributedDataParallel
 
     device_ids = [session.device] if session.device.type == "cuda" else None
     return DistributedDataParallel(loss_fn, device_ids=device_ids)
+
+
+def _check_average_every(average_every):
+    if not isinstance(average_every, int) or isinstance(average_every, bool) or average_every < 1:
+        raise ValueError(
+            f"average_every must be a positive integer (1: average the gradients every step); got "
+            f"{average_every!r}"
+        )
+
+
+# ------------------------------------------------------------------------------------------ local SGD
+def _all_reduce_mean(tensors, world_size):
+    """Replace each tensor by its mean over the ranks: one all-reduce per (device, dtype) group."""
+    groups = {}
+    for tensor in tensors:
+        groups.setdefault((tensor.device, tensor.dtype), []).append(tensor)
+    with torch.no_grad():
+        for group in groups.values():
+            flat = torch.cat([t.reshape(-1) for t in group])
+            dist.all_reduce(flat)  # gloo has no AVG: the sum, then / world_size
+            flat /= world_size
+            for tensor, value in zip(group, flat.split([t.numel() for t in group]), strict=True):
+                tensor.copy_(value.view_as(tensor))
+
+
+def _broadcast(tensors):
+    with torch.no_grad():
+        for tensor in tensors:
+            dist.broadcast(tensor, src=0)
+
+
+class LocalSGD(torch.nn.Module):
+    r"""
+    Data-parallel training by periodic parameter averaging (local SGD; torch's
+    ``PeriodicModelAverager`` without a warm-up, i.e. its "post-local SGD" from the first step):
+    every rank steps its own optimizer on the gradient of its own
+    shard, and every ``average_every`` steps the parameters :math:`\phi_r` of the :math:`W` ranks are
+    replaced by their mean,
+
+    .. math::
+
+        \phi \leftarrow \frac{1}{W}\sum_{r=1}^{W} \phi_r .
+
+    Between two averages nothing is sent, so the communication is one all-reduce of the parameters
+    every ``average_every`` steps instead of one of the gradients every step (DDP); where that
+    all-reduce is a large share of a step (gloo on a few CPU cores) this is the faster route. It is
+    not the same trajectory: with ``average_every = 1`` and plain SGD it would be, with Adam it is not
+    (each rank keeps its own moments, as torch's model averagers do), and with ``k > 1`` each rank's
+    steps between averages see only its own rows. Measure the result you care about against DDP's
+    (``benchmarks/distributed.py`` reports both).
+
+    Wraps an ELBO module ``module`` as DDP does (``.module``); the constructor broadcasts rank 0's
+    parameters and buffers. A training call (module in training mode, gradients enabled) counts a step,
+    and the call after every ``average_every``-th one averages first, i.e. right after that step's
+    ``optimizer.step()``. So make one training call per optimizer step (with gradient accumulation,
+    average_every counts the micro-batches), and as many on every rank: the average is a collective call,
+    which a rank that skips it leaves the others waiting for. Evaluation, saving, or anything that reads
+    one rank's parameters as the run's needs :meth:`average_parameters` (or :func:`average_parameters`)
+    first, which also starts the count again: the ranks' parameters differ between averages.
+    Floating-point buffers are averaged with the parameters, other buffers are rank 0's.
+    """
+
+    def __init__(self, module, average_every):
+        super().__init__()
+        _check_average_every(average_every)
+        session = current()
+        if not session.distributed:
+            raise RuntimeError("LocalSGD needs a process group (init_from_env under torchrun)")
+        shapes = [(name, tuple(t.shape), str(t.dtype)) for name, t in _state_tensors(module)]
+        if len({repr(s) for s in gather_objects(shapes)}) > 1:
+            raise ValueError(
+                "the ranks' modules differ in their parameters (names, shapes or dtypes): build the "
+                "same model and guide, and create their parameters, on every rank"
+            )
+        self.module = module
+        self.average_every = average_every
+        self.world_size = session.world_size
+        self.steps_since_average = 0
+        _broadcast([t for _, t in _state_tensors(module)])
+
+    def forward(self, *args, **kwargs):
+        if self.training and torch.is_grad_enabled():
+            if self.steps_since_average >= self.average_every:
+                self.average_parameters()
+            self.steps_since_average += 1
+        return self.module(*args, **kwargs)
+
+    def average_parameters(self):
+        """Every rank's parameters (and floating-point buffers) replaced by their mean over the ranks,
+        now; the count of steps starts again. Every rank must call it."""
+        tensors = [t for _, t in _state_tensors(self.module)]
+        _all_reduce_mean([t for t in tensors if t.is_floating_point()], self.world_size)
+        _broadcast([t for t in tensors if not t.is_floating_point()])
+        self.steps_since_average = 0
+
+
+def _state_tensors(module):
+    return [*module.named_parameters(), *((n, b) for n, b in module.named_buffers() if b is not None)]
+
+
+def average_parameters(loss_fn):
+    """
+    Make the parameters of every rank equal, now: :meth:`LocalSGD.average_parameters` for a
+    :class:`LocalSGD` module; nothing for DDP (its parameters never differ) or a single process. Every
+    rank must call it, e.g. at the end of each epoch before evaluating or saving.
+    """
+    from torch.nn.parallel import DistributedDataParallel
+
+    loss_fn = getattr(loss_fn, "_orig_mod", loss_fn)  # torch.compile's wrapper
+    if isinstance(loss_fn, LocalSGD):
+        loss_fn.average_parameters()
+    elif current().distributed and not isinstance(loss_fn, DistributedDataParallel):
+        raise TypeError(
+            "average_parameters needs the module data_parallel returned (LocalSGD or DDP), not "
+            f"{type(loss_fn).__name__}: the ranks' copies of a bare module are never averaged"
+        )

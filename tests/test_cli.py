@@ -102,6 +102,20 @@ def test_sparse_mnist_recipe_defaults_to_the_authors_clip_and_train_prune():
     assert (args.clip_log_alpha, args.train_prune) == (None, None)
 
 
+@pytest.mark.parametrize("command", ["sparse-mnist", "structured-mnist"])
+def test_average_every_is_a_training_option_a_resume_may_change(command, capsys):
+    from pyro_vd.cli import MAY_CHANGE_ON_RESUME, build_parser
+
+    parse = build_parser().parse_args
+    assert parse([command]).average_every is None  # DDP (1), or the resumed run's
+    assert parse([command, "--average-every", "8"]).average_every == 8
+    for bad in ("0", "-2", "1.5"):
+        with pytest.raises(SystemExit):
+            parse([command, "--average-every", bad])
+        assert "--average-every" in capsys.readouterr().err
+    assert "average_every" in MAY_CHANGE_ON_RESUME  # like the number of processes
+
+
 def test_a_checkpoint_from_before_train_prune_is_not_resumed_with_it(tmp_path):
     from pyro_vd.experiments.run_dir import RunDirError
     from pyro_vd.experiments.sparse_vd_mnist import _check_resume

@@ -107,6 +107,25 @@ def test_data_parallel_needs_module_local_params():
         distributed.data_parallel(_loss_fn(), torch.randn(2, 6), torch.zeros(2, dtype=torch.long))
 
 
+@pytest.mark.parametrize("average_every", [0, -1, 1.5, True, "4", None])
+def test_average_every_is_a_positive_integer(average_every):
+    x, y = torch.randn(2, 6), torch.zeros(2, dtype=torch.long)
+    with pyro.settings.context(module_local_params=True), pytest.raises(ValueError, match="average_every"):
+        distributed.data_parallel(_loss_fn(), x, y, average_every=average_every)
+
+
+def test_local_sgd_alone_is_the_plain_module_and_needs_a_process_group():
+    x, y = torch.randn(2, 6), torch.zeros(2, dtype=torch.long)
+    with pyro.settings.context(module_local_params=True):
+        loss_fn = _loss_fn()
+        assert distributed.data_parallel(loss_fn, x, y, average_every=4) is loss_fn
+        before = [p.detach().clone() for p in loss_fn.parameters()]
+        distributed.average_parameters(loss_fn)  # one process: nothing to average
+        assert all(torch.equal(a, p) for a, p in zip(before, loss_fn.parameters(), strict=True))
+        with pytest.raises(RuntimeError, match="process group"):
+            distributed.LocalSGD(loss_fn, 4)
+
+
 # ----------------------------------------------------------------------------- two processes (gloo)
 _WORKER = textwrap.dedent(
     """
@@ -172,6 +191,97 @@ _WORKER = textwrap.dedent(
         report["same_sparsity"] = full["sparsity"] == resumed["sparsity"]
         report["data_terms"] = [full["history"][1]["data_term"], resumed["history"][1]["data_term"]]
         report["result_world_size"] = resumed["world_size"]
+
+    # local SGD: k steps on each rank's own rows, then the mean of the ranks' parameters
+    k = 3
+    loss_fn = build()
+    train_fn = distributed.data_parallel(loss_fn, x[:2], y[:2], average_every=k)
+    alone = build()  # the same rank trained without any averaging: the reference
+    distributed.create_parameters(alone, x[:2], y[:2])
+    report["local_sgd_starts_equal"] = all(
+        torch.equal(a, b) for a, b in zip(loss_fn.parameters(), alone.parameters(), strict=True)
+    )
+
+
+    def local_steps(fn, params, steps):
+        optimizer = torch.optim.Adam(params, lr=0.05)
+        torch.manual_seed(100 + session.rank)  # each rank its own noise, the same for both runs
+        for step in range(steps):
+            rows = slice(4 * session.rank + step % 2, 4 * session.rank + step % 2 + 2)
+            optimizer.zero_grad()
+            fn(x[rows], y[rows]).backward()
+            optimizer.step()
+
+
+    local_steps(train_fn, list(loss_fn.parameters()), k)
+    local_steps(alone, list(alone.parameters()), k)
+    mine = [p.detach().clone() for p in loss_fn.parameters()]
+    report["local_sgd_untouched_for_k_steps"] = all(
+        torch.equal(a, b) for a, b in zip(mine, alone.parameters(), strict=True)
+    )
+    with torch.no_grad():  # an evaluation call neither counts nor averages
+        train_fn(x[:2], y[:2])
+    train_fn.eval()
+    train_fn(x[:2], y[:2])
+    train_fn.train()
+    report["local_sgd_no_grad_counted"] = train_fn.steps_since_average
+    ranks = distributed.gather_objects([p.detach() for p in alone.parameters()])
+    mean = [sum(values) / len(values) for values in zip(*ranks, strict=True)]
+    train_fn(x[:2], y[:2])  # step k + 1: averages first
+    report["local_sgd_count_after_average"] = train_fn.steps_since_average
+    report["local_sgd_mean_error"] = max(
+        float((p - m).abs().max()) for p, m in zip(loss_fn.parameters(), mean, strict=True)
+    )
+    report["local_sgd_ranks_differed"] = max(
+        float((a - b).abs().max()) for a, b in zip(*ranks, strict=True)
+    )
+    report["local_sgd_ranks_equal"] = all(
+        len({tuple(t.flatten().tolist()) for t in same}) == 1
+        for same in zip(*distributed.gather_objects([p.detach() for p in loss_fn.parameters()]))
+    )
+
+    try:  # the bare module, whose copies are never averaged: refused, not a silent no-op
+        distributed.average_parameters(loss_fn)
+        report["bare_average"] = "accepted"
+    except TypeError as error:
+        report["bare_average"] = str(error)
+
+    # ranks with different modules are refused, on every rank
+    pyro.set_rng_seed(0)
+    sizes = [20, 16 + session.rank, 3]
+    odd_model = BayesianMLP(sizes, num_data=64)
+    odd = VariationalDropoutELBO()(odd_model, AutoVariationalDropout(odd_model))
+    try:
+        distributed.data_parallel(odd, x[:2], y[:2], average_every=2)
+        report["local_sgd_mismatch"] = "accepted"
+    except ValueError as error:
+        report["local_sgd_mismatch"] = str(error)
+
+    # a 2-rank local-SGD Sparse VD run resumes exactly too (each rank's Adam moments are saved)
+    options["average_every"] = 2
+    lsgd_out = out / "local-sgd"
+    full, _, _, _ = run_sparse_vd_mnist(data, epochs=2, **options)
+    run_sparse_vd_mnist(data, epochs=1, out=lsgd_out, **options)
+    resumed, _, _, _ = run_sparse_vd_mnist(data, epochs=2, out=lsgd_out, resume=True, **options)
+    if session.is_main:
+        saved = torch.load(lsgd_out / "checkpoint.pt", weights_only=False)["extra"]
+        report["lsgd_saved"] = [saved["average_every"], len(saved["rank_optimizer"])]
+    distributed.barrier()  # read before the next resume writes it again
+
+    # resumed as DDP: every rank takes rank 0's Adam moments (its own would part the ranks for good)
+    _, _, model, guide = run_sparse_vd_mnist(
+        data, epochs=3, out=lsgd_out, resume=True, **{**options, "average_every": 1}
+    )
+    mine = [p.detach() for p in [*model.parameters(), *guide.parameters()]]
+    report["lsgd_to_ddp_ranks_equal"] = all(
+        len({tuple(t.flatten().tolist()) for t in same}) == 1
+        for same in zip(*distributed.gather_objects(mine), strict=True)
+    )
+    if session.is_main:
+        report["lsgd_full"] = [[h["test_error"], h["data_term"]] for h in full["history"]]
+        report["lsgd_resumed"] = [[h["test_error"], h["data_term"]] for h in resumed["history"]]
+        report["lsgd_same_sparsity"] = full["sparsity"] == resumed["sparsity"]
+        report["lsgd_average_every"] = resumed["average_every"]
         (out / "report.json").write_text(json.dumps(report))
     distributed.close()
     """
@@ -205,17 +315,40 @@ def _torchrun(*args, cwd=None, timeout=180):
     return done
 
 
-def test_two_ranks_average_to_the_global_batch_gradient_and_resume_exactly(tmp_path):
-    worker = tmp_path / "worker.py"
+@pytest.fixture(scope="module")
+def two_rank_report(tmp_path_factory):
+    """One 2-process launch of ``_WORKER``; its report."""
+    folder = tmp_path_factory.mktemp("two-ranks")
+    worker = folder / "worker.py"
     worker.write_text(_WORKER)
-    _torchrun(str(worker), str(tmp_path))
-    report = json.loads((tmp_path / "report.json").read_text())
+    _torchrun(str(worker), str(folder))
+    return json.loads((folder / "report.json").read_text())
+
+
+def test_two_ranks_average_to_the_global_batch_gradient_and_resume_exactly(two_rank_report):
+    report = two_rank_report
     assert report["world_size"] == report["result_world_size"] == 2
     assert any(".thetas." in n for n in report["names"]) and any("bias" in n for n in report["names"])
     # the same gradient up to float32 summation order (KL counted once, N/B from the local batch)
     assert report["max_abs_diff"] <= 1e-6 * max(1.0, report["max_abs_grad"])
     assert report["resumed"] == report["full"] and report["same_sparsity"]
     assert report["data_terms"][0] == report["data_terms"][1]
+
+
+def test_local_sgd_averages_the_ranks_parameters_every_k_steps_and_resumes_exactly(two_rank_report):
+    report = two_rank_report
+    # between averages each rank is exactly the rank trained alone
+    assert report["local_sgd_starts_equal"] and report["local_sgd_untouched_for_k_steps"]
+    assert report["local_sgd_no_grad_counted"] == 3
+    assert report["local_sgd_ranks_differed"] > 1e-3  # their rows and noise differ: a real average
+    # the (k + 1)-th training call: the mean of the ranks' parameters (float32 sum of 2), then counted
+    assert report["local_sgd_mean_error"] <= 1e-6 and report["local_sgd_ranks_equal"]
+    assert report["local_sgd_count_after_average"] == 1
+    assert "differ in their parameters" in report["local_sgd_mismatch"]
+    assert "needs the module data_parallel returned" in report["bare_average"]
+    assert report["lsgd_to_ddp_ranks_equal"]
+    assert report["lsgd_resumed"] == report["lsgd_full"] and report["lsgd_same_sparsity"]
+    assert report["lsgd_average_every"] == 2 and report["lsgd_saved"] == [2, 2]
 
 
 @pytest.fixture
@@ -263,3 +396,10 @@ def test_the_readme_two_rank_run_resumes(tmp_path, tiny_mnist_dir):
     assert not (out / "run.lock").exists()
     record = json.loads((out / "run.json").read_text())
     assert record["options"]["epochs"] == 2 and len(record["resumes"]) == 1
+
+
+def test_the_example_trains_two_ranks_by_local_sgd():
+    pytest.importorskip("sklearn")
+    example = pathlib.Path(__file__).resolve().parents[1] / "examples" / "distributed_training.py"
+    done = _torchrun(str(example), "--average-every", "4")
+    assert re.search(r"^2 processes: test accuracy 0\.\d+, [\d.]+× compression$", done.stdout, flags=re.M)

@@ -85,6 +85,18 @@ def _rank_rng_state(device):
     return state
 
 
+def _to_cpu(state):
+    """An optimizer's state dict with its tensors on the CPU: gathered across ranks, CUDA tensors
+    would be unpickled on the GPU they came from, on every rank."""
+    if torch.is_tensor(state):
+        return state.cpu()
+    if isinstance(state, dict):
+        return {k: _to_cpu(v) for k, v in state.items()}
+    if isinstance(state, list | tuple):
+        return type(state)(_to_cpu(v) for v in state)
+    return state
+
+
 def _silent(*args, **kwargs):
     pass
 
@@ -127,6 +139,7 @@ def run_sparse_vd_mnist(
     pretrain_epochs=0,
     pretrain_lr=1e-3,
     device=None,
+    average_every=1,
     progress=False,
     log=print,
 ):
@@ -153,7 +166,10 @@ def run_sparse_vd_mnist(
     its shard with local batches of ``batch_size / W``, the gradients are averaged by DDP (the global
     batch's gradient, :mod:`pyro_vd.distributed`), each rank draws its own noise, and rank 0 alone
     logs and writes files (every rank returns the same result). A single process shuffles and draws
-    noise as it always did.
+    noise as it always did. ``average_every=k > 1`` trains the ranks by local SGD instead
+    (:class:`pyro_vd.distributed.LocalSGD`): each rank steps on its own batches and the parameters are
+    averaged every ``k`` steps and at the end of every epoch, before the evaluation and the checkpoint
+    (which then holds every rank's optimizer state, so a resume on as many processes is exact).
 
     :returns: a dict with the test error of the pruned deterministic network, the sparsity report, the
         per-epoch history, the seconds spent and the number of processes (``world_size``).
@@ -170,8 +186,11 @@ def run_sparse_vd_mnist(
         raise ValueError("resume=True needs the folder of the run to resume (out)")
     if not isinstance(pretrain_epochs, int) or isinstance(pretrain_epochs, bool) or pretrain_epochs < 0:
         raise ValueError(f"pretrain_epochs must be an integer >= 0; got {pretrain_epochs!r}")
+    distributed._check_average_every(average_every)
     session = distributed.current()
     local_batch = distributed.local_batch_size(batch_size, session)
+    if not session.distributed:  # one process: nothing to average (recorded as such)
+        average_every = 1
     if not session.is_main:  # rank 0 alone prints
         progress, log = False, _silent
     device = distributed.resolve_device(device, session)
@@ -266,6 +285,14 @@ def run_sparse_vd_mnist(
         saved_world_size = extra.get("world_size", 1)
         if saved_world_size != session.world_size:
             resume_entry["world_size"] = [saved_world_size, session.world_size]
+        saved_average_every = extra.get("average_every", 1)
+        if saved_average_every != average_every:
+            resume_entry["average_every"] = [saved_average_every, average_every]
+        # local SGD on as many processes: each rank its own Adam moments; DDP (or another number of
+        # processes) takes rank 0's on every rank: under DDP different moments would part the ranks
+        rank_optimizer = extra.get("rank_optimizer") or []
+        if average_every > 1 and len(rank_optimizer) == session.world_size:
+            saved_optimizer = rank_optimizer[session.rank]
         resumes = [*extra.get("resumes", []), resume_entry]
         kl_floor = elbo.kl_weight or 0.0
         # load_checkpoint restored rank 0's generators everywhere; each rank takes its own stream back
@@ -279,7 +306,8 @@ def run_sparse_vd_mnist(
             + (f" (now {epochs} epochs instead of {previous})" if previous not in (None, epochs) else "")
         )
     # DDP broadcasts rank 0's parameters (equal anyway: same seed, same checkpoint) and averages gradients
-    train_fn = distributed.data_parallel(loss_fn, images[:2], labels[:2])
+    train_fn = distributed.data_parallel(loss_fn, images[:2], labels[:2], average_every=average_every)
+    local_sgd = isinstance(train_fn, distributed.LocalSGD)
     named = list(loss_fn.named_parameters())
     # the neuron noise's μ must travel from 0 to about −20 to switch a neuron off: its own learning rate
     groups = [
@@ -297,6 +325,8 @@ def run_sparse_vd_mnist(
         if checkpoint is None:
             return
         rank_rng = distributed.gather_objects(_rank_rng_state(device))  # every rank takes part
+        # local SGD: the ranks' Adam moments differ (DDP's are equal: rank 0's is every rank's)
+        rank_optimizer = distributed.gather_objects(_to_cpu(optimizer.state_dict())) if local_sgd else None
         if session.is_main:
             save_checkpoint(
                 checkpoint,
@@ -312,7 +342,9 @@ def run_sparse_vd_mnist(
                     "resumes": resumes,
                     "optimizer": optimizer.state_dict(),
                     "world_size": session.world_size,
+                    "average_every": average_every,
                     "rank_rng": rank_rng,
+                    **({"rank_optimizer": rank_optimizer} if local_sgd else {}),
                     "pretrained_test_error": pretrained_error,
                 },
             )
@@ -346,8 +378,9 @@ def run_sparse_vd_mnist(
                 data = terms["data"]
                 data_term = data_term + (data.double() if torch.is_tensor(data) else data) / steps
                 kl = terms["kl"] if terms["kl"] is not None else kl
+        distributed.average_parameters(train_fn)  # local SGD: one model again, to evaluate and save
         data_term = distributed.mean_across_ranks(float(data_term))
-        kl = float(kl)
+        kl = distributed.mean_across_ranks(float(kl))  # local SGD: each rank's last step had its own
         lr_used = lr * factor
         seconds += time.perf_counter() - tick
         report = sparsity(guide, threshold)
@@ -401,6 +434,7 @@ def run_sparse_vd_mnist(
         "neuron_noise": neuron_noise,
         "sparse_weights": sparse_weights,
         "world_size": session.world_size,
+        "average_every": average_every,
         "device": str(device),
         "pretrain_epochs": pretrain_epochs,
         "pretrained_test_error": pretrained_error,

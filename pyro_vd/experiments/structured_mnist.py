@@ -45,6 +45,7 @@ def run_structured_mnist(
     resume=False,
     repeats=30,
     device=None,
+    average_every=1,
     progress=False,
     log=print,
 ):
@@ -61,6 +62,7 @@ def run_structured_mnist(
         (``world_size``). Trained data-parallel in a process group (see
         :func:`~pyro_vd.experiments.run_sparse_vd_mnist`), the pruning and timing run on rank 0 alone
         (timings of several ranks would compete for the cores); the other ranks return ``(None, None)``.
+        ``average_every`` is :func:`~pyro_vd.experiments.run_sparse_vd_mnist`'s (local SGD).
     """
     if not isinstance(repeats, int) or isinstance(repeats, bool) or repeats < 1:
         raise ValueError(f"repeats must be a positive integer; got {repeats!r}")
@@ -75,6 +77,7 @@ def run_structured_mnist(
         sparse_weights=sparse_weights,
         noise_lr=noise_lr,
         device=device,
+        average_every=average_every,
         progress=progress,
         log=log,
     )
@@ -91,6 +94,7 @@ def run_structured_mnist(
         "noise_lr": noise_lr,
         "seed": seed,
         "world_size": result["world_size"],
+        "average_every": result["average_every"],
         "device": result["device"],
         "test_error": test_error(small, data.test_images, data.test_labels),
         "test_error_full_size": test_error(dense, data.test_images, data.test_labels),
