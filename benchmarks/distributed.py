@@ -144,6 +144,12 @@ def main():
     )
     print("|---|---:|---|---:|---:|---:|---:|---:|---|")
     records = {}
+
+    def quality(row):  # random images and labels (no --data-dir): nothing to learn, nothing to report
+        if not args.data_dir:
+            return "– | –"
+        return f"{100 * row['test_error']:.2f} % | {row['compression']:.1f}×"
+
     with tempfile.TemporaryDirectory() as folder:
         for scaling in scalings:
             rows = records[scaling] = []
@@ -158,7 +164,7 @@ def main():
                     how = "–" if processes == 1 else "DDP" if average_every == 1 else f"every {average_every}"
                     print(
                         f"| {scaling} | {processes} | {how} | {local} | {row['epoch_seconds']:.2f} | "
-                        f"{speedup:.2f}× | {100 * row['test_error']:.2f} % | {row['compression']:.1f}× | "
+                        f"{speedup:.2f}× | {quality(row)} | "
                         f"{peaks} |",
                         flush=True,
                     )
