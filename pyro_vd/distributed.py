@@ -424,10 +424,9 @@ def _broadcast(tensors):
 class LocalSGD(torch.nn.Module):
     r"""
     Data-parallel training by periodic parameter averaging (local SGD; torch's
-    ``PeriodicModelAverager`` without a warm-up, i.e. its "post-local SGD" from the first step):
-    every rank steps its own optimizer on the gradient of its own
-    shard, and every ``average_every`` steps the parameters :math:`\phi_r` of the :math:`W` ranks are
-    replaced by their mean,
+    ``PeriodicModelAverager`` without a warm-up, i.e. its "post-local SGD" from the first step): every
+    rank steps its own optimizer on the gradient of its own shard, and every ``average_every`` steps
+    the parameters :math:`\phi_r` of the :math:`W` ranks are replaced by their mean,
 
     .. math::
 

@@ -305,7 +305,8 @@ def run_sparse_vd_mnist(
             f"resumed from {checkpoint} after epoch {start_epoch}"
             + (f" (now {epochs} epochs instead of {previous})" if previous not in (None, epochs) else "")
         )
-    # DDP broadcasts rank 0's parameters (equal anyway: same seed, same checkpoint) and averages gradients
+    # DDP or LocalSGD broadcasts rank 0's parameters (equal anyway: same seed, same checkpoint); DDP then
+    # averages the gradients, LocalSGD the parameters every average_every steps
     train_fn = distributed.data_parallel(loss_fn, images[:2], labels[:2], average_every=average_every)
     local_sgd = isinstance(train_fn, distributed.LocalSGD)
     named = list(loss_fn.named_parameters())
