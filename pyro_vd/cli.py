@@ -206,6 +206,7 @@ def _layer_case(args):
         methods=methods,
         seed=args.seed,
         device=args.device,
+        average_every=args.average_every,
         progress=not args.quiet,
         log=_log(args),
     )
@@ -396,7 +397,7 @@ FIGURES = {
 }
 #: ``--epochs`` (and ``--repeats``) when not given: (full run, with --quick).
 DEFAULTS = {
-    "layer-case": {"epochs": (10, 1), "device": ("auto", "auto")},
+    "layer-case": {"epochs": (10, 1), "device": ("auto", "auto"), "average_every": (1, 1)},
     "sparse-mnist": {
         "epochs": (200, 1),
         "device": ("auto", "auto"),
@@ -545,6 +546,7 @@ def build_parser():
     )
     for sub in (sparse, structured):
         sub.set_defaults(dataset="mnist")
+    for sub in (layer, sparse, structured):
         sub.add_argument(
             "--average-every",
             type=_positive_int,

@@ -102,7 +102,7 @@ def test_sparse_mnist_recipe_defaults_to_the_authors_clip_and_train_prune():
     assert (args.clip_log_alpha, args.train_prune) == (None, None)
 
 
-@pytest.mark.parametrize("command", ["sparse-mnist", "structured-mnist"])
+@pytest.mark.parametrize("command", ["sparse-mnist", "structured-mnist", "layer-case"])
 def test_average_every_is_a_training_option_a_resume_may_change(command, capsys):
     from pyro_vd.cli import MAY_CHANGE_ON_RESUME, build_parser
 

@@ -268,6 +268,22 @@ _WORKER = textwrap.dedent(
         report["lsgd_saved"] = [saved["average_every"], len(saved["rank_optimizer"])]
     distributed.barrier()  # read before the next resume writes it again
 
+    # the layer case by local SGD: every rank evaluates the same averaged networks
+    from pyro_vd.experiments.layer_case import run_layer_case
+
+    layer = run_layer_case(
+        data,
+        epochs=2,
+        hidden=(8, 8, 8),
+        batch_size=20,
+        methods=["VD α free", "binary dropout"],
+        average_every=2,
+        log=lambda _: None,
+    )
+    errors = [layer["methods"][m]["test_error"] for m in ("VD α free", "binary dropout")]
+    report["layer_case_errors"] = distributed.gather_objects(errors)
+    report["layer_case_config"] = [layer["config"]["average_every"], layer["world_size"]]
+
     # resumed as DDP: every rank takes rank 0's Adam moments (its own would part the ranks for good)
     _, _, model, guide = run_sparse_vd_mnist(
         data, epochs=3, out=lsgd_out, resume=True, **{**options, "average_every": 1}
@@ -347,6 +363,9 @@ def test_local_sgd_averages_the_ranks_parameters_every_k_steps_and_resumes_exact
     assert "differ in their parameters" in report["local_sgd_mismatch"]
     assert "needs the module data_parallel returned" in report["bare_average"]
     assert report["lsgd_to_ddp_ranks_equal"]
+    ranks = report["layer_case_errors"]
+    assert ranks[0] == ranks[1] and all(len(e) == 2 for e in ranks[0])  # averaged before evaluating
+    assert report["layer_case_config"] == [2, 2]
     assert report["lsgd_resumed"] == report["lsgd_full"] and report["lsgd_same_sparsity"]
     assert report["lsgd_average_every"] == 2 and report["lsgd_saved"] == [2, 2]
 

@@ -45,7 +45,7 @@ HIDDEN = (1000, 1000, 1000)
 
 
 @pyro.settings.context(module_local_params=True)  # Pyro's module route (DESIGN.md §3, trap 14)
-def _train_vd(data, sizes, *, clip, kl_weight, epochs, batch_size, lr, seed, evaluate):
+def _train_vd(data, sizes, *, clip, kl_weight, epochs, batch_size, lr, seed, evaluate, average_every):
     session = distributed.current()
     local_batch = distributed.local_batch_size(batch_size, session)
     pyro.clear_param_store()
@@ -58,7 +58,9 @@ def _train_vd(data, sizes, *, clip, kl_weight, epochs, batch_size, lr, seed, eva
     )
     distributed.seed_noise(seed, session)  # each rank its own noise; rank 0 keeps the stream
     loss_fn = VariationalDropoutELBO(kl_weight=kl_weight)(model, guide)
-    train_fn = distributed.data_parallel(loss_fn, data.train_images[:2], data.train_labels[:2])
+    train_fn = distributed.data_parallel(
+        loss_fn, data.train_images[:2], data.train_labels[:2], average_every=average_every
+    )
     optimizer = adam(loss_fn.parameters(), lr=lr)  # fused where torch has the kernel
     steps = math.ceil(n / batch_size)
     for epoch in range(1, epochs + 1):
@@ -69,6 +71,7 @@ def _train_vd(data, sizes, *, clip, kl_weight, epochs, batch_size, lr, seed, eva
                 optimizer.zero_grad()
                 train_fn(data.train_images[index], data.train_labels[index]).backward()
                 optimizer.step()
+        distributed.average_parameters(train_fn)  # local SGD: one model again, to evaluate
         alphas = [float(guide.get_log_alpha(name).reshape(-1)[0].exp()) for name in guide.site_names]
         # all weights kept: the layer case does not prune
         evaluate(epoch, deterministic(model, guide, threshold=math.inf), alphas)
@@ -81,20 +84,26 @@ def _epoch_order(n, epoch, seed, session):
     return torch.randperm(n)
 
 
-def _train_baseline(data, sizes, kind, *, epochs, batch_size, lr, seed, evaluate):
+def _train_baseline(data, sizes, kind, *, epochs, batch_size, lr, seed, evaluate, average_every):
     session = distributed.current()
     torch.manual_seed(seed)
     net = with_dropout(mlp(sizes), kind, p=0.5).to(data.train_images.device)
     images, labels = data.train_images, data.train_labels
     if session.distributed:
         # Data-parallel: each rank trains on its shard (fixed across epochs, reshuffled within) with the
-        # local batch; DDP broadcasts rank 0's initialization and averages the gradients.
+        # local batch; DDP broadcasts rank 0's initialization and averages the gradients (LocalSGD:
+        # the parameters, every average_every steps and before every evaluation).
         from torch.nn.parallel import DistributedDataParallel
 
         shard = distributed.shard_indices(len(images), epoch=0, seed=seed, session=session)
         images, labels = images[shard], labels[shard]
         distributed.seed_noise(seed, session)  # each rank its own dropout masks
-        net = DistributedDataParallel(net)
+        net = distributed.LocalSGD(net, average_every) if average_every > 1 else DistributedDataParallel(net)
+
+    def callback(epoch, net):
+        distributed.average_parameters(net)
+        evaluate(epoch, getattr(net, "module", net))
+
     train_maximum_likelihood(
         net,
         images,
@@ -102,7 +111,7 @@ def _train_baseline(data, sizes, kind, *, epochs, batch_size, lr, seed, evaluate
         epochs=epochs,
         batch_size=distributed.local_batch_size(batch_size, session),
         lr=lr,
-        callback=lambda epoch, net: evaluate(epoch, getattr(net, "module", net)),
+        callback=callback,
     )
 
 
@@ -116,6 +125,7 @@ def run_layer_case(
     methods=METHODS,
     seed=0,
     device=None,
+    average_every=1,
     progress=False,
     log=print,
 ):
@@ -127,6 +137,8 @@ def run_layer_case(
     In a process group (:func:`pyro_vd.distributed.init_from_env`, e.g. under ``torchrun``) every method
     trains data-parallel: each rank on its shard with local batches of ``batch_size / W``, gradients
     averaged by DDP, rank 0 alone logging; a single process trains as it always did.
+    ``average_every=k > 1`` trains the ranks by local SGD instead (:class:`pyro_vd.distributed.LocalSGD`:
+    the parameters averaged every ``k`` steps and before every evaluation).
 
     :returns: ``{"methods": {name: {"test_error": [per epoch], "alpha": [per epoch: [per layer]],
         "seconds": s}}, "config": {...}, "world_size": W}`` (``alpha`` only for the VD methods).
@@ -134,6 +146,9 @@ def run_layer_case(
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise ValueError(f"unknown methods {unknown}; choose from {METHODS}")
+    distributed._check_average_every(average_every)
+    if not distributed.current().distributed:  # one process: nothing to average (recorded as such)
+        average_every = 1
     device = distributed.resolve_device(device)
     names = ("train_images", "train_labels", "test_images", "test_labels")
     if any(getattr(data, name).device != device for name in names):
@@ -142,6 +157,7 @@ def run_layer_case(
     n_classes = int(max(data.train_labels.max(), data.test_labels.max())) + 1
     sizes = [n_inputs, *hidden, max(n_classes, 2)]
     config = {"sizes": sizes, "epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed}
+    config["average_every"] = average_every
     result = {"methods": {}, "config": config}
     result["world_size"] = distributed.current().world_size
     result["device"] = str(device)
@@ -174,6 +190,7 @@ def run_layer_case(
                 lr=lr,
                 seed=seed,
                 evaluate=evaluate,
+                average_every=average_every,
             )
         else:
             kind = {"binary dropout": "binary", "Gaussian dropout": "gaussian", "no dropout": "none"}[name]
@@ -186,6 +203,7 @@ def run_layer_case(
                 lr=lr,
                 seed=seed,
                 evaluate=evaluate,
+                average_every=average_every,
             )
         record["seconds"] = time.perf_counter() - tick
         if not record["alpha"]:
