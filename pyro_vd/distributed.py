@@ -84,6 +84,7 @@ __all__ = [
     "mean_across_ranks",
     "noise_seed",
     "rank_zero_only",
+    "resolve_average_every",
     "resolve_device",
     "seed_noise",
     "shard_indices",
@@ -398,6 +399,14 @@ def _check_average_every(average_every):
             f"average_every must be a positive integer (1: average the gradients every step); got "
             f"{average_every!r}"
         )
+
+
+def resolve_average_every(average_every, session=None):
+    """``average_every`` checked (a positive integer, else a ``ValueError``) and as it takes effect: 1
+    in a single process, where there is nothing to average (what a run records)."""
+    _check_average_every(average_every)
+    session = current() if session is None else session
+    return average_every if session.distributed else 1
 
 
 # ------------------------------------------------------------------------------------------ local SGD

@@ -114,6 +114,13 @@ def test_average_every_is_a_positive_integer(average_every):
         distributed.data_parallel(_loss_fn(), x, y, average_every=average_every)
 
 
+def test_average_every_takes_effect_in_a_process_group_only():
+    assert distributed.resolve_average_every(8) == 1  # one process: nothing to average
+    assert distributed.resolve_average_every(8, distributed.Session(rank=1, world_size=2)) == 8
+    with pytest.raises(ValueError, match="average_every"):
+        distributed.resolve_average_every(0, distributed.Session(rank=1, world_size=2))
+
+
 def test_local_sgd_alone_is_the_plain_module_and_needs_a_process_group():
     x, y = torch.randn(2, 6), torch.zeros(2, dtype=torch.long)
     with pyro.settings.context(module_local_params=True):
@@ -203,6 +210,13 @@ _WORKER = textwrap.dedent(
     )
 
 
+    def ranks_equal(tensors):  # every rank holds the same values in each tensor
+        return all(
+            len({tuple(t.flatten().tolist()) for t in same}) == 1
+            for same in zip(*distributed.gather_objects([t.detach() for t in tensors]), strict=True)
+        )
+
+
     def local_steps(fn, params, steps):
         optimizer = torch.optim.Adam(params, lr=0.05)
         torch.manual_seed(100 + session.rank)  # each rank its own noise, the same for both runs
@@ -235,10 +249,7 @@ _WORKER = textwrap.dedent(
     report["local_sgd_ranks_differed"] = max(
         float((a - b).abs().max()) for a, b in zip(*ranks, strict=True)
     )
-    report["local_sgd_ranks_equal"] = all(
-        len({tuple(t.flatten().tolist()) for t in same}) == 1
-        for same in zip(*distributed.gather_objects([p.detach() for p in loss_fn.parameters()]))
-    )
+    report["local_sgd_ranks_equal"] = ranks_equal(list(loss_fn.parameters()))
 
     try:  # the bare module, whose copies are never averaged: refused, not a silent no-op
         distributed.average_parameters(loss_fn)
@@ -288,11 +299,7 @@ _WORKER = textwrap.dedent(
     _, _, model, guide = run_sparse_vd_mnist(
         data, epochs=3, out=lsgd_out, resume=True, **{**options, "average_every": 1}
     )
-    mine = [p.detach() for p in [*model.parameters(), *guide.parameters()]]
-    report["lsgd_to_ddp_ranks_equal"] = all(
-        len({tuple(t.flatten().tolist()) for t in same}) == 1
-        for same in zip(*distributed.gather_objects(mine), strict=True)
-    )
+    report["lsgd_to_ddp_ranks_equal"] = ranks_equal([*model.parameters(), *guide.parameters()])
     if session.is_main:
         report["lsgd_full"] = [[h["test_error"], h["data_term"]] for h in full["history"]]
         report["lsgd_resumed"] = [[h["test_error"], h["data_term"]] for h in resumed["history"]]

@@ -146,9 +146,7 @@ def run_layer_case(
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise ValueError(f"unknown methods {unknown}; choose from {METHODS}")
-    distributed._check_average_every(average_every)
-    if not distributed.current().distributed:  # one process: nothing to average (recorded as such)
-        average_every = 1
+    average_every = distributed.resolve_average_every(average_every)
     device = distributed.resolve_device(device)
     names = ("train_images", "train_labels", "test_images", "test_labels")
     if any(getattr(data, name).device != device for name in names):

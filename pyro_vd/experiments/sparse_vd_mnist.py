@@ -186,11 +186,9 @@ def run_sparse_vd_mnist(
         raise ValueError("resume=True needs the folder of the run to resume (out)")
     if not isinstance(pretrain_epochs, int) or isinstance(pretrain_epochs, bool) or pretrain_epochs < 0:
         raise ValueError(f"pretrain_epochs must be an integer >= 0; got {pretrain_epochs!r}")
-    distributed._check_average_every(average_every)
     session = distributed.current()
+    average_every = distributed.resolve_average_every(average_every, session)
     local_batch = distributed.local_batch_size(batch_size, session)
-    if not session.distributed:  # one process: nothing to average (recorded as such)
-        average_every = 1
     if not session.is_main:  # rank 0 alone prints
         progress, log = False, _silent
     device = distributed.resolve_device(device, session)

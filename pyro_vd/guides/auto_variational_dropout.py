@@ -635,10 +635,7 @@ class AutoVariationalDropout(AutoGuide):
         # restored ones not yet taken up (the guide has not run since) as they were, then the live ones
         restored = (self.__dict__.get("_restored_averages") or {}).items()
         live = [(name, a) for name, a in self.__dict__.get("_averages", {}).items() if a.count]
-        averages = {
-            name: {"count": a["count"], "mean": a["mean"].clone(), "last": a["last"].clone()}
-            for name, a in restored
-        }
+        averages = {name: _copied(a["count"], a["mean"], a["last"]) for name, a in restored}
         averages.update((name, a.state()) for name, a in live)
         return {"eta": self.averaging, "averages": averages}
 
@@ -905,7 +902,7 @@ class _Average:
 
     def state(self):
         """``{"count", "mean", "last"}``, copied (what :meth:`restore` takes)."""
-        return {"count": self.count, "mean": self.mean.detach().clone(), "last": self.last.detach().clone()}
+        return _copied(self.count, self.mean, self.last)
 
     @torch.no_grad()
     def restore(self, saved, leaf):
@@ -933,6 +930,11 @@ class _Average:
         self.last.copy_(value)
         self.count += 1
         self.mean.lerp_(value, (eta + 1.0) / (self.count + eta))
+
+
+def _copied(count, mean, last):
+    """An iterate average as saved: ``{"count", "mean", "last"}``, the tensors copied."""
+    return {"count": count, "mean": mean.detach().clone(), "last": last.detach().clone()}
 
 
 def _same(a, b):
