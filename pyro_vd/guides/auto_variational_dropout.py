@@ -22,6 +22,7 @@ from pyro.poutine.messenger import unwrap
 from torch.distributions import constraints
 from torch.utils.weak import WeakIdKeyDictionary
 
+from .._validation import is_finite_real
 from ..distributions.kl_log_uniform import DEFAULT_KL_METHOD, check_kl_method
 from ..distributions.log_uniform import LogUniform
 from ..distributions.truncated_log_normal import TruncatedLogNormal
@@ -946,12 +947,7 @@ def _check_averaging(averaging):
     """``averaging`` as the guide keeps it: None (also for False) or η as a float; else a ValueError."""
     if averaging is None or averaging is False:
         return None
-    if (
-        isinstance(averaging, bool)
-        or not isinstance(averaging, numbers.Real)
-        or not math.isfinite(averaging)
-        or averaging < 0
-    ):
+    if not is_finite_real(averaging) or averaging < 0:
         raise ValueError(f"averaging must be None, False or a finite number η >= 0; got {averaging!r}")
     return float(averaging)
 

@@ -1,7 +1,6 @@
 """The variational dropout ELBO: expected log-likelihood minus a closed-form KL, never sampled."""
 
 import math
-import numbers
 import sys
 import warnings
 
@@ -13,6 +12,7 @@ from pyro.infer.elbo import ELBO
 from pyro.poutine.util import site_is_subsample
 from torch.distributions import kl_divergence
 
+from .._validation import is_finite_real
 from ..distributions.kl_log_uniform import check_kl_method
 from ..distributions.log_uniform import LogUniform
 from ..distributions.vd_normal import VDNormal
@@ -97,12 +97,7 @@ class VariationalDropoutELBO(ELBO):
 
     @kl_weight.setter
     def kl_weight(self, value):
-        if (
-            isinstance(value, bool)
-            or not isinstance(value, numbers.Real)
-            or not math.isfinite(value)
-            or value < 0
-        ):
+        if not is_finite_real(value) or value < 0:
             raise ValueError(f"kl_weight must be a finite number >= 0; got {value!r}")
         self._kl_weight = float(value)
 
