@@ -140,12 +140,12 @@ class _AdditiveKLSum(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, theta, log_sigma2, method):
-        tiny = torch.finfo(theta.dtype).tiny
-        theta2 = theta.square().clamp_min_(tiny)
+        theta2, floored = _floored_square(theta)
         if method == "molchanov":
             nu = torch.log(theta2).sub_(log_sigma2)  # −log α
-            # s = σ(−k2 − k3 log α) = σ(k3 (ν − k2/k3))
-            s = torch.add(nu, -MOLCHANOV_K2 / MOLCHANOV_K3).mul_(MOLCHANOV_K3).sigmoid_()
+            # s = σ(−k2 − k3 log α) = σ(k3 ν − k2), in one pass before the sigmoid
+            k2, k3 = _constants(nu, -MOLCHANOV_K2, MOLCHANOV_K3)
+            s = torch.addcmul(k2, nu, k3).sigmoid_()
             kl = torch.add(s.sum() * MOLCHANOV_K1, F.softplus(nu).sum(), alpha=0.5)
             ctx.save_for_backward(theta, theta2, nu, s)
         else:
@@ -153,6 +153,7 @@ class _AdditiveKLSum(torch.autograd.Function):
             kl = (exact_kl_value(log_alpha) if method == "exact" else _kl_kingma(log_alpha)).sum()
             ctx.save_for_backward(theta, theta2, log_alpha, None)
         ctx.method = method
+        ctx.floored = floored
         return kl
 
     @staticmethod
@@ -160,25 +161,44 @@ class _AdditiveKLSum(torch.autograd.Function):
     def backward(ctx, grad_output):
         theta, theta2, saved, s = ctx.saved_tensors
         if ctx.method == "molchanov":
-            # KL'(log α) = −k1 k3 s(1 − s) − ½ σ(−log α), σ(−log α) = σ(ν). Saved tensors are never
-            # changed in place: a retained graph may run this backward again.
-            slope = torch.addcmul(s, s, s, value=-1.0).mul_(-MOLCHANOV_K1 * MOLCHANOV_K3)
-            slope.add_(torch.sigmoid(saved), alpha=-0.5)
+            # KL'(log α) = −k1 k3 s(1 − s) − ½ σ(−log α), σ(−log α) = σ(ν), times the incoming gradient
+            # (a 0-dim tensor, folded into the two scalar factors). Saved tensors are never changed in
+            # place: a retained graph may run this backward again.
+            scale = grad_output * -(MOLCHANOV_K1 * MOLCHANOV_K3)
+            grad_log_sigma2 = torch.addcmul(s, s, s, value=-1.0).mul_(scale)
+            grad_log_sigma2.addcmul_(torch.sigmoid(saved), grad_output * -0.5)
         else:
-            slope = _slope(saved, ctx.method)
-        grad_log_sigma2 = slope.mul_(grad_output)
+            grad_log_sigma2 = _slope(saved, ctx.method).mul_(grad_output)
         grad_theta = torch.mul(grad_log_sigma2, theta).div_(theta2).mul_(-2.0)
-        # 0 where θ² was floored (the KL is flat in θ there), also for 0 < |θ| < √tiny
-        grad_theta.masked_fill_(theta2 <= torch.finfo(theta2.dtype).tiny, 0.0)
+        if ctx.floored:  # 0 where θ² was floored (the KL is flat in θ there), also for 0 < |θ| < √tiny
+            grad_theta.masked_fill_(theta2 <= torch.finfo(theta2.dtype).tiny, 0.0)
         return grad_theta, grad_log_sigma2, None
+
+
+def _floored_square(theta):
+    """(θ² floored at the dtype's tiny, whether any element may be floored). On the CPU one reduction
+    answers the second, so that the backward pass skips its mask (two passes over the weights) when none
+    is; on an accelerator asking would wait for the device, so the mask is always applied there."""
+    tiny = torch.finfo(theta.dtype).tiny
+    theta2 = theta.square()
+    floored = theta.device.type != "cpu" or theta2.numel() == 0 or bool(theta2.amin() <= tiny)
+    if floored:
+        theta2.clamp_min_(tiny)
+    return theta2, floored
+
+
+def _constants(like, *values):
+    """0-dim tensors of ``values`` in ``like``'s dtype and device, for one-pass ``addcmul`` (filled on the
+    device: no copy from the host, which would wait for the device's queue)."""
+    return tuple(torch.full((), v, dtype=like.dtype, device=like.device) for v in values)
 
 
 def kl_log_uniform_additive_sum(theta, log_sigma2, method=DEFAULT_KL_METHOD):
     r"""
     :math:`\sum_i \mathrm{KL}_i` of :func:`kl_log_uniform_additive` over all elements (of θ and
     log σ² broadcast together), as a 0-dim tensor: the form the ELBO needs (forward + backward for the
-    three layers of LeNet-300-100: 1.27 ms against 2.03 ms summing the elementwise KL, 2 threads);
-    first-order only. In θ's dtype (computed in float32 for float16/bfloat16).
+    three layers of LeNet-300-100 in 0.72 of the time of the same sum composed from torch operations,
+    2 threads: ``python benchmarks/kl.py --additive``); first-order only. In θ's dtype (computed in float32 for float16/bfloat16).
     """
     return _apply_additive(_AdditiveKLSum, theta, log_sigma2, method)
 

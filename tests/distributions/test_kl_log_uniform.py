@@ -240,3 +240,30 @@ def test_additive_sum_equals_the_summed_elementwise_kl_and_its_gradients(method,
     assert torch.isfinite(gt_b).all() and (method == "kingma" or (gt_b[0, :3] == 0).all())
     if method != "kingma" and dtype == torch.float64:
         assert gt_b[1, 1] == 0 and gt_a[1, 1] == 0
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("smallest", [0.05, 1e-25])
+def test_additive_sum_with_and_without_floored_elements(dtype, smallest):
+    """On the CPU the fused total skips the backward pass's mask when no θ² is floored: its gradients
+    then equal the elementwise node's (which always masks); one θ of 1e-25 (θ² floored in float32 only)
+    is still found, and its θ-gradient is 0 there."""
+    from pyro_vd.distributions import kl_log_uniform_additive, kl_log_uniform_additive_sum
+
+    generator = torch.Generator().manual_seed(1)
+    theta = torch.randn(30, 9, generator=generator, dtype=torch.float64)
+    theta = (theta.sign() * (theta.abs() + 0.05)).to(dtype)
+    theta[2, 3] = smallest
+    log_sigma2 = torch.empty(30, 9, dtype=dtype).uniform_(-12, 4, generator=generator)
+    results = []
+    for fn in (lambda t, s: kl_log_uniform_additive(t, s).sum(), kl_log_uniform_additive_sum):
+        t, s = theta.clone().requires_grad_(), log_sigma2.clone().requires_grad_()
+        total = fn(t, s)
+        results.append((total.detach(), *torch.autograd.grad(total, (t, s))))
+    (kl_a, gt_a, gs_a), (kl_b, gt_b, gs_b) = results
+    rtol = 1e-12 if dtype == torch.float64 else 1e-5
+    assert torch.allclose(kl_b, kl_a, rtol=rtol)
+    assert torch.allclose(gt_b, gt_a, rtol=rtol, atol=rtol * gt_a.abs().max().item())
+    assert torch.allclose(gs_b, gs_a, rtol=rtol, atol=rtol * gs_a.abs().max().item())
+    floored = smallest**2 <= torch.finfo(dtype).tiny
+    assert (gt_b[2, 3] == 0) == floored and torch.isfinite(gt_b).all()
