@@ -6,9 +6,10 @@ exact estimator's rule (the evidence rule, log α ≤ τ(d)) applied to both and
 log α lies within 1 of τ(d) left out (:func:`pyro_vd.experiments.ard.agreement`); the largest relative
 θ error of the features relevant in both (also in posterior standard deviations) and of the truly
 relevant ones; the noise scale against ``VDRegression``'s; and the time. ``--averaging``,
-``--init-log-alpha`` and ``--log-alpha-scale`` override the guide's defaults (``--averaging -1`` turns
-the iterate averaging off) and ``--adam-betas`` Adam's (torch's 0.9 0.999) to compare them;
-``--rule sparse_vd`` compares log α ≤ 3 with the plain VD optimum instead.
+``--init-log-alpha``, ``--log-alpha-scale`` and ``--hold-log-alpha`` override the guide's defaults
+(``--averaging -1`` turns the iterate averaging off) and ``--adam-betas`` Adam's (torch's 0.9 0.999) to
+compare them; ``--rule sparse_vd`` compares log α ≤ 3 with the plain VD optimum instead. The previous
+defaults of the linear models: ``--init-log-alpha -1.294 --hold-log-alpha 0`` (d = 100).
 
 SVI uses what a user gets by default: ``AutoVariationalDropout(LinearRegression(d, num_data=n))`` (or
 ``LogisticRegression``), ``pyro.optim.Adam({"lr": 1e-2})``, 3000 steps under
@@ -28,7 +29,7 @@ import torch
 from pyro_vd.experiments.ard import agreement, exact_vd, svi_linear
 from pyro_vd.experiments.ard_data import make_ard_classification, make_ard_regression
 
-GENERATORS = {"seed": 0.0, "correlated": 0.5}  # ρ of corr(x_i, x_j) = ρ^|i−j|
+GENERATORS = {"seed": 0.0, "correlated": 0.5, "strong": 0.8}  # ρ of corr(x_i, x_j) = ρ^|i−j|
 
 
 def run(
@@ -83,7 +84,13 @@ def main(argv=None):
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--generators", nargs="+", default=list(GENERATORS), choices=list(GENERATORS))
+    parser.add_argument(
+        "--generators",
+        nargs="+",
+        default=["seed", "correlated"],
+        choices=list(GENERATORS),
+        help="the seed's (ρ = 0), correlated (ρ = 0.5) and strongly correlated (ρ = 0.8) features",
+    )
     parser.add_argument("--sizes", nargs="+", type=int, default=[20000, 100000])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
     parser.add_argument("--fractions", nargs="+", type=float, default=[0.001, 0.01, 0.1])
@@ -97,6 +104,9 @@ def main(argv=None):
     )
     parser.add_argument(
         "--log-alpha-scale", type=float, help="the guide's log_alpha_scale c (default: the model's)"
+    )
+    parser.add_argument(
+        "--hold-log-alpha", type=int, help="the guide's hold_log_alpha K (default: the model's)"
     )
     parser.add_argument(
         "--adam-betas",
@@ -121,6 +131,8 @@ def main(argv=None):
         guide_kwargs["init_log_alpha"] = args.init_log_alpha
     if args.log_alpha_scale is not None:
         guide_kwargs["log_alpha_scale"] = args.log_alpha_scale
+    if args.hold_log_alpha is not None:
+        guide_kwargs["hold_log_alpha"] = args.hold_log_alpha
     rows = []
     print(
         "| task | generator | n | seed | batch % | sym. diff. | near thr. | pruned SVI/exact | true kept "

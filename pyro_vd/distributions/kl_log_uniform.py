@@ -198,7 +198,8 @@ def kl_log_uniform_additive_sum(theta, log_sigma2, method=DEFAULT_KL_METHOD):
     :math:`\sum_i \mathrm{KL}_i` of :func:`kl_log_uniform_additive` over all elements (of θ and
     log σ² broadcast together), as a 0-dim tensor: the form the ELBO needs (forward + backward for the
     three layers of LeNet-300-100 in 0.72 of the time of the same sum composed from torch operations,
-    2 threads: ``python benchmarks/kl.py --additive``); first-order only. In θ's dtype (computed in float32 for float16/bfloat16).
+    2 threads: ``python benchmarks/kl.py --additive``); first-order only. In θ's dtype (computed in
+    float32 for float16/bfloat16).
     """
     return _apply_additive(_AdditiveKLSum, theta, log_sigma2, method)
 

@@ -39,6 +39,7 @@ MODEL_DEFAULTS = (
     "init_log_alpha",
     "log_alpha_scale",
     "averaging",
+    "hold_log_alpha",
 )
 #: The names of the log α parameters, per site and shared; with ``log_alpha_scale`` c ≠ 1 they end in
 #: ``_x`` and c (``log_alphas_x5``, ``shared_log_alpha_x2p5``), so that values saved with one c are never
@@ -142,10 +143,10 @@ class AutoVariationalDropout(AutoGuide):
         still lay 1.2–1.8 above their optimum after 3000 steps with c = 1, which left weakly relevant
         features pruned and θ biased (``benchmarks/svi_agreement.py``).
 
-    ``parameterization``, ``init_log_sigma2``, ``init_log_alpha``, ``log_alpha_scale`` and ``averaging``
-    left at ``None`` take the model's recommendation when it has a ``guide_defaults`` mapping (the linear
-    models of :mod:`pyro_vd.models.linear` recommend ``"shrinkage"``, averaging with η = 3, c = 5, and a
-    start one unit on the pruned side of the evidence rule's bound,
+    ``parameterization``, ``init_log_sigma2``, ``init_log_alpha``, ``log_alpha_scale``, ``averaging`` and
+    ``hold_log_alpha`` left at ``None`` take the model's recommendation when it has a ``guide_defaults``
+    mapping (the linear models of :mod:`pyro_vd.models.linear` recommend ``"shrinkage"``, averaging with
+    η = 3, c = 5, and a dense start log α = −8 held for 500 steps,
     :func:`~pyro_vd.models.linear.linear_guide_defaults`: a linear model is not a deep net), else the
     values above.
     :param int init_seed: seed of the initialization's own generator. By default one is drawn from
@@ -176,6 +177,21 @@ class AutoVariationalDropout(AutoGuide):
         :math:`\log\alpha` is below it (0 elsewhere; the noise and the KL unchanged), so that training
         sees the network the pruning rule will deploy (:class:`~pyro_vd.distributions.VDNormal`'s
         ``prune_above``). Readouts (``get_theta``, ``posterior``) report the unpruned θ.
+    :param int hold_log_alpha: K ≥ 0 (0 by default for deep nets): for the first K **training steps**
+        the learned log α (multiplicative, shrinkage) is held at its start — the guide uses it without
+        a gradient, so the optimizer leaves it, and its own state for it, untouched — while θ and the
+        model's point estimates train; log α trains from step K + 1 on. The linear models recommend
+        K = 500 with a dense start (log α = −8, :func:`~pyro_vd.models.linear.linear_guide_defaults`):
+        θ first reaches the least-squares-like solution under a small α, then α moves. Started together,
+        the two race: with a start on the pruned side, a feature that borrows a correlated neighbour's
+        weight early fills Adam's second-moment estimate of log α with the large gradients of that
+        transient, and afterwards climbs too slowly to be pruned in 3000 steps; from a dense start
+        without the hold, a relevant feature whose θ lags behind its neighbour's is pruned before θ
+        arrives (``benchmarks/svi_agreement.py``). A step is one backward pass through the guide's
+        first θ (a tensor hook, as for ``averaging``); the count is part of the guide's ``state_dict``
+        (so checkpoints resume it), and a state saved without it counts as past the hold. Sites that
+        learn log σ² (additive) are not held. With ``averaging``, log α's average starts when the hold
+        ends, so :meth:`apply_average` reports the steps after it.
     :param float init_noise_loc: initial :math:`\mu` of the neuron noise (0).
     :param float init_noise_log_scale: initial :math:`\log\sigma` of the neuron noise (−5).
     :param callable create_plates: as for every :class:`~pyro.infer.autoguide.AutoGuide`.
@@ -201,6 +217,7 @@ class AutoVariationalDropout(AutoGuide):
         init_noise_loc=0.0,
         init_noise_log_scale=-5.0,
         averaging=None,
+        hold_log_alpha=None,
         train_prune=None,
         create_plates=None,
     ):
@@ -214,6 +231,14 @@ class AutoVariationalDropout(AutoGuide):
             init_log_alpha = recommended.get("init_log_alpha", -4.0)
         if averaging is None:
             averaging = recommended.get("averaging")
+        if hold_log_alpha is None:
+            hold_log_alpha = recommended.get("hold_log_alpha", 0)
+        if isinstance(hold_log_alpha, bool) or not isinstance(hold_log_alpha, numbers.Integral):
+            raise TypeError(f"hold_log_alpha must be an int (a number of steps); got {hold_log_alpha!r}")
+        if hold_log_alpha < 0:
+            raise ValueError(f"hold_log_alpha must be >= 0; got {hold_log_alpha}")
+        self.__dict__["_hold_log_alpha"] = int(hold_log_alpha)
+        self.__dict__["_held_steps"] = 0
         # the model's recommended start applies where it can: "zeros" only to sites that learn log α
         self._init_theta_recommended = init_theta is None and "init_theta" in recommended
         if init_theta is None:
@@ -348,6 +373,49 @@ class AutoVariationalDropout(AutoGuide):
         """c of ``log_alpha_scale``: log α = c · ψ (fixed when the guide is built; 1 for a guide pickled
         before the setting existed)."""
         return self.__dict__.get("_log_alpha_scale", 1.0)
+
+    @property
+    def hold_log_alpha(self):
+        """K of ``hold_log_alpha`` (0 for a guide pickled before the setting existed)."""
+        return self.__dict__.get("_hold_log_alpha", 0)
+
+    @property
+    def held_steps(self):
+        """The training steps counted towards ``hold_log_alpha`` (counting stops at K)."""
+        return min(self.__dict__.get("_held_steps", 0), self.hold_log_alpha)
+
+    @property
+    def log_alpha_held(self):
+        """Whether the learned log α is held at its start now (see ``hold_log_alpha``)."""
+        return self._holding()
+
+    def _holding(self):
+        return self.__dict__.get("_held_steps", 0) < self.hold_log_alpha
+
+    def _count_held_step(self, theta):
+        """Count the backward pass through ``theta`` (this call's first θ) as a training step: one hook,
+        moved to the newest tensor at every call, so that several calls before one backward pass (several
+        particles) count once."""
+        handle = self.__dict__.pop("_hold_hook", None)
+        if handle is not None:
+            handle.remove()
+        if not theta.requires_grad:
+            return
+        guide = weakref.ref(self)
+
+        def count(grad):
+            live = guide()
+            if live is not None:
+                live.__dict__["_held_steps"] = live.__dict__.get("_held_steps", 0) + 1
+
+        self.__dict__["_hold_hook"] = theta.register_hook(count)
+
+    def get_extra_state(self):
+        """The count of ``hold_log_alpha`` as a tensor, so that ``state_dict`` (and checkpoints) keep it."""
+        return torch.tensor(self.held_steps)
+
+    def set_extra_state(self, state):
+        self.__dict__["_held_steps"] = int(state)
 
     def _log_alpha_names(self):
         """The names of this guide's per-site and shared log α parameters (see ``_LOG_ALPHA_NAME``)."""
@@ -706,6 +774,8 @@ class AutoVariationalDropout(AutoGuide):
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         self._check_saved_log_alpha_scale(state_dict, prefix)
+        # a state saved before the hold's count existed: its log α has trained already
+        state_dict.setdefault(prefix + "_extra_state", torch.tensor(self.hold_log_alpha))
         # also runs when a parent module (an AutoGuideList, an ELBO module) is loaded: the averages were
         # taken from the values being replaced
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
@@ -767,6 +837,7 @@ class AutoVariationalDropout(AutoGuide):
         state["_averages"] = {}  # hooks and weak references do not pickle; see ``averaging``
         state["_restored_averages"] = {}
         state.pop("_restored_targets", None)  # (weak references)
+        state.pop("_hold_hook", None)  # (a hook on a tensor of the last step)
         return state
 
     def posterior(self, name, *, train=False):
@@ -789,7 +860,10 @@ class AutoVariationalDropout(AutoGuide):
         parameterization = self.parameterization(name)
         if parameterization == "additive":
             return VDNormal(theta, self._param("log_sigma2s", name), **kwargs)
-        log_alpha = self._log_alpha_param(name).expand(theta.shape)
+        log_alpha = self._log_alpha_param(name)
+        if train and self._holding():
+            log_alpha = log_alpha.detach()
+        log_alpha = log_alpha.expand(theta.shape)
         if parameterization == "shrinkage":  # θ = φ / (1 + α), with α as VDNormal clips it
             if self.min_log_alpha is not None or self.max_log_alpha is not None:
                 log_alpha = log_alpha.clamp(self.min_log_alpha, self.max_log_alpha)
@@ -811,6 +885,10 @@ class AutoVariationalDropout(AutoGuide):
         if self.averaging is not None:
             self._sync_averages()
         plates = self._create_plates(*args, **kwargs)
+        if self._holding() and self._sites:
+            self._count_held_step(self._param("thetas", next(iter(self._sites))))
+        elif "_hold_hook" in self.__dict__:
+            self.__dict__.pop("_hold_hook").remove()
         result = {}
         for name, site in self._all_sites.items():
             with ExitStack() as stack:

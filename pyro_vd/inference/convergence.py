@@ -47,8 +47,11 @@ class Drift:
     :ivar int heading: weights on course to cross: at their trend over the later half of the updates so
         far, towards the threshold, they reach it within as many updates again as the tracker has seen
         (the full rule: :class:`LogAlphaDrift`).
-    :ivar bool settled: ``crossed`` and ``heading`` are each at most ``crossing_tolerance · total`` and
-        ``median_move ≤ move_tolerance``.
+    :ivar int held: weights whose log α the guide still holds at its start (``hold_log_alpha``): while
+        any is, log α has not trained yet, nothing is settled, and the tracker starts again when the
+        hold ends.
+    :ivar bool settled: ``crossed`` and ``heading`` are each at most ``crossing_tolerance · total``,
+        ``median_move ≤ move_tolerance``, and no weight is held.
     """
 
     crossed: int
@@ -59,6 +62,7 @@ class Drift:
     settled: bool
     threshold: float
     heading: int = 0
+    held: int = 0
 
     @property
     def crossed_fraction(self):
@@ -71,10 +75,16 @@ class Drift:
             "near_threshold": self.near_threshold,
             "median_move": self.median_move,
             "heading": self.heading,
+            "held": self.held,
             "settled": self.settled,
         }
 
     def __str__(self):
+        if self.held:
+            return (
+                f"log α of {self.held} of {self.total} weights is held at its start by the guide "
+                "(hold_log_alpha): not trained yet"
+            )
         state = "settled" if self.settled else "still drifting"
         return (
             f"{self.crossed} of {self.total} weights crossed log α = {self.threshold:g} "
@@ -152,6 +162,19 @@ class LogAlphaDrift:
         now = self._snapshot()
         before, self._last = self._last, now
         bound = self._bounds.to(now)
+        held = self._held()
+        if held:  # nothing to judge yet; the trend starts when log α starts to train
+            self._updates, self._anchors = 0, [(0, now)]
+            return Drift(
+                crossed=0,
+                newly_pruned=0,
+                total=now.numel(),
+                near_threshold=int(((now - bound).abs() <= 1.0).sum()),
+                median_move=0.0,
+                settled=False,
+                threshold=self.threshold,
+                held=held,
+            )
         kept_before, kept_now = before <= bound, now <= bound
         crossed = kept_before != kept_now
         near = (now - bound).abs() <= 1.0
@@ -170,6 +193,16 @@ class LogAlphaDrift:
             settled=crossed_count <= limit and heading_count <= limit and median_move <= self.move_tolerance,
             threshold=self.threshold,
             heading=heading_count,
+        )
+
+    def _held(self):
+        """The weights whose log α the guide holds now (see ``hold_log_alpha``)."""
+        if not getattr(self.guide, "log_alpha_held", False):
+            return 0
+        return sum(
+            self.guide.get_log_alpha(name).numel()
+            for name in self.guide.site_names
+            if self.guide.parameterization(name) != "additive"
         )
 
     def _heading(self, now, before, bound, kept_now):

@@ -173,25 +173,28 @@ def test_init_theta_reports_sites_left_random_and_unused_keys():
 
 
 # ------------------------------------------------------------------ defaults recommended by the model
-def test_linear_models_recommend_shrinkage_from_one_unit_above_the_evidence_bound():
-    from pyro_vd.linear.relevance import evidence_log_alpha_threshold
+def test_linear_models_recommend_shrinkage_from_a_dense_start_held_for_500_steps():
     from pyro_vd.models import LinearRegression, LogisticRegression
+    from pyro_vd.models.linear import LINEAR_INIT_LOG_ALPHA
 
-    start = evidence_log_alpha_threshold(6) + 1.0  # τ(6) + 1 ≈ −0.26
+    start = LINEAR_INIT_LOG_ALPHA
+    assert start == -8.0
     for model in (LinearRegression(6, num_data=100), LogisticRegression(6, num_data=100)):
         assert model.relevance_rule == "evidence"
         guide = AutoVariationalDropout(model)
         guide(X, torch.rand(8).round())
         assert guide.parameterization("net.weight") == "shrinkage"
+        assert guide.hold_log_alpha == 500
         q = guide.posterior("net.weight")
         assert torch.allclose(q.log_alpha, torch.full((1, 6), start), atol=1e-3)
         phi = guide.thetas.net.weight.detach()
         # θ = φ / (1 + α): the guide reports θ, not φ
         assert torch.allclose(guide.get_theta("net.weight"), phi * torch.sigmoid(-q.log_alpha.detach()))
         pyro.clear_param_store()
-    # one feature: the evidence bound is the plain VD rule (τ(1) ≈ 35); the start is capped at 3
-    assert LinearRegression(1).guide_defaults["init_log_alpha"] == 3.0
-    assert LinearRegression(1000).guide_defaults["init_log_alpha"] == pytest.approx(-1.73, abs=0.01)
+    # the start does not depend on the number of features
+    assert LinearRegression(1).guide_defaults["init_log_alpha"] == start
+    assert LinearRegression(1000).guide_defaults["init_log_alpha"] == start
+    assert AutoVariationalDropout(LinearRegression(3), hold_log_alpha=0).hold_log_alpha == 0
 
 
 def test_deep_nets_keep_sparse_vd_defaults():

@@ -36,7 +36,9 @@ def _svi(model, X, y, epochs=300, batch=200):
             for start in range(0, N, batch):
                 index = order[start : start + batch]  # pyro.plate in the model scales by N / batch
                 svi.step(X[index], y[index])
-    assert guide.apply_average() == epochs * (N // batch)  # the linear models average their iterates
+    # the linear models average their iterates; log α's average starts when its hold ends (500 steps)
+    assert guide.hold_log_alpha == 500 and guide.held_steps == 500
+    assert guide.apply_average() == epochs * (N // batch) - 500
     return guide.get_theta("net.weight")[0].numpy(), guide.get_log_alpha("net.weight")[0].numpy()
 
 

@@ -1,0 +1,144 @@
+"""``hold_log_alpha``: log α held at its start for the first K training steps, the count kept in the
+guide's state."""
+
+import pyro
+import pytest
+import torch
+
+from pyro_vd import AutoVariationalDropout, VariationalDropoutELBO
+from pyro_vd.inference import load_checkpoint, save_checkpoint
+from pyro_vd.models import BayesianMLP, LinearRegression
+from pyro_vd.poutine import local_reparameterization
+
+X = torch.randn(64, 6)
+Y = X[:, :2].sum(-1) + 0.1 * torch.randn(64)
+
+
+def _svi(guide_kwargs=None, optim=None, num_particles=1):
+    pyro.clear_param_store()
+    pyro.set_rng_seed(0)
+    model = LinearRegression(6, num_data=64)
+    guide = AutoVariationalDropout(model, **(guide_kwargs or {}))
+    elbo = VariationalDropoutELBO(num_particles=num_particles)
+    optim = optim or pyro.optim.Adam({"lr": 0.05})
+    return model, guide, optim, pyro.infer.SVI(model, guide, optim, elbo)
+
+
+def _log_alpha(guide):
+    return guide.get_log_alpha("net.weight").clone()
+
+
+def _steps(svi, n):
+    with local_reparameterization():
+        for _ in range(n):
+            svi.step(X, Y)
+
+
+@pytest.mark.parametrize("num_particles", [1, 2])
+def test_log_alpha_is_held_for_k_steps_then_trains(num_particles):
+    _, guide, optim, svi = _svi({"hold_log_alpha": 5}, num_particles=num_particles)
+    _steps(svi, 1)
+    start = _log_alpha(guide)
+    theta = guide.get_theta("net.weight").clone()
+    assert torch.allclose(start, torch.full_like(start, -8.0))  # the linear models' dense start
+    _steps(svi, 4)
+    assert guide.held_steps == 5  # one count per step, however many particles
+    assert torch.equal(_log_alpha(guide), start)  # held
+    assert not torch.equal(guide.get_theta("net.weight"), theta)  # θ trains meanwhile
+    # the optimizer never saw a gradient of log α: its state starts when the hold ends
+    psi = pyro.get_param_store()._params["AutoVariationalDropout.log_alphas_x5.net.weight"]
+    assert not optim.optim_objs[psi].state
+    # evaluating the loss is not a training step
+    with local_reparameterization():
+        svi.evaluate_loss(X, Y)
+    assert guide.held_steps == 5
+    _steps(svi, 1)
+    assert not torch.equal(_log_alpha(guide), start)  # step K + 1 trains it
+    assert optim.optim_objs[psi].state[psi]["step"] == 1
+
+
+def test_no_hold_by_default_for_deep_nets_and_none_asked():
+    pyro.clear_param_store()
+    model = BayesianMLP([6, 4, 1], num_data=64)
+    assert AutoVariationalDropout(model).hold_log_alpha == 0
+    _, guide, _, svi = _svi({"hold_log_alpha": 0})
+    _steps(svi, 1)
+    start = _log_alpha(guide)
+    _steps(svi, 1)
+    assert not torch.equal(_log_alpha(guide), start)
+    assert guide.held_steps == 0
+
+
+def test_the_count_is_in_the_state_dict_and_a_checkpoint(tmp_path):
+    _, guide, optim, svi = _svi({"hold_log_alpha": 8})
+    _steps(svi, 3)
+    state = guide.state_dict()
+    assert int(state["_extra_state"]) == 3
+    path = tmp_path / "run.pt"
+    save_checkpoint(path, optim=optim, epoch=0, guide=guide)
+    # a fresh guide resumes the count: 5 more held steps, not 8
+    model, fresh, optim2, svi2 = _svi({"hold_log_alpha": 8})
+    _steps(svi2, 1)
+    load_checkpoint(path, optim=optim2, guide=fresh)
+    assert fresh.held_steps == 3
+    start = _log_alpha(fresh)
+    _steps(svi2, 5)
+    assert fresh.held_steps == 8 and torch.equal(_log_alpha(fresh), start)
+    _steps(svi2, 1)
+    assert not torch.equal(_log_alpha(fresh), start)
+
+
+def test_a_state_saved_without_the_count_is_past_the_hold():
+    _, guide, _, svi = _svi({"hold_log_alpha": 8})
+    _steps(svi, 2)
+    state = {k: v for k, v in guide.state_dict().items() if k != "_extra_state"}
+    guide.load_state_dict(state)  # (as saved before the count existed)
+    assert guide.held_steps == 8
+    start = _log_alpha(guide)
+    _steps(svi, 1)
+    assert not torch.equal(_log_alpha(guide), start)
+
+
+@pytest.mark.parametrize(
+    "value, error",
+    [(-1, ValueError), (1.5, TypeError), (True, TypeError), ("10", TypeError)],
+)
+def test_bad_hold_is_refused(value, error):
+    with pytest.raises(error, match="hold_log_alpha"):
+        AutoVariationalDropout(LinearRegression(3), hold_log_alpha=value)
+
+
+def test_the_hold_on_the_module_route():
+    with pyro.settings.context(module_local_params=True):
+        pyro.set_rng_seed(0)
+        model = LinearRegression(6, num_data=64)
+        guide = AutoVariationalDropout(model, hold_log_alpha=3)
+        loss_fn = VariationalDropoutELBO()(model, guide)
+        with local_reparameterization():
+            loss_fn(X, Y)
+            optimizer = torch.optim.Adam(loss_fn.parameters(), lr=0.05)
+            start = _log_alpha(guide)
+            for step in range(4):
+                optimizer.zero_grad()
+                loss_fn(X, Y).backward()
+                optimizer.step()
+                held = torch.equal(_log_alpha(guide), start)
+                assert held == (step < 3), step  # (the first call had no backward pass: not a step)
+    assert guide.held_steps == 3
+
+
+def test_log_alpha_drift_does_not_call_a_held_log_alpha_settled():
+    from pyro_vd.inference import LogAlphaDrift
+
+    _, guide, _, svi = _svi({"hold_log_alpha": 6})
+    _steps(svi, 1)
+    drift = LogAlphaDrift(guide)
+    for _ in range(2):
+        _steps(svi, 2)
+        report = drift.update()
+        assert report.held == 6 and not report.settled and "held" in str(report)
+        assert guide.log_alpha_held
+    _steps(svi, 4)  # the hold ends after step 6; log α trains from step 7
+    assert not guide.log_alpha_held
+    report = drift.update()
+    assert report.held == 0 and report.to_dict()["held"] == 0
