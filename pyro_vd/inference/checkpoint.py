@@ -256,10 +256,13 @@ def _plan(path, state, model, guide):
                 )
                 model_params[fullname] = param
     guide_state = state["guide"] or None
+    guide_extra = None  # the guides' counters (``hold_log_alpha``): restored even where the tensors are not
     if guide is not None:
-        here = guide.state_dict()
+        here = _tensors_only(guide.state_dict())
+        if guide_state is not None:
+            guide_extra = {k: v for k, v in guide_state.items() if _is_extra_state(k)}
         if here and guide_state is not None:
-            _compare(where, "guide tensor", here, guide_state, file_may_have_more=False)
+            _compare(where, "guide tensor", here, _tensors_only(guide_state), file_may_have_more=False)
         elif local and guide_state is not None:
             raise ValueError(
                 f"{where}: with module_local_params the guide's parameters live in the guide only: run it "
@@ -281,6 +284,7 @@ def _plan(path, state, model, guide):
         "model": model_state if model is not None else None,
         "model_params": model_params,
         "guide": guide_state if guide is not None else None,
+        "guide_extra": guide_extra or {},
         "averages": averages if guide is not None else None,
         "rng": rng,
     }
@@ -294,6 +298,17 @@ def _check_param_store(where, saved):
         raise ValueError(f"{where}: the param store must map every param name to a tensor and a constraint")
     constraints = {name: _decode_constraint(where, name, c) for name, c in encoded.items()}
     return params, constraints
+
+
+def _is_extra_state(key):
+    """A module's ``get_extra_state()`` entry in a state dict (the guide's ``hold_log_alpha`` count)."""
+    return key == "_extra_state" or key.endswith("._extra_state")
+
+
+def _tensors_only(state):
+    """A state dict without its extra-state entries: the tensors whose names and shapes must match (a file
+    saved before a guide had extra state is still read)."""
+    return {k: v for k, v in state.items() if not _is_extra_state(k)}
 
 
 def _is_tensor_dict(value):
@@ -481,6 +496,8 @@ def _restore(plan, optim, model, guide, elbo):
             params[fullname] = param  # the store tracks the module's own tensor
     if plan["guide"] is not None:
         guide.load_state_dict(plan["guide"])
+    elif guide is not None:  # its tensors come from the store; its counters (a file without: past the hold)
+        guide.load_state_dict(plan["guide_extra"], strict=False)
     store = pyro.get_param_store()
     store.clear()
     store.set_state({"params": params, "constraints": plan["constraints"]})
