@@ -78,6 +78,37 @@ def _alpha_shape(shape, event_dim, granularity):
     return torch.Size(batch + event)
 
 
+def _hook_once(hooks, key, tensor, hook):
+    """Register ``hook`` on ``tensor`` unless the hook under ``key`` is already on this tensor (a replaced
+    tensor gets it anew and the old one loses it)."""
+    current = hooks.get(key)
+    if current is not None and current[0]() is tensor:
+        return
+    if current is not None:
+        current[1].remove()
+    hooks[key] = (weakref.ref(tensor), tensor.register_hook(hook))
+
+
+def _count_step(guide_ref, theta_ref, grad):
+    """Count a training step of the guide: a backward pass that reaches its first θ after that θ changed
+    (its version counter moved: an optimizer step) or was replaced since the last one counted."""
+    guide, theta = guide_ref(), theta_ref()
+    if guide is None or theta is None:
+        return
+    last = guide.__dict__.get("_counted")
+    if last is None or last[0]() is not theta or last[1] != theta._version:
+        guide.__dict__["_counted"] = (theta_ref, theta._version)
+        guide.__dict__["_trained_steps"] = guide.__dict__.get("_trained_steps", 0) + 1
+
+
+def _zero_while_held(guide_ref, grad):
+    """A learned log α's gradient while the guide holds it (``hold_log_alpha``): zero."""
+    guide = guide_ref()
+    if guide is not None and guide._holding():
+        return torch.zeros_like(grad)
+    return None
+
+
 class AutoVariationalDropout(AutoGuide):
     r"""
     Variational dropout for every :class:`~pyro_vd.distributions.LogUniform` site of a model: the guide
@@ -178,20 +209,22 @@ class AutoVariationalDropout(AutoGuide):
         sees the network the pruning rule will deploy (:class:`~pyro_vd.distributions.VDNormal`'s
         ``prune_above``). Readouts (``get_theta``, ``posterior``) report the unpruned θ.
     :param int hold_log_alpha: K ≥ 0 (0 by default for deep nets): for the first K **training steps**
-        the learned log α (multiplicative, shrinkage) is held at its start — the guide uses it without
-        a gradient, so the optimizer leaves it, and its own state for it, untouched — while θ and the
-        model's point estimates train; log α trains from step K + 1 on. The linear models recommend
-        K = 500 with a dense start (log α = −8, :func:`~pyro_vd.models.linear.linear_guide_defaults`):
-        θ first reaches the least-squares-like solution under a small α, then α moves. Started together,
-        the two race: with a start on the pruned side, a feature that borrows a correlated neighbour's
-        weight early fills Adam's second-moment estimate of log α with the large gradients of that
-        transient, and afterwards climbs too slowly to be pruned in 3000 steps; from a dense start
-        without the hold, a relevant feature whose θ lags behind its neighbour's is pruned before θ
-        arrives (``benchmarks/svi_agreement.py``). A step is one backward pass through the guide's
-        first θ (a tensor hook, as for ``averaging``); the count is part of the guide's ``state_dict``
-        (so checkpoints resume it), and a state saved without it counts as past the hold. Sites that
-        learn log σ² (additive) are not held. With ``averaging``, log α's average starts when the hold
-        ends, so :meth:`apply_average` reports the steps after it.
+        (:attr:`trained_steps`) the learned log α (multiplicative, shrinkage; not log σ² of additive
+        sites) is held at its start — the guide zeroes its gradient, so the optimizer sees zeros for it
+        and leaves it where it is — while θ and the model's point estimates train; log α trains from
+        step K + 1 on. The linear models recommend K = 500 with a dense start (log α = −8,
+        :func:`~pyro_vd.models.linear.linear_guide_defaults`): θ first reaches the least-squares-like
+        solution under a small α, then α moves. Started together, the two race: with a start on the
+        pruned side, a feature that borrows a correlated neighbour's weight early fills Adam's
+        second-moment estimate of log α with the large gradients of that transient, and afterwards
+        climbs too slowly to be pruned in 3000 steps; from a dense start without the hold, a relevant
+        feature whose θ lags behind its neighbour's is pruned before θ arrives
+        (``benchmarks/svi_agreement.py``). The zeroing is a hook on the tensors the optimizer steps, so
+        it holds under ``JitTrace_ELBO``, the module route and DDP (where every parameter still gets a
+        gradient). The count is part of the guide's ``state_dict``, so checkpoints resume it (pass the
+        guide to :func:`~pyro_vd.inference.load_checkpoint`); a state saved without it counts as past
+        the hold. An optimizer's momentum for log α from before the hold (a state rolled back into
+        it) still moves it.
     :param float init_noise_loc: initial :math:`\mu` of the neuron noise (0).
     :param float init_noise_log_scale: initial :math:`\log\sigma` of the neuron noise (−5).
     :param callable create_plates: as for every :class:`~pyro.infer.autoguide.AutoGuide`.
@@ -238,7 +271,7 @@ class AutoVariationalDropout(AutoGuide):
         if hold_log_alpha < 0:
             raise ValueError(f"hold_log_alpha must be >= 0; got {hold_log_alpha}")
         self.__dict__["_hold_log_alpha"] = int(hold_log_alpha)
-        self.__dict__["_held_steps"] = 0
+        self.__dict__["_trained_steps"] = 0
         # the model's recommended start applies where it can: "zeros" only to sites that learn log α
         self._init_theta_recommended = init_theta is None and "init_theta" in recommended
         if init_theta is None:
@@ -380,9 +413,12 @@ class AutoVariationalDropout(AutoGuide):
         return self.__dict__.get("_hold_log_alpha", 0)
 
     @property
-    def held_steps(self):
-        """The training steps counted towards ``hold_log_alpha`` (counting stops at K)."""
-        return min(self.__dict__.get("_held_steps", 0), self.hold_log_alpha)
+    def trained_steps(self):
+        """The training steps this guide has taken part in: backward passes through its first trainable θ
+        with that θ changed since the last one counted (so several particles, accumulated micro-batches
+        or an extra ``backward`` between two optimizer steps count once). Kept in the guide's
+        ``state_dict``; what ``hold_log_alpha`` counts."""
+        return self.__dict__.get("_trained_steps", 0)
 
     @property
     def log_alpha_held(self):
@@ -390,44 +426,65 @@ class AutoVariationalDropout(AutoGuide):
         return self._holding()
 
     def _holding(self):
-        return self.__dict__.get("_held_steps", 0) < self.hold_log_alpha
+        return self._completed_steps() < self.hold_log_alpha
 
-    def _count_held_step(self, theta):
-        """Count the backward pass through ``theta`` (this call's first θ) as a training step: one hook,
-        moved to the newest tensor at every call, so that several calls before one backward pass (several
-        particles) count once."""
-        handle = self.__dict__.pop("_hold_hook", None)
-        if handle is not None:
-            handle.remove()
-        if not theta.requires_grad:
+    def _completed_steps(self):
+        """:attr:`trained_steps` before the step now in progress: inside a backward pass, or between one
+        and the optimizer's step, the step already counted (its θ has not changed since) is not complete.
+        So the hold of a step does not depend on the order in which its backward pass runs the hooks."""
+        last = self.__dict__.get("_counted")
+        theta = last[0]() if last is not None else None
+        if theta is not None and theta._version == last[1]:
+            return self.trained_steps - 1
+        return self.trained_steps
+
+    def _track_steps(self):
+        """Keep the step counter's hook on the current tensor of the first trainable θ, and, while log α
+        is held, a hook that zeroes the gradient of every learned log α tensor (hooks on the leaves the
+        optimizer steps, so that a compiled step, which does not run this code, keeps them)."""
+        hooks = self.__dict__.setdefault("_step_hooks", {})
+        thetas = (self._param("thetas", name) for name in self._sites)
+        theta = next((t for t in thetas if t.requires_grad), None)
+        if theta is not None:
+            _hook_once(
+                hooks, "count", theta, functools.partial(_count_step, weakref.ref(self), weakref.ref(theta))
+            )
+        held = [key for key in hooks if key[0] == "hold"]
+        if not self._holding():
+            for key in held:
+                hooks.pop(key)[1].remove()
             return
-        guide = weakref.ref(self)
-
-        def count(grad):
-            live = guide()
-            if live is not None:
-                live.__dict__["_held_steps"] = live.__dict__.get("_held_steps", 0) + 1
-
-        self.__dict__["_hold_hook"] = theta.register_hook(count)
+        for name in self._sites:
+            if self.parameterization(name) == "additive":
+                continue
+            leaf = self._log_alpha_leaf(name)
+            if leaf.requires_grad:
+                _hook_once(
+                    hooks, ("hold", id(leaf)), leaf, functools.partial(_zero_while_held, weakref.ref(self))
+                )
 
     def get_extra_state(self):
-        """The count of ``hold_log_alpha`` as a tensor, so that ``state_dict`` (and checkpoints) keep it."""
-        return torch.tensor(self.held_steps)
+        """:attr:`trained_steps` as a tensor, so that ``state_dict`` (and checkpoints) keep it."""
+        return torch.tensor(self.trained_steps)
 
     def set_extra_state(self, state):
-        self.__dict__["_held_steps"] = int(state)
+        self.__dict__["_trained_steps"] = int(state)
+        self.__dict__.pop("_counted", None)
 
     def _log_alpha_names(self):
         """The names of this guide's per-site and shared log α parameters (see ``_LOG_ALPHA_NAME``)."""
         return _log_alpha_names(self.log_alpha_scale)
 
-    def _log_alpha_param(self, name):
-        """log α of site ``name`` as learned (before clipping and broadcasting): c · ψ."""
+    def _log_alpha_leaf(self, name):
+        """The learned tensor of site ``name``'s log α: ψ (per site, or the shared one)."""
         per_site, shared = self._log_alpha_names()
         if self.granularity(name) == "shared":
-            log_alpha = getattr(self, shared)
-        else:
-            log_alpha = self._param(per_site, name)
+            return getattr(self, shared)
+        return self._param(per_site, name)
+
+    def _log_alpha_param(self, name):
+        """log α of site ``name`` as learned (before clipping and broadcasting): c · ψ."""
+        log_alpha = self._log_alpha_leaf(name)
         c = self.log_alpha_scale
         return log_alpha if c == 1.0 else log_alpha * c
 
@@ -774,8 +831,10 @@ class AutoVariationalDropout(AutoGuide):
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         self._check_saved_log_alpha_scale(state_dict, prefix)
-        # a state saved before the hold's count existed: its log α has trained already
-        state_dict.setdefault(prefix + "_extra_state", torch.tensor(self.hold_log_alpha))
+        # a state saved before the step count existed: its log α has trained already (past the hold)
+        state_dict.setdefault(
+            prefix + "_extra_state", torch.tensor(max(self.trained_steps, self.hold_log_alpha))
+        )
         # also runs when a parent module (an AutoGuideList, an ELBO module) is loaded: the averages were
         # taken from the values being replaced
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
@@ -837,7 +896,8 @@ class AutoVariationalDropout(AutoGuide):
         state["_averages"] = {}  # hooks and weak references do not pickle; see ``averaging``
         state["_restored_averages"] = {}
         state.pop("_restored_targets", None)  # (weak references)
-        state.pop("_hold_hook", None)  # (a hook on a tensor of the last step)
+        state.pop("_step_hooks", None)  # (hooks on the tensors of the last step)
+        state.pop("_counted", None)
         return state
 
     def posterior(self, name, *, train=False):
@@ -860,10 +920,7 @@ class AutoVariationalDropout(AutoGuide):
         parameterization = self.parameterization(name)
         if parameterization == "additive":
             return VDNormal(theta, self._param("log_sigma2s", name), **kwargs)
-        log_alpha = self._log_alpha_param(name)
-        if train and self._holding():
-            log_alpha = log_alpha.detach()
-        log_alpha = log_alpha.expand(theta.shape)
+        log_alpha = self._log_alpha_param(name).expand(theta.shape)
         if parameterization == "shrinkage":  # θ = φ / (1 + α), with α as VDNormal clips it
             if self.min_log_alpha is not None or self.max_log_alpha is not None:
                 log_alpha = log_alpha.clamp(self.min_log_alpha, self.max_log_alpha)
@@ -885,10 +942,7 @@ class AutoVariationalDropout(AutoGuide):
         if self.averaging is not None:
             self._sync_averages()
         plates = self._create_plates(*args, **kwargs)
-        if self._holding() and self._sites:
-            self._count_held_step(self._param("thetas", next(iter(self._sites))))
-        elif "_hold_hook" in self.__dict__:
-            self.__dict__.pop("_hold_hook").remove()
+        self._track_steps()
         result = {}
         for name, site in self._all_sites.items():
             with ExitStack() as stack:

@@ -1,11 +1,12 @@
-"""``hold_log_alpha``: log α held at its start for the first K training steps, the count kept in the
-guide's state."""
+"""``hold_log_alpha``: log α held at its start for the first K training steps, counted by
+``trained_steps``, which the guide's state keeps."""
 
 import pyro
+import pyro.distributions as dist
 import pytest
 import torch
 
-from pyro_vd import AutoVariationalDropout, VariationalDropoutELBO
+from pyro_vd import AutoVariationalDropout, LogUniform, VariationalDropoutELBO
 from pyro_vd.inference import load_checkpoint, save_checkpoint
 from pyro_vd.models import BayesianMLP, LinearRegression
 from pyro_vd.poutine import local_reparameterization
@@ -42,19 +43,25 @@ def test_log_alpha_is_held_for_k_steps_then_trains(num_particles):
     theta = guide.get_theta("net.weight").clone()
     assert torch.allclose(start, torch.full_like(start, -8.0))  # the linear models' dense start
     _steps(svi, 4)
-    assert guide.held_steps == 5  # one count per step, however many particles
+    assert guide.trained_steps == 5  # one count per step, however many particles
     assert torch.equal(_log_alpha(guide), start)  # held
     assert not torch.equal(guide.get_theta("net.weight"), theta)  # θ trains meanwhile
-    # the optimizer never saw a gradient of log α: its state starts when the hold ends
+    # the optimizer saw only zeros for log α: no momentum to carry when the hold ends
     psi = pyro.get_param_store()._params["AutoVariationalDropout.log_alphas_x5.net.weight"]
-    assert not optim.optim_objs[psi].state
-    # evaluating the loss is not a training step
+    assert not optim.optim_objs[psi].state[psi]["exp_avg"].any()
+    # evaluating the loss is not a step; a backward pass of one's own before the next step is that
+    # step's (θ has not changed between them): counted once
     with local_reparameterization():
         svi.evaluate_loss(X, Y)
-    assert guide.held_steps == 5
+        assert guide.trained_steps == 5 and guide.log_alpha_held is False
+        VariationalDropoutELBO().differentiable_loss(*_svi_parts(svi), X, Y).backward()
     _steps(svi, 1)
     assert not torch.equal(_log_alpha(guide), start)  # step K + 1 trains it
-    assert optim.optim_objs[psi].state[psi]["step"] == 1
+    assert guide.trained_steps == 6
+
+
+def _svi_parts(svi):
+    return svi.model, svi.guide
 
 
 def test_no_hold_by_default_for_deep_nets_and_none_asked():
@@ -66,7 +73,7 @@ def test_no_hold_by_default_for_deep_nets_and_none_asked():
     start = _log_alpha(guide)
     _steps(svi, 1)
     assert not torch.equal(_log_alpha(guide), start)
-    assert guide.held_steps == 0
+    assert guide.trained_steps == 2  # counted all the same
 
 
 def test_the_count_is_in_the_state_dict_and_a_checkpoint(tmp_path):
@@ -80,10 +87,10 @@ def test_the_count_is_in_the_state_dict_and_a_checkpoint(tmp_path):
     _, fresh, optim2, svi2 = _svi({"hold_log_alpha": 8})
     _steps(svi2, 1)
     load_checkpoint(path, optim=optim2, guide=fresh)
-    assert fresh.held_steps == 3
+    assert fresh.trained_steps == 3
     start = _log_alpha(fresh)
     _steps(svi2, 5)
-    assert fresh.held_steps == 8 and torch.equal(_log_alpha(fresh), start)
+    assert fresh.trained_steps == 8 and torch.equal(_log_alpha(fresh), start)
     _steps(svi2, 1)
     assert not torch.equal(_log_alpha(fresh), start)
 
@@ -105,7 +112,7 @@ def test_a_checkpoint_restores_the_count_into_a_guide_not_yet_run(tmp_path, coun
     fresh = AutoVariationalDropout(model, hold_log_alpha=8)
     optim2 = pyro.optim.Adam({"lr": 0.05})
     load_checkpoint(path, optim=optim2, guide=fresh)
-    assert fresh.held_steps == (3 if count_saved else 8)
+    assert fresh.trained_steps == (3 if count_saved else 8)
 
 
 def test_a_state_saved_without_the_count_is_past_the_hold():
@@ -113,7 +120,7 @@ def test_a_state_saved_without_the_count_is_past_the_hold():
     _steps(svi, 2)
     state = {k: v for k, v in guide.state_dict().items() if k != "_extra_state"}
     guide.load_state_dict(state)  # (as saved before the count existed)
-    assert guide.held_steps == 8
+    assert guide.trained_steps == 8
     start = _log_alpha(guide)
     _steps(svi, 1)
     assert not torch.equal(_log_alpha(guide), start)
@@ -144,7 +151,7 @@ def test_the_hold_on_the_module_route():
                 optimizer.step()
                 held = torch.equal(_log_alpha(guide), start)
                 assert held == (step < 3), step  # (the first call had no backward pass: not a step)
-    assert guide.held_steps == 3
+    assert guide.trained_steps == 4
 
 
 def test_log_alpha_drift_does_not_call_a_held_log_alpha_settled():
@@ -162,3 +169,35 @@ def test_log_alpha_drift_does_not_call_a_held_log_alpha_settled():
     assert not guide.log_alpha_held
     report = drift.update()
     assert report.held == 0 and report.to_dict()["held"] == 0
+
+
+def _plain_model(x, y):
+    w = pyro.sample("w", LogUniform(event_shape=(6,)))
+    with pyro.plate("data", x.shape[0]):
+        pyro.sample("y", dist.Normal(x @ w, 1.0), obs=y)
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.trace` is deprecated:DeprecationWarning")
+@pytest.mark.parametrize(
+    "elbo",
+    [
+        lambda: pyro.infer.Trace_ELBO(num_particles=3),
+        lambda: pyro.infer.TraceMeanField_ELBO(num_particles=3),
+        lambda: pyro.infer.JitTrace_ELBO(num_particles=2, ignore_jit_warnings=True),
+    ],
+    ids=["Trace_ELBO", "TraceMeanField_ELBO", "JitTrace_ELBO"],
+)
+def test_pyros_elbos_hold_for_k_steps(elbo):
+    """Trace_ELBO runs one backward pass per particle (counted once a step); JitTrace_ELBO compiles the
+    step at step 1, during the hold, and log α must still train after it."""
+    pyro.clear_param_store()
+    pyro.set_rng_seed(0)
+    guide = AutoVariationalDropout(_plain_model, parameterization="multiplicative", hold_log_alpha=3)
+    svi = pyro.infer.SVI(_plain_model, guide, pyro.optim.Adam({"lr": 0.05}), elbo())
+    values = []
+    for _ in range(5):
+        svi.step(X, Y)
+        values.append(guide.get_log_alpha("w").clone())
+    assert guide.trained_steps == 5
+    assert all(torch.equal(v, values[0]) for v in values[:3])
+    assert not torch.equal(values[3], values[2]) and not torch.equal(values[4], values[3])

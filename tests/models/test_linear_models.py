@@ -36,9 +36,9 @@ def _svi(model, X, y, epochs=300, batch=200):
             for start in range(0, N, batch):
                 index = order[start : start + batch]  # pyro.plate in the model scales by N / batch
                 svi.step(X[index], y[index])
-    # the linear models average their iterates; log α's average starts when its hold ends (500 steps)
-    assert guide.hold_log_alpha == 500 and guide.held_steps == 500
-    assert guide.apply_average() == epochs * (N // batch) - 500
+    # the linear models hold log α for 500 steps and average their iterates
+    assert guide.hold_log_alpha == 500 and guide.trained_steps == epochs * (N // batch)
+    assert guide.apply_average() == epochs * (N // batch)
     return guide.get_theta("net.weight")[0].numpy(), guide.get_log_alpha("net.weight")[0].numpy()
 
 
