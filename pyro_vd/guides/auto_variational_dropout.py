@@ -91,14 +91,26 @@ def _hook_once(hooks, key, tensor, hook):
 
 def _count_step(guide_ref, theta_ref, grad):
     """Count a training step of the guide: a backward pass that reaches its first θ after that θ changed
-    (its version counter moved: an optimizer step) or was replaced since the last one counted."""
+    (an optimizer step) or was replaced since the last one counted (see :func:`_theta_changed`)."""
     guide, theta = guide_ref(), theta_ref()
     if guide is None or theta is None:
         return
-    last = guide.__dict__.get("_counted")
-    if last is None or last[0]() is not theta or last[1] != theta._version:
-        guide.__dict__["_counted"] = (theta_ref, theta._version)
-        guide.__dict__["_trained_steps"] = guide.__dict__.get("_trained_steps", 0) + 1
+    if _theta_changed(guide.__dict__.get("_counted"), theta):
+        steps = guide.__dict__.get("_trained_steps", 0) + 1
+        guide.__dict__["_trained_steps"] = steps
+        # While a hold is pending, keep θ's values too: optimizers that write through ``.data`` (Pyro's
+        # ClippedAdam, AdagradRMSProp, DCTAdam) do not move the version counter.
+        snapshot = theta.detach().clone() if steps <= guide.hold_log_alpha else None
+        guide.__dict__["_counted"] = (theta_ref, theta._version, snapshot)
+
+
+def _theta_changed(counted, theta):
+    """Whether ``theta`` changed since ``counted`` = (its weak reference, version, values or None) was
+    recorded: another tensor, a moved version counter, or (where the values were kept) other values."""
+    if counted is None or counted[0]() is not theta or counted[1] != theta._version:
+        return True
+    snapshot = counted[2] if len(counted) > 2 else None
+    return snapshot is not None and not torch.equal(snapshot, theta.detach())
 
 
 def _zero_while_held(guide_ref, grad):
@@ -417,7 +429,9 @@ class AutoVariationalDropout(AutoGuide):
         """The training steps this guide has taken part in: backward passes through its first trainable θ
         with that θ changed since the last one counted (so several particles, accumulated micro-batches
         or an extra ``backward`` between two optimizer steps count once). Kept in the guide's
-        ``state_dict``; what ``hold_log_alpha`` counts."""
+        ``state_dict``; what ``hold_log_alpha`` counts. "Changed" is θ's version counter, and while a
+        hold is pending also θ's values: optimizers that write through ``.data`` (Pyro's ``ClippedAdam``,
+        ``AdagradRMSProp``) leave the counter, so after the hold their steps are not counted."""
         return self.__dict__.get("_trained_steps", 0)
 
     @property
@@ -434,7 +448,7 @@ class AutoVariationalDropout(AutoGuide):
         So the hold of a step does not depend on the order in which its backward pass runs the hooks."""
         last = self.__dict__.get("_counted")
         theta = last[0]() if last is not None else None
-        if theta is not None and theta._version == last[1]:
+        if theta is not None and not _theta_changed(last, theta):
             return self.trained_steps - 1
         return self.trained_steps
 

@@ -25,7 +25,15 @@ def test_runs_prunes_and_writes_results(tmp_path):
     assert len(result["history"]) == 3 and 0 <= result["test_error"] <= 1
     assert result["history"][0]["kl_weight"] == 0.0
     drift = result["history"][-1]["log_alpha_drift"]  # how many weights crossed log α = 3 that epoch
-    assert set(drift) == {"crossed", "newly_pruned", "near_threshold", "median_move", "heading", "settled"}
+    assert set(drift) == {
+        "crossed",
+        "newly_pruned",
+        "near_threshold",
+        "median_move",
+        "heading",
+        "held",
+        "settled",
+    }
     assert all(k in result["history"][-1] for k in ("data_term", "kl", "compression"))
     assert result["world_size"] == 1  # no process group: one process
     saved = json.loads((tmp_path / "results.json").read_text())

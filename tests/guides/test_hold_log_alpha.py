@@ -201,3 +201,19 @@ def test_pyros_elbos_hold_for_k_steps(elbo):
     assert guide.trained_steps == 5
     assert all(torch.equal(v, values[0]) for v in values[:3])
     assert not torch.equal(values[3], values[2]) and not torch.equal(values[4], values[3])
+
+
+@pytest.mark.parametrize(
+    "optim",
+    [lambda: pyro.optim.ClippedAdam({"lr": 0.05, "lrd": 0.999}), lambda: pyro.optim.AdagradRMSProp({})],
+    ids=["ClippedAdam", "AdagradRMSProp"],
+)
+def test_optimizers_that_write_through_data_end_the_hold(optim):
+    """Pyro's ClippedAdam and AdagradRMSProp update ``p.data``, which leaves the version counter where
+    it was: the count compares θ's values while a hold is pending."""
+    _, guide, _, svi = _svi({"hold_log_alpha": 3}, optim=optim())
+    _steps(svi, 3)
+    start = _log_alpha(guide)
+    assert guide.trained_steps == 3 and not guide.log_alpha_held
+    _steps(svi, 1)
+    assert guide.trained_steps == 4 and not torch.equal(_log_alpha(guide), start)

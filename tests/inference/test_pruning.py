@@ -85,8 +85,8 @@ def test_deterministic_reads_biases_where_the_forward_does():
 def test_every_reader_of_a_linear_models_guide_applies_the_models_rule():
     """A linear model's relevance rule is the evidence rule, log α ≤ τ(d); every reader of its guide —
     relevance (of the guide and of its InferenceData), keep_mask, sparsity, deterministic, LogAlphaDrift,
-    the plots — decides by that bound, so none keeps features the others prune (its guide starts at
-    τ(d) + 1 < 3, where Sparse VD's 3 would keep every feature)."""
+    the plots — decides by that bound, so none keeps features the others prune (the guide starts at
+    τ(d) + 1 < 3, where Sparse VD's 3 would keep every feature, with no hold)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -103,7 +103,8 @@ def test_every_reader_of_a_linear_models_guide_applies_the_models_rule():
     x = torch.randn(n, d, generator=g)
     y = 2.0 * x[:, 0] - x[:, 1] + 0.3 * torch.randn(n, generator=g)
     model = LinearRegression(d, num_data=n)
-    guide = AutoVariationalDropout(model)
+    start = evidence_log_alpha_threshold(d) + 1.0
+    guide = AutoVariationalDropout(model, init_log_alpha=start, hold_log_alpha=0)
     svi = pyro.infer.SVI(model, guide, pyro.optim.Adam({"lr": 0.02}), VariationalDropoutELBO())
     with local_reparameterization():
         for _ in range(300):
