@@ -9,6 +9,7 @@ sign erratum fixed). All methods here choose the constant so that :math:`\mathrm
 methods comparable.
 """
 
+import functools
 import math
 import numbers
 
@@ -188,9 +189,14 @@ def _floored_square(theta):
 
 
 def _constants(like, *values):
-    """0-dim tensors of ``values`` in ``like``'s dtype and device, for one-pass ``addcmul`` (filled on the
-    device: no copy from the host, which would wait for the device's queue)."""
-    return tuple(torch.full((), v, dtype=like.dtype, device=like.device) for v in values)
+    """0-dim tensors of ``values`` in ``like``'s dtype and device, for one-pass ``addcmul``: made once per
+    dtype and device (filled there: no copy from the host, which would wait for the device's queue)."""
+    return _cached_constants(like.dtype, like.device, values)
+
+
+@functools.lru_cache(maxsize=64)
+def _cached_constants(dtype, device, values):
+    return tuple(torch.full((), v, dtype=dtype, device=device) for v in values)
 
 
 def kl_log_uniform_additive_sum(theta, log_sigma2, method=DEFAULT_KL_METHOD):

@@ -109,8 +109,7 @@ def _theta_changed(counted, theta):
     recorded: another tensor, a moved version counter, or (where the values were kept) other values."""
     if counted is None or counted[0]() is not theta or counted[1] != theta._version:
         return True
-    snapshot = counted[2] if len(counted) > 2 else None
-    return snapshot is not None and not torch.equal(snapshot, theta.detach())
+    return counted[2] is not None and not torch.equal(counted[2], theta.detach())
 
 
 def _zero_while_held(guide_ref, grad):

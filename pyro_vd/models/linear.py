@@ -4,8 +4,12 @@ from torch import nn
 
 from .vd_model import VDModel
 
+#: The linear models' start of log α: dense (every feature in, α too small to shrink θ or to add noise
+#: that matters), 5.5–6 units below the evidence rule's bound τ(d) for d from 20 to 1000.
+LINEAR_INIT_LOG_ALPHA = -8.0
+
 #: What :class:`~pyro_vd.guides.AutoVariationalDropout` uses for a linear model's settings left at None
-#: (besides the start, :func:`linear_guide_defaults`). A linear model is not a deep net:
+#: (:func:`linear_guide_defaults`). A linear model is not a deep net:
 #:
 #: * the "shrinkage" parameterization θ = φ / (1 + α) keeps φ's optimum fixed while α moves (the
 #:   optimal θ given α is r / (S (1 + α)) for a linear model);
@@ -27,6 +31,7 @@ LINEAR_GUIDE_DEFAULTS = {
     "init_theta": "zeros",
     "averaging": 3.0,
     "log_alpha_scale": 5.0,
+    "init_log_alpha": LINEAR_INIT_LOG_ALPHA,
     "hold_log_alpha": 500,
 }
 
@@ -34,16 +39,12 @@ LINEAR_GUIDE_DEFAULTS = {
 #: the evidence rule of :mod:`pyro_vd.linear.relevance`, log α ≤ τ(d), as ``VDRegression`` applies it.
 LINEAR_RELEVANCE_RULE = "evidence"
 
-#: The linear models' start of log α: dense (every feature in, α too small to shrink θ or to add noise
-#: that matters), 5.5–6 units below the evidence rule's bound τ(d) for d from 20 to 1000.
-LINEAR_INIT_LOG_ALPHA = -8.0
-
 
 def linear_guide_defaults(n_features):
     r"""
-    The guide settings a linear model with ``n_features`` weights recommends: :data:`LINEAR_GUIDE_DEFAULTS`
-    and the dense start :math:`\log\alpha_0 = -8` (:data:`LINEAR_INIT_LOG_ALPHA`), held for the first
-    500 training steps (``hold_log_alpha``).
+    The guide settings a linear model with ``n_features`` weights recommends (a copy of
+    :data:`LINEAR_GUIDE_DEFAULTS`): among them the dense start :math:`\log\alpha_0 = -8`
+    (:data:`LINEAR_INIT_LOG_ALPHA`), held for the first 500 training steps (``hold_log_alpha``).
 
     Why this start and the hold, measured with ``pyro.optim.Adam({"lr": 1e-2})`` and 3000 steps on
     20 000 × 100 draws (``benchmarks/svi_agreement.py``, 20 seeds, independent and correlated features):
@@ -62,7 +63,7 @@ def linear_guide_defaults(n_features):
     ``n_features`` no longer changes the start (it did when the start followed τ(d)); it is kept so that
     models written against it still work.
     """
-    return {**LINEAR_GUIDE_DEFAULTS, "init_log_alpha": LINEAR_INIT_LOG_ALPHA}
+    return dict(LINEAR_GUIDE_DEFAULTS)
 
 
 class LinearRegression(VDModel):
