@@ -51,6 +51,32 @@ def _check_bound(name, value):
     return float(value)
 
 
+class _RefusePointMassGradient(torch.autograd.Function):
+    """The identity on a log density, whose backward pass raises where θ = 0 made q a point mass (a
+    Function, not a tensor hook: ``torch.jit.trace`` keeps it, so ``JitTrace_ELBO`` raises too)."""
+
+    @staticmethod
+    def forward(ctx, log_prob, point_mass):
+        ctx.save_for_backward(point_mass)
+        return log_prob.view_as(log_prob)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (point_mass,) = ctx.saved_tensors
+        zeros = int(point_mass.sum())
+        if zeros:
+            raise ValueError(
+                f"VDNormal.log_prob: theta is 0 at {zeros} of {point_mass.numel()} weights, where "
+                "q(w) = N(theta, alpha theta^2) is a point mass, and the gradient of log q(w) - log p(w) "
+                "at a sampled w is inf - inf (NaN). An ELBO that differentiates it (Trace_ELBO, "
+                "JitTrace_ELBO, TraceGraph_ELBO) needs theta away from 0: start it elsewhere (e.g. "
+                "AutoVariationalDropout(..., init_theta=1e-3), the linear models' default, instead of "
+                "init_theta='zeros'), or use an ELBO with the closed-form KL (pyro_vd's "
+                "VariationalDropoutELBO, or Pyro's TraceMeanField_ELBO)"
+            )
+        return grad, None
+
+
 class VDNormal(Normal):
     r"""
     The variational dropout family :math:`q(w) = \mathcal{N}(\theta, \alpha\theta^2)`
@@ -152,6 +178,28 @@ class VDNormal(Normal):
         carries no gradient; the variance αθ² and the KL keep the unpruned θ)."""
         kept = self.log_alpha.detach() < self.prune_above  # (the KL then reuses this log α)
         return torch.where(kept, self.theta, self.theta.new_zeros(()))
+
+    def log_prob(self, value):
+        r"""
+        :math:`\log\mathcal{N}(w \mid \theta, \alpha\theta^2)`, as :class:`~pyro.distributions.Normal`'s.
+
+        Where the scale follows θ (multiplicative, shrinkage, or a clipped log α) and some θ is 0 (θ² below
+        the smallest normal number of its dtype, where the scale is floored), q(w) is a point mass: the
+        value stays finite, but its gradient, like the log-uniform prior's at the sampled w ≈ 0, is
+        not (terms of ±1/θ that cancel only in exact arithmetic). An ELBO that differentiates
+        :math:`\log q(w) - \log p(w)` at a sample (Pyro's ``Trace_ELBO``, ``JitTrace_ELBO``,
+        ``TraceGraph_ELBO``) then made every parameter NaN at its first step, silently under
+        ``JitTrace_ELBO``. The backward pass through such a log density raises a ``ValueError``
+        instead. ELBOs that compute this density but take the closed-form KL
+        (``TraceMeanField_ELBO``; :class:`~pyro_vd.inference.VariationalDropoutELBO` never asks for
+        it) do not differentiate it, and train from θ = 0.
+        """
+        log_prob = super().log_prob(value)
+        if (self._multiplicative or self._clipped) and torch.is_grad_enabled() and log_prob.requires_grad:
+            theta = _working(self.theta.detach())
+            point_mass = theta.square() < torch.finfo(theta.dtype).tiny
+            log_prob = _RefusePointMassGradient.apply(log_prob, point_mass)
+        return log_prob
 
     @classmethod
     def from_log_alpha(cls, theta, log_alpha, **kwargs):

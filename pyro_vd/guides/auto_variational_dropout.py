@@ -167,12 +167,19 @@ class AutoVariationalDropout(AutoGuide):
         ``"exact"``); :class:`~pyro_vd.inference.VariationalDropoutELBO` may override it.
     :param init_theta: ``None`` — :math:`\theta \sim \mathcal{N}(0, 1/\text{fan\_in})`; a mapping such
         as a pretrained ``state_dict`` (keys are site names, or site names without the model's leading
-        ``"net."``), falling back to the default for sites it lacks; a callable ``site -> tensor``; or
-        ``"zeros"`` — θ = 0 (multiplicative, shrinkage; the linear models' recommendation): no weight noise
-        at the start (its variance is αθ²), so the data's gradient on θ has one sign from the first step
-        and a relevant weight never has to cross 0. From a random start, a weight that must change sign
-        passes θ ≈ 0, where nothing holds its α down; with log α learned 5 times as fast
-        (``log_alpha_scale``) and Adam(0.05), a coefficient of 2 was pruned in 2 of 8 draws.
+        ``"net."``), falling back to the default for sites it lacks; a callable ``site -> tensor``; a
+        real number c — θ = c at every weight (the linear models recommend c = 10⁻³,
+        :data:`~pyro_vd.models.linear.LINEAR_INIT_THETA`); or ``"zeros"`` — θ = 0 (multiplicative,
+        shrinkage). A small constant start leaves almost no weight noise at the start (its variance is
+        αθ²), so the data's gradient on θ has one sign from the first step and a relevant weight does not
+        wander through 0 under noise. From a random start, a weight that must change sign passes θ ≈ 0,
+        where nothing holds its α down; with log α learned 5 times as fast (``log_alpha_scale``) and
+        Adam(0.05), a coefficient of 2 was pruned in 2 of 8 draws. θ = 0 exactly, though, is a point
+        mass q(w) = δ(w): VariationalDropoutELBO and TraceMeanField_ELBO (closed-form KL) train from it,
+        but an ELBO that evaluates :math:`\log q(w) - \log p(w)` at a sampled w (``Trace_ELBO``,
+        ``JitTrace_ELBO``, ``TraceGraph_ELBO``) finds both infinite there, and
+        :meth:`VDNormal.log_prob <pyro_vd.distributions.VDNormal.log_prob>` refuses it with a
+        ``ValueError``; a start of 10⁻³ works with every ELBO.
     :param float init_log_sigma2: initial :math:`\log\sigma^2` (additive), −10 as in Sparse VD.
     :param float init_log_alpha: initial :math:`\log\alpha` (multiplicative, shrinkage), −4.
     :param float log_alpha_scale: c > 0 (multiplicative, shrinkage; 1 by default): the guide learns
@@ -304,11 +311,11 @@ class AutoVariationalDropout(AutoGuide):
             )
         self._parameterization = parameterization
         self.__dict__["_log_alpha_scale"] = float(log_alpha_scale)  # read-only: see log_alpha_scale
-        if isinstance(init_theta, str) and init_theta == "zeros" and not self._init_theta_recommended:
+        if _is_zero_start(init_theta) and not self._init_theta_recommended:
             if self._learns_log_sigma2_only():
                 raise ValueError(
-                    "init_theta='zeros' needs a learned log α (parameterization 'multiplicative' or "
-                    "'shrinkage'); this guide learns log σ² per weight, and θ = 0 would make α infinite"
+                    f"init_theta={init_theta!r} needs a learned log α (parameterization 'multiplicative' "
+                    "or 'shrinkage'); this guide learns log σ² per weight, and θ = 0 would make α infinite"
                 )
         if scale_given and self.log_alpha_scale != 1.0 and self._learns_log_sigma2_only():
             raise ValueError(
@@ -338,10 +345,18 @@ class AutoVariationalDropout(AutoGuide):
         if isinstance(init_theta, str):
             if init_theta != "zeros":
                 raise ValueError(
-                    f"init_theta must be None, 'zeros', a mapping or a callable; got {init_theta!r}"
+                    "init_theta must be None, 'zeros', a real number, a mapping or a callable; "
+                    f"got {init_theta!r}"
                 )
+        elif isinstance(init_theta, numbers.Real) and not isinstance(init_theta, bool):
+            if not is_finite_real(init_theta):
+                raise ValueError(f"init_theta must be a finite number; got {init_theta!r}")
+            init_theta = float(init_theta)
         elif init_theta is not None and not callable(init_theta) and not hasattr(init_theta, "get"):
-            raise TypeError("init_theta must be None, 'zeros', a mapping (e.g. a state_dict) or a callable")
+            raise TypeError(
+                "init_theta must be None, 'zeros', a real number, a mapping (e.g. a state_dict) or a "
+                f"callable; got {type(init_theta).__name__}"
+            )
         self.init_theta = init_theta
         self.init_log_sigma2 = float(init_log_sigma2)
         self.init_log_alpha = float(init_log_alpha)
@@ -504,15 +519,18 @@ class AutoVariationalDropout(AutoGuide):
     # ----------------------------------------------------------------------------------- set-up
     def _init_theta(self, site, generator, used_keys):
         name, shape = site["name"], site["fn"].shape()
-        if isinstance(self.init_theta, str):  # "zeros"
-            if self.parameterization(name) != "additive":
-                return torch.zeros(shape)
-            if not self.__dict__.get("_init_theta_recommended"):
+        if isinstance(self.init_theta, (str, float)):  # "zeros" or a constant
+            constant = 0.0 if isinstance(self.init_theta, str) else self.init_theta
+            recommended = self.__dict__.get("_init_theta_recommended")
+            if self.parameterization(name) != "additive" or (constant != 0.0 and not recommended):
+                return torch.full(shape, constant)
+            if not recommended:
                 raise ValueError(
-                    f"init_theta='zeros' needs a learned log α (parameterization 'multiplicative' or "
-                    f"'shrinkage'); site {name!r} learns log σ², and θ = 0 would make its α infinite"
+                    f"init_theta={self.init_theta!r} needs a learned log α (parameterization "
+                    f"'multiplicative' or 'shrinkage'); site {name!r} learns log σ², and θ = 0 would make "
+                    "its α infinite"
                 )
-            value = None  # the model's "zeros" on a site the user made additive: the random start
+            value = None  # the model's constant start on a site the user made additive: the random start
         elif callable(self.init_theta):
             value = self.init_theta(site)
         elif self.init_theta is not None:
@@ -652,7 +670,7 @@ class AutoVariationalDropout(AutoGuide):
     def _report_init_theta(self, used_keys):
         """A mapping ``init_theta`` that matches no site is an error; one that misses some sites, or
         has weight keys that match none, is reported."""
-        if self.init_theta is None or isinstance(self.init_theta, str) or callable(self.init_theta):
+        if self.init_theta is None or isinstance(self.init_theta, (str, float)) or callable(self.init_theta):
             return
         if not self._sites:
             return
@@ -1086,6 +1104,13 @@ def _copied(count, mean, last):
 def _same(a, b):
     """Whether tensors ``a`` and ``b`` hold the same values, NaN equal to NaN."""
     return torch.equal(a, b) or bool(torch.isclose(a, b, rtol=0.0, atol=0.0, equal_nan=True).all())
+
+
+def _is_zero_start(init_theta):
+    """Whether ``init_theta`` starts every θ at 0: ``"zeros"`` or the number 0."""
+    if isinstance(init_theta, str):
+        return init_theta == "zeros"
+    return is_finite_real(init_theta) and init_theta == 0
 
 
 def _check_averaging(averaging):

@@ -8,6 +8,12 @@ from .vd_model import VDModel
 #: that matters), 5.5–6 units below the evidence rule's bound τ(d) for d from 20 to 1000.
 LINEAR_INIT_LOG_ALPHA = -8.0
 
+#: The linear models' start of θ: 10⁻³ at every weight, next to 0 (the weight noise αθ² is then
+#: negligible and the data's first gradient on θ has one sign) but not at it: θ = 0 is a point mass,
+#: where an ELBO that samples w (Pyro's ``Trace_ELBO``, ``JitTrace_ELBO``, ``TraceGraph_ELBO``) finds
+#: log q(w) and the log-uniform log p(w) both infinite, which gave NaN from the first step.
+LINEAR_INIT_THETA = 1e-3
+
 #: What :class:`~pyro_vd.guides.AutoVariationalDropout` uses for a linear model's settings left at None
 #: (:func:`linear_guide_defaults`). A linear model is not a deep net:
 #:
@@ -19,8 +25,9 @@ LINEAR_INIT_LOG_ALPHA = -8.0
 #: * log α learned as 5ψ (``log_alpha_scale``): a relevant feature's log α travels 4–7 units from the
 #:   start, and Adam's step on a noisy gradient is far below its learning rate (see
 #:   :func:`linear_guide_defaults`);
-#: * θ starts at 0 (``init_theta="zeros"``): without weight noise at the start the data's gradient on
-#:   θ has one sign, so no relevant weight passes through θ ≈ 0 on its way;
+#: * θ starts next to 0 (``init_theta`` = :data:`LINEAR_INIT_THETA`): with next to no weight noise at
+#:   the start the data's gradient on θ has one sign, so no relevant weight wanders through θ ≈ 0 under
+#:   noise on its way;
 #: * log α is held at its dense start for the first 500 steps (``hold_log_alpha``): θ first reaches the
 #:   least-squares-like solution, then α moves, so that neither a transient of θ (a feature borrowing a
 #:   correlated neighbour's weight) nor a θ still on its way decides which features are pruned.
@@ -28,7 +35,7 @@ LINEAR_INIT_LOG_ALPHA = -8.0
 #: Measured in benchmarks/svi_agreement.py.
 LINEAR_GUIDE_DEFAULTS = {
     "parameterization": "shrinkage",
-    "init_theta": "zeros",
+    "init_theta": LINEAR_INIT_THETA,
     "averaging": 3.0,
     "log_alpha_scale": 5.0,
     "init_log_alpha": LINEAR_INIT_LOG_ALPHA,

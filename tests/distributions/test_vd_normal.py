@@ -75,6 +75,51 @@ def test_multiplicative_zero_theta_has_positive_scale():
     assert (q.scale > 0).all() and torch.isfinite(q.log_prob(torch.tensor([0.0, 2.0]))).all()
 
 
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda theta: VDNormal.from_log_alpha(theta, torch.full_like(theta, -8.0)),
+        lambda theta: VDNormal(theta, torch.full_like(theta, -10.0), max_log_alpha=8.0),  # clipped
+    ],
+    ids=["multiplicative", "clipped"],
+)
+def test_log_prob_refuses_to_differentiate_the_point_mass_at_theta_zero(make):
+    # where the scale is √α|θ|, θ = 0 is a point mass: the gradient of a sampled ELBO's
+    # log q(w) − log p(w) is NaN there (measured: Pyro's Trace_ELBO NaN from the first step); the
+    # value stays finite (TraceMeanField_ELBO computes it and takes the KL), its backward pass refuses
+    theta = torch.tensor([0.0, 0.5, -1.0], requires_grad=True)
+    q = make(theta)
+    w = q.rsample()
+    log_prob = q.log_prob(w)
+    assert torch.isfinite(log_prob).all()
+    with pytest.raises(ValueError, match=r"theta is 0 at 1 of 3 weights.*init_theta=1e-3"):
+        (log_prob + w.abs().log()).sum().backward()
+    with pytest.raises(ValueError, match="theta is 0"):  # also through .to_event(), as Pyro calls it
+        q.to_event(1).log_prob(q.rsample()).backward()
+    # the subnormal θ that float32 cannot square is a point mass too; a small θ is not
+    subnormal = torch.tensor([1e-30, 0.5, -1.0], requires_grad=True)
+    with pytest.raises(ValueError, match="theta is 0 at 1 of 3"):
+        make(subnormal).log_prob(torch.zeros(3)).sum().backward()
+    theta = torch.tensor([1e-3, 0.5, -1.0], requires_grad=True)
+    q = make(theta)
+    w = q.rsample()
+    log_prob = q.log_prob(w)
+    assert torch.allclose(log_prob, Normal(theta, q.scale).log_prob(w))
+    (log_prob + w.abs().log()).sum().backward()  # log q(w) − log p(w) under the log-uniform prior
+    assert torch.isfinite(theta.grad).all()
+    with torch.no_grad():  # nothing to refuse where nothing is differentiated
+        assert torch.isfinite(make(torch.zeros(3)).log_prob(torch.zeros(3))).all()
+
+
+def test_log_prob_of_the_additive_parameterization_is_finite_at_theta_zero():
+    # with log σ² learned, θ = 0 still has its spread σ: nothing to refuse
+    theta = torch.tensor([0.0, 1.0], requires_grad=True)
+    q = VDNormal(theta, torch.tensor([-4.0, -4.0]))
+    w = q.rsample()
+    (q.log_prob(w) + w.abs().log()).sum().backward()
+    assert torch.isfinite(theta.grad).all()
+
+
 def test_clip_is_consistent_for_noise_and_kl():
     theta = torch.tensor([1.0, 2.0, -0.5, 0.1])
     log_sigma2 = torch.tensor([3.0, -20.0, -1.0, 1.0])

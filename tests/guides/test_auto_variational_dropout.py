@@ -1,3 +1,5 @@
+import math
+
 import pyro
 import pyro.distributions as dist
 import pytest
@@ -128,8 +130,12 @@ def test_bad_arguments():
         AutoVariationalDropout(_mlp(), kl_method="mc")
     with pytest.raises(ValueError, match="min_log_alpha"):
         AutoVariationalDropout(_mlp(), min_log_alpha=1.0, max_log_alpha=0.0)
-    with pytest.raises(TypeError, match="init_theta"):
-        AutoVariationalDropout(_mlp(), init_theta=3.0)
+    for bad in (True, torch.tensor(3.0), b"zeros"):
+        with pytest.raises(TypeError, match="init_theta must be None, 'zeros', a real number"):
+            AutoVariationalDropout(_mlp(), init_theta=bad)
+    for bad in (math.nan, math.inf):
+        with pytest.raises(ValueError, match="init_theta must be a finite number"):
+            AutoVariationalDropout(_mlp(), init_theta=bad)
     # rejected when the guide is built, not at the first step
     for granularity in ("output", {"net.0.weight": "layer"}):
         with pytest.raises(ValueError, match="needs parameterization='multiplicative'"):
