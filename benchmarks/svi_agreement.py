@@ -6,10 +6,12 @@ exact estimator's rule (the evidence rule, log α ≤ τ(d)) applied to both and
 log α lies within 1 of τ(d) left out (:func:`pyro_vd.experiments.ard.agreement`); the largest relative
 θ error of the features relevant in both (also in posterior standard deviations) and of the truly
 relevant ones; the noise scale against ``VDRegression``'s; and the time. ``--averaging``,
-``--init-log-alpha``, ``--log-alpha-scale`` and ``--hold-log-alpha`` override the guide's defaults
-(``--averaging -1`` turns the iterate averaging off) and ``--adam-betas`` Adam's (torch's 0.9 0.999) to
-compare them; ``--rule sparse_vd`` compares log α ≤ 3 with the plain VD optimum instead. The previous
-defaults of the linear models: ``--init-log-alpha -1.294 --hold-log-alpha 0`` (d = 100).
+``--init-log-alpha``, ``--log-alpha-scale``, ``--hold-log-alpha`` and ``--train-prune`` override the
+guide's defaults (``--averaging -1`` turns the iterate averaging off) and ``--adam-betas`` Adam's
+(torch's 0.9 0.999) to compare them; ``--rule sparse_vd`` compares log α ≤ 3 with the plain VD
+optimum instead. The previous defaults of the linear models: ``--train-prune none`` before train-time
+pruning, and ``--init-log-alpha -1.294 --hold-log-alpha 0 --train-prune none`` before the hold
+(d = 100).
 
 SVI uses what a user gets by default: ``AutoVariationalDropout(LinearRegression(d, num_data=n))`` (or
 ``LogisticRegression``), ``pyro.optim.Adam({"lr": 1e-2})``, 3000 steps under
@@ -109,6 +111,10 @@ def main(argv=None):
         "--hold-log-alpha", type=int, help="the guide's hold_log_alpha K (default: the model's)"
     )
     parser.add_argument(
+        "--train-prune",
+        help="the guide's train_prune: a log α, or 'none' (default: the model's, the evidence bound τ(d))",
+    )
+    parser.add_argument(
         "--adam-betas",
         type=float,
         nargs=2,
@@ -133,6 +139,8 @@ def main(argv=None):
         guide_kwargs["log_alpha_scale"] = args.log_alpha_scale
     if args.hold_log_alpha is not None:
         guide_kwargs["hold_log_alpha"] = args.hold_log_alpha
+    if args.train_prune is not None:
+        guide_kwargs["train_prune"] = False if args.train_prune == "none" else float(args.train_prune)
     rows = []
     print(
         "| task | generator | n | seed | batch % | sym. diff. | near thr. | pruned SVI/exact | true kept "

@@ -1,5 +1,6 @@
 """The variational dropout posterior q(w) = N(θ, αθ²)."""
 
+import math
 import numbers
 
 import torch
@@ -53,26 +54,27 @@ def _check_bound(name, value):
 
 class _RefusePointMassGradient(torch.autograd.Function):
     """The identity on a log density, whose backward pass raises where θ = 0 made q a point mass (a
-    Function, not a tensor hook: ``torch.jit.trace`` keeps it, so ``JitTrace_ELBO`` raises too)."""
+    Function, not a tensor hook: ``torch.jit.trace`` keeps it, so ``JitTrace_ELBO`` raises too).
+    ``degenerate`` has θ's shape (the entries of q, before any broadcast)."""
 
     @staticmethod
-    def forward(ctx, log_prob, point_mass):
-        ctx.save_for_backward(point_mass)
+    def forward(ctx, log_prob, degenerate):
+        ctx.save_for_backward(degenerate)
         return log_prob.view_as(log_prob)
 
     @staticmethod
     def backward(ctx, grad):
-        (point_mass,) = ctx.saved_tensors
-        zeros = int(point_mass.sum())
-        if zeros:
+        (degenerate,) = ctx.saved_tensors
+        count = int(degenerate.sum())
+        if count:
             raise ValueError(
-                f"VDNormal.log_prob: theta is 0 at {zeros} of {point_mass.numel()} weights, where "
-                "q(w) = N(theta, alpha theta^2) is a point mass, and the gradient of log q(w) - log p(w) "
-                "at a sampled w is inf - inf (NaN). An ELBO that differentiates it (Trace_ELBO, "
-                "JitTrace_ELBO, TraceGraph_ELBO) needs theta away from 0: start it elsewhere (e.g. "
-                "AutoVariationalDropout(..., init_theta=1e-3), the linear models' default, instead of "
-                "init_theta='zeros'), or use an ELBO with the closed-form KL (pyro_vd's "
-                "VariationalDropoutELBO, or Pyro's TraceMeanField_ELBO)"
+                f"VDNormal.log_prob: theta is 0 (or its variance alpha theta^2 underflows) at {count} of "
+                f"{degenerate.numel()} entries of q(w) = N(theta, alpha theta^2), a point mass there, and "
+                "the gradient of log q(w) - log p(w) at a sampled w is not finite. An ELBO that "
+                "differentiates it (Trace_ELBO, JitTrace_ELBO, TraceGraph_ELBO) needs theta away from "
+                "0: start it elsewhere (AutoVariationalDropout(..., init_theta='near_zero') rather than "
+                "'zeros'), or use an ELBO with the closed-form KL (pyro_vd's VariationalDropoutELBO, or "
+                "Pyro's TraceMeanField_ELBO)"
             )
         return grad, None
 
@@ -121,6 +123,9 @@ class VDNormal(Normal):
         weight past the pruning threshold adds only noise to the activations, as it adds nothing to the
         pruned network at test time; the variance :math:`\alpha\theta^2` and the KL keep the unpruned
         θ (``loc`` is then not θ: ``theta`` is).
+    :param prune_log_alpha: optional log α that the pruning reads instead of this q's own (clipped) one,
+        broadcast to θ's shape and detached: e.g. an iterate average of log α, steadier than the live
+        iterate (:class:`~pyro_vd.guides.AutoVariationalDropout` passes its average).
     :param str kl_method: how the KL to :class:`LogUniform` is computed.
     """
 
@@ -135,6 +140,7 @@ class VDNormal(Normal):
         min_log_alpha=None,
         max_log_alpha=None,
         prune_above=None,
+        prune_log_alpha=None,
         kl_method=DEFAULT_KL_METHOD,
         validate_args=None,
     ):
@@ -160,7 +166,9 @@ class VDNormal(Normal):
         else:
             self._raw_log_sigma2 = raw
         self.prune_above = _check_bound("prune_above", prune_above)
-        self.loc = self.theta if self.prune_above is None else self._pruned_loc()
+        if prune_log_alpha is not None and self.prune_above is None:
+            raise ValueError("prune_log_alpha is what prune_above is compared with; give prune_above too")
+        self.loc = self.theta if self.prune_above is None else self._pruned_loc(prune_log_alpha)
         # Normal.__init__ is skipped: the scale is computed only when something asks for it (the local
         # reparameterization and the KL never do).
         super(torch.distributions.Normal, self).__init__(self.theta.shape, validate_args=validate_args)
@@ -173,32 +181,37 @@ class VDNormal(Normal):
                         f"Expected parameter {label} of VDNormal to be finite real numbers, but found {found}"
                     )
 
-    def _pruned_loc(self):
-        """θ with the weights whose (clipped) log α is at or above ``prune_above`` set to 0 (the mask
-        carries no gradient; the variance αθ² and the KL keep the unpruned θ)."""
-        kept = self.log_alpha.detach() < self.prune_above  # (the KL then reuses this log α)
+    def _pruned_loc(self, prune_log_alpha=None):
+        """θ with the weights whose (clipped) log α — or ``prune_log_alpha`` — is at or above
+        ``prune_above`` set to 0 (the mask carries no gradient; the variance αθ² and the KL keep the
+        unpruned θ)."""
+        if prune_log_alpha is None:
+            prune_log_alpha = self.log_alpha  # (the KL then reuses this log α)
+        kept = torch.as_tensor(prune_log_alpha).detach().expand(self.theta.shape) < self.prune_above
         return torch.where(kept, self.theta, self.theta.new_zeros(()))
 
     def log_prob(self, value):
         r"""
         :math:`\log\mathcal{N}(w \mid \theta, \alpha\theta^2)`, as :class:`~pyro.distributions.Normal`'s.
 
-        Where the scale follows θ (multiplicative, shrinkage, or a clipped log α) and some θ is 0 (θ² below
-        the smallest normal number of its dtype, where the scale is floored), q(w) is a point mass: the
-        value stays finite, but its gradient, like the log-uniform prior's at the sampled w ≈ 0, is
-        not (terms of ±1/θ that cancel only in exact arithmetic). An ELBO that differentiates
-        :math:`\log q(w) - \log p(w)` at a sample (Pyro's ``Trace_ELBO``, ``JitTrace_ELBO``,
-        ``TraceGraph_ELBO``) then made every parameter NaN at its first step, silently under
-        ``JitTrace_ELBO``. The backward pass through such a log density raises a ``ValueError``
-        instead. ELBOs that compute this density but take the closed-form KL
+        Where the scale follows θ (multiplicative, shrinkage, or a clipped log α), θ = 0 makes q(w) a
+        point mass. An ELBO that differentiates :math:`\log q(w) - \log p(w)` at a sample w = θ + σε
+        (Pyro's ``Trace_ELBO``, ``JitTrace_ELBO``, ``TraceGraph_ELBO``) relies on its ±1/θ terms
+        cancelling: where θ² is floored (below the smallest normal number of its dtype) the scale no
+        longer follows θ and the gradient is 1/w ≈ 10¹⁹ and up, and where the variance αθ² underflows
+        it is NaN (measured: every parameter NaN at the first step from θ = 0, silently under
+        ``JitTrace_ELBO``). The value stays finite, but the backward pass through such a log density
+        raises a ``ValueError``. ELBOs that compute this density but take the closed-form KL
         (``TraceMeanField_ELBO``; :class:`~pyro_vd.inference.VariationalDropoutELBO` never asks for
         it) do not differentiate it, and train from θ = 0.
         """
         log_prob = super().log_prob(value)
         if (self._multiplicative or self._clipped) and torch.is_grad_enabled() and log_prob.requires_grad:
-            theta = _working(self.theta.detach())
-            point_mass = theta.square() < torch.finfo(theta.dtype).tiny
-            log_prob = _RefusePointMassGradient.apply(log_prob, point_mass)
+            tiny = torch.finfo(_working(self.theta).dtype).tiny
+            degenerate = (_working(self.theta.detach()).square() < tiny) | (
+                _working(self.log_sigma2.detach()) < math.log(tiny)
+            )
+            log_prob = _RefusePointMassGradient.apply(log_prob, degenerate)
         return log_prob
 
     @classmethod

@@ -31,6 +31,10 @@ from ..distributions.vd_normal import VDNormal
 
 GRANULARITIES = ("weight", "output", "input", "layer", "shared")
 PARAMETERIZATIONS = ("additive", "multiplicative", "shrinkage")
+#: The starts of θ at or next to 0 (``init_theta``), for sites that learn log α.
+STARTS_AT_ZERO = ("zeros", "near_zero")
+#: The standard deviation of ``init_theta="near_zero"``: θ ~ N(0, NEAR_ZERO_SCALE²).
+NEAR_ZERO_SCALE = 1e-3
 #: The settings a model may recommend through a ``guide_defaults`` mapping (used where left at None).
 MODEL_DEFAULTS = (
     "parameterization",
@@ -40,6 +44,7 @@ MODEL_DEFAULTS = (
     "log_alpha_scale",
     "averaging",
     "hold_log_alpha",
+    "train_prune",
 )
 #: The names of the log α parameters, per site and shared; with ``log_alpha_scale`` c ≠ 1 they end in
 #: ``_x`` and c (``log_alphas_x5``, ``shared_log_alpha_x2p5``), so that values saved with one c are never
@@ -167,19 +172,21 @@ class AutoVariationalDropout(AutoGuide):
         ``"exact"``); :class:`~pyro_vd.inference.VariationalDropoutELBO` may override it.
     :param init_theta: ``None`` — :math:`\theta \sim \mathcal{N}(0, 1/\text{fan\_in})`; a mapping such
         as a pretrained ``state_dict`` (keys are site names, or site names without the model's leading
-        ``"net."``), falling back to the default for sites it lacks; a callable ``site -> tensor``; a
-        real number c — θ = c at every weight (the linear models recommend c = 10⁻³,
-        :data:`~pyro_vd.models.linear.LINEAR_INIT_THETA`); or ``"zeros"`` — θ = 0 (multiplicative,
-        shrinkage). A small constant start leaves almost no weight noise at the start (its variance is
-        αθ²), so the data's gradient on θ has one sign from the first step and a relevant weight does not
-        wander through 0 under noise. From a random start, a weight that must change sign passes θ ≈ 0,
-        where nothing holds its α down; with log α learned 5 times as fast (``log_alpha_scale``) and
-        Adam(0.05), a coefficient of 2 was pruned in 2 of 8 draws. θ = 0 exactly, though, is a point
-        mass q(w) = δ(w): VariationalDropoutELBO and TraceMeanField_ELBO (closed-form KL) train from it,
-        but an ELBO that evaluates :math:`\log q(w) - \log p(w)` at a sampled w (``Trace_ELBO``,
-        ``JitTrace_ELBO``, ``TraceGraph_ELBO``) finds both infinite there, and
-        :meth:`VDNormal.log_prob <pyro_vd.distributions.VDNormal.log_prob>` refuses it with a
-        ``ValueError``; a start of 10⁻³ works with every ELBO.
+        ``"net."``), falling back to the default for sites it lacks; a callable ``site -> tensor``;
+        ``"near_zero"`` — :math:`\theta \sim \mathcal{N}(0, (10^{-3})^2)` (:data:`NEAR_ZERO_SCALE`; the
+        linear models' recommendation); or ``"zeros"`` — θ = 0. Both of the last two need a learned
+        log α (multiplicative, shrinkage): with log σ² learned, θ ≈ 0 would make α huge. A start next
+        to 0 leaves next to no weight noise (its variance is αθ²), so the data's gradient on θ has one
+        sign from the first step and a relevant weight does not wander through 0 under noise. From the
+        random start, a weight that must change sign passes θ ≈ 0, where nothing holds its α down; with
+        log α learned 5 times as fast (``log_alpha_scale``) and Adam(0.05), a coefficient of 2 was
+        pruned in 2 of 8 draws. θ = 0 exactly, though, is a point mass q(w) = δ(w):
+        VariationalDropoutELBO and TraceMeanField_ELBO (closed-form KL) train from it, but an ELBO that
+        differentiates :math:`\log q(w) - \log p(w)` at a sampled w (``Trace_ELBO``, ``JitTrace_ELBO``,
+        ``TraceGraph_ELBO``) cannot, and :meth:`VDNormal.log_prob
+        <pyro_vd.distributions.VDNormal.log_prob>` refuses it. ``"near_zero"`` is random so that no
+        learning rate cancels it: from a constant start c, Adam's first step (± its learning rate) put
+        θ on 0 whenever the learning rate was c.
     :param float init_log_sigma2: initial :math:`\log\sigma^2` (additive), −10 as in Sparse VD.
     :param float init_log_alpha: initial :math:`\log\alpha` (multiplicative, shrinkage), −4.
     :param float log_alpha_scale: c > 0 (multiplicative, shrinkage; 1 by default): the guide learns
@@ -192,10 +199,11 @@ class AutoVariationalDropout(AutoGuide):
         still lay 1.2–1.8 above their optimum after 3000 steps with c = 1, which left weakly relevant
         features pruned and θ biased (``benchmarks/svi_agreement.py``).
 
-    ``parameterization``, ``init_log_sigma2``, ``init_log_alpha``, ``log_alpha_scale``, ``averaging`` and
-    ``hold_log_alpha`` left at ``None`` take the model's recommendation when it has a ``guide_defaults``
-    mapping (the linear models of :mod:`pyro_vd.models.linear` recommend ``"shrinkage"``, averaging with
-    η = 3, c = 5, and a dense start log α = −8 held for 500 steps,
+    The settings of :data:`MODEL_DEFAULTS` (``parameterization``, ``init_theta``, ``init_log_sigma2``,
+    ``init_log_alpha``, ``log_alpha_scale``, ``averaging``, ``hold_log_alpha``, ``train_prune``) left at
+    ``None`` take the model's recommendation when it has a ``guide_defaults`` mapping (the linear models
+    of :mod:`pyro_vd.models.linear` recommend ``"shrinkage"``, θ started ``"near_zero"``, averaging with
+    η = 3, c = 5, a dense start log α = −8 held for 500 steps and train-time pruning at τ(d),
     :func:`~pyro_vd.models.linear.linear_guide_defaults`: a linear model is not a deep net), else the
     values above.
     :param int init_seed: seed of the initialization's own generator. By default one is drawn from
@@ -225,7 +233,21 @@ class AutoVariationalDropout(AutoGuide):
         ``train_clip``, at 3): the weights the guide samples have mean :math:`\theta` only where
         :math:`\log\alpha` is below it (0 elsewhere; the noise and the KL unchanged), so that training
         sees the network the pruning rule will deploy (:class:`~pyro_vd.distributions.VDNormal`'s
-        ``prune_above``). Readouts (``get_theta``, ``posterior``) report the unpruned θ.
+        ``prune_above``). Readouts (``get_theta``, ``posterior``) report the unpruned θ. With
+        ``averaging``, a site that learns log α is pruned by the iterate average of its log α (what
+        :func:`~pyro_vd.analysis.relevance` reads after :meth:`apply_average`) once that holds a step:
+        the live iterate of small minibatches jitters by a unit or more, and a weakly relevant weight
+        it carried past the bound lost its mean, then for good (2 of 12 linear fits at 0.1 % batches
+        in ``benchmarks/svi_agreement.py``). Until the average holds a step (at the start, and after
+        :meth:`reset_average`, :meth:`apply_average`, a loaded state or ``.to()``) and in a step compiled
+        by ``JitTrace_ELBO`` (which would keep a stale copy of the average) the live log α decides. A
+        weight exactly at the bound is pruned here (log α < bound is kept, as in the Sparse VD code),
+        while :func:`~pyro_vd.analysis.relevance` keeps log α ≤ bound; they differ only there. The
+        linear models recommend the evidence bound τ(d) that :func:`~pyro_vd.analysis.relevance`
+        applies to them (:func:`~pyro_vd.models.linear.linear_guide_defaults`): a feature past it
+        leaves the model, as in ``VDRegression``'s and ``VDClassifier``'s search, and the kept
+        features' θ are fitted without it. ``False`` turns a recommended pruning off. The setting is
+        not saved in checkpoints: a run resumed with another ``train_prune`` follows it from there.
     :param int hold_log_alpha: K ≥ 0 (0 by default for deep nets): for the first K **training steps**
         (:attr:`trained_steps`) the learned log α (multiplicative, shrinkage; not log σ² of additive
         sites) is held at its start — the guide zeroes its gradient, so the optimizer sees zeros for it
@@ -284,6 +306,14 @@ class AutoVariationalDropout(AutoGuide):
             averaging = recommended.get("averaging")
         if hold_log_alpha is None:
             hold_log_alpha = recommended.get("hold_log_alpha", 0)
+        if train_prune is None:
+            train_prune = recommended.get("train_prune")
+        elif train_prune is False:  # off, also where the model recommends it
+            train_prune = None
+        elif not isinstance(train_prune, numbers.Real) or isinstance(train_prune, bool):
+            raise TypeError(
+                f"train_prune must be a real number (a log α), None or False; got {train_prune!r}"
+            )
         if isinstance(hold_log_alpha, bool) or not isinstance(hold_log_alpha, numbers.Integral):
             raise TypeError(f"hold_log_alpha must be an int (a number of steps); got {hold_log_alpha!r}")
         if hold_log_alpha < 0:
@@ -311,11 +341,11 @@ class AutoVariationalDropout(AutoGuide):
             )
         self._parameterization = parameterization
         self.__dict__["_log_alpha_scale"] = float(log_alpha_scale)  # read-only: see log_alpha_scale
-        if _is_zero_start(init_theta) and not self._init_theta_recommended:
+        if isinstance(init_theta, str) and init_theta in STARTS_AT_ZERO and not self._init_theta_recommended:
             if self._learns_log_sigma2_only():
                 raise ValueError(
                     f"init_theta={init_theta!r} needs a learned log α (parameterization 'multiplicative' "
-                    "or 'shrinkage'); this guide learns log σ² per weight, and θ = 0 would make α infinite"
+                    "or 'shrinkage'); this guide learns log σ² per weight, and θ ≈ 0 would make α huge"
                 )
         if scale_given and self.log_alpha_scale != 1.0 and self._learns_log_sigma2_only():
             raise ValueError(
@@ -343,18 +373,14 @@ class AutoVariationalDropout(AutoGuide):
         self.max_log_alpha = max_log_alpha
         self.train_prune = train_prune
         if isinstance(init_theta, str):
-            if init_theta != "zeros":
+            if init_theta not in STARTS_AT_ZERO:
                 raise ValueError(
-                    "init_theta must be None, 'zeros', a real number, a mapping or a callable; "
+                    "init_theta must be None, 'zeros', 'near_zero', a mapping or a callable; "
                     f"got {init_theta!r}"
                 )
-        elif isinstance(init_theta, numbers.Real) and not isinstance(init_theta, bool):
-            if not is_finite_real(init_theta):
-                raise ValueError(f"init_theta must be a finite number; got {init_theta!r}")
-            init_theta = float(init_theta)
         elif init_theta is not None and not callable(init_theta) and not hasattr(init_theta, "get"):
             raise TypeError(
-                "init_theta must be None, 'zeros', a real number, a mapping (e.g. a state_dict) or a "
+                "init_theta must be None, 'zeros', 'near_zero', a mapping (e.g. a state_dict) or a "
                 f"callable; got {type(init_theta).__name__}"
             )
         self.init_theta = init_theta
@@ -519,18 +545,18 @@ class AutoVariationalDropout(AutoGuide):
     # ----------------------------------------------------------------------------------- set-up
     def _init_theta(self, site, generator, used_keys):
         name, shape = site["name"], site["fn"].shape()
-        if isinstance(self.init_theta, (str, float)):  # "zeros" or a constant
-            constant = 0.0 if isinstance(self.init_theta, str) else self.init_theta
-            recommended = self.__dict__.get("_init_theta_recommended")
-            if self.parameterization(name) != "additive" or (constant != 0.0 and not recommended):
-                return torch.full(shape, constant)
-            if not recommended:
+        if isinstance(self.init_theta, str):  # "zeros" or "near_zero"
+            if self.parameterization(name) != "additive":
+                if self.init_theta == "zeros":
+                    return torch.zeros(shape)
+                return NEAR_ZERO_SCALE * torch.randn(shape, generator=generator)
+            if not self.__dict__.get("_init_theta_recommended"):
                 raise ValueError(
                     f"init_theta={self.init_theta!r} needs a learned log α (parameterization "
-                    f"'multiplicative' or 'shrinkage'); site {name!r} learns log σ², and θ = 0 would make "
-                    "its α infinite"
+                    f"'multiplicative' or 'shrinkage'); site {name!r} learns log σ², and θ ≈ 0 would make "
+                    "its α huge"
                 )
-            value = None  # the model's constant start on a site the user made additive: the random start
+            value = None  # the model's start on a site the user made additive: the random start
         elif callable(self.init_theta):
             value = self.init_theta(site)
         elif self.init_theta is not None:
@@ -670,7 +696,7 @@ class AutoVariationalDropout(AutoGuide):
     def _report_init_theta(self, used_keys):
         """A mapping ``init_theta`` that matches no site is an error; one that misses some sites, or
         has weight keys that match none, is reported."""
-        if self.init_theta is None or isinstance(self.init_theta, (str, float)) or callable(self.init_theta):
+        if self.init_theta is None or isinstance(self.init_theta, str) or callable(self.init_theta):
             return
         if not self._sites:
             return
@@ -951,12 +977,28 @@ class AutoVariationalDropout(AutoGuide):
         parameterization = self.parameterization(name)
         if parameterization == "additive":
             return VDNormal(theta, self._param("log_sigma2s", name), **kwargs)
+        if "prune_above" in kwargs:
+            kwargs["prune_log_alpha"] = self._averaged_log_alpha(name)
         log_alpha = self._log_alpha_param(name).expand(theta.shape)
         if parameterization == "shrinkage":  # θ = φ / (1 + α), with α as VDNormal clips it
             if self.min_log_alpha is not None or self.max_log_alpha is not None:
                 log_alpha = log_alpha.clamp(self.min_log_alpha, self.max_log_alpha)
             theta = theta * torch.sigmoid(-log_alpha)
         return VDNormal.from_log_alpha(theta, log_alpha, **kwargs)
+
+    def _averaged_log_alpha(self, name):
+        """The iterate average of site ``name``'s learned log α (c · ψ̄, clipped as VDNormal clips), or
+        None without ``averaging`` or before the average holds a step."""
+        if self.averaging is None or torch.jit.is_tracing():  # a traced step would keep a stale copy
+            return None
+        leaf = self._log_alpha_leaf(name)
+        for average in self.__dict__.get("_averages", {}).values():
+            if average.tensor() is leaf and average.mean is not None:
+                log_alpha = average.mean * self.log_alpha_scale
+                if self.min_log_alpha is not None or self.max_log_alpha is not None:
+                    log_alpha = log_alpha.clamp(self.min_log_alpha, self.max_log_alpha)
+                return log_alpha
+        return None
 
     def _noise_posterior(self, name):
         prior = _base(self._noise_sites[name]["fn"])
@@ -1104,13 +1146,6 @@ def _copied(count, mean, last):
 def _same(a, b):
     """Whether tensors ``a`` and ``b`` hold the same values, NaN equal to NaN."""
     return torch.equal(a, b) or bool(torch.isclose(a, b, rtol=0.0, atol=0.0, equal_nan=True).all())
-
-
-def _is_zero_start(init_theta):
-    """Whether ``init_theta`` starts every θ at 0: ``"zeros"`` or the number 0."""
-    if isinstance(init_theta, str):
-        return init_theta == "zeros"
-    return is_finite_real(init_theta) and init_theta == 0
 
 
 def _check_averaging(averaging):

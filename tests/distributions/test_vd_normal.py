@@ -92,14 +92,16 @@ def test_log_prob_refuses_to_differentiate_the_point_mass_at_theta_zero(make):
     w = q.rsample()
     log_prob = q.log_prob(w)
     assert torch.isfinite(log_prob).all()
-    with pytest.raises(ValueError, match=r"theta is 0 at 1 of 3 weights.*init_theta=1e-3"):
+    with pytest.raises(ValueError, match=r"theta is 0 .* at 1 of 3 entries.*init_theta='near_zero'"):
         (log_prob + w.abs().log()).sum().backward()
     with pytest.raises(ValueError, match="theta is 0"):  # also through .to_event(), as Pyro calls it
         q.to_event(1).log_prob(q.rsample()).backward()
-    # the subnormal θ that float32 cannot square is a point mass too; a small θ is not
-    subnormal = torch.tensor([1e-30, 0.5, -1.0], requires_grad=True)
-    with pytest.raises(ValueError, match="theta is 0 at 1 of 3"):
-        make(subnormal).log_prob(torch.zeros(3)).sum().backward()
+    # the subnormal θ that float32 cannot square is a point mass too, and so is a θ whose variance
+    # αθ² underflows (NaN gradients, measured at θ = 1e-18 with log α = −8); a small θ is not
+    for tiny in (1e-30, 1e-18) if q._multiplicative else (1e-30,):  # (clipped: log α = 8 there)
+        small = torch.tensor([tiny, 0.5, -1.0], requires_grad=True)
+        with pytest.raises(ValueError, match=r"theta is 0 .* at 1 of 3 entries"):
+            make(small).log_prob(torch.zeros(3)).sum().backward()
     theta = torch.tensor([1e-3, 0.5, -1.0], requires_grad=True)
     q = make(theta)
     w = q.rsample()
@@ -251,6 +253,20 @@ def test_prune_above_zeroes_the_mean_of_pruned_weights_only(multiplicative):
     # the clip decides too: with log α clipped to ≤ 2.5 no weight reaches 3
     clipped = VDNormal.from_log_alpha(theta, log_alpha, max_log_alpha=2.5, prune_above=3.0)
     assert torch.equal(clipped.loc, theta)
+
+
+def test_prune_log_alpha_decides_the_mask_instead_of_the_own_log_alpha():
+    # e.g. the guide's iterate average of log α: steadier than the live iterate it replaces here
+    theta = torch.tensor([1.0, 0.5, 0.1, -0.2])
+    live = torch.tensor([-2.0, 4.0, 3.5, -1.0])
+    average = torch.tensor([5.0, 1.0, 3.5, -1.0])
+    q = VDNormal.from_log_alpha(theta, live, prune_above=3.0, prune_log_alpha=average)
+    assert torch.equal(q.loc, torch.tensor([0.0, 0.5, 0.0, -0.2]))
+    assert torch.equal(q.log_alpha, live)  # the noise and the KL keep the live log α
+    shared = VDNormal.from_log_alpha(theta, live, prune_above=3.0, prune_log_alpha=torch.tensor(4.0))
+    assert torch.equal(shared.loc, torch.zeros(4))
+    with pytest.raises(ValueError, match="give prune_above too"):
+        VDNormal.from_log_alpha(theta, live, prune_log_alpha=average)
 
 
 def test_bad_prune_above_is_refused_by_name():

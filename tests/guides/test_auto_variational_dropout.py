@@ -8,6 +8,7 @@ from torch import nn
 
 from pyro_vd.distributions import LogUniform, VDNormal
 from pyro_vd.guides import AutoVariationalDropout
+from pyro_vd.inference import VariationalDropoutELBO
 from pyro_vd.models import BayesianMLP, LeNet5, bayesianize
 
 X, Y = torch.randn(8, 6), torch.randint(0, 3, (8,))
@@ -130,12 +131,15 @@ def test_bad_arguments():
         AutoVariationalDropout(_mlp(), kl_method="mc")
     with pytest.raises(ValueError, match="min_log_alpha"):
         AutoVariationalDropout(_mlp(), min_log_alpha=1.0, max_log_alpha=0.0)
-    for bad in (True, torch.tensor(3.0), b"zeros"):
-        with pytest.raises(TypeError, match="init_theta must be None, 'zeros', a real number"):
+    for bad in (3.0, True, math.nan, torch.tensor(3.0), b"zeros"):
+        with pytest.raises(TypeError, match="init_theta must be None, 'zeros', 'near_zero', a mapping"):
             AutoVariationalDropout(_mlp(), init_theta=bad)
-    for bad in (math.nan, math.inf):
-        with pytest.raises(ValueError, match="init_theta must be a finite number"):
+    for bad in ("3", [0.0]):
+        with pytest.raises((TypeError, ValueError), match="init_theta must be None"):
             AutoVariationalDropout(_mlp(), init_theta=bad)
+    for bad in ("x", True, [1.0]):
+        with pytest.raises(TypeError, match="train_prune must be a real number"):
+            AutoVariationalDropout(_mlp(), train_prune=bad)
     # rejected when the guide is built, not at the first step
     for granularity in ("output", {"net.0.weight": "layer"}):
         with pytest.raises(ValueError, match="needs parameterization='multiplicative'"):
@@ -282,6 +286,67 @@ def test_train_prune_zeroes_the_sampled_mean_and_keeps_the_readouts():
     assert not hasattr(guide.posterior(name), "prune_above") or guide.posterior(name).prune_above is None
     with pytest.raises(ValueError, match="prune_above"):
         AutoVariationalDropout(_mlp(), train_prune=float("nan"))
+
+
+@pytest.mark.parametrize("averaging", [3.0, False])
+def test_train_prune_reads_the_averaged_log_alpha_where_the_guide_averages(averaging):
+    # the live log α of small minibatches jitters; with averaging the mask follows the average
+    from pyro_vd.models import LinearRegression
+
+    pyro.clear_param_store()
+    x, y = torch.randn(50, 4), torch.randn(50)
+    model = LinearRegression(4, num_data=50)
+    guide = AutoVariationalDropout(model, train_prune=-2.0, averaging=averaging, hold_log_alpha=0)
+    svi = pyro.infer.SVI(model, guide, pyro.optim.Adam({"lr": 1e-3}), VariationalDropoutELBO())
+    for _ in range(3):
+        svi.step(x, y)
+    name = "net.weight"
+    with torch.no_grad():  # the live log α of feature 0 jumps past the bound; its average is near −8
+        guide.log_alphas_x5.net.weight[0, 0] = 1.0
+    q = pyro.poutine.trace(guide).get_trace(x, y).nodes[name]["fn"].base_dist
+    live = guide.get_log_alpha(name)[0]
+    assert live[0] > -2.0 and (live[1:] < -7).all()
+    if averaging:
+        assert torch.equal(q.loc.detach(), guide.get_theta(name))  # the average keeps it
+        averaged = guide._averaged_log_alpha(name)
+        assert averaged is not None and (averaged < -7).all()
+    else:
+        assert q.loc.detach()[0, 0] == 0 and (q.loc.detach()[0, 1:] != 0).all()
+    pyro.clear_param_store()
+
+
+def test_a_traced_step_prunes_by_the_live_log_alpha(monkeypatch):
+    # torch.jit.trace (JitTrace_ELBO) would keep the average's tensor of the tracing call as a constant
+    from pyro_vd.models import LinearRegression
+
+    pyro.clear_param_store()
+    x, y = torch.randn(50, 4), torch.randn(50)
+    model = LinearRegression(4, num_data=50)
+    guide = AutoVariationalDropout(model, hold_log_alpha=0)
+    svi = pyro.infer.SVI(model, guide, pyro.optim.Adam({"lr": 1e-3}), VariationalDropoutELBO())
+    svi.step(x, y)
+    assert guide._averaged_log_alpha("net.weight") is not None
+    monkeypatch.setattr(torch.jit, "is_tracing", lambda: True)
+    assert guide._averaged_log_alpha("net.weight") is None
+    pyro.clear_param_store()
+
+
+def test_the_linear_models_prune_at_the_evidence_bound_while_training():
+    from pyro_vd.linear.relevance import evidence_log_alpha_threshold
+    from pyro_vd.models import LinearRegression, LogisticRegression
+
+    for model in (LinearRegression(30), LogisticRegression(30)):
+        assert model.guide_defaults["train_prune"] == evidence_log_alpha_threshold(30)
+        assert AutoVariationalDropout(model).train_prune == evidence_log_alpha_threshold(30)
+        assert AutoVariationalDropout(model, train_prune=1.5).train_prune == 1.5
+        assert AutoVariationalDropout(model, train_prune=False).train_prune is None  # off
+    assert AutoVariationalDropout(_mlp()).train_prune is None  # deep nets: off unless asked
+    from pyro_vd.models.linear import linear_guide_defaults
+
+    with pytest.raises(TypeError, match="n_features must be an int"):
+        linear_guide_defaults(None)
+    with pytest.raises(ValueError, match="n_features must be >= 1"):
+        linear_guide_defaults(0)
 
 
 @pytest.mark.parametrize("granularity", [None, "output"])
