@@ -319,6 +319,37 @@ def test_no_learning_rate_puts_the_default_start_on_zero(elbo, task):
             assert torch.isfinite(losses).all(), (seed, lr)
 
 
+def test_a_compiled_step_refuses_where_its_backward_pass_would_be_nan():
+    # torch.jit's backward pass goes through σ⁴: a graph compiled at θ = 0.5 returned NaN gradients
+    # without a word at θ = 1e-12 (log σ² = −63), which eager torch differentiates
+    def model(x, y):
+        w = pyro.sample("w", LogUniform(event_shape=(3,)))
+        with pyro.plate("data", 50):
+            pyro.sample("y", dist.Normal(x @ w, 1.0), obs=y)
+
+    def guide(x, y):
+        theta = pyro.param("theta", torch.tensor([0.5, 1.0, -1.0]))
+        log_alpha = pyro.param("log_alpha", torch.full((3,), -4.0))
+        pyro.sample("w", pyro_vd.VDNormal.from_log_alpha(theta, log_alpha).to_event(1))
+
+    pyro.clear_param_store()
+    X, y = _regression_data(50)
+    elbo = JitTrace_ELBO(ignore_jit_warnings=True)
+    guide(X, y)
+    for value, refused in ((0.5, False), (1e-12, True), (0.0, True), (0.5, False)):
+        with torch.no_grad():
+            pyro.param("theta")[0] = value
+        for param in pyro.get_param_store().values():
+            param.grad = None
+        if refused:
+            with pytest.raises(ValueError, match="theta is 0"):
+                elbo.loss_and_grads(model, guide, X, y)
+        else:
+            elbo.loss_and_grads(model, guide, X, y)
+            assert torch.isfinite(pyro.param("theta").grad).all()
+    pyro.clear_param_store()
+
+
 @pytest.mark.parametrize("elbo", SAMPLED_ELBOS.values(), ids=SAMPLED_ELBOS.keys())
 def test_a_zero_start_under_a_sampled_elbo_is_refused_not_nan(elbo):
     X, y = _linear_data("regression")

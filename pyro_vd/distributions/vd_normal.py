@@ -200,17 +200,22 @@ class VDNormal(Normal):
         cancelling: where θ² is floored (below the smallest normal number of its dtype) the scale no
         longer follows θ and the gradient is 1/w ≈ 10¹⁹ and up, and where the variance αθ² underflows
         it is NaN (measured: every parameter NaN at the first step from θ = 0, silently under
-        ``JitTrace_ELBO``). The value stays finite, but the backward pass through such a log density
-        raises a ``ValueError``. ELBOs that compute this density but take the closed-form KL
-        (``TraceMeanField_ELBO``; :class:`~pyro_vd.inference.VariationalDropoutELBO` never asks for
-        it) do not differentiate it, and train from θ = 0.
+        ``JitTrace_ELBO``). "Underflows" is below the smallest normal number of θ's dtype (float16:
+        6·10⁻⁵), and below its square root in a step compiled by ``torch.jit.trace``, whose backward
+        pass goes through σ⁴ (NaN from log σ² ≈ −52 in float32). The value stays finite, but the
+        backward pass through such a log density raises a ``ValueError``. ELBOs that compute this
+        density but take the closed-form KL (``TraceMeanField_ELBO``;
+        :class:`~pyro_vd.inference.VariationalDropoutELBO` never asks for it) do not differentiate it,
+        and train from θ = 0.
         """
         log_prob = super().log_prob(value)
         if (self._multiplicative or self._clipped) and torch.is_grad_enabled() and log_prob.requires_grad:
-            tiny = torch.finfo(_working(self.theta).dtype).tiny
-            degenerate = (_working(self.theta.detach()).square() < tiny) | (
-                _working(self.log_sigma2.detach()) < math.log(tiny)
-            )
+            floor = torch.finfo(_working(self.theta).dtype).tiny  # where θ² is floored
+            # the variance is computed in θ's own dtype (float16's smallest normal is 6e-5); a graph
+            # traced by torch.jit (JitTrace_ELBO) takes its gradient through σ⁴, eager torch through σ²
+            log_tiny = math.log(torch.finfo(self.theta.dtype).tiny)
+            bound = log_tiny / 2 if torch.jit.is_tracing() else log_tiny
+            degenerate = (_working(self.theta.detach()).square() < floor) | (self.log_sigma2.detach() < bound)
             log_prob = _RefusePointMassGradient.apply(log_prob, degenerate)
         return log_prob
 

@@ -248,6 +248,12 @@ class AutoVariationalDropout(AutoGuide):
         leaves the model, as in ``VDRegression``'s and ``VDClassifier``'s search, and the kept
         features' θ are fitted without it. ``False`` turns a recommended pruning off. The setting is
         not saved in checkpoints: a run resumed with another ``train_prune`` follows it from there.
+        "The KL unchanged" holds for a closed-form KL (:class:`~pyro_vd.inference.VariationalDropoutELBO`,
+        ``TraceMeanField_ELBO``). An ELBO that samples w (``Trace_ELBO``) evaluates log q − log p at
+        w = σε for a pruned weight, which depends on no parameter: the KL's pull on its log α is gone,
+        and only the likelihood moves it (measured: an irrelevant feature's averaged log α came back
+        to within 0.06 of τ(d) at step 6000, then climbed to 2.9 by step 12 000; the relevant sets of
+        12 fits were right). Pass ``train_prune=False`` there to keep the sampled KL's pull.
     :param int hold_log_alpha: K ≥ 0 (0 by default for deep nets): for the first K **training steps**
         (:attr:`trained_steps`) the learned log α (multiplicative, shrinkage; not log σ² of additive
         sites) is held at its start — the guide zeroes its gradient, so the optimizer sees zeros for it

@@ -113,6 +113,21 @@ def test_log_prob_refuses_to_differentiate_the_point_mass_at_theta_zero(make):
         assert torch.isfinite(make(torch.zeros(3)).log_prob(torch.zeros(3))).all()
 
 
+def test_log_prob_refuses_a_variance_that_underflows_in_half_precision():
+    # float16 computes the variance αθ² in float16 (smallest normal 6e-5): θ = 0.01 at log α = −8 gave a
+    # NaN gradient; bfloat16 has float32's range and is fine there
+    for dtype, refused in ((torch.float16, True), (torch.bfloat16, False)):
+        theta = torch.tensor([0.01, 0.5], dtype=dtype, requires_grad=True)
+        q = VDNormal.from_log_alpha(theta, torch.full((2,), -8.0, dtype=dtype))
+        backward = q.log_prob(torch.tensor([0.01, 0.5], dtype=dtype)).sum().backward
+        if refused:
+            with pytest.raises(ValueError, match=r"at 1 of 2 entries"):
+                backward()
+        else:
+            backward()
+            assert torch.isfinite(theta.grad).all()
+
+
 def test_log_prob_of_the_additive_parameterization_is_finite_at_theta_zero():
     # with log σ² learned, θ = 0 still has its spread σ: nothing to refuse
     theta = torch.tensor([0.0, 1.0], requires_grad=True)
