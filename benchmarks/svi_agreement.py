@@ -9,9 +9,8 @@ relevant ones; the noise scale against ``VDRegression``'s; and the time. ``--ave
 ``--init-log-alpha``, ``--log-alpha-scale``, ``--hold-log-alpha`` and ``--train-prune`` override the
 guide's defaults (``--averaging -1`` turns the iterate averaging off) and ``--adam-betas`` Adam's
 (torch's 0.9 0.999) to compare them; ``--rule sparse_vd`` compares log α ≤ 3 with the plain VD
-optimum instead. The previous defaults of the linear models: ``--train-prune none`` before train-time
-pruning, and ``--init-log-alpha -1.294 --hold-log-alpha 0 --train-prune none`` before the hold
-(d = 100).
+optimum instead; ``--train-prune -2.294`` prunes at the evidence bound τ(100) while training. The
+previous defaults of the linear models: ``--init-log-alpha -1.294 --hold-log-alpha 0`` (d = 100).
 
 SVI uses what a user gets by default: ``AutoVariationalDropout(LinearRegression(d, num_data=n))`` (or
 ``LogisticRegression``), ``pyro.optim.Adam({"lr": 1e-2})``, 3000 steps under
@@ -112,7 +111,7 @@ def main(argv=None):
     )
     parser.add_argument(
         "--train-prune",
-        help="the guide's train_prune: a log α, or 'none' (default: the model's, the evidence bound τ(d))",
+        help="the guide's train_prune: a log α (τ(100) = -2.294), or 'none' (default: the model's, none)",
     )
     parser.add_argument(
         "--adam-betas",

@@ -203,7 +203,7 @@ class AutoVariationalDropout(AutoGuide):
     ``init_log_alpha``, ``log_alpha_scale``, ``averaging``, ``hold_log_alpha``, ``train_prune``) left at
     ``None`` take the model's recommendation when it has a ``guide_defaults`` mapping (the linear models
     of :mod:`pyro_vd.models.linear` recommend ``"shrinkage"``, θ started ``"near_zero"``, averaging with
-    η = 3, c = 5, a dense start log α = −8 held for 500 steps and train-time pruning at τ(d),
+    η = 3, c = 5 and a dense start log α = −8 held for 500 steps,
     :func:`~pyro_vd.models.linear.linear_guide_defaults`: a linear model is not a deep net), else the
     values above.
     :param int init_seed: seed of the initialization's own generator. By default one is drawn from
@@ -242,12 +242,14 @@ class AutoVariationalDropout(AutoGuide):
         :meth:`reset_average`, :meth:`apply_average`, a loaded state or ``.to()``) and in a step compiled
         by ``JitTrace_ELBO`` (which would keep a stale copy of the average) the live log α decides. A
         weight exactly at the bound is pruned here (log α < bound is kept, as in the Sparse VD code),
-        while :func:`~pyro_vd.analysis.relevance` keeps log α ≤ bound; they differ only there. The
-        linear models recommend the evidence bound τ(d) that :func:`~pyro_vd.analysis.relevance`
-        applies to them (:func:`~pyro_vd.models.linear.linear_guide_defaults`): a feature past it
-        leaves the model, as in ``VDRegression``'s and ``VDClassifier``'s search, and the kept
-        features' θ are fitted without it. ``False`` turns a recommended pruning off. The setting is
-        not saved in checkpoints: a run resumed with another ``train_prune`` follows it from there.
+        while :func:`~pyro_vd.analysis.relevance` keeps log α ≤ bound; they differ only there. On the
+        linear models, the evidence bound τ(d) that :func:`~pyro_vd.analysis.relevance` applies to them
+        takes a feature past it out of the model, as ``VDRegression``'s and ``VDClassifier``'s search
+        does, and the kept features' θ are fitted without it; its cost, a pruned weight's log α moved
+        only by the KL's small slope and by noise, is why they do not recommend it
+        (:func:`~pyro_vd.models.linear.linear_guide_defaults`). ``False`` turns a model's recommended
+        pruning off. The setting is not saved in checkpoints: a run resumed with another
+        ``train_prune`` follows it from there.
         "The KL unchanged" holds for a closed-form KL (:class:`~pyro_vd.inference.VariationalDropoutELBO`,
         ``TraceMeanField_ELBO``). An ELBO that samples w (``Trace_ELBO``) evaluates log q − log p at
         w = σε for a pruned weight, which depends on no parameter: the KL's pull on its log α is gone,

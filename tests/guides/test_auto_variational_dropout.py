@@ -331,18 +331,18 @@ def test_a_traced_step_prunes_by_the_live_log_alpha(monkeypatch):
     pyro.clear_param_store()
 
 
-def test_the_linear_models_prune_at_the_evidence_bound_while_training():
-    from pyro_vd.linear.relevance import evidence_log_alpha_threshold
-    from pyro_vd.models import LinearRegression, LogisticRegression
-
-    for model in (LinearRegression(30), LogisticRegression(30)):
-        assert model.guide_defaults["train_prune"] == evidence_log_alpha_threshold(30)
-        assert AutoVariationalDropout(model).train_prune == evidence_log_alpha_threshold(30)
-        assert AutoVariationalDropout(model, train_prune=1.5).train_prune == 1.5
-        assert AutoVariationalDropout(model, train_prune=False).train_prune is None  # off
-    assert AutoVariationalDropout(_mlp()).train_prune is None  # deep nets: off unless asked
+def test_a_model_may_recommend_train_time_pruning_and_false_turns_it_off():
+    from pyro_vd.models import LinearRegression
     from pyro_vd.models.linear import linear_guide_defaults
 
+    model = LinearRegression(30)
+    assert "train_prune" not in model.guide_defaults  # measured, not recommended (linear_guide_defaults)
+    assert AutoVariationalDropout(model).train_prune is None
+    model.guide_defaults = {**model.guide_defaults, "train_prune": -2.0}
+    assert AutoVariationalDropout(model).train_prune == -2.0
+    assert AutoVariationalDropout(model, train_prune=1.5).train_prune == 1.5
+    assert AutoVariationalDropout(model, train_prune=False).train_prune is None  # off
+    assert AutoVariationalDropout(_mlp()).train_prune is None  # deep nets: off unless asked
     with pytest.raises(TypeError, match="n_features must be an int"):
         linear_guide_defaults(None)
     with pytest.raises(ValueError, match="n_features must be >= 1"):

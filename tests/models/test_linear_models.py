@@ -87,20 +87,25 @@ def test_svi_finds_the_exact_solvers_relevant_set(task, seed):
     assert found["theta_error"] < 0.05
 
 
-def test_a_feature_past_the_bound_leaves_the_model_as_in_the_exact_search():
+def test_train_time_pruning_at_the_bound_reaches_the_exact_searchs_theta():
     """The plain ELBO keeps a feature just past τ(d) at a finite α that still carries weight, while the
     exact solvers' search removes it and fits the others without it: on correlated columns the kept
-    features' θ then differed by about 6 % (ρ = 0.6, seeds 0 and 1, with ``train_prune=False``). With
-    the linear models' train-time pruning at τ(d) SVI reaches the search's θ: measured 0.24–0.49 % on
-    seeds 0, 1 and 3 (1.9–6.1 % without). Its limit, seed 2: a feature 0.27 inside τ(d) that the
-    search's exact refit removes stays in SVI, and its neighbour's θ is then 14 % off (3 % without the
-    pruning, where a second near-threshold feature kept some weight and made up for it)."""
+    features' θ then differed by about 6 % (ρ = 0.6, seeds 0 and 1, the linear models' defaults). With
+    train-time pruning at τ(d) (``train_prune``, by the averaged log α) SVI reaches the search's θ:
+    measured 0.24–0.49 % on seeds 0, 1 and 3 (1.9–6.1 % without). Its limit, seed 2: a feature 0.27
+    inside τ(d) that the search's exact refit removes stays in SVI, and its neighbour's θ is then 14 %
+    off (3 % without the pruning, where a second near-threshold feature kept some weight and made up
+    for it)."""
     from pyro_vd.experiments.ard import exact_vd, svi_linear
     from pyro_vd.experiments.ard_data import make_ard_classification
+    from pyro_vd.linear.relevance import evidence_log_alpha_threshold
 
     X, y, _, _, w = make_ard_classification(2000, 20, 5, seed=0, n_test=1, rho=0.6)
     exact = exact_vd("classification", X, y)
-    theta, log_alpha, _, _ = svi_linear(X, y, classification=True, batch_size=200, steps=3000)
+    prune = {"train_prune": evidence_log_alpha_threshold(20)}
+    theta, log_alpha, _, _ = svi_linear(
+        X, y, classification=True, batch_size=200, steps=3000, guide_kwargs=prune
+    )
     found = agreement(theta, log_alpha, exact, truth=w)
     assert found["symmetric_difference"] == 0
     assert found["theta_error"] < 0.02
