@@ -233,29 +233,29 @@ class AutoVariationalDropout(AutoGuide):
         ``train_clip``, at 3): the weights the guide samples have mean :math:`\theta` only where
         :math:`\log\alpha` is below it (0 elsewhere; the noise and the KL unchanged), so that training
         sees the network the pruning rule will deploy (:class:`~pyro_vd.distributions.VDNormal`'s
-        ``prune_above``). Readouts (``get_theta``, ``posterior``) report the unpruned θ. With
-        ``averaging``, a site that learns log α is pruned by the iterate average of its log α (what
-        :func:`~pyro_vd.analysis.relevance` reads after :meth:`apply_average`) once that holds a step:
-        the live iterate of small minibatches jitters by a unit or more, and a weakly relevant weight
-        it carried past the bound lost its mean, then for good (2 of 12 linear fits at 0.1 % batches
-        in ``benchmarks/svi_agreement.py``). Until the average holds a step (at the start, and after
-        :meth:`reset_average`, :meth:`apply_average`, a loaded state or ``.to()``) and in a step compiled
-        by ``JitTrace_ELBO`` (which would keep a stale copy of the average) the live log α decides. A
-        weight exactly at the bound is pruned here (log α < bound is kept, as in the Sparse VD code),
-        while :func:`~pyro_vd.analysis.relevance` keeps log α ≤ bound; they differ only there. On the
-        linear models, the evidence bound τ(d) that :func:`~pyro_vd.analysis.relevance` applies to them
-        takes a feature past it out of the model, as ``VDRegression``'s and ``VDClassifier``'s search
-        does, and the kept features' θ are fitted without it; its cost, a pruned weight's log α moved
-        only by the KL's small slope and by noise, is why they do not recommend it
+        ``prune_above``). Readouts (``get_theta``, ``posterior``) report the unpruned θ. With ``averaging``,
+        a site that learns log α is pruned by the iterate average of its log α (what
+        :func:`~pyro_vd.analysis.relevance` reads after :meth:`apply_average`) once that holds a step: the
+        live iterate of small minibatches jitters by a unit or more, and a weakly relevant weight it carried
+        past the bound lost its mean, then for good (2 of the 5 linear fits at 0.1 % batches it was tried
+        on, ``benchmarks/svi_agreement.py``). Until the average holds a step (at the start, and after
+        :meth:`reset_average`, :meth:`apply_average`, a loaded state or ``.to()``) and in a step compiled by
+        ``JitTrace_ELBO`` (which would keep a stale copy of the average) the live log α decides. A weight
+        exactly at the bound is pruned here (log α < bound is kept, as in the Sparse VD code), while
+        :func:`~pyro_vd.analysis.relevance` keeps log α ≤ bound; they differ only there. On the linear
+        models, the evidence bound τ(d) that :func:`~pyro_vd.analysis.relevance` applies to them takes a
+        feature past it out of the model, as ``VDRegression``'s and ``VDClassifier``'s search does, and the
+        kept features' θ are fitted without it; its cost, a pruned weight's log α moved only by the KL's
+        small slope and by noise, is why they do not recommend it
         (:func:`~pyro_vd.models.linear.linear_guide_defaults`). ``False`` turns a model's recommended
-        pruning off. The setting is not saved in checkpoints: a run resumed with another
-        ``train_prune`` follows it from there.
+        pruning off. The setting is not saved in checkpoints: a run resumed with another ``train_prune``
+        follows it from there.
         "The KL unchanged" holds for a closed-form KL (:class:`~pyro_vd.inference.VariationalDropoutELBO`,
         ``TraceMeanField_ELBO``). An ELBO that samples w (``Trace_ELBO``) evaluates log q − log p at
         w = σε for a pruned weight, which depends on no parameter: the KL's pull on its log α is gone,
         and only the likelihood moves it (measured: an irrelevant feature's averaged log α came back
         to within 0.06 of τ(d) at step 6000, then climbed to 2.9 by step 12 000; the relevant sets of
-        12 fits were right). Pass ``train_prune=False`` there to keep the sampled KL's pull.
+        12 fits were right). Leave it off there to keep the sampled KL's pull.
     :param int hold_log_alpha: K ≥ 0 (0 by default for deep nets): for the first K **training steps**
         (:attr:`trained_steps`) the learned log α (multiplicative, shrinkage; not log σ² of additive
         sites) is held at its start — the guide zeroes its gradient, so the optimizer sees zeros for it

@@ -73,15 +73,14 @@ def linear_guide_defaults(n_features):
 
     **Train-time pruning at the evidence bound** is not recommended, though measured: with
     ``train_prune=evidence_log_alpha_threshold(d)``
-    (:func:`~pyro_vd.linear.relevance.evidence_log_alpha_threshold`) a feature whose iterate-averaged
-    log α passes τ(d) leaves the model, as ``VDRegression``'s and ``VDClassifier``'s search removes it,
-    and the kept features' θ are fitted without it: θ within 5 %
-    of the exact solvers' in 232 of 240 fits instead of about 225 (classification at 1 % and 10 %
-    batches, where the plain ELBO keeps a feature just past τ(d) at a finite α and its correlated
-    neighbour's θ was up to 12.5 % off). But a pruned weight's log α is then moved by the KL alone,
-    whose slope is about −½/(1 + α) (−0.06 at log α = 2), and by minibatch noise: it random-walks
-    where it used to climb (the irrelevant features' median log α after 3000 steps 3.0 against 4.6 on
-    the 100 000 × 100 draw of ``pyro-vd ard-minibatch``), and at 0.1 % batches one came back below
+    (:func:`~pyro_vd.linear.relevance.evidence_log_alpha_threshold`) a feature whose iterate-averaged log α
+    passes τ(d) leaves the model, as ``VDRegression``'s and ``VDClassifier``'s search removes it, and the
+    kept features' θ are fitted without it: θ within 5 % of the exact solvers' in 232 of 240 fits instead of
+    225 (classification at 1 % and 10 % batches, where the plain ELBO keeps a feature just past τ(d) at a
+    finite α and its correlated neighbour's θ was up to 12.5 % off). But a pruned weight's log α is then
+    moved by the KL alone, whose slope is about −½/(1 + α) (−0.06 at log α = 2), and by minibatch noise: it
+    random-walks where it used to climb (the irrelevant features' median log α after 3000 steps 3.0 against
+    4.6 on the 100 000 × 100 draw of ``pyro-vd ard-minibatch``), and at 0.1 % batches one came back below
     τ(d) and was read as relevant. Relevance is what these models are read for.
 
     ``n_features`` no longer changes the settings (it did when the start followed τ(d)); it is kept so
