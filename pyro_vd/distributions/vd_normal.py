@@ -53,9 +53,9 @@ def _check_bound(name, value):
 
 
 class _RefusePointMassGradient(torch.autograd.Function):
-    """The identity on a log density, whose backward pass raises where θ = 0 made q a point mass (a
-    Function, not a tensor hook: ``torch.jit.trace`` keeps it, so ``JitTrace_ELBO`` raises too).
-    ``degenerate`` has θ's shape (the entries of q, before any broadcast)."""
+    """The identity on a log density, whose backward pass raises where q is degenerate: θ = 0 or a
+    variance that underflows (see :meth:`VDNormal.log_prob`). A Function, not a tensor hook:
+    ``torch.jit.trace`` keeps it, so ``JitTrace_ELBO`` raises too. ``degenerate`` has θ's shape."""
 
     @staticmethod
     def forward(ctx, log_prob, degenerate):

@@ -328,7 +328,7 @@ class AutoVariationalDropout(AutoGuide):
             raise ValueError(f"hold_log_alpha must be >= 0; got {hold_log_alpha}")
         self.__dict__["_hold_log_alpha"] = int(hold_log_alpha)
         self.__dict__["_trained_steps"] = 0
-        # the model's recommended start applies where it can: "zeros" only to sites that learn log α
+        # the model's recommended start applies where it can: at or next to 0 only where log α is learned
         self._init_theta_recommended = init_theta is None and "init_theta" in recommended
         if init_theta is None:
             init_theta = recommended.get("init_theta")
