@@ -11,13 +11,19 @@ Under ``torchrun --nproc_per_node=N -m pyro_vd <command> ...`` the training comm
 completed options; rank 0 alone prints and writes. The other commands run on rank 0 alone."""
 
 import argparse
-import json
 import math
 import os
 import pathlib
 import sys
 
-from .experiments.run_dir import RunDir, RunDirBusy, RunDirError, recorded_options
+from .experiments.run_dir import (
+    RunDir,
+    RunDirBusy,
+    RunDirError,
+    recorded_options,
+    results_json,
+    write_atomically,
+)
 
 
 def _write_results(out, result, table, figures=None):
@@ -26,26 +32,18 @@ def _write_results(out, result, table, figures=None):
         return []
     out = pathlib.Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps(result, indent=2, default=_json_default) + "\n")
-    (out / "results.md").write_text(table + "\n")
+    write_atomically(out / "results.json", results_json(result))
+    write_atomically(out / "results.md", table + "\n")
     written = []
     if figures:
         import matplotlib.pyplot as plt
 
         for stem, fig in figures.items():
             path = out / f"{stem}.png"
-            fig.savefig(path, dpi=110)
+            write_atomically(path, lambda f, fig=fig: fig.savefig(f, dpi=110, format="png"))
             plt.close(fig)
             written.append(path)
     return written
-
-
-def _json_default(value):
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    raise TypeError(f"cannot write {type(value).__name__} to JSON")
 
 
 def _agg():
@@ -77,8 +75,11 @@ def _report(args, table, written, header=""):
 
 
 # ------------------------------------------------------------------------------------------ commands
-#: (n, d) of the ARD commands with --quick.
-QUICK_SIZES = {"ard-table": (150, 40), "ard-minibatch": (5000, 20)}
+#: The sizes of the ARD commands: (full run, with --quick). --quick fixes them.
+SIZES = {
+    "ard-table": {"n": (1000, 150), "d": (1000, 40)},
+    "ard-minibatch": {"n": (100000, 5000), "d": (100, 20), "steps": (3000, 300)},
+}
 
 
 def _kl_table(args):
@@ -99,7 +100,7 @@ def _ard_table(args):
     from .plots import plot_coefficients
 
     _seed_everything(args.seed)
-    n, d = QUICK_SIZES[args.command] if args.quick else (args.n, args.d)
+    n, d = args.n, args.d
     result = more_features(n=n, d=d, n_relevant=args.n_relevant, seed=args.seed, log=_log(args))
     irrelevant = d - args.n_relevant
     table = (
@@ -121,10 +122,8 @@ def _ard_minibatch(args):
     from .plots import plot_batch_size
 
     _seed_everything(args.seed)
-    if args.quick:
-        (n, d), fractions, steps = QUICK_SIZES[args.command], (0.01, 0.1), 300
-    else:
-        n, d, fractions, steps = args.n, args.d, (0.001, 0.01, 0.1), args.steps
+    n, d, steps = args.n, args.d, args.steps
+    fractions = (0.01, 0.1) if args.quick else (0.001, 0.01, 0.1)
     include = None if not args.quick else ("VD-RVR", "RVR", "VD-RVC", "RVC")
     result = minibatch(
         n=n,
@@ -472,16 +471,18 @@ def build_parser():
 
     command("kl-table", _kl_table, "the KL to the log-uniform prior by each method, and their errors")
     ard = command("ard-table", _ard_table, "the seed's ARD table: 1000 objects, 10 relevant + 990 irrelevant")
-    ard.add_argument("--n", type=_integer(10), default=1000, help="objects (at least 10)")
-    ard.add_argument("--d", type=_positive_int, default=1000, help="features")
+    ard.add_argument("--n", type=_integer(10), default=None, help="objects (at least 10; default 1000)")
+    ard.add_argument("--d", type=_positive_int, default=None, help="features (default 1000)")
     ard.add_argument("--n-relevant", type=_integer(0), default=10, help="relevant features (at most --d)")
     mini = command(
         "ard-minibatch", _ard_minibatch, "100 000 × 100 ARD with minibatch SVI at 0.1/1/10 % batches"
     )
-    mini.add_argument("--n", type=_integer(10), default=100000, help="objects (at least 10)")
-    mini.add_argument("--d", type=_positive_int, default=100, help="features")
+    mini.add_argument("--n", type=_integer(10), default=None, help="objects (at least 10; default 100000)")
+    mini.add_argument("--d", type=_positive_int, default=None, help="features (default 100)")
     mini.add_argument("--n-relevant", type=_integer(0), default=10, help="relevant features (at most --d)")
-    mini.add_argument("--steps", type=_positive_int, default=3000, help="SVI steps at each batch size")
+    mini.add_argument(
+        "--steps", type=_positive_int, default=None, help="SVI steps at each batch size (default 3000)"
+    )
     layer = command(
         "layer-case",
         _layer_case,
@@ -567,10 +568,32 @@ class DataError(Exception):
 def _complete(args):
     """Fill in the defaults that depend on --quick or on the run being resumed; check the options
     that depend on each other. Before any work."""
-    if hasattr(args, "n_relevant"):
-        d = QUICK_SIZES[args.command][1] if args.quick else args.d
-        if args.n_relevant > d:
-            args.parser.error(f"--n-relevant {args.n_relevant} is more than the {d} features (--d)")
+    sizes = SIZES.get(args.command, {})
+    given = [name for name in sizes if getattr(args, name) is not None]
+    if args.quick and given:  # --quick would silently run other sizes than the ones asked for
+        flags = "/".join("--" + name for name in given)
+        fixed = ", ".join(f"--{name} {quick}" for name, (_, quick) in sizes.items())
+        args.parser.error(f"--quick runs at fixed sizes ({fixed}); leave out {flags} or --quick")
+    for name, (full, quick) in sizes.items():
+        if getattr(args, name) is None:
+            setattr(args, name, quick if args.quick else full)
+    clip = getattr(args, "clip_log_alpha", None)
+    if clip is not None:
+        from .inference.pruning import DEFAULT_THRESHOLD
+
+        if clip <= DEFAULT_THRESHOLD:  # log α could never pass the pruning rule: nothing would be pruned
+            args.parser.error(
+                f"--clip-log-alpha {clip:g} holds log α below the pruning threshold {DEFAULT_THRESHOLD:g}: "
+                f"nothing could be pruned; give C > {DEFAULT_THRESHOLD:g} (default 8) or 'none'"
+            )
+        if args.train_prune is not None and args.train_prune >= clip:
+            args.parser.error(
+                f"--train-prune {args.train_prune:g} is not below --clip-log-alpha {clip:g}: no weight "
+                "could reach it; give a smaller --train-prune, or 'none'"
+            )
+    if hasattr(args, "n_relevant") and args.n_relevant > args.d:
+        quick = " (--quick)" if args.quick else ""
+        args.parser.error(f"--n-relevant {args.n_relevant} is more than the {args.d} features{quick}")
     recorded = recorded_options(args.out) if getattr(args, "resume", False) else None
     for name, (full, quick) in DEFAULTS.get(args.command, {}).items():
         if getattr(args, name) is None:  # a resume keeps the run's own value
@@ -602,7 +625,8 @@ def _run_dir(args):
         resumable=hasattr(args, "resume"),
         overwrite=args.overwrite,
         fixed=[k for k in options if k not in MAY_CHANGE_ON_RESUME],
-        figures=FIGURES.get(args.command, ()),
+        # every command's: an --overwrite by another command must not leave the old run's plots behind
+        figures=sorted({stem for stems in FIGURES.values() for stem in stems}),
         log=note,
     )
 

@@ -1,5 +1,6 @@
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -244,6 +245,13 @@ BAD_VALUES = [
     T(["sparse-mnist", "--resume", "--overwrite"], "--overwrite", id="resume and overwrite"),
     T(["sparse-mnist", "--train-prune", "nan"], "--train-prune", id="train-prune nan"),
     T(["sparse-mnist", "--clip-log-alpha", "0"], "--clip-log-alpha", id="clip 0"),
+    # log α held below the pruning rule (3) or below --train-prune: nothing could ever be pruned
+    T(["sparse-mnist", "--clip-log-alpha", "3"], "--clip-log-alpha", id="clip at the rule"),
+    T(["sparse-mnist", "--clip-log-alpha", "5", "--train-prune", "6"], "--train-prune", id="prune > clip"),
+    # --quick runs at its own sizes: asking for others with it is refused, not ignored
+    T(["ard-table", "--quick", "--n", "500"], "--n", id="quick with n"),
+    T(["ard-minibatch", "--quick", "--steps", "50"], "--steps", id="quick with steps"),
+    T(["ard-table", "--quick", "--n-relevant", "45"], "(--quick)", id="n-relevant > quick d"),
 ]
 
 
@@ -398,14 +406,20 @@ def test_a_run_in_progress_holds_its_folder(tmp_path, tiny_mnist):
             assert f"in use by process {holder.pid}" in busy.stderr
             assert len(busy.stderr.strip().splitlines()) == 1
         holder.stdin.close()
-    # A holder killed outright leaves its lock file: the next run takes it over and says so.
+    # A holder killed outright leaves its lock file: the next run takes it over and says so. The holder
+    # was an --overwrite that had moved the old run aside: that is refused until the user decides.
     with _lock_holder(out) as holder:
         holder.kill()
     assert (out / "run.lock").read_text().strip() == str(holder.pid)
+    assert (out / ".overwritten" / "run.json").is_file()
+    refused = _pyro_vd(*run, "--overwrite", cwd=tmp_path)
+    assert refused.returncode == 2, refused.stderr
+    assert "stale lock" in refused.stderr and str(holder.pid) in refused.stderr
+    assert "holds .overwritten/" in refused.stderr and (out / ".overwritten" / "run.json").is_file()
+    shutil.rmtree(out / ".overwritten")
     taken = _pyro_vd(*run, "--overwrite", cwd=tmp_path)
     assert taken.returncode == 0, taken.stderr
-    assert "stale lock" in taken.stderr and str(holder.pid) in taken.stderr
-    assert not (out / "run.lock").exists()
+    assert not (out / "run.lock").exists() and not (out / ".overwritten").exists()
 
 
 @pytest.mark.slow

@@ -5,7 +5,9 @@ whole run, and never silently reused.
 * ``--out`` must not be empty, an existing file, or a folder that cannot be written.
 * A folder that already holds files is refused unless the run ``resume``\\ s it (then its checkpoint
   must exist, and the options recorded in ``run.json`` must agree with the new ones) or ``overwrite``\\ s
-  it (then the files a ``pyro-vd`` run writes are removed first; other files are left alone).
+  it (then the files a ``pyro-vd`` run writes are moved aside into ``.overwritten/`` and deleted only
+  once the new run ends or has saved a checkpoint: a run that fails before that puts them back; other
+  files are left alone).
 * ``run.lock`` in the folder is held with :func:`fcntl.flock` for the whole run: a second run into the
   same folder stops at once (:class:`RunDirBusy`). The kernel drops the lock when its process dies, so a
   lock file left by a killed run is stale: it is taken over, and reported.
@@ -23,14 +25,20 @@ import datetime
 import errno
 import fcntl
 import json
+import math
 import os
 import pathlib
+import shutil
+
+from ..inference.checkpoint import is_checkpoint_temporary
 
 RUN_FILE = "run.json"
 LOCK_FILE = "run.lock"
 CHECKPOINT = "checkpoint.pt"
 #: What a run writes, and so what ``overwrite=True`` removes (besides the PNGs named by the caller).
 RUN_FILES = (RUN_FILE, CHECKPOINT, "results.json", "results.md")
+#: Where ``overwrite=True`` keeps the files it replaces until the new run has trained.
+STAGING = ".overwritten"
 
 
 class RunDirError(ValueError):
@@ -109,7 +117,7 @@ class RunDir:
         self.command, self.options = command, dict(options)
         self.resume, self.resumable, self.overwrite = resume, resumable, overwrite
         self.fixed, self.figures, self.log = tuple(fixed), tuple(figures), log
-        self._lock = self._made = self._previous = self._checkpoint = None
+        self._lock = self._made = self._previous = self._checkpoint = self._staged = None
         self._wrote = False
 
     # ------------------------------------------------------------------------------------- locking
@@ -166,7 +174,9 @@ class RunDir:
     def _ours(self, name):
         return (
             name in RUN_FILES
-            or name.startswith((CHECKPOINT + ".", RUN_FILE + "."))  # temporary files of a save
+            or (name.endswith(".tmp") and name[: -len(".tmp")] in RUN_FILES)  # write_atomically's
+            or (name.endswith(".png.tmp") and name[: -len(".png.tmp")] in self.figures)
+            or is_checkpoint_temporary(name, CHECKPOINT)  # save_checkpoint's (not a user's copy)
             or (name.endswith(".png") and name[: -len(".png")] in self.figures)
         )
 
@@ -183,6 +193,8 @@ class RunDir:
         try:
             record = json.loads(record_path.read_text())
             recorded = record["options"]
+            if not isinstance(recorded, dict) or not isinstance(record.get("resumes", []), list):
+                raise TypeError("its options must be a mapping and its resumes a list")
         except (ValueError, KeyError, TypeError) as error:
             raise RunDirError(f"{str(record_path)!r} is not a pyro-vd run record: {error}") from error
         if record.get("command") != self.command:
@@ -217,11 +229,23 @@ class RunDir:
                 f"--out {str(self.path)!r} already holds files ({shown}); pass {hint} to replace it, "
                 "or give another --out"
             )
-        removed = [name for name in contents if self._ours(name)]
-        for name in removed:
-            (self.path / name).unlink()
-        if removed:
-            self.log(f"--overwrite: removed {', '.join(removed)} from {str(self.path)!r}")
+        staging = self.path / STAGING
+        if staging.exists():
+            raise RunDirError(
+                f"--out {str(self.path)!r} holds {STAGING}/, the files an interrupted --overwrite replaced "
+                f"(its run may not have trained): move them back into the folder, or delete {STAGING}/ "
+                "once you do not need them, then run again"
+            )
+        replaced = [name for name in contents if self._ours(name)]
+        if replaced:
+            staging.mkdir()
+            self._staged = staging
+            for name in replaced:
+                os.replace(self.path / name, staging / name)
+            self.log(
+                f"--overwrite: replacing {', '.join(replaced)} in {str(self.path)!r} (kept in {STAGING}/ "
+                "until the new run has trained)"
+            )
         return {"command": self.command, "options": self.options, "started": _now(), "resumes": []}
 
     def __enter__(self):
@@ -237,8 +261,8 @@ class RunDir:
         try:
             record_path = self.path / RUN_FILE
             self._previous = record_path.read_text() if self.resume and record_path.is_file() else None
-            self._checkpoint = _stat(self.path / CHECKPOINT)
             self.record = self._prepare()
+            self._checkpoint = _stat(self.path / CHECKPOINT)  # after --overwrite moved the old one aside
             self._write_record()
         except BaseException:
             self._undo()
@@ -249,6 +273,9 @@ class RunDir:
         if exc_type is not None and _stat(self.path / CHECKPOINT) == self._checkpoint:
             self._undo()  # nothing was trained: leave the folder as it was
         else:
+            if self._staged is not None:  # the new run has trained (or ended): the old files go
+                shutil.rmtree(self._staged, ignore_errors=True)
+                self._staged = None
             self._release()
         return False
 
@@ -256,8 +283,13 @@ class RunDir:
         record_path = self.path / RUN_FILE
         if self._wrote and self._previous is not None:
             record_path.write_text(self._previous)
-        elif self._wrote and self._contents() == [RUN_FILE]:
+        elif self._wrote and (self._contents() == [RUN_FILE] or self._staged is not None):
             record_path.unlink()
+        if self._staged is not None:  # --overwrite: the replaced files come back
+            for moved in self._staged.iterdir():
+                os.replace(moved, self.path / moved.name)
+            self._staged.rmdir()
+            self._staged = None
         self._release()
         if self._made is not None and not any(self.path.iterdir()):
             folder = self.path
@@ -276,6 +308,47 @@ class RunDir:
         tmp.write_text(json.dumps(self.record, indent=2) + "\n")
         os.replace(tmp, path)
         self._wrote = True
+
+
+def write_atomically(path, data):
+    """
+    Write ``data`` (str or bytes) to ``path`` by way of ``<path>.tmp`` and a rename, so that a run killed
+    while it writes its results leaves the previous file whole. ``data`` may also be a callable that
+    writes to the open binary file it is given (a figure's ``savefig``).
+    """
+    path = pathlib.Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        with open(tmp, "wb") as f:
+            if callable(data):
+                data(f)
+            else:
+                f.write(data.encode() if isinstance(data, str) else data)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def results_json(value):
+    """
+    ``value`` as the JSON text of a results file: numpy scalars and arrays as lists and numbers, and the
+    non-finite floats (which JSON has no numbers for; ``json.dumps`` would write the invalid tokens
+    ``Infinity`` and ``NaN``) as the strings ``"inf"``, ``"-inf"`` and ``"nan"``.
+    """
+
+    def plain(v):
+        if isinstance(v, dict):
+            return {k: plain(item) for k, item in v.items()}
+        if isinstance(v, list | tuple):
+            return [plain(item) for item in v]
+        if hasattr(v, "tolist") and not isinstance(v, str | bytes):  # numpy scalars and arrays, tensors
+            return plain(v.tolist())
+        if isinstance(v, float) and not math.isfinite(v):
+            return str(v)
+        return v
+
+    return json.dumps(plain(value), indent=2, allow_nan=False) + "\n"
 
 
 def recorded_options(path):

@@ -20,7 +20,6 @@ warm-up but never drops below the weight already reached. Every resume is record
 rates, batch size, noise, number of training images) must not change (:class:`RunDirError`).
 """
 
-import json
 import math
 import pathlib
 import time
@@ -44,7 +43,7 @@ from ..inference import (
 )
 from ..models import LeNet5, LeNet300100, LeNet500300
 from ..poutine import local_reparameterization
-from .run_dir import RunDirError
+from .run_dir import RunDirError, results_json, write_atomically
 
 ARCHITECTURES = {"lenet300100": LeNet300100, "lenet500300": LeNet500300, "lenet5": LeNet5}
 RECIPE_EPOCHS = 200
@@ -444,7 +443,7 @@ def run_sparse_vd_mnist(
         "history": history,
     }
     if out is not None and session.is_main:
-        (pathlib.Path(out) / "results.json").write_text(json.dumps(result, indent=2) + "\n")
+        write_atomically(pathlib.Path(out) / "results.json", results_json(result))
     return result, report, model, guide
 
 

@@ -6,7 +6,6 @@ noise's signal-to-noise ratio into a physically smaller network.
 Published anchor: 245-160-55 input neurons kept (of 784-500-300) at 1.55 % test error.
 """
 
-import json
 import pathlib
 import statistics
 import time
@@ -15,6 +14,7 @@ import torch
 
 from .. import distributed
 from ..inference import count_neurons, prune_neurons
+from .run_dir import results_json, write_atomically
 from .sparse_vd_mnist import run_sparse_vd_mnist, test_error
 
 
@@ -115,5 +115,5 @@ def run_structured_mnist(
     }
     if out is not None:
         path = pathlib.Path(out) / "results.json"
-        path.write_text(json.dumps(summary, indent=2) + "\n")
+        write_atomically(path, results_json(summary))
     return summary, small

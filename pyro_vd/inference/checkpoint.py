@@ -4,6 +4,7 @@ import collections
 import contextlib
 import hashlib
 import math
+import numbers
 import os
 import pathlib
 import random
@@ -72,6 +73,9 @@ def save_checkpoint(path, *, optim, epoch, model=None, guide=None, elbo=None, ex
     path = pathlib.Path(path)
     if path.is_dir():
         raise ValueError(f"path {str(path)!r} is a directory; give a file name")
+    # the check load_checkpoint applies: a file it would refuse must not replace a good one
+    if isinstance(epoch, bool) or not isinstance(epoch, numbers.Integral) or epoch < 0:
+        raise ValueError(f"epoch must be a non-negative int (the epochs completed); got {epoch!r}")
     if not hasattr(optim, "get_state"):
         raise TypeError(f"optim must be a pyro.optim.PyroOptim; got {type(optim).__name__}")
     _check_modules(model, guide)
@@ -103,6 +107,8 @@ def save_checkpoint(path, *, optim, epoch, model=None, guide=None, elbo=None, ex
         prefix=f"{path.name}.{_writer_tag()}.{os.getpid()}.", suffix=".tmp", dir=path.parent
     )
     try:
+        # mkstemp makes the file private (0600): give it the mode an ordinary new file would have
+        os.fchmod(handle, 0o666 & ~_umask())
         with os.fdopen(handle, "wb") as f:
             torch.save(state, f)
             f.flush()
@@ -733,6 +739,30 @@ def _remove_stale_temporaries(path):
                 continue
             if stale and entry.is_file(follow_symlinks=False):
                 os.unlink(entry.path)
+
+
+def is_checkpoint_temporary(name, checkpoint_name):
+    """Whether the file ``name`` is a temporary file of a save of the checkpoint ``checkpoint_name`` (the
+    names :func:`save_checkpoint` gives them; not, say, a user's ``checkpoint.pt.bak``)."""
+    if not name.startswith(checkpoint_name + "."):
+        return False
+    rest = name[len(checkpoint_name) :]
+    return bool(_TMP.fullmatch(rest) or _LEGACY_TMP.fullmatch(rest))
+
+
+def _umask():
+    """The process's umask: read from /proc where it can be (setting it to read it, the fallback, is not
+    thread-safe)."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _fsync_folder(folder):

@@ -48,7 +48,43 @@ def test_overwrite_removes_only_what_a_run_writes(tmp_path):
     with _run(tmp_path, notes, overwrite=True, figures=("training",)):
         pass
     assert sorted(p.name for p in tmp_path.iterdir()) == ["holiday.png", "notes.txt", "run.json"]
-    assert "removed" in notes[0]
+    assert "replacing" in notes[0]
+
+
+def test_overwrite_leaves_the_users_own_copies_of_run_files(tmp_path):
+    backups = ["checkpoint.pt.bak", "run.json.orig", "checkpoint.pt.1", "results.json.old"]
+    _finish(tmp_path, "checkpoint.pt", *backups)
+    stale = "checkpoint.pt.0123abcd.4242.k2j_x9.tmp"  # a killed save's temporary file is the run's
+    (tmp_path / stale).write_text("")
+    with _run(tmp_path, overwrite=True):
+        pass
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*backups, "run.json"])
+
+
+def test_an_overwrite_that_fails_before_training_puts_the_old_run_back(tmp_path):
+    names = ["checkpoint.pt", "results.json", "training.png"]
+    _finish(tmp_path, *names, "notes.txt")
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    with pytest.raises(FileNotFoundError), _run(tmp_path, overwrite=True, figures=("training",)):
+        moved_aside = [".overwritten", "notes.txt", "run.json", "run.lock"]
+        assert sorted(p.name for p in tmp_path.iterdir()) == moved_aside
+        raise FileNotFoundError("no data")  # e.g. a missing --data-dir, before any checkpoint
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+    # once the new run has saved a checkpoint, a failure keeps the new run and drops the old one
+    with pytest.raises(RuntimeError), _run(tmp_path, overwrite=True, figures=("training",)):
+        (tmp_path / "checkpoint.pt").write_text("new")
+        raise RuntimeError("diverged at epoch 3")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.pt", "notes.txt", "run.json"]
+    assert (tmp_path / "checkpoint.pt").read_text() == "new"
+
+
+def test_the_files_of_an_interrupted_overwrite_are_never_deleted(tmp_path):
+    _finish(tmp_path, "checkpoint.pt")
+    (tmp_path / ".overwritten").mkdir()
+    (tmp_path / ".overwritten" / "checkpoint.pt").write_text("the only good run")
+    with pytest.raises(RunDirError, match=r"holds \.overwritten/.*move them back"):
+        _run(tmp_path, overwrite=True).__enter__()
+    assert (tmp_path / ".overwritten" / "checkpoint.pt").read_text() == "the only good run"
 
 
 def test_resume_needs_a_checkpoint_and_the_same_fixed_options(tmp_path):
@@ -116,3 +152,35 @@ def test_a_refusal_changes_nothing(tmp_path):
     with pytest.raises(RunDirError, match="already holds"):
         _run(tmp_path).__enter__()
     assert [p.name for p in tmp_path.iterdir()] == ["run.json"]
+
+
+def test_results_files_are_valid_json_and_written_whole(tmp_path):
+    import numpy as np
+
+    from pyro_vd.experiments.run_dir import results_json, write_atomically
+
+    text = results_json({"c": float("inf"), "d": [float("nan"), np.float32(0.5)], "e": np.arange(2)})
+    assert json.loads(text) == {"c": "inf", "d": ["nan", 0.5], "e": [0, 1]}  # no Infinity / NaN tokens
+    path = tmp_path / "results.json"
+    write_atomically(path, "old")
+
+    def interrupted(f):
+        f.write(b"half")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        write_atomically(path, interrupted)
+    assert path.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["results.json"]
+
+
+@pytest.mark.parametrize(
+    "record",
+    [{"command": "sparse-mnist", "options": [1]}, {"command": "sparse-mnist", "options": {}, "resumes": {}}],
+    ids=["options a list", "resumes a mapping"],
+)
+def test_a_run_record_of_the_wrong_structure_is_refused_in_one_line(tmp_path, record):
+    _finish(tmp_path, "checkpoint.pt")
+    (tmp_path / "run.json").write_text(json.dumps(record))
+    with pytest.raises(RunDirError, match="is not a pyro-vd run record"):
+        _run(tmp_path, resume=True).__enter__()
+    assert json.loads((tmp_path / "run.json").read_text()) == record

@@ -603,3 +603,30 @@ def test_a_checkpoint_without_averages_warns_that_they_start_again(tmp_path):
     assert guide.average_count() == 0
     _epoch(svi, elbo, 1)
     assert guide.average_count() == 4
+
+
+@pytest.mark.parametrize("epoch", [-1, 2.9, True, "3"])
+def test_an_epoch_load_checkpoint_would_refuse_never_replaces_a_checkpoint(tmp_path, epoch):
+    _, _, optim, _, _ = _fresh()
+    path = save_checkpoint(tmp_path / "ckpt.pt", optim=optim, epoch=np.int64(4))
+    good = path.read_bytes()
+    with pytest.raises(ValueError, match="epoch must be a non-negative int"):
+        save_checkpoint(path, optim=optim, epoch=epoch)
+    assert path.read_bytes() == good
+    assert [p.name for p in tmp_path.iterdir()] == ["ckpt.pt"]
+
+
+def test_a_checkpoint_gets_the_mode_of_an_ordinary_new_file(tmp_path):
+    _, _, optim, _, _ = _fresh()
+    mask = os.umask(0o027)
+    try:
+        path = save_checkpoint(tmp_path / "ckpt.pt", optim=optim, epoch=0)
+    finally:
+        os.umask(mask)
+    assert path.stat().st_mode & 0o777 == 0o640  # not mkstemp's private 0o600
+
+
+def test_only_the_temporary_files_of_a_save_are_named_so():
+    assert checkpoint.is_checkpoint_temporary("ckpt.pt.0123abcd.77.x_9Yz.tmp", "ckpt.pt")
+    for name in ("ckpt.pt.bak", "ckpt.pt.1", "ckpt.pt.notes.tmp", "other.pt.0123abcd.77.xyz.tmp"):
+        assert not checkpoint.is_checkpoint_temporary(name, "ckpt.pt"), name
