@@ -5,9 +5,10 @@ whole run, and never silently reused.
 * ``--out`` must not be empty, an existing file, or a folder that cannot be written.
 * A folder that already holds files is refused unless the run ``resume``\\ s it (then its checkpoint
   must exist, and the options recorded in ``run.json`` must agree with the new ones) or ``overwrite``\\ s
-  it (then the files a ``pyro-vd`` run writes are moved aside into ``.overwritten/`` and deleted only
-  once the new run ends or has saved a checkpoint: a run that fails before that puts them back; other
-  files are left alone).
+  it (then the files a ``pyro-vd`` run writes are moved aside into ``.overwritten/`` and deleted when
+  the new run ends, or put back if it fails before its first checkpoint; other files are left alone; a
+  folder still holding ``.overwritten/``, from a run killed meanwhile, is refused until the user has
+  moved its files back or deleted it).
 * ``run.lock`` in the folder is held with :func:`fcntl.flock` for the whole run: a second run into the
   same folder stops at once (:class:`RunDirBusy`). The kernel drops the lock when its process dies, so a
   lock file left by a killed run is stale: it is taken over, and reported.
