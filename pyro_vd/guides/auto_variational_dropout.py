@@ -69,17 +69,22 @@ def _is_neuron_noise(fn):
 
 
 def _alpha_shape(shape, event_dim, granularity):
-    """Shape of log α for a site of value ``shape``: batch dims kept, event dims reduced."""
+    """Shape of log α for a site of value ``shape``: ``"layer"`` one for the site; ``"output"`` and
+    ``"input"`` reduce the event dims and keep the batch dims, but a weight declared through plates
+    alone (``with pyro.plate("units", 10): LogUniform()``, no event dims) is reduced over its own dims:
+    it is the same weight as ``LogUniform(event_shape=(10,))``, and used to get one α per weight."""
     shape = list(shape)
     batch, event = shape[: len(shape) - event_dim], shape[len(shape) - event_dim :]
-    if granularity == "weight" or not event:
+    if granularity == "weight":
         return torch.Size(shape)
+    if granularity == "layer":
+        return torch.Size([1] * len(shape))
+    if not event:
+        batch, event = [], shape
     if granularity == "output":  # one α per output unit: dim 0 of (out, in, *kernel)
         event = [event[0]] + [1] * (len(event) - 1)
     elif granularity == "input":  # one α per input unit (Kingma's variant A): dim 1
         event = [1] + event[1:2] + [1] * (len(event) - 2) if len(event) > 1 else event
-    else:  # "layer"
-        event = [1] * len(event)
     return torch.Size(batch + event)
 
 
@@ -271,8 +276,9 @@ class AutoVariationalDropout(AutoGuide):
         it holds under ``JitTrace_ELBO``, the module route and DDP (where every parameter still gets a
         gradient). The count is part of the guide's ``state_dict``, so checkpoints resume it (pass the
         guide to :func:`~pyro_vd.inference.load_checkpoint`); a state saved without it counts as past
-        the hold. An optimizer's momentum for log α from before the hold (a state rolled back into
-        it) still moves it.
+        the hold; so does a guide whose parameters are found in Pyro's param store when it is set up
+        (its first call after ``pyro.get_param_store().load(...)``: the store keeps no step count). An
+        optimizer's momentum for log α from before the hold (a state rolled back into it) still moves it.
     :param float init_noise_loc: initial :math:`\mu` of the neuron noise (0).
     :param float init_noise_log_scale: initial :math:`\log\sigma` of the neuron noise (−5).
     :param callable create_plates: as for every :class:`~pyro.infer.autoguide.AutoGuide`.
@@ -326,6 +332,8 @@ class AutoVariationalDropout(AutoGuide):
             raise TypeError(f"hold_log_alpha must be an int (a number of steps); got {hold_log_alpha!r}")
         if hold_log_alpha < 0:
             raise ValueError(f"hold_log_alpha must be >= 0; got {hold_log_alpha}")
+        # the relevance rule the model names, kept for a guide pickled (or deep-copied) without its model
+        self.__dict__["_relevance_rule"] = getattr(unwrap(model), "relevance_rule", None)
         self.__dict__["_hold_log_alpha"] = int(hold_log_alpha)
         self.__dict__["_trained_steps"] = 0
         # the model's recommended start applies where it can: at or next to 0 only where log α is learned
@@ -671,7 +679,11 @@ class AutoVariationalDropout(AutoGuide):
         per_site, shared_name = self._log_alpha_names()
         log_alphas = PyroModule()
         setattr(self, per_site, log_alphas)
-        self._check_param_store_log_alphas()
+        if self._check_param_store_log_alphas() and self._completed_steps() < self.hold_log_alpha:
+            # the guide takes up parameters a trained guide left in Pyro's param store (its
+            # ``get_param_store().load``): the store keeps no step count, and holding the loaded log α
+            # for K more steps would freeze it; like a state saved without the count, it is past the hold
+            self.__dict__["_trained_steps"] = self.hold_log_alpha
         init_psi = self.init_log_alpha / self.log_alpha_scale
         self.noise_locs = PyroModule()
         self.noise_log_scales = PyroModule()
@@ -937,7 +949,8 @@ class AutoVariationalDropout(AutoGuide):
     def _check_param_store_log_alphas(self):
         """With Pyro's global param store: refuse a store that holds this guide's log α under another
         ``log_alpha_scale`` (e.g. saved by a guide with another c, or before the linear models
-        recommended one); this guide would silently start its α again while taking θ from the store."""
+        recommended one); this guide would silently start its α again while taking θ from the store.
+        Returns whether the store holds parameters of this guide's sites."""
         if pyro.settings.get("module_local_params"):
             return
         base = self.__dict__.get("_pyro_name") or ""
@@ -950,6 +963,7 @@ class AutoVariationalDropout(AutoGuide):
             if key.startswith(prefix) and (site in self._sites or (shared and not site)):
                 names.append(group)
         _check_log_alpha_names(names, self.log_alpha_scale, "Pyro's param store")
+        return bool(names)
 
     def _apply(self, *args, **kwargs):
         result = super()._apply(*args, **kwargs)  # .to(), .double(), .cuda(): averages of other tensors
@@ -957,7 +971,16 @@ class AutoVariationalDropout(AutoGuide):
         return result
 
     def __getstate__(self):
-        state = dict(super().__getstate__())
+        # Pyro's AutoGuide.__getstate__ clears _model and master (weak references) on the live guide, not
+        # on the state it returns: torch.save(guide) left the guide without its model, and so without
+        # the relevance rule the model names (the evidence rule of the linear models fell back to 3).
+        # They are put back here; the state drops them.
+        live = {key: self.__dict__[key] for key in ("_model", "master") if key in self.__dict__}
+        try:
+            state = dict(super().__getstate__())
+        finally:
+            self.__dict__.update(live)
+        state["_model"] = state["master"] = None
         state["_averages"] = {}  # hooks and weak references do not pickle; see ``averaging``
         state["_restored_averages"] = {}
         state.pop("_restored_targets", None)  # (weak references)

@@ -29,7 +29,13 @@ def log_alpha_bound(guide, name, threshold=None):
     if threshold is None:
         from ..guides.auto_variational_dropout import guide_model
 
-        threshold = getattr(guide_model(guide), "relevance_rule", None) or DEFAULT_THRESHOLD
+        model = guide_model(guide)
+        # (a guide unpickled without its model keeps the rule its model named when it was built)
+        if model is None:
+            rule = guide.__dict__.get("_relevance_rule")
+        else:
+            rule = getattr(model, "relevance_rule", None)
+        threshold = rule or DEFAULT_THRESHOLD
     if isinstance(threshold, str):
         from ..linear.relevance import log_alpha_threshold
 

@@ -179,8 +179,13 @@ class VDModel(PyroModule):
             shape = tuple(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__
             raise ValueError(f"y must be a tensor with {batch} rows, one per row of x; got {shape}")
         size = self.num_data or batch
+        if size < batch and y is None:  # predictions (Predictive on a test set): nothing is scaled
+            size = batch
         if size < batch:
-            raise ValueError(f"the batch has {batch} rows but num_data is {size}")
+            raise ValueError(
+                f"the batch has {batch} rows but num_data is {size}: num_data is the number of training "
+                "rows the likelihood of a batch is scaled to; give the size of the whole training set"
+            )
         likelihood = self._distribution(output)
         if y is not None:
             y = self._check_target(y, likelihood)
@@ -219,6 +224,12 @@ class VDModel(PyroModule):
         """``y`` shaped as the likelihood's values: (B, 1) → (B,) for one output; anything else that
         differs is an error, never a broadcast."""
         expected = likelihood.batch_shape + likelihood.event_shape
+        if self.likelihood in ("bernoulli", "normal") and not y.is_floating_point():
+            # integer or bool labels (what data sets hold): the likelihood takes floats, and torch's
+            # Bernoulli log density fails on them with an error about casting
+            if y.is_complex():
+                raise TypeError(f"y must be real; got dtype {y.dtype}")
+            y = y.to(likelihood.mean.dtype)
         if y.shape == expected:
             return y
         if y.dim() == len(expected) + 1 and y.shape[-1] == 1 and y.shape[:-1] == expected:

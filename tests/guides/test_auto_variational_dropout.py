@@ -77,6 +77,36 @@ def test_granularity_shapes(granularity, shape):
     assert guide.get_log_alpha("net.fc1.weight").shape == (5, 6)
 
 
+@pytest.mark.parametrize(
+    ("granularity", "shape"), [("weight", (5, 6)), ("output", (5, 1)), ("input", (1, 6)), ("layer", (1, 1))]
+)
+def test_a_weight_declared_through_plates_gets_the_granularity_asked_for(granularity, shape):
+    """``with plate(5), plate(6): LogUniform()`` is the same weight as ``LogUniform(event_shape=(5, 6))``;
+    with no event dims, "layer" and "output" used to give one α per weight."""
+    x, y = torch.randn(30, 6), torch.randn(30, 5)
+
+    def declared(plates):
+        def model(x, y):
+            if plates:
+                with pyro.plate("out", 5, dim=-2), pyro.plate("in", 6, dim=-1):
+                    w = pyro.sample("w", LogUniform())
+            else:
+                w = pyro.sample("w", LogUniform(event_shape=(5, 6)))
+            with pyro.plate("data", len(x)):
+                pyro.sample("y", dist.Normal(x @ w.T, 1.0).to_event(1), obs=y)
+
+        return model
+
+    for plates in (False, True):
+        pyro.clear_param_store()
+        guide = AutoVariationalDropout(
+            declared(plates), granularity=granularity, parameterization="multiplicative"
+        )
+        guide(x, y)
+        assert guide.log_alphas.w.shape == shape, plates
+        assert guide.get_log_alpha("w").shape == (5, 6)
+
+
 def test_conv_granularity():
     guide = AutoVariationalDropout(LeNet5(num_data=100), granularity="output")
     guide(torch.rand(2, 1, 28, 28), torch.tensor([1, 2]))
@@ -390,3 +420,36 @@ def test_a_failed_set_up_fails_the_same_way_again():
         with pytest.raises(ValueError, match="granularity names"):
             guide(x, y)
         assert guide.prototype_trace is None
+
+
+def test_saving_a_guide_keeps_its_model_and_its_models_relevance_rule():
+    """Pyro's AutoGuide.__getstate__ cleared the live guide's model: after torch.save(guide) the linear
+    models' evidence rule τ(d) fell back to log α ≤ 3 on the live guide and on the reloaded one."""
+    import io
+
+    from pyro.infer.autoguide import AutoGuideList, AutoNormal
+
+    from pyro_vd.inference import log_alpha_bound
+    from pyro_vd.linear.relevance import evidence_log_alpha_threshold
+    from pyro_vd.models import LinearRegression
+
+    model = LinearRegression(20, num_data=100)
+    guide = AutoVariationalDropout(model)
+    X20, y20 = torch.randn(100, 20), torch.randn(100)
+    guide(X20, y20)
+    site = guide.site_names[0]
+    tau = evidence_log_alpha_threshold(20)
+    assert log_alpha_bound(guide, site) == pytest.approx(tau)
+    buffer = io.BytesIO()
+    torch.save(guide, buffer)
+    assert guide.model is model and log_alpha_bound(guide, site) == pytest.approx(tau)
+    buffer.seek(0)
+    loaded = torch.load(buffer, weights_only=False)
+    assert loaded._model is None and log_alpha_bound(loaded, site) == pytest.approx(tau)
+    # inside an AutoGuideList the parts keep their master (Pyro clears it on the live parts too)
+    listed = AutoGuideList(model)
+    listed.append(AutoVariationalDropout(pyro.poutine.block(model, expose=[site])))
+    listed.append(AutoNormal(pyro.poutine.block(model, hide=[site])))
+    listed(X20, y20)
+    torch.save(listed, io.BytesIO())
+    assert listed[0].master is not None and listed[0].master() is listed

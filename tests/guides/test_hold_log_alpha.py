@@ -126,6 +126,25 @@ def test_a_state_saved_without_the_count_is_past_the_hold():
     assert not torch.equal(_log_alpha(guide), start)
 
 
+def test_a_guide_set_up_from_a_loaded_param_store_is_past_the_hold(tmp_path):
+    """Pyro's own way to resume (``get_param_store().save`` / ``.load``) keeps no step count: the new guide
+    held the loaded log α for K more steps, and trained none of them in 300."""
+    *_, svi = _svi({"hold_log_alpha": 8})
+    _steps(svi, 10)
+    pyro.get_param_store().save(tmp_path / "store.pt")
+    _, fresh, _, svi = _svi({"hold_log_alpha": 8})  # (clears the store)
+    pyro.get_param_store().load(tmp_path / "store.pt")
+    _steps(svi, 1)  # sets the guide up from the store
+    assert fresh.trained_steps >= 8 and not fresh.log_alpha_held
+    start = _log_alpha(fresh)
+    _steps(svi, 1)
+    assert not torch.equal(_log_alpha(fresh), start)
+    # a guide set up from an empty store holds as asked
+    _, new, _, svi = _svi({"hold_log_alpha": 8})
+    _steps(svi, 1)
+    assert new.log_alpha_held
+
+
 @pytest.mark.parametrize(
     "value, error",
     [(-1, ValueError), (1.5, TypeError), (True, TypeError), ("10", TypeError)],

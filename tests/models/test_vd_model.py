@@ -96,13 +96,29 @@ def test_bad_input():
         conditioned(torch.randn(5, 7))
     with pytest.raises(ValueError, match="y must be a tensor with 5 rows"):
         conditioned(torch.randn(5, 4), torch.zeros(4, dtype=torch.long))
-    with pytest.raises(ValueError, match="num_data is 2"):
-        conditioned(torch.randn(5, 4))
+    with pytest.raises(ValueError, match="num_data is 2: num_data is the number of training rows"):
+        conditioned(torch.randn(5, 4), torch.zeros(5, dtype=torch.long))
+    assert conditioned(torch.randn(5, 4)).shape == (5, 2)  # predictions on more rows than num_data
     with pytest.raises(TypeError, match=r"x must be a torch\.Tensor"):
         conditioned([[1.0] * 4])
 
 
 # ------------------------------------------------------------------------------ targets and inputs
+@pytest.mark.parametrize("dtype", [torch.long, torch.bool, torch.int32])
+def test_integer_and_bool_labels_are_the_same_as_float_ones(dtype):
+    """torch's Bernoulli failed on them with an error about casting (the data sets hold int labels)."""
+    from pyro_vd.models import LinearRegression, LogisticRegression
+
+    x, labels = torch.randn(6, 3), torch.tensor([0, 1, 1, 0, 1, 0])
+    for model in (LogisticRegression(3, num_data=6), LinearRegression(3, num_data=6)):
+        conditioned = _conditioned(model)
+        trace = pyro.poutine.trace(conditioned).get_trace(x, labels.to(dtype))
+        reference = pyro.poutine.trace(pyro.poutine.replay(conditioned, trace=trace)).get_trace(
+            x, labels.float()
+        )
+        assert trace.log_prob_sum().item() == pytest.approx(reference.log_prob_sum().item())
+
+
 def _conditioned(model):
     weights = {name: torch.randn(p.event_shape) for name, p in _priors(model).items()}
     return pyro.poutine.condition(model, data=weights)
