@@ -326,6 +326,49 @@ def power_of_two_scales(values, axis=0):
     return np.ldexp(1.0, exponent.astype(int))
 
 
+#: A column whose spread about its mean, relative to its root mean square, is below this times the
+#: largest such ratio among the columns carries no usable variation (it is constant up to rounding).
+#: The same rule for every estimator: a ratio relative to each column's own size, so that neither a
+#: column's units nor its offset decide (a column 1e7 times smaller than another, or with an offset of
+#: 1e6 of its spread, is as usable as any).
+CONSTANT_RATIO = 1e-12
+
+
+def column_rms(X):
+    """Root mean square of each column of X (of a 1-D X: one number), computed without squaring X (no
+    overflow); 0 for a zero column."""
+    peak = np.max(np.abs(X), axis=0)
+    safe = np.where(peak > 0, peak, 1.0)
+    return peak * np.sqrt(np.mean((X / safe) ** 2, axis=0))
+
+
+def fitted_units(values, center):
+    """
+    How a regressor with (``center``) or without an intercept sees each column of ``values`` (a 1-D
+    ``values`` is one column, y): ``(scale, ratio)``. ``ratio`` is the root mean square of the column as
+    fitted — about its mean with ``center``, as is without — relative to its plain root mean square (0 for
+    an all-zero column; 1 without ``center``). ``scale`` is the power of two nearest the fitted root mean
+    square, so that an offset does not set the units (it is the intercept's), or nearest the plain one
+    where the ratio is at most :data:`CONSTANT_RATIO` (a column constant up to rounding).
+    """
+    plain = power_of_two_scales(values)
+    scaled = values / plain
+    fitted = scaled - scaled.mean(0) if center else scaled
+    rms, spread = column_rms(scaled), column_rms(fitted)
+    ratio = spread / np.where(rms > 0, rms, 1.0)
+    with np.errstate(divide="ignore"):
+        exponent = np.round(np.log2(np.where(spread > 0, spread, 1.0)))
+    scale = np.where(ratio > CONSTANT_RATIO, plain * np.ldexp(1.0, exponent.astype(int)), plain)
+    return scale, ratio
+
+
+def usable_columns(ratio):
+    """The columns with usable variation, from their :func:`fitted_units` ratios (see
+    :data:`CONSTANT_RATIO`)."""
+    ratio = np.asarray(ratio, dtype=float)
+    return ratio > CONSTANT_RATIO * max(ratio.max(initial=0.0), np.finfo(float).tiny)
+
+
 def check_positive_float(value, name, *, allow_zero=False):
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not np.isfinite(value):
         raise ValueError(f"{name} must be a finite number; got {value!r}")
@@ -335,6 +378,7 @@ def check_positive_float(value, name, *, allow_zero=False):
 
 
 __all__ = [
+    "CONSTANT_RATIO",
     "BaseEstimator",
     "ClassifierMixin",
     "DataConversionWarning",
@@ -348,11 +392,14 @@ __all__ = [
     "check_random_state",
     "check_real",
     "check_y",
+    "column_rms",
     "dask_method",
     "feature_names_of",
+    "fitted_units",
     "flatten_column",
     "is_dask",
     "power_of_two_scales",
     "set_features",
+    "usable_columns",
     "validate_X",
 ]

@@ -6,26 +6,16 @@ from ._base import (
     BaseEstimator,
     ClassifierMixin,
     check_is_fitted,
+    column_rms,
     dask_method,
     flatten_column,
     is_dask,
     power_of_two_scales,
     set_features,
+    usable_columns,
     validate_X,
 )
 from ._threads import single_threaded_blas
-
-#: A column whose standard deviation, relative to its root mean square, is below this times the
-#: largest such ratio among the columns is treated as constant (it carries no usable variation).
-_CONSTANT_RATIO = 1e-12
-
-
-def column_rms(X):
-    """Root mean square of each column of X, computed without squaring X (no overflow); 0 for a zero
-    column."""
-    peak = np.max(np.abs(X), axis=0)
-    safe = np.where(peak > 0, peak, 1.0)
-    return peak * np.sqrt(np.mean((X / safe) ** 2, axis=0))
 
 
 class CentredUnits:
@@ -58,7 +48,7 @@ class CentredUnits:
         return units
 
     def _set_spread(self, spread):
-        self.usable = spread > _CONSTANT_RATIO * max(spread.max(), np.finfo(float).tiny)
+        self.usable = usable_columns(spread)
         self.offset[~self.usable] = 0.0
         with np.errstate(divide="ignore"):  # the power of two nearest the centred columns' RMS
             exponent = np.round(np.log2(np.where(spread > 0, spread, 1.0)))

@@ -77,7 +77,8 @@ def prepare_ard_regression(estimator, X, y):
     :func:`pyro_vd.linear.rvr.prepare_ard_regression` of a Dask array: the same
     ``(n, x_mean, y_mean, G, Xᵀt, tᵀt, diag G, usable, yᵀy, scaling)`` from one pass over the rows.
     """
-    from .rvr import ArdScaling
+    from ._base import usable_columns
+    from .rvr import ArdScaling, target_energy
 
     X = _check_X(X)
     y = _check_y(y, X)
@@ -86,15 +87,18 @@ def prepare_ard_regression(estimator, X, y):
     check_positive_float(estimator.alpha_bound, "alpha_bound")
     s = _reduce(X, y, _ard_block, _ard_merge, center=bool(estimator.fit_intercept))
     n = s["n"]
-    # power_of_two_scales from the merged statistics: the power of two nearest the root mean square
-    x_scale, y_scale = _nearest_power_of_two(s["sq"], s["s"], n), _nearest_power_of_two(s["ysq"], s["sy"], n)
+    # fitted_units from the merged statistics: the power of two nearest the root mean square as fitted
+    # (centred with an intercept), the plain one for a column constant up to rounding
+    x_scale, x_ratio = _fitted_units(np.diag(s["G"]), s["sq"], s["s"], n)
+    y_scale, y_ratio = _fitted_units(s["tt"], s["ysq"], s["sy"], n)
     # from the units of the merge (s) to those of the fit (x_scale): exact factors, powers of two
     f, fy = s["s"] / x_scale, float(s["sy"] / y_scale)
     G = s["G"] * f[:, None] * f[None, :]
     diag = np.diag(G).copy()
-    usable = diag > 1e-12 * max(diag.max(), np.finfo(float).tiny)
+    usable = usable_columns(x_ratio) & (diag > 0)
     scaling = object.__new__(ArdScaling)  # its __init__ would read the rows
     scaling.x, scaling.y = x_scale, float(y_scale)
+    scaling.x_ratio, scaling.y_ratio = x_ratio, float(y_ratio)
     scaling.y_spread = float(s["yspread"] * fy**2)  # as prepare_ard_regression's
     set_features(estimator, X, None)
     return (
@@ -106,7 +110,7 @@ def prepare_ard_regression(estimator, X, y):
         float(s["tt"] * fy**2),
         diag,
         usable,
-        float(s["ysq"] * fy**2),
+        target_energy(float(s["tt"] * fy**2), float(s["ysq"] * fy**2), scaling),
         scaling,
     )
 
@@ -211,6 +215,17 @@ def _ard_merge(*parts):
         }
     total["s"], total["sy"] = s, sy
     return total
+
+
+def _fitted_units(fitted_sq, sq, unit, n):
+    """:func:`~pyro_vd.linear._base.fitted_units` from Σ (x/unit)² as fitted (``fitted_sq``: about the
+    mean with an intercept) and as is (``sq``) over n rows."""
+    from ._base import CONSTANT_RATIO
+
+    fitted_sq, sq = np.maximum(np.asarray(fitted_sq, float), 0.0), np.asarray(sq, float)
+    ratio = np.sqrt(fitted_sq / np.where(sq > 0, sq, 1.0))
+    fitted = _nearest_power_of_two(fitted_sq, unit, n)
+    return np.where(ratio > CONSTANT_RATIO, fitted, _nearest_power_of_two(sq, unit, n)), ratio
 
 
 def _nearest_power_of_two(sq, unit, n):

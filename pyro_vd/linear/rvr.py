@@ -3,6 +3,7 @@ r"""Relevance vector regression by Tipping & Faul's fast marginal-likelihood max
 import numpy as np
 
 from ._base import (
+    CONSTANT_RATIO,
     BaseEstimator,
     RegressorMixin,
     check_is_fitted,
@@ -10,9 +11,10 @@ from ._base import (
     check_positive_int,
     check_y,
     dask_method,
+    fitted_units,
     is_dask,
-    power_of_two_scales,
     set_features,
+    usable_columns,
     validate_X,
 )
 from ._convergence import warn_not_converged
@@ -33,16 +35,19 @@ def _centered_statistics(X, y, fit_intercept):
 class ArdScaling:
     r"""
     The units an ARD regressor is fitted in: column ``d`` of X divided by ``x[d]`` and y by ``y``, powers
-    of two near their root mean squares (exact divisions). The evidence is invariant under
+    of two near their root mean squares as fitted — about their means with an intercept, so that an offset
+    (a year, a timestamp) does not make a column's spread vanish in its units — (exact divisions;
+    :func:`~pyro_vd.linear._base.fitted_units`). The evidence is invariant under
     :math:`x_d \to x_d/c_d`, :math:`t \to t/c_y` with :math:`w_d \to w_d c_d/c_y`,
     :math:`\alpha_d \to \alpha_d c_y^2/c_d^2`, :math:`\beta \to \beta c_y^2` (up to the constant
     :math:`-N\log c_y`), so the fit maps back exactly and data of any finite scale fit alike: no β²
     or XᵀX overflows, no absolute floor meets data of scale 1e-150.
     """
 
-    def __init__(self, X, y):
-        self.x = power_of_two_scales(X)
-        self.y = float(power_of_two_scales(y))
+    def __init__(self, X, y, center=False):
+        self.x, self.x_ratio = fitted_units(X, center)
+        y_scale, y_ratio = fitted_units(y, center)
+        self.y, self.y_ratio = float(y_scale), float(y_ratio)
 
     def coef(self, coef):
         return coef * (self.y / self.x)
@@ -106,9 +111,13 @@ def standardized_relevance(alpha, tt, diag, bound):
 def prepare_ard_regression(estimator, X, y):
     """
     Checks and statistics shared by the ARD regressors: validated ``X``, ``y`` and parameters, then
-    ``(n, x_mean, y_mean, G = XᵀX, Xᵀt, tᵀt, diag G, usable, yᵀy, scaling)`` on centered data in the
-    units of ``scaling`` (:class:`ArdScaling`), where ``usable`` marks the non-constant columns; sets
-    ``n_features_in_`` (and ``feature_names_in_`` for a data frame).
+    ``(n, x_mean, y_mean, G = XᵀX, Xᵀt, tᵀt, diag G, usable, energy, scaling)`` on centered data in the
+    units of ``scaling`` (:class:`ArdScaling`), where ``usable`` marks the non-constant columns and
+    ``energy`` is what the fits' floors on the residual are relative to: tᵀt, or y's plain Σ y² where y is
+    constant up to rounding (an intercept fits it; its spread about it is rounding). Relative to Σ y²
+    always, the floors read an offset of y as signal: at y + 1e6 the noise precision came out 100 times
+    too small, at y + 1e8 every feature was pruned. Sets ``n_features_in_`` (and ``feature_names_in_``
+    for a data frame).
     """
     if is_dask(X):
         return dask_method(estimator, "prepare_ard_regression", X, y)
@@ -117,7 +126,7 @@ def prepare_ard_regression(estimator, X, y):
     check_positive_int(estimator.max_iter, "max_iter")
     check_positive_float(estimator.tol, "tol")
     check_positive_float(estimator.alpha_bound, "alpha_bound")
-    scaling = ArdScaling(X, y)
+    scaling = ArdScaling(X, y, estimator.fit_intercept)
     X, y = X / scaling.x, y / scaling.y
     # y's spread about its mean, in these units: the scale relevance is standardized by, whether or not
     # the fit has an intercept (an offset that a bias column explains is no spread of y)
@@ -125,8 +134,14 @@ def prepare_ard_regression(estimator, X, y):
     set_features(estimator, X, names)
     x_mean, y_mean, G, Xt, tt = _centered_statistics(X, y, estimator.fit_intercept)
     diag = np.diag(G).copy()
-    usable = diag > 1e-12 * max(diag.max(), np.finfo(float).tiny)
-    return X.shape[0], x_mean, y_mean, G, Xt, tt, diag, usable, float(y @ y), scaling
+    usable = usable_columns(scaling.x_ratio) & (diag > 0)
+    energy = target_energy(tt, float(y @ y), scaling)
+    return X.shape[0], x_mean, y_mean, G, Xt, tt, diag, usable, energy, scaling
+
+
+def target_energy(tt, yy, scaling):
+    """The energy the residual floors are relative to (see :func:`prepare_ard_regression`)."""
+    return tt if scaling.y_ratio > CONSTANT_RATIO else yy
 
 
 class RVR(RegressorMixin, BaseEstimator):

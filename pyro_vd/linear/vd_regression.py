@@ -8,6 +8,7 @@ import torch
 
 from ..distributions.kl_log_uniform import check_kl_method, kl_log_uniform
 from ._base import (
+    CONSTANT_RATIO,
     BaseEstimator,
     RegressorMixin,
     check_finite_statistics,
@@ -20,6 +21,7 @@ from ._base import (
     is_dask,
     power_of_two_scales,
     set_features,
+    usable_columns,
     validate_X,
 )
 from ._convergence import warn_not_converged
@@ -193,10 +195,13 @@ class VDRegression(RegressorMixin, BaseEstimator):
 
     def _centered(self, s):
         r"""
-        ``(n, x̄, ȳ, XᵀX, Xᵀy, yᵀy, rms)`` of the data as fitted: centred with an intercept
+        ``(n, x̄, ȳ, XᵀX, Xᵀy, yᵀy, rms, ratio)`` of the data as fitted: centred with an intercept
         (:math:`S_{xx} - s_xs_x^\top/n`, …: nothing cancels, the shifts being near the means), plain
-        ones without; ``rms`` is y's root mean square (about 0), for its units. A ValueError when the
-        plain products overflow float64.
+        ones without; ``rms`` is y's root mean square as fitted (about ȳ with an intercept: an offset of
+        y is the intercept's, not y's scale), or about 0 where y is constant up to rounding, for its
+        units; ``ratio`` each column's root mean square as fitted relative to its plain one
+        (:func:`~pyro_vd.linear._base.fitted_units`). A ValueError when the plain products overflow
+        float64.
         """
         n = s["n"]
         shift, y_shift = _shifts(s)
@@ -204,6 +209,8 @@ class VDRegression(RegressorMixin, BaseEstimator):
             dx, dy = s["sx"] / n, s["sy"] / n  # x̄ − c, ȳ − c_y
             y_spread = max(s["yy"] - n * dy**2, 0.0)  # Σ (y − ȳ)²
             rms = float(np.hypot(y_shift + dy, np.sqrt(y_spread / n)))
+            if self.fit_intercept and np.sqrt(y_spread / n) > CONSTANT_RATIO * rms:
+                rms = float(np.sqrt(y_spread / n))
             if self.fit_intercept:
                 x_mean, y_mean = shift + dx, y_shift + dy
                 xx = s["xx"] - n * np.outer(dx, dx)
@@ -216,16 +223,21 @@ class VDRegression(RegressorMixin, BaseEstimator):
         for value, what in ((xx, "XᵀX"), (xy, "Xᵀy"), (yy, "yᵀy (Σ y²)"), (rms, "y's mean square")):
             if not np.isfinite(value).all():
                 raise ValueError(f"{what} overflows float64 for this X and y; rescale them")
-        return n, x_mean, y_mean, xx, xy, yy, rms
+        spread = np.sqrt(np.clip(np.diag(xx), 0.0, None) / n)  # each column's as fitted
+        with np.errstate(over="ignore", invalid="ignore"):
+            ratio = spread / np.hypot(spread, x_mean) if self.fit_intercept else (spread > 0).astype(float)
+        ratio = np.where(np.isfinite(ratio), ratio, 0.0)
+        return n, x_mean, y_mean, xx, xy, yy, rms, ratio
 
     @torch.inference_mode()  # the α updates are torch functions of numpy arrays: no autograd bookkeeping
     def _solve(self, stats):
         """The fitted attributes for the statistics ``stats`` (a ValueError if they are not finite)."""
-        n, x_mean, y_mean, xx, xy, yy, y_rms = self._centered(stats)
+        n, x_mean, y_mean, xx, xy, yy, y_rms, ratio = self._centered(stats)
         d = xx.shape[0]
         diag = np.clip(np.diag(xx).copy(), 0.0, None)
-        scale = max(diag.max(), np.finfo(float).tiny)
-        usable = diag > 1e-12 * scale  # constant columns: no information, α = ∞
+        # constant columns (up to rounding, relative to each column's own size): no information, α = ∞.
+        # Relative to the largest column's spread, a column in units 1e7 times smaller was dropped.
+        usable = usable_columns(ratio) & (diag > 0)
         # Solve in columns scaled to Σ x² = 1: the ELBO is invariant to column scales (θ_d √S_dd and α_d
         # do not change), and XᵀX + diag κ, r_d² cannot overflow for any finite statistics.
         root = np.sqrt(np.where(usable, diag, 1.0))
@@ -234,7 +246,7 @@ class VDRegression(RegressorMixin, BaseEstimator):
         # for y of any finite scale; β and the ELBO map back at the end.
         y_scale = float(power_of_two_scales(y_rms)) if y_rms > 0 else 1.0
         xy = xy / root / y_scale
-        yy = yy / y_scale**2
+        yy = yy / y_scale / y_scale  # (y_scale² underflows to 0 below 1e-162)
         y_energy = n * (y_rms / y_scale) ** 2  # yᵀy in these units
         diag = usable.astype(float)
         cap = float(self.max_log_alpha)
@@ -306,7 +318,7 @@ class VDRegression(RegressorMixin, BaseEstimator):
         # the ELBO of unit-scale y, minus N log c_y for the density of y in its own units
         elbo = 0.5 * n * np.log(beta / (2 * np.pi)) - 0.5 * beta * (fit + ridge) - kl - n * np.log(y_scale)
         with np.errstate(over="ignore"):
-            theta, beta = theta * y_scale, beta / y_scale**2
+            theta, beta = theta * y_scale, np.float64(beta) / y_scale / y_scale
         fitted = {
             "coef_": theta,
             "intercept_": float(y_mean - x_mean @ theta) if self.fit_intercept else 0.0,

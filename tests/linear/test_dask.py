@@ -104,6 +104,22 @@ def test_dask_fit_matches_in_memory(client, data, estimator, alpha_name, fit_int
     _assert_close(std.compute(), expected_std)
 
 
+@pytest.mark.parametrize(("estimator", "alpha_name"), REGRESSORS, ids=lambda v: getattr(v, "__name__", v))
+def test_dask_fits_of_offset_columns_and_y_keep_the_relevant_set(client, data, estimator, alpha_name):
+    """The units come from the merged statistics as fitted (centred): an offset of 1e7 on a relevant
+    column, 1e8 on y, pruned it (RVR on Dask: relevance [1 0 0 0 ...])."""
+    X, y = data
+    reference = estimator().fit(X, y)
+    shift = np.zeros(8)
+    shift[1] = 1e7
+    X_shifted, y_shifted = X + shift, y + 1e8
+    fitted = estimator().fit(da.from_array(X_shifted, chunks=(150, 3)), da.from_array(y_shifted, chunks=200))
+    expected = estimator().fit(X_shifted, y_shifted)
+    assert fitted.relevance_.tolist() == expected.relevance_.tolist() == reference.relevance_.tolist()
+    np.testing.assert_allclose(fitted.coef_, expected.coef_, rtol=1e-6)
+    np.testing.assert_allclose(fitted.coef_, reference.coef_, rtol=1e-4, atol=1e-6)
+
+
 def test_rows_never_reach_the_client(client, observed_computes):
     rng = da.random.default_rng(0)
     X = rng.normal(size=(40_000, 10), chunks=(5_000, 10))  # generated on the workers

@@ -70,3 +70,58 @@ def test_stopping_at_max_iter_warns(estimator):
     X, y = _data(False)
     with pytest.warns(ConvergenceWarning, match="max_iter"):
         estimator(max_iter=1, tol=1e-15).fit(X, y)
+
+
+# ------------------------------------------------------------------ one column's units, one offset
+#: (multiplier, offset) per column of the regression data: one column in units 1e7 smaller, one 1e7
+#: larger, one an offset of 1e7 of its spread, one a timestamp-like 1.7e9.
+COLUMN_CASES = {
+    "col1 x 1e-7": ([1.0, 1e-7, 1.0, 1.0], [0.0, 0.0, 0.0, 0.0]),
+    "col0 x 1e7, col1 x 1e-7": ([1e7, 1e-7, 1.0, 1.0], [0.0, 0.0, 0.0, 0.0]),
+    "col1 + 1e7": ([1.0, 1.0, 1.0, 1.0], [0.0, 1e7, 0.0, 0.0]),
+    "col1 + 1.7e9, col3 + 1e6": ([1.0, 1.0, 1.0, 1.0], [0.0, 1.7e9, 0.0, 1e6]),
+}
+
+
+@pytest.mark.parametrize("estimator", REGRESSORS, ids=lambda e: e.__name__)
+@pytest.mark.parametrize("case", list(COLUMN_CASES), ids=list(COLUMN_CASES))
+def test_one_columns_units_or_offset_do_not_decide_its_relevance(estimator, case):
+    """A relevant column in small units was taken as constant by VDRegression (its spread below 1e-12 of
+    the largest column's), and one with an offset by RVR and GKLRegression (units from the uncentred
+    root mean square, in which its spread vanished): they were pruned, with no warning."""
+    scale, offset = map(np.asarray, COLUMN_CASES[case])
+    X, y, reference = _reference(estimator, False)
+    model = _fit(estimator, X * scale + offset, y)
+    np.testing.assert_array_equal(model.relevance_, reference.relevance_)
+    assert reference.relevance_[:2].all()
+    np.testing.assert_allclose(model.predict(X * scale + offset), reference.predict(X), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("estimator", REGRESSORS, ids=lambda e: e.__name__)
+@pytest.mark.parametrize("offset", [1e6, -1e8, 1e10])
+def test_an_offset_of_y_is_the_intercepts(estimator, offset):
+    """The residual floors were relative to Σ y²: at y + 1e6 the noise precision came out 100 times too
+    small, at y + 1e8 every feature was pruned."""
+    X, y, reference = _reference(estimator, False)
+    model = _fit(estimator, X, y + offset)
+    np.testing.assert_array_equal(model.relevance_, reference.relevance_)
+    assert model.noise_precision_ == pytest.approx(reference.noise_precision_, rel=1e-3)
+    np.testing.assert_allclose(model.coef_, reference.coef_, rtol=1e-3, atol=1e-4)
+    np.testing.assert_allclose(model.predict(X) - offset, reference.predict(X), atol=1e-3)
+
+
+@pytest.mark.parametrize("estimator", REGRESSORS, ids=lambda e: e.__name__)
+def test_a_column_constant_up_to_rounding_is_still_unusable(estimator):
+    X, y, _ = _reference(estimator, False)
+    X = X.copy()
+    X[:, 2] = 0.1 * 3  # the same value in every row ...
+    X[::2, 2] = 0.3  # ... and its neighbour one ulp away
+    model = _fit(estimator, X, y)
+    assert not model.relevance_[2] and model.coef_[2] == 0.0
+
+
+def test_a_tiny_y_is_refused_in_a_sentence():
+    """y_scale² underflowed to 0 below 1e-162: a ZeroDivisionError from the fit."""
+    X, y, _ = _reference(VDRegression, False)
+    with pytest.raises(ValueError, match=r"not finite.*rescale"):
+        VDRegression().fit(X, y * 1e-170)

@@ -449,8 +449,7 @@ def test_row_statistics_refuse_what_they_cannot_take():
 
 def test_large_offsets_do_not_change_the_fit():
     # XᵀX − n x̄x̄ᵀ lost every digit of a column with offset 1e8 (relevance_ changed); the statistics
-    # about the first rows' means keep them. (y's offset stays below 1e6 times its spread: beyond, the
-    # residual-energy floor, 1e-12 of yᵀy, caps β by design.)
+    # about the first rows' means keep them. (y's offsets up to 1e10: tests/linear/test_units.py.)
     X, y, _ = _data(n=2000, d=20, relevant=5, seed=12)
     offsets = np.random.default_rng(12).choice([1e6, -1e8, 1e8], size=20)
     reference = VDRegression().fit(X, y)
