@@ -170,7 +170,9 @@ def _from_estimator(estimator, X, y, num_samples, feature_names, seed):
     rng = np.random.default_rng(seed)
     draws = np.stack([_coef_draws(row, num_samples, rng) for row in rows], axis=1)  # (draw, class, feature)
     key = "log_alpha" if "log_alpha" in rows[0] else "alpha"
-    variational = {name: np.stack([row[name] for row in rows]) for name in ("theta", key)}
+    # ``relevant``: the estimator's own decision per row, recorded, since α in the units of X and y cannot
+    # be read against a fixed bound (the ARD rules standardize it; relevance() reads this)
+    variational = {name: np.stack([row[name] for row in rows]) for name in ("theta", key, "relevant")}
     coords = {"feature": names}
     weight_dims = ["feature"]
     if len(rows) > 1:
@@ -178,7 +180,7 @@ def _from_estimator(estimator, X, y, num_samples, feature_names, seed):
         weight_dims = ["class", "feature"]
     else:
         draws, variational = draws[:, 0], {name: value[0] for name, value in variational.items()}
-    dims = {name: weight_dims for name in ("coef", "theta", "log_alpha", "alpha")}
+    dims = {name: weight_dims for name in ("coef", "theta", "log_alpha", "alpha", "relevant")}
     posterior = {"coef": draws[None]}
     if X is None or y is None:
         return _build(posterior=posterior, variational=variational, coords=coords, dims=dims)
@@ -282,10 +284,24 @@ def to_inference_data(
     if not isinstance(num_samples, int) or isinstance(num_samples, bool) or num_samples < 1:
         raise ValueError(f"num_samples must be a positive integer; got {num_samples!r}")
     if guide is None or hasattr(model, "coef_") or not callable(guide):
-        X = kwargs.pop("X", args[0] if args else None)
-        y = kwargs.pop("y", args[1] if len(args) > 1 else None)
-        if guide is not None and X is None:
-            X, guide = guide, None
+        # an estimator: X and y by keyword or position (to_inference_data(fit, X, y) put X in ``guide``
+        # and read y as X: the likelihood groups were dropped without a word)
+        positional = ([] if guide is None else [guide]) + list(args)
+        if len(positional) > 2:
+            raise TypeError(f"to_inference_data(estimator, X, y) takes X and y; got {len(positional)} values")
+        data = dict(zip(("X", "y"), positional, strict=False))
+        for name in ("X", "y"):
+            if name in kwargs:
+                if name in data:
+                    raise TypeError(f"to_inference_data got {name} by position and by keyword")
+                data[name] = kwargs.pop(name)
+        if kwargs:
+            raise TypeError(f"to_inference_data(estimator, ...) got unexpected arguments {sorted(kwargs)}")
+        X, y = data.get("X"), data.get("y")
+        if (X is None) != (y is None):
+            raise ValueError(
+                "give both X and y (for the log-likelihood and posterior predictive groups), or neither"
+            )
         return _from_estimator(model, X, y, num_samples, feature_names, seed)
     import pyro
 

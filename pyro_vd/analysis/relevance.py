@@ -22,8 +22,9 @@ def relevance(obj, site=None, *, feature_names=None, threshold=None):
       features are named by ``feature_names``, else by ``feature_names_in_`` (fitted on a data frame),
       else ``x0, x1, …``;
     * an ``InferenceData`` from :func:`to_inference_data`: read from its ``variational`` group (a
-      ``threshold`` left at None is the bound the guide's rule gave, recorded in the group's attributes;
-      3 for an estimator's).
+      ``threshold`` left at None is the bound the guide's rule gave, recorded in the group's attributes,
+      or an estimator's own decisions, recorded in its ``relevant``; an ARD estimator's α are in the
+      units of X and y, so only its recorded decisions are read).
 
     A one-vs-rest classifier with more than two classes (``coef_`` of shape (n_classes, n_features)), or an
     ``InferenceData`` of one, gives one row per (class, feature), indexed by a ``(class, feature)``
@@ -59,24 +60,41 @@ def relevance(obj, site=None, *, feature_names=None, threshold=None):
             if "class" in theta.dims:
                 classes = list(coords["class"].values) if "class" in coords else list(range(theta.shape[0]))
             theta = theta.values
+            recorded = group["relevant"].values.astype(bool) if "relevant" in group else None
             if "log_alpha" in group:
                 rule = DEFAULT_THRESHOLD if threshold is None else threshold
                 table = _vd_table(theta, group["log_alpha"].values, rule)
+                if threshold is None and recorded is not None:  # the estimator's own rule decided
+                    table["relevant"] = recorded
             else:
+                if threshold is not None:
+                    raise ValueError(
+                        "an ARD estimator's relevance is its own rule (α for standardized data below its "
+                        "alpha_bound), recorded in the InferenceData; refit with another alpha_bound "
+                        "instead of passing threshold="
+                    )
+                if recorded is None:
+                    raise ValueError(
+                        "this InferenceData of an ARD estimator does not record its relevance (made by an "
+                        "older pyro_vd): its α are in the units of X and y; call relevance(estimator)"
+                    )
                 alpha = group["alpha"].values
                 with np.errstate(invalid="ignore"):  # removed weights: θ = 0, α = ∞
                     snr = np.where(np.isfinite(alpha), np.abs(theta) * np.sqrt(alpha), 0.0)
-                table = {"theta": theta, "alpha": alpha, "snr": snr}
-                table["relevant"] = np.isfinite(alpha) & (alpha < 1e4)
+                table = {"theta": theta, "alpha": alpha, "snr": snr, "relevant": recorded}
         else:
             sites = [k[: -len(".theta")] for k in group.data_vars if k.endswith(".theta")]
             site = site or (sites[0] if len(sites) == 1 else None)
             if site is None:
                 raise ValueError(f"the InferenceData has several weight sites {sites}: pass site=")
             theta = group[f"{site}.theta"].values.ravel()
+            log_alpha = group[f"{site}.log_alpha"].values
             if threshold is None:  # the rule of the guide's model, as to_inference_data recorded it
                 threshold = group.attrs.get(f"{site}.log_alpha_bound", DEFAULT_THRESHOLD)
-            table = _vd_table(theta, group[f"{site}.log_alpha"].values.ravel(), threshold)
+            # a named rule's d is the weights in a row of the site, read before the site is flattened
+            # (flattened, "evidence" on a 40 × 30 weight took τ(1200) for τ(30))
+            bound = _bound(threshold, np.shape(log_alpha)[-1] if np.ndim(log_alpha) else 1)
+            table = _vd_table(theta, log_alpha.ravel(), bound)
     elif hasattr(obj, "relevance_"):  # a fitted estimator
         from ..linear._posterior import weight_posteriors
 
@@ -111,6 +129,12 @@ def relevance(obj, site=None, *, feature_names=None, threshold=None):
     table = {key: np.asarray(value).reshape(-1) for key, value in table.items()}  # class-major
     index = pd.MultiIndex.from_product([classes, names], names=["class", "feature"])
     return pd.DataFrame(table, index=index)
+
+
+def _bound(threshold, d):
+    from ..linear.relevance import log_alpha_threshold
+
+    return float(log_alpha_threshold(threshold, d))
 
 
 def _vd_table(theta, log_alpha, threshold):

@@ -32,8 +32,10 @@ def weight_posteriors(estimator):
             row = {"theta": theta, "alpha": alpha, "covariance": _covariance(estimator, k, alpha, d)}
             if coef.shape[0] == 1:
                 row["relevant"] = np.asarray(estimator.relevance_, bool)
-            else:
-                row["relevant"] = alpha < estimator.alpha_bound
+            else:  # the class's own flags by the estimator's rule: α for standardized columns
+                from ._classifier import ard_relevance
+
+                row["relevant"] = ard_relevance([estimator._fits[k]], estimator.alpha_bound)
         rows.append(row)
     return rows
 

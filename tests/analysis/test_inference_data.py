@@ -319,3 +319,62 @@ def test_regressors_predictive_spread_does_not_move_with_a_column_shift(estimato
     # GKLRegression's own optimizer tolerance moves its fit by ~5e-5 between the two (measured)
     np.testing.assert_allclose(std_30, std_0, rtol=1e-3)
     assert loglik_30 == pytest.approx(loglik_0, abs=1e-3)
+
+
+@pytest.mark.parametrize("scale", [1e-3, 1e3])
+@pytest.mark.parametrize("estimator", [RVR, GKLRegression, RVC], ids=lambda e: e.__name__)
+def test_an_ard_estimators_relevance_is_read_in_any_units(estimator, scale):
+    """relevance(idata) read the raw α (in the units of X and y) against 1e4: RVR on X·1000 kept none."""
+    X, y, *_ = make_ard_regression(200, 6, 2, seed=1)
+    if estimator is RVC:
+        y = (y > np.median(y)).astype(int)
+    fit = estimator().fit(X * scale, y)
+    idata = to_inference_data(fit)
+    np.testing.assert_array_equal(relevance(idata)["relevant"].to_numpy(), fit.relevance_)
+    assert fit.relevance_[:2].all()
+    with pytest.raises(ValueError, match="its own rule"):
+        relevance(idata, threshold=1e4)
+
+
+@pytest.mark.parametrize("estimator", [RVC, GKLClassifier], ids=lambda e: e.__name__)
+def test_a_multiclass_ard_tables_flags_follow_the_estimators_rule_in_any_units(estimator):
+    rng = np.random.default_rng(2)
+    X = rng.normal(size=(240, 4))
+    y = np.argmax(X[:, :3] @ rng.normal(size=(3, 3)) + 0.3 * rng.normal(size=(240, 3)), axis=1)
+    fit = estimator().fit(X * 1000.0, y)
+    table = relevance(fit)
+    flags = table.groupby(level="feature", sort=False)["relevant"].any()
+    np.testing.assert_array_equal(flags, fit.relevance_)
+    assert fit.relevance_.any()
+
+
+def test_a_named_rule_on_a_weight_matrix_reads_its_rows_from_inference_data():
+    """relevance(idata, threshold="evidence") flattened the site first: τ(1200) for a 40 × 30 weight."""
+    from pyro_vd.models import BayesianMLP
+
+    model = BayesianMLP([30, 40, 3], num_data=100)
+    guide = AutoVariationalDropout(model, parameterization="multiplicative", init_log_alpha=-2.3)
+    x, y = torch.randn(100, 30), torch.randint(0, 3, (100,))
+    guide(x, y)
+    idata = to_inference_data(model, guide, x, y, num_samples=2)
+    site = "net.fc1.weight"
+    for rule in ("evidence", "sparse_vd", -2.0):
+        expected = relevance(guide, site, threshold=rule)["relevant"].to_numpy()
+        np.testing.assert_array_equal(relevance(idata, site, threshold=rule)["relevant"].to_numpy(), expected)
+    assert relevance(guide, site, threshold="evidence")["relevant"].all()  # -2.3 ≤ τ(30) = -1.94
+
+
+def test_an_estimators_data_by_position_are_its_data():
+    """to_inference_data(fit, X, y) read y as X and dropped the likelihood groups without a word."""
+    X, y, *_ = make_ard_regression(100, 4, 2, seed=3)
+    fit = VDRegression().fit(X, y)
+    by_name = to_inference_data(fit, X=X, y=y, num_samples=5)
+    by_position = to_inference_data(fit, X, y, num_samples=5)
+    assert set(by_position.groups()) == set(by_name.groups()) >= {"log_likelihood", "posterior_predictive"}
+    np.testing.assert_array_equal(by_position.log_likelihood["y"], by_name.log_likelihood["y"])
+    with pytest.raises(ValueError, match="both X and y"):
+        to_inference_data(fit, X)
+    with pytest.raises(TypeError, match="by position and by keyword"):
+        to_inference_data(fit, X, X=X)
+    with pytest.raises(TypeError, match="unexpected"):
+        to_inference_data(fit, X=X, y=y, z=1)
