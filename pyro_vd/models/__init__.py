@@ -2,7 +2,7 @@
 
 from . import architectures
 from .lenet import BayesianMLP, LeNet5, LeNet300100, LeNet500300
-from .linear import LinearRegression, LogisticRegression
+from .linear import LinearRegression, LogisticRegression, StandardizationWarning, check_standardized
 from .neuron_noise import NeuronNoise, apply_neuron_noise, neuron_noise_prior
 from .vd_model import (
     LIKELIHOODS,
@@ -25,9 +25,11 @@ __all__ = [
     "LinearRegression",
     "LogisticRegression",
     "NeuronNoise",
+    "StandardizationWarning",
     "VDModel",
     "apply_neuron_noise",
     "architectures",
     "bayesianize",
+    "check_standardized",
     "neuron_noise_prior",
 ]

@@ -109,3 +109,47 @@ def test_train_time_pruning_at_the_bound_reaches_the_exact_searchs_theta():
     found = agreement(theta, log_alpha, exact, truth=w)
     assert found["symmetric_difference"] == 0
     assert found["theta_error"] < 0.02
+
+
+def _first_batch(scale_y=1.0, offset_y=0.0, offset_x=0.0, n=20):
+    torch.manual_seed(0)
+    x = torch.randn(n, 5)
+    x[:, 3] += offset_x
+    y = (x[:, 0] - 2.0 * x[:, 1] + 0.3 * torch.randn(n)) * scale_y + offset_y
+    return x, y
+
+
+@pytest.mark.parametrize(
+    ("case", "kwargs", "named"),
+    [
+        ("y x 100", {"scale_y": 100.0}, "y has mean"),
+        ("an intercept of 10", {"offset_y": 10.0}, "y has mean"),
+        ("a column + 100", {"offset_x": 100.0}, "column 3 has mean"),
+    ],
+)
+def test_a_first_batch_far_from_standardized_data_is_said(case, kwargs, named):
+    """SVI's defaults are set for standardized data: these gave all 20 features relevant (y × 100), five
+    irrelevant ones and 10⁵ times the test error (intercept 10), a column standing in for the intercept."""
+    from pyro_vd.models import StandardizationWarning
+
+    x, y = _first_batch(**kwargs)
+    model = LinearRegression(5, num_data=200)
+    guide = AutoVariationalDropout(model)
+    with pytest.warns(StandardizationWarning, match=named):
+        guide(x, y)
+    model(x, y)  # said once per model
+    if "y" not in named:  # the classifier checks X
+        with pytest.warns(StandardizationWarning, match=named):
+            LogisticRegression(5, num_data=200)(x, (y > 0).float())
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("rho", [0.0, 0.6, 0.8])
+def test_the_data_the_defaults_were_measured_on_are_not_warned_about(seed, rho):
+    from pyro_vd.experiments.ard_data import make_ard_classification, make_ard_regression
+
+    pairs = ((make_ard_regression, LinearRegression), (make_ard_classification, LogisticRegression))
+    for make, model in pairs:
+        X, y, *_ = make(2000, 100, 10, seed=seed, rho=rho)
+        x, t = torch.tensor(X[:20], dtype=torch.float32), torch.tensor(y[:20], dtype=torch.float32)
+        model(100, num_data=2000)(x, t)  # warnings are errors in the tests
