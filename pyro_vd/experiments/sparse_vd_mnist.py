@@ -256,6 +256,7 @@ def run_sparse_vd_mnist(
         "pretrain_lr": pretrain_lr if pretrain_epochs else None,
     }
     start_epoch, history, seconds, resumes, kl_floor = 0, [], 0.0, [], 0.0
+    drift_state = None
     checkpoint = pathlib.Path(out) / "checkpoint.pt" if out is not None else None
     saved_optimizer = None
     if resume:
@@ -277,6 +278,7 @@ def run_sparse_vd_mnist(
                 "kept the optimizer's state in Pyro's parameter store; start a new run (--overwrite)"
             )
         history, seconds = extra["history"], extra["seconds"]
+        drift_state = extra.get("log_alpha_drift")  # (None from an earlier pyro_vd: its trends start again)
         pretrained_error = extra.get("pretrained_test_error")
         resume_entry = {"at_epoch": start_epoch, "epochs": epochs, "was": previous}
         saved_world_size = extra.get("world_size", 1)
@@ -344,14 +346,18 @@ def run_sparse_vd_mnist(
                     "rank_rng": rank_rng,
                     **({"rank_optimizer": rank_optimizer} if local_sgd else {}),
                     "pretrained_test_error": pretrained_error,
+                    # the drift report's trends go on across a resume as in an uninterrupted run
+                    "log_alpha_drift": drift.state_dict() if drift is not None else None,
                 },
             )
 
+    drift = LogAlphaDrift(guide, threshold) if guide.site_names else None  # weights crossing log α = 3
     if pretrained is not None:  # the pretraining is kept: a resume from here starts Sparse VD anew
         elbo.kl_weight = linear_warmup(0, 5 * scale, 20 * scale)  # epoch 0's, which a resume keeps
         save(0)
     bar = tqdm(total=epochs, initial=start_epoch, desc=arch, unit="epoch", disable=not progress)
-    drift = LogAlphaDrift(guide, threshold) if guide.site_names else None  # weights crossing log α = 3
+    if drift is not None and drift_state is not None:
+        drift.load_state_dict(drift_state)
     if progress and log is print:
         log = tqdm.write
     for epoch in range(start_epoch, epochs):

@@ -157,6 +157,30 @@ class LogAlphaDrift:
     def _snapshot(self):
         return torch.cat([self.guide.get_log_alpha(name).flatten() for name in self.guide.site_names])
 
+    def state_dict(self):
+        """What the tracker has seen (its update count and snapshots), as plain data and CPU tensors: a
+        run resumed from a checkpoint that keeps it (``extra``) reports the same trends as one that was
+        never interrupted. A fresh tracker starts its trends again from its construction."""
+        return {
+            "updates": self._updates,
+            "last": self._last.detach().cpu(),
+            "anchors": [(count, snapshot.detach().cpu()) for count, snapshot in self._anchors],
+        }
+
+    def load_state_dict(self, state):
+        """Go on from :meth:`state_dict`; a ValueError if it belongs to a guide of another size."""
+        try:
+            updates, last = int(state["updates"]), torch.as_tensor(state["last"])
+            anchors = [(int(count), torch.as_tensor(snapshot)) for count, snapshot in state["anchors"]]
+        except (KeyError, TypeError, ValueError) as error:
+            raise ValueError(f"not a LogAlphaDrift state: {error}") from error
+        size = self._last.numel()
+        if last.numel() != size or any(snapshot.numel() != size for _, snapshot in anchors) or not anchors:
+            raise ValueError(f"the LogAlphaDrift state is of {last.numel()} weights; this guide has {size}")
+        device, dtype = self._last.device, self._last.dtype
+        self._updates, self._last = updates, last.to(device, dtype)
+        self._anchors = [(count, snapshot.to(device, dtype)) for count, snapshot in anchors]
+
     def update(self):
         """The :class:`Drift` since the last update (or since construction), and a new reference point."""
         now = self._snapshot()

@@ -43,7 +43,7 @@ def test_runs_prunes_and_writes_results(tmp_path):
 
 def test_resume_continues_where_it_stopped(tmp_path):
     data = _tiny_mnist()
-    full, _, _, _ = run_sparse_vd_mnist(data, epochs=3, log=lambda _: None)
+    full, _, _, _ = run_sparse_vd_mnist(data, epochs=5, log=lambda _: None)
     # Interrupt a run at its second epoch's log line (the checkpoint then holds epoch 1), then resume.
     partial_dir = tmp_path / "partial"
     partial_dir.mkdir()
@@ -55,10 +55,13 @@ def test_resume_continues_where_it_stopped(tmp_path):
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        run_sparse_vd_mnist(data, epochs=3, out=partial_dir, log=stop_after_two)
-    resumed, _, _, _ = run_sparse_vd_mnist(data, epochs=3, out=partial_dir, resume=True, log=lambda _: None)
+        run_sparse_vd_mnist(data, epochs=5, out=partial_dir, log=stop_after_two)
+    resumed, _, _, _ = run_sparse_vd_mnist(data, epochs=5, out=partial_dir, resume=True, log=lambda _: None)
     assert [h["test_error"] for h in resumed["history"]] == [h["test_error"] for h in full["history"]]
     assert resumed["sparsity"] == full["sparsity"]
+    # the log α drift report too: its trends were started again at the resume ("heading" differed)
+    drift = [h["log_alpha_drift"] for h in full["history"]]
+    assert [h["log_alpha_drift"] for h in resumed["history"]] == drift
 
 
 def test_bad_arguments():

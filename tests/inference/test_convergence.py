@@ -151,3 +151,24 @@ def test_a_weight_the_guide_clips_below_the_threshold_is_never_heading():
     for k in range(1, 101):
         guide.set([min(-10.0 + 0.1 * k, 0.0)])
         assert drift.update().heading == 0
+
+
+def test_a_tracker_restored_from_its_state_reports_what_the_uninterrupted_one_does():
+    path = [-3.5 - 0.05 * k if k <= 64 else -6.7 + 0.05 * (k - 64) for k in range(1, 129)]
+    guide = _Guide([-3.5])
+    whole = LogAlphaDrift(guide, threshold=-2.0, crossing_tolerance=0.0)
+    reports = []
+    for k, value in enumerate(path, start=1):
+        guide.set([value])
+        reports.append(whole.update())
+        if k == 100:
+            state = whole.state_dict()
+    restored = LogAlphaDrift(_Guide([path[99]]), threshold=-2.0, crossing_tolerance=0.0)
+    restored.load_state_dict(state)
+    again = []
+    for value in path[100:]:
+        restored.guide.set([value])
+        again.append(restored.update())
+    assert again == reports[100:] and any(r.heading for r in again)
+    with pytest.raises(ValueError, match="of 1 weights; this guide has 2"):
+        LogAlphaDrift(_Guide([-3.0, -3.0]), threshold=-2.0).load_state_dict(state)
