@@ -253,10 +253,16 @@ def fit_classifier(estimator, X, y):
             "and GKLRegression do): compute it into memory first (X.compute()) if it fits there"
         )
     X = _check_X(X)
-    y_checked = _check_y(y, X)  # float64: validated, in X's row blocks
-    # the labels in their own dtype (float64 would merge integers above 2**53)
+    # the labels in their own dtype (float64 would merge integers above 2**53; strings are labels too)
     labels = y if is_dask(y) else np.asarray(y)
-    labels = labels[:, 0] if labels.ndim == 2 else labels  # (n, 1): _check_y warned already
+    if labels.dtype.kind in "USO":  # string labels, as in memory: only their shape to check
+        labels = flatten_column(labels)
+        if labels.ndim != 1 or labels.shape[0] != X.shape[0]:
+            raise ValueError(f"y must have shape ({X.shape[0]},); got {labels.shape}")
+        y_checked = da.zeros(X.shape[0], chunks=(X.chunks[0],))  # the units read X alone
+    else:
+        y_checked = _check_y(y, X)  # float64: validated, in X's row blocks
+        labels = labels[:, 0] if labels.ndim == 2 else labels  # (n, 1): _check_y warned already
     labels = (
         labels.rechunk((X.chunks[0],)) if is_dask(labels) else da.from_array(labels, chunks=(X.chunks[0],))
     )

@@ -3,13 +3,14 @@
 import numpy as np
 
 
-def plot_coefficients(obj, *, feature_names=None, max_features=40, ax=None):
+def plot_coefficients(obj, site=None, *, feature_names=None, max_features=40, ax=None):
     """
     Forest plot of linear coefficients: θ ± 2 posterior standard deviations per feature, relevant features
     in colour, irrelevant in grey. ``obj`` is anything :func:`pyro_vd.analysis.relevance` accepts (a
     fitted estimator, a guide of a linear model, an ``InferenceData``); the features are labelled as in
     its table (``feature_names``, else the estimator's ``feature_names_in_``, else ``x0, x1, …``). With
     more than ``max_features`` features, the relevant ones and the largest |θ| of the others are shown.
+    ``site`` names the weight site of a guide (or of its InferenceData) with several, as for ``relevance``.
 
     A one-vs-rest classifier with more than two classes gets one panel per class (titled with the class
     label, the same features in every panel, each with that class's θ and relevance); ``ax`` is then a
@@ -19,7 +20,7 @@ def plot_coefficients(obj, *, feature_names=None, max_features=40, ax=None):
 
     from ..analysis.relevance import relevance
 
-    table = relevance(obj, feature_names=feature_names)
+    table = relevance(obj, site, feature_names=feature_names)
     classes = list(table.index.unique("class")) if "class" in table.index.names else [None]
     per_class = {c: (table if c is None else table.xs(c, level="class")) for c in classes}
     features = _shown_features(per_class, max_features)

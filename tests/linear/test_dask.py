@@ -208,6 +208,20 @@ def test_rvc_on_dask_matches_in_memory(client, labels):
     np.testing.assert_allclose(proba.compute(), expected.predict_proba(X), rtol=1e-10, atol=1e-14)
 
 
+@pytest.mark.parametrize("estimator", [RVC, VDClassifier], ids=lambda e: e.__name__)
+def test_classifiers_on_dask_take_string_labels_as_in_memory(client, labels, estimator):
+    """They were refused on Dask ('y must be real numbers') and taken in memory."""
+    X, classes = labels
+    y = np.where(classes == 1, "pos", "neg")
+    expected = estimator().fit(X, y)
+    fitted = estimator().fit(da.from_array(X, chunks=(130, 4)), da.from_array(y, chunks=170))
+    assert fitted.classes_.tolist() == expected.classes_.tolist() == ["neg", "pos"]
+    assert fitted.relevance_.tolist() == expected.relevance_.tolist()
+    np.testing.assert_allclose(fitted.coef_, expected.coef_, rtol=1e-8, atol=1e-12)
+    with pytest.raises(ValueError, match="y must have shape"):
+        estimator().fit(da.from_array(X, chunks=(130, 4)), y[:-1])
+
+
 def test_classifiers_on_dask_take_empty_blocks_big_integer_labels_and_refuse_nan(client):
     """Empty row blocks (as X[mask].compute_chunk_sizes() leaves) are skipped, not a raw numpy error;
     labels keep their dtype (as float64, 2**53 and 2**53 + 1 would be one class); NaN labels are named."""

@@ -117,3 +117,13 @@ def test_coefficient_plot_draws_every_class():
     with pytest.raises(ValueError, match="one Axes per class"):
         plot_coefficients(fit, ax=axes[0])
     plt.close("all")
+
+
+def test_a_guide_with_several_sites_plots_the_site_named(guide):
+    """The error for a guide of several sites says 'pass site=': plot_coefficients takes it."""
+    with pytest.raises(ValueError, match="pass site="):
+        plot_coefficients(guide)
+    site = guide.site_names[1]  # (10, 16): the table has a row per weight
+    labels = _labels(plot_coefficients(guide, site, max_features=12).axes[0])
+    assert 12 <= len(labels) <= 160 and set(labels) <= {f"x{i}" for i in range(160)}
+    plt.close("all")
