@@ -110,3 +110,18 @@ def test_an_offset_explained_by_a_bias_column_leaves_relevance_alone(estimator):
     assert model.relevance_[:3].all()
     with_intercept = estimator().fit(Z, y)
     np.testing.assert_array_equal(model.relevance_[1:], with_intercept.relevance_)
+
+
+@pytest.mark.parametrize("seed", [3, 4, 5])
+def test_gkl_regression_does_not_stop_while_a_weight_creeps_towards_removal(seed):
+    """EM's bound rose by less than tol a step while the chance features' α still crept towards ∞: the
+    fit stopped with every one of them relevant (40 × 10, one true feature: 10 of 10). It now stops
+    where EM run 300 times as long does."""
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(40, 10))
+    y = X[:, 0] + rng.normal(size=40)
+    fit = GKLRegression().fit(X, y)
+    long = GKLRegression(tol=1e-10, max_iter=100000).fit(X, y)
+    assert fit.relevance_.tolist() == long.relevance_.tolist()
+    assert fit.relevance_[0] and fit.relevance_.sum() < 10
+    assert fit.elbo_ == pytest.approx(long.elbo_, abs=0.01)
