@@ -20,24 +20,59 @@ from .vd_regression import _solve_spd
 _ALPHA_PRUNE = 1e12
 
 
-def _hopeless(G, Xt, active, S_active, alpha, beta):
+def _hopeless(G, Xt, alpha, beta):
     r"""
-    The bases of ``active`` whose evidence-optimal α with the others fixed is ∞ (Tipping & Faul 2003):
+    The bases whose evidence-optimal α with the others fixed is ∞, the largest rise of the log evidence
+    by its deletion first (Tipping & Faul 2003):
     :math:`q_m^2 \le s_m`, with :math:`s_m = \alpha_m S_m / (\alpha_m - S_m)`,
     :math:`q_m = \alpha_m Q_m / (\alpha_m - S_m)`, :math:`S_m = \beta G_{mm} - \beta^2 G_{mA}\Sigma G_{Am}`,
     :math:`Q_m = \beta X^\top t_m - \beta^2 G_{mA}\Sigma X^\top t_A` at the posterior Σ of ``active``
-    (``S_active``) for the precisions ``alpha``.
+    for the precisions ``alpha`` (its bases: α below the pruning bound).
     """
+    active = np.flatnonzero(alpha < _ALPHA_PRUNE)
     if active.size == 0:
         return active
     G_aa = G[np.ix_(active, active)]
+    S_active = _solve_spd(beta * G_aa + np.diag(alpha[active]), np.eye(active.size))
+    S_active = 0.5 * (S_active + S_active.T)
     G_sigma = G_aa @ S_active
     S = beta * np.diag(G_aa) - beta**2 * np.sum(G_sigma * G_aa, axis=1)
     Q = beta * Xt[active] - beta**2 * G_sigma @ Xt[active]
     a = alpha[active]
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         s, q = a * S / (a - S), a * Q / (a - S)
-        return active[np.isfinite(a) & (a > S) & (q**2 <= s)]
+        # the rise of the log evidence (times 2) when the basis is deleted, the others fixed
+        gain = Q**2 / (S - a) - np.log1p(-S / a)
+        hopeless = np.isfinite(a) & (a > S) & (S > 0) & (q**2 <= s) & (gain > 0)
+    order = np.argsort(-np.where(hopeless, gain, -np.inf))[: int(hopeless.sum())]
+    return active[order]
+
+
+def _evidence(G, Xt, tt, n, alpha, beta):
+    """The bound (= the log evidence) of the exact posterior for the precisions ``alpha``."""
+    active = np.flatnonzero(alpha < _ALPHA_PRUNE)
+    if active.size == 0:
+        return _active_bound(n, tt, np.zeros(0), np.zeros((0, 0)), np.zeros(0), beta)
+    G_aa = G[np.ix_(active, active)]
+    S = _solve_spd(beta * G_aa + np.diag(alpha[active]), np.eye(active.size))
+    S = 0.5 * (S + S.T)
+    m = beta * S @ Xt[active]
+    expected_fit = tt - 2.0 * m @ Xt[active] + m @ G_aa @ m + np.sum(G_aa * S)
+    return _active_bound(n, expected_fit, m, S, alpha[active], beta)
+
+
+def _delete(G, Xt, tt, n, alpha, beta, hopeless):
+    """``alpha`` with the ``hopeless`` bases deleted (α = ∞): all of them where that raises the log evidence,
+    else the one whose deletion raises it most (as RVR deletes, one at a time): correlated bases, each
+    redundant given the others, deleted together may lose what they carried between them. One at a
+    time throughout took the 1000 × 1000 table's fit 668 deletions and 1542 EM steps."""
+    every = alpha.copy()
+    every[hopeless] = np.inf
+    if hopeless.size == 1 or _evidence(G, Xt, tt, n, every, beta) >= _evidence(G, Xt, tt, n, alpha, beta):
+        return every
+    one = alpha.copy()
+    one[hopeless[0]] = np.inf
+    return one
 
 
 class GKLRegression(RegressorMixin, BaseEstimator):
@@ -130,11 +165,11 @@ class GKLRegression(RegressorMixin, BaseEstimator):
                 # the others fixed, is ∞ (Tipping & Faul's q² ≤ s), it is taken there (a coordinate
                 # step up the same bound) and EM goes on. Stopped by the bound's rise alone, EM kept
                 # every chance feature of 40 × 10 data relevant (α far below the bound, still creeping).
-                hopeless = _hopeless(G, Xt, active, S_active, new_alpha, beta)
+                hopeless = _hopeless(G, Xt, alpha, beta)
                 if hopeless.size == 0:
                     converged = True
                     break
-                alpha[hopeless] = np.inf
+                alpha = _delete(G, Xt, tt, n, alpha, beta, hopeless)
                 bound = -np.inf
             rise, previous = bound - previous, bound
         if not converged:
