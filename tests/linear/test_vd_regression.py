@@ -477,3 +477,18 @@ def test_chunks_with_their_own_shifts_add_up():
     model = VDRegression().partial_fit(X[:250], y[:250]).partial_fit(X[250:], y[250:])
     np.testing.assert_array_equal(model._stats["shift"], X[:250][:250].mean(0))
     np.testing.assert_allclose(model.coef_, VDRegression().fit(X, y).coef_, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("threshold", ["evidence", "sparse_vd"])
+@pytest.mark.parametrize("seed", [2, 3])
+def test_an_exact_copy_of_a_column_is_kept_once(threshold, seed):
+    """Both copies kept half the weight, each needed given the other (coordinate steps cannot leave that
+    saddle), 4 nats below keeping one of them."""
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(200, 3))
+    y = X[:, 0] - X[:, 1] + 0.2 * rng.normal(size=200)
+    doubled = VDRegression(threshold=threshold).fit(np.column_stack([X, X[:, 0]]), y)
+    single = VDRegression(threshold=threshold).fit(X, y)
+    assert doubled.relevance_[[0, 3]].sum() == 1 and doubled.relevance_[1]
+    np.testing.assert_allclose(doubled.coef_[0] + doubled.coef_[3], single.coef_[0], rtol=1e-6)
+    assert doubled.elbo_ == pytest.approx(single.elbo_, abs=1e-6)
