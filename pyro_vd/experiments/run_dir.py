@@ -286,7 +286,11 @@ class RunDir:
             record_path.write_text(self._previous)
         elif self._wrote and (self._contents() == [RUN_FILE] or self._staged is not None):
             record_path.unlink()
-        if self._staged is not None:  # --overwrite: the replaced files come back
+        if self._staged is not None:  # --overwrite: the replaced files come back, and only they
+            staged = {moved.name for moved in self._staged.iterdir()}
+            for name in self._contents():  # what the failed run wrote that the old one had not
+                if name not in staged and name != STAGING and self._ours(name):
+                    (self.path / name).unlink(missing_ok=True)
             for moved in self._staged.iterdir():
                 os.replace(moved, self.path / moved.name)
             self._staged.rmdir()

@@ -276,8 +276,10 @@ class AutoVariationalDropout(AutoGuide):
         it holds under ``JitTrace_ELBO``, the module route and DDP (where every parameter still gets a
         gradient). The count is part of the guide's ``state_dict``, so checkpoints resume it (pass the
         guide to :func:`~pyro_vd.inference.load_checkpoint`); a state saved without it counts as past
-        the hold; so does a guide whose parameters are found in Pyro's param store when it is set up
-        (its first call after ``pyro.get_param_store().load(...)``: the store keeps no step count). An
+        the hold; so does a guide that finds trained log α (moved from their start) of its sites in
+        Pyro's param store when it is set up (its first call after ``pyro.get_param_store().load(...)``:
+        the store keeps no step count; untrained leftovers of another guide of the same names are held
+        as asked). An
         optimizer's momentum for log α from before the hold (a state rolled back into it) still moves it.
     :param float init_noise_loc: initial :math:`\mu` of the neuron noise (0).
     :param float init_noise_log_scale: initial :math:`\log\sigma` of the neuron noise (−5).
@@ -679,12 +681,18 @@ class AutoVariationalDropout(AutoGuide):
         per_site, shared_name = self._log_alpha_names()
         log_alphas = PyroModule()
         setattr(self, per_site, log_alphas)
-        if self._check_param_store_log_alphas() and self._completed_steps() < self.hold_log_alpha:
-            # the guide takes up parameters a trained guide left in Pyro's param store (its
-            # ``get_param_store().load``): the store keeps no step count, and holding the loaded log α
-            # for K more steps would freeze it; like a state saved without the count, it is past the hold
-            self.__dict__["_trained_steps"] = self.hold_log_alpha
         init_psi = self.init_log_alpha / self.log_alpha_scale
+        if (
+            self._check_param_store_log_alphas()
+            and self._completed_steps() < self.hold_log_alpha
+            and self._stored_log_alphas_moved(per_site, shared_name, init_psi)
+        ):
+            # the guide takes up log α a trained guide left in Pyro's param store (its
+            # ``get_param_store().load``): the store keeps no step count, and holding the loaded log α
+            # for K more steps would freeze it; like a state saved without the count, it is past the
+            # hold. Only where they moved from the start: leftovers of an untrained guide of the same
+            # names (a second guide in a session) are a fresh start, held as asked.
+            self.__dict__["_trained_steps"] = self.hold_log_alpha
         self.noise_locs = PyroModule()
         self.noise_log_scales = PyroModule()
         for name, site in self._noise_sites.items():
@@ -945,6 +953,14 @@ class AutoVariationalDropout(AutoGuide):
                     "parameters on its modules (pyro.settings.set(module_local_params=True))"
                 )
         _deep_setattr(module, name, PyroParam(init, constraints.real, event_dim))
+
+    def _stored_log_alphas_moved(self, per_site, shared_name, init_psi):
+        """Whether Pyro's param store holds a log α of this guide's sites that differs from its start."""
+        base = self.__dict__.get("_pyro_name") or ""
+        prefix = f"{base}." if base else ""
+        store = pyro.get_param_store()
+        names = [f"{prefix}{per_site}.{site}" for site in self._sites] + [f"{prefix}{shared_name}"]
+        return any(name in store and bool((store[name].detach() != init_psi).any()) for name in names)
 
     def _check_param_store_log_alphas(self):
         """With Pyro's global param store: refuse a store that holds this guide's log α under another

@@ -51,10 +51,10 @@ def save_checkpoint(path, *, optim, epoch, model=None, guide=None, elbo=None, ex
     Save a training run so that :func:`load_checkpoint` continues the same trajectory: Pyro's parameter
     store, the optimizer's state, the epoch, the KL weight of ``elbo``, the state dicts of ``model`` and
     ``guide`` (needed with ``pyro.settings.set(module_local_params=True)``), the guide's configuration
-    (granularity, parameterization and sites of every :class:`~pyro_vd.guides.AutoVariationalDropout`
-    in it, checked at loading) and its iterate averages (``averaging``: a resumed run's
-    ``apply_average()`` then averages the same steps as an uninterrupted one), the torch / CUDA / numpy
-    / Python RNG states, and ``extra``.
+    (granularity, parameterization, KL method, clip of log α and sites of every
+    :class:`~pyro_vd.guides.AutoVariationalDropout` in it, checked at loading) and its iterate averages
+    (``averaging``: a resumed run's ``apply_average()`` then averages the same steps as an uninterrupted
+    one), the torch / CUDA / numpy / Python RNG states, and ``extra``.
 
     The file is loaded with ``torch.load(weights_only=True)``, which never runs code from the file, so
     ``extra`` must be plain data: ``None``, bools, numbers, strings, bytes, torch tensors, and lists,
@@ -366,7 +366,7 @@ def _has_run(guide):
 # ------------------------------------------------------------------------------- guide configuration
 def _guide_config(guide):
     """The guide's class and, for every AutoVariationalDropout in it, its granularity, parameterization,
-    ``log_alpha_scale`` and (once run) sites."""
+    ``log_alpha_scale``, objective (``kl_method`` and the clip of log α) and (once run) sites."""
     parts = {}
     for name, module in guide.named_modules():
         if not isinstance(module, AutoVariationalDropout):
@@ -376,6 +376,13 @@ def _guide_config(guide):
             "granularity": dict(granularity) if isinstance(granularity, dict) else granularity,
             "parameterization": module._parameterization,
             "log_alpha_scale": module.log_alpha_scale,
+            # the objective the trajectory follows: another KL or clip is another run (train_prune may
+            # change on a resume, as its docstring says)
+            "objective": {
+                "kl_method": module.kl_method,
+                "min_log_alpha": module.min_log_alpha,
+                "max_log_alpha": module.max_log_alpha,
+            },
         }
         if module.prototype_trace is not None:
             part["sites"] = {
@@ -407,6 +414,16 @@ def _check_guide_config(where, saved, guide):
 
 
 def _check_guide_part(where, old, new, module):
+    objective = old.get("objective")  # (absent from checkpoints of earlier versions: not compared)
+    if isinstance(objective, dict):
+        for key, value in new["objective"].items():
+            if key in objective and objective[key] != value:
+                raise ValueError(
+                    f"{where}: the checkpoint's guide was trained with {key}={objective[key]!r}, this guide "
+                    f"has {key}={value!r}: a resumed run would follow another objective; build the guide "
+                    f"with {key}={objective[key]!r} (or load the parameters with load_state_dict to start "
+                    "another run from them)"
+                )
     # log α is stored as log α / c: read with another c every α would be wrong (a checkpoint written
     # before the setting existed has c = 1)
     c_old, c_new = old.get("log_alpha_scale", 1.0), new["log_alpha_scale"]

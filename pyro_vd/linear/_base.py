@@ -326,11 +326,12 @@ def power_of_two_scales(values, axis=0):
     return np.ldexp(1.0, exponent.astype(int))
 
 
-#: A column whose spread about its mean, relative to its root mean square, is below this times the
-#: largest such ratio among the columns carries no usable variation (it is constant up to rounding).
-#: The same rule for every estimator: a ratio relative to each column's own size, so that neither a
-#: column's units nor its offset decide (a column 1e7 times smaller than another, or with an offset of
-#: 1e6 of its spread, is as usable as any).
+#: A column whose spread about its mean, relative to its root mean square, is at most this carries no
+#: usable variation (it is constant up to rounding: 1e-12 is some 10⁴ units in the last place). The same
+#: rule for every estimator, relative to each column's own size, so that neither a column's units nor
+#: its offset decide (a column 1e7 times smaller than another, or with an offset of 1e6 of its spread, is
+#: as usable as any), nor the other columns (relative to the largest ratio, columns all constant up to
+#: rounding were all usable: RVR read a column 1.7e9 ± 1 ulp as relevant).
 CONSTANT_RATIO = 1e-12
 
 
@@ -365,8 +366,7 @@ def fitted_units(values, center):
 def usable_columns(ratio):
     """The columns with usable variation, from their :func:`fitted_units` ratios (see
     :data:`CONSTANT_RATIO`)."""
-    ratio = np.asarray(ratio, dtype=float)
-    return ratio > CONSTANT_RATIO * max(ratio.max(initial=0.0), np.finfo(float).tiny)
+    return np.asarray(ratio, dtype=float) > CONSTANT_RATIO
 
 
 def check_positive_float(value, name, *, allow_zero=False):

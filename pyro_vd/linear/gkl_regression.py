@@ -63,16 +63,23 @@ def _evidence(G, Xt, tt, n, alpha, beta):
 
 def _delete(G, Xt, tt, n, alpha, beta, hopeless):
     """``alpha`` with the ``hopeless`` bases deleted (α = ∞): all of them where that raises the log evidence,
-    else the one whose deletion raises it most (as RVR deletes, one at a time): correlated bases, each
-    redundant given the others, deleted together may lose what they carried between them. One at a
-    time throughout took the 1000 × 1000 table's fit 668 deletions and 1542 EM steps."""
+    else the first (its deletion the largest rise by the test) where that raises it (as RVR deletes, one
+    at a time): correlated bases, each redundant given the others, deleted together may lose what they
+    carried between them. One at a time throughout took the 1000 × 1000 table's fit 668 deletions and
+    1542 EM steps. None where neither raises the evidence (a deletion never lowers it: near a noise-free
+    fit of n < d data one took it from 85.5 to −2.4e6)."""
+    now = _evidence(G, Xt, tt, n, alpha, beta)
     every = alpha.copy()
     every[hopeless] = np.inf
-    if hopeless.size == 1 or _evidence(G, Xt, tt, n, every, beta) >= _evidence(G, Xt, tt, n, alpha, beta):
+    if _evidence(G, Xt, tt, n, every, beta) > now:
         return every
     one = alpha.copy()
     one[hopeless[0]] = np.inf
-    return one
+    if hopeless.size > 1 and _evidence(G, Xt, tt, n, one, beta) > now:
+        return one
+    # neither raises it (near a noise-free fit, β ~ 1e11, the test and its gain are rounding): no
+    # deletion, the fit has converged
+    return None
 
 
 class GKLRegression(RegressorMixin, BaseEstimator):
@@ -169,8 +176,11 @@ class GKLRegression(RegressorMixin, BaseEstimator):
                 if hopeless.size == 0:
                     converged = True
                     break
-                alpha = _delete(G, Xt, tt, n, alpha, beta, hopeless)
-                bound = -np.inf
+                deleted = _delete(G, Xt, tt, n, alpha, beta, hopeless)
+                if deleted is None:
+                    converged = True
+                    break
+                alpha, bound = deleted, -np.inf
             rise, previous = bound - previous, bound
         if not converged:
             warn_not_converged(self, n_iter, f"the bound still rose by {rise:.3g} a step")

@@ -70,6 +70,13 @@ def test_an_overwrite_that_fails_before_training_puts_the_old_run_back(tmp_path)
         assert sorted(p.name for p in tmp_path.iterdir()) == moved_aside
         raise FileNotFoundError("no data")  # e.g. a missing --data-dir, before any checkpoint
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+    # a run that wrote some of its own files (another command's plot, results) before failing: the
+    # folder is the old run's again, not a mix of both
+    with pytest.raises(RuntimeError), _run(tmp_path, overwrite=True, figures=("training", "batch_size")):
+        (tmp_path / "batch_size.png").write_text("new plot")
+        (tmp_path / "results.json").write_text("new results")
+        raise RuntimeError("failed after writing")
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
     # once the new run has saved a checkpoint, a failure keeps the new run and drops the old one
     with pytest.raises(RuntimeError), _run(tmp_path, overwrite=True, figures=("training",)):
         (tmp_path / "checkpoint.pt").write_text("new")

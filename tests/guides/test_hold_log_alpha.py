@@ -143,6 +143,16 @@ def test_a_guide_set_up_from_a_loaded_param_store_is_past_the_hold(tmp_path):
     _, new, _, svi = _svi({"hold_log_alpha": 8})
     _steps(svi, 1)
     assert new.log_alpha_held
+    # ... and so does a second guide of the same names in a session, over the untrained leftovers of the
+    # first (the store cannot tell them from a load; their log α are still at the start)
+    pyro.clear_param_store()
+    first = AutoVariationalDropout(LinearRegression(6, num_data=64), hold_log_alpha=8)
+    first(X, Y)
+    model = LinearRegression(6, num_data=64)
+    second = AutoVariationalDropout(model, hold_log_alpha=8)
+    svi = pyro.infer.SVI(model, second, pyro.optim.Adam({"lr": 0.05}), VariationalDropoutELBO())
+    _steps(svi, 1)
+    assert second.trained_steps == 1 and second.log_alpha_held
 
 
 @pytest.mark.parametrize(

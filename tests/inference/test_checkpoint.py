@@ -158,6 +158,18 @@ REFUSED = [
         {},
         "granularity 'output' at site 'net.fc2.weight', this guide 'weight'",
     ),
+    (
+        "KL method",
+        lambda p: _file_from(p, kl_method="exact"),
+        {},
+        "trained with kl_method='exact', this guide has kl_method='molchanov'",
+    ),
+    (
+        "clip of log α",
+        lambda p: _file_from(p, max_log_alpha=8.0, min_log_alpha=-8.0),
+        {},
+        "trained with min_log_alpha=-8.0, this guide has min_log_alpha=None",
+    ),
     ("missing key", _without_rng, {}, "is incomplete: it lacks 'rng'"),
     ("truncated", _truncated, {}, "is truncated or corrupt"),
 ]

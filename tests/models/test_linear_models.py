@@ -153,3 +153,24 @@ def test_the_data_the_defaults_were_measured_on_are_not_warned_about(seed, rho):
         X, y, *_ = make(2000, 100, 10, seed=seed, rho=rho)
         x, t = torch.tensor(X[:20], dtype=torch.float32), torch.tensor(y[:20], dtype=torch.float32)
         model(100, num_data=2000)(x, t)  # warnings are errors in the tests
+
+
+def test_standardization_is_judged_on_eight_rows_and_spares_indicator_columns():
+    from pyro_vd.models import StandardizationWarning, check_standardized
+
+    torch.manual_seed(1)
+    model = LinearRegression(20, num_data=1000)
+    for _ in range(5):  # 2-row batches of standardized data: not judged (they fell outside by chance)
+        x = torch.randn(2, 20)
+        model(x, x[:, 0])
+    with pytest.warns(StandardizationWarning, match="column 3"):  # the first batch of 8 rows is
+        x = torch.randn(8, 20)
+        x[:, 3] += 100.0
+        model(x, x[:, 0])
+    # 0/1 columns (one-hot codes, rare or common indicators) are standard as they are
+    codes = torch.nn.functional.one_hot(torch.randint(0, 100, (256,)), 100).double()
+    common = (torch.rand(256, 1) < 0.95).double()
+    assert check_standardized(model, torch.cat([codes, common, torch.randn(256, 3)], 1)) is None
+    # a column constant far from 0 in the batch is judged
+    with pytest.warns(StandardizationWarning, match="column 0 has mean 100 and standard deviation 0"):
+        check_standardized(model, torch.cat([torch.full((16, 1), 100.0), torch.randn(16, 2)], 1))
