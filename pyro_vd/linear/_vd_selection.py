@@ -44,8 +44,10 @@ The search:
    collapsible: a feature's effect looks smaller while the others are left out, so features that are
    strong together can each fall short of :math:`\log d` alone (10 features with |w| = 2, n = 150: one
    at a time stops at 1 feature).
-3. **Exact moves near the bound**: the features in the model whose log α is within ``BORDER`` of τ(d)
-   are each tried out, and the features out of the model whose gain is within ``BORDER`` of
+3. **Exact moves near the bound**: the features in the model whose log α is within ``BORDER`` of τ(d),
+   or that have a neighbour in the model of correlation ≥ ``TWIN_CORRELATION`` (two copies of a column
+   kept both, far from the bound), are each tried out, and the features out of the model whose gain is
+   within ``BORDER`` of
    :math:`\log d` each tried in, by refitting; a move is kept when F rises. At small N the Gaussian
    views err near the bound (a strong feature at log α 0.006 above τ(d) adds 5.1 nats, 1.8 above
    :math:`\log d`), and two copies of one column admitted together sit at a saddle.
@@ -71,10 +73,17 @@ MAX_RETURNS = 2
 BORDER = 1.5
 #: At most this many exact moves of each kind per round (the nearest to the bound first).
 MAX_EXACT_MOVES = 4
+#: Features in the model this correlated with another in it are tried out by refitting too.
+TWIN_CORRELATION = 0.9
 #: The grow move admits at most max(GROW_MIN, n_samples // 4) features, the best first.
 GROW_MIN = 10
 #: Newton steps at most for the grow move's first fit (the settling that follows fits to convergence).
 GROW_STEPS = 50
+
+
+def _gram_block(X, X2, t):
+    """One block's Σ x xᵀ and Σ x over its (active) columns."""
+    return X.T @ X, X.sum(0)
 
 
 def _block_scores(X, X2, t, theta, sigma2, b, nodes, weights):
@@ -213,12 +222,32 @@ class _Search:
         theta, rho, active = self.admit(state, new, q, g, h)
         return self.settle(self.fit(theta, rho, state.b, active, max_steps=GROW_STEPS), all_at_first=False)
 
+    def twins(self, state):
+        """The features in the model with a neighbour in it of correlation |r| ≥ ``TWIN_CORRELATION``
+        (one pass over the rows for the model's columns)."""
+        active = np.flatnonzero(state.active)
+        if active.size < 2:
+            return active[:0]
+        gram, total = self.rows.sum(_gram_block, state.active)
+        n = self.rows.n_samples
+        covariance = gram - np.outer(total, total) / n
+        sd = np.sqrt(np.clip(np.diag(covariance), 0.0, None))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            correlation = np.abs(covariance / np.outer(sd, sd))
+        correlation = np.where(np.isfinite(correlation), correlation, 0.0)
+        np.fill_diagonal(correlation, 0.0)
+        return active[correlation.max(1) >= TWIN_CORRELATION]
+
     def exact_moves(self, state):
-        """Move 3: single features near the bound tried out and in by refitting; the first that raises F."""
+        """Move 3: single features near the bound, or with a twin in the model, tried out, and features
+        near the bound tried in, by refitting; the first that raises F."""
         log_alpha = state.log_alpha()
         near_in = np.flatnonzero(state.active & (log_alpha > self.bound - BORDER))
         near_in = near_in[np.argsort(-log_alpha[near_in])][:MAX_EXACT_MOVES]
-        for feature in near_in:
+        # two copies of a column both kept, each holding part of the weight and needed given the other,
+        # far from the bound: 4 nats below one copy alone
+        twins = [f for f in self.twins(state)[:MAX_EXACT_MOVES] if f not in near_in]
+        for feature in [*near_in, *twins]:
             theta, rho = state.theta.copy(), state.rho.copy()
             theta[feature], rho[feature] = 0.0, -math.inf
             candidate = self.fit(theta, rho, state.b, np.isfinite(rho))

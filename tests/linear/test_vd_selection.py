@@ -146,3 +146,16 @@ def test_kingma_has_no_evidence_rule_and_says_so():
     X, y, _, _, _ = make_ard_classification(300, 5, 2, seed=0, n_test=10)
     with pytest.raises(ValueError, match="kl_method='exact' or 'molchanov'"):
         VDClassifier(kl_method="kingma").fit(X, y)
+
+
+@pytest.mark.parametrize("seed", [2, 3])
+def test_an_exact_copy_of_a_column_is_kept_once_by_the_classifier(seed):
+    """Both copies were kept, each with part of the weight, far from the bound (4 nats below one copy):
+    the features with a twin in the model are tried out too."""
+    from pyro_vd.linear import VDClassifier
+
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(200, 3))
+    y = (X[:, 0] - X[:, 1] + 0.3 * rng.normal(size=200) > 0).astype(int)
+    doubled = VDClassifier().fit(np.column_stack([X, X[:, 0]]), y)
+    assert doubled.relevance_[[0, 3]].sum() == 1 and doubled.relevance_[1]
