@@ -119,6 +119,7 @@ class RunDir:
         self.resume, self.resumable, self.overwrite = resume, resumable, overwrite
         self.fixed, self.figures, self.log = tuple(fixed), tuple(figures), log
         self._lock = self._made = self._previous = self._checkpoint = self._staged = None
+        self._replaced = set()
         self._wrote = False
 
     # ------------------------------------------------------------------------------------- locking
@@ -241,6 +242,9 @@ class RunDir:
         if replaced:
             staging.mkdir()
             self._staged = staging
+            # (all of them, also those an interruption leaves unmoved: _undo must not take them for
+            # files of the failed run)
+            self._replaced = set(replaced)
             for name in replaced:
                 os.replace(self.path / name, staging / name)
             self.log(
@@ -287,9 +291,8 @@ class RunDir:
         elif self._wrote and (self._contents() == [RUN_FILE] or self._staged is not None):
             record_path.unlink()
         if self._staged is not None:  # --overwrite: the replaced files come back, and only they
-            staged = {moved.name for moved in self._staged.iterdir()}
             for name in self._contents():  # what the failed run wrote that the old one had not
-                if name not in staged and name != STAGING and self._ours(name):
+                if name not in self._replaced and name != STAGING and self._ours(name):
                     (self.path / name).unlink(missing_ok=True)
             for moved in self._staged.iterdir():
                 os.replace(moved, self.path / moved.name)

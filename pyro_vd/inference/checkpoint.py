@@ -380,8 +380,9 @@ def _guide_config(guide):
             # change on a resume, as its docstring says)
             "objective": {
                 "kl_method": module.kl_method,
-                "min_log_alpha": module.min_log_alpha,
-                "max_log_alpha": module.max_log_alpha,
+                # as Python floats: a numpy scalar given by the user would make the file unloadable
+                "min_log_alpha": _plain_float(module.min_log_alpha),
+                "max_log_alpha": _plain_float(module.max_log_alpha),
             },
         }
         if module.prototype_trace is not None:
@@ -391,6 +392,10 @@ def _guide_config(guide):
             part["noise_sites"] = list(module.noise_site_names)
         parts[name] = part
     return {"type": type(guide).__qualname__, "parts": parts}
+
+
+def _plain_float(value):
+    return None if value is None else float(value)
 
 
 def _check_guide_config(where, saved, guide):

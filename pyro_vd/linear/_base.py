@@ -327,12 +327,13 @@ def power_of_two_scales(values, axis=0):
 
 
 #: A column whose spread about its mean, relative to its root mean square, is at most this carries no
-#: usable variation (it is constant up to rounding: 1e-12 is some 10⁴ units in the last place). The same
-#: rule for every estimator, relative to each column's own size, so that neither a column's units nor
-#: its offset decide (a column 1e7 times smaller than another, or with an offset of 1e6 of its spread, is
-#: as usable as any), nor the other columns (relative to the largest ratio, columns all constant up to
+#: usable variation: it is constant up to rounding (1e-14 is about 45 units in the last place; a
+#: microsecond timestamp 1.7e15 ± 1e3, at 6e-13, is a real column and was lost at 1e-12). The same rule
+#: for every estimator, relative to each column's own size, so that neither a column's units nor its
+#: offset decide (a column 1e7 times smaller than another, or with an offset of 1e6 of its spread, is as
+#: usable as any), nor the other columns (relative to the largest ratio, columns all constant up to
 #: rounding were all usable: RVR read a column 1.7e9 ± 1 ulp as relevant).
-CONSTANT_RATIO = 1e-12
+CONSTANT_RATIO = 1e-14
 
 
 def column_rms(X):

@@ -26,8 +26,9 @@ class CentredUnits:
     the column mean in units of :math:`c_d`. With a free intercept, :math:`x^\top w + b = z^\top v + b'`
     for :math:`w_d = v_d / (c_d f_d)` and :math:`b = b' - \sum_d v_d o_d / f_d`, so a fit in these units
     is the same for X, X + shift and X·scale (up to rounding), and its weights map back exactly.
-    Columns with no usable variation (relative standard deviation below 1e-12 times the largest, the
-    rule the fits always applied) are set to 0 and ``usable`` is False there.
+    Columns with no usable variation (relative standard deviation at most
+    :data:`~pyro_vd.linear._base.CONSTANT_RATIO`, the rule of every estimator) are set to 0 and
+    ``usable`` is False there.
     """
 
     def __init__(self, X):

@@ -27,6 +27,7 @@ from ._base import (
 from ._convergence import warn_not_converged
 from ._gram import row_statistics
 from ._threads import single_threaded_blas
+from ._vd_selection import TWIN_CORRELATION
 from .alpha_update import LOG_ALPHA_MAX, optimal_log_alpha_profile
 from .relevance import (
     check_evidence_kl,
@@ -353,7 +354,7 @@ class VDRegression(RegressorMixin, BaseEstimator):
         under the evidence rule), or None. The coordinate steps cannot leave a saddle where correlated
         features share a weight: with an exact copy of a column both copies kept half of it, each
         needed given the other, 4 nats below keeping one. Tried on the kept features that have a kept
-        neighbour of correlation |r| ≥ 0.9 (scaled units: ``xx`` is their correlation where centred), each
+        neighbour of correlation |r| ≥ 0.99 (scaled units: ``xx`` is their correlation where centred), each
         refitted with the others' α fixed (a lower bound on the gain), the largest gain first.
         """
         kept = np.flatnonzero(log_alpha < cap)
@@ -361,7 +362,7 @@ class VDRegression(RegressorMixin, BaseEstimator):
             return None
         block = np.abs(xx[np.ix_(kept, kept)])
         np.fill_diagonal(block, 0.0)
-        candidates = kept[block.max(1) >= 0.9]
+        candidates = kept[block.max(1) >= TWIN_CORRELATION]
         if candidates.size == 0:
             return None
 

@@ -191,3 +191,24 @@ def test_a_run_record_of_the_wrong_structure_is_refused_in_one_line(tmp_path, re
     with pytest.raises(RunDirError, match="is not a pyro-vd run record"):
         _run(tmp_path, resume=True).__enter__()
     assert json.loads((tmp_path / "run.json").read_text()) == record
+
+
+def test_an_overwrite_interrupted_while_moving_the_old_run_aside_loses_nothing(tmp_path, monkeypatch):
+    """_undo took the files not yet moved for files of the failed run, and deleted them."""
+    import os
+
+    _finish(tmp_path, "checkpoint.pt", "results.json", "results.md", "training.png", "notes.txt")
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    moves, replace = [], os.replace
+
+    def interrupted(source, target):
+        moves.append(source)
+        if len(moves) == 2:
+            raise KeyboardInterrupt
+        return replace(source, target)
+
+    monkeypatch.setattr(os, "replace", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        _run(tmp_path, overwrite=True, figures=("training",)).__enter__()
+    monkeypatch.setattr(os, "replace", replace)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before

@@ -642,3 +642,9 @@ def test_only_the_temporary_files_of_a_save_are_named_so():
     assert checkpoint.is_checkpoint_temporary("ckpt.pt.0123abcd.77.x_9Yz.tmp", "ckpt.pt")
     for name in ("ckpt.pt.bak", "ckpt.pt.1", "ckpt.pt.notes.tmp", "other.pt.0123abcd.77.xyz.tmp"):
         assert not checkpoint.is_checkpoint_temporary(name, "ckpt.pt"), name
+
+
+def test_a_clip_given_as_a_numpy_number_leaves_the_checkpoint_loadable(tmp_path):
+    path = _file_from(tmp_path, max_log_alpha=np.float64(8.0), min_log_alpha=np.float32(-8.0))
+    model, guide, optim, elbo, _ = _session(max_log_alpha=8.0, min_log_alpha=-8.0)
+    assert load_checkpoint(path, optim=optim, model=model, guide=guide, elbo=elbo)["epoch"] == 3

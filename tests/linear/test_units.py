@@ -125,3 +125,21 @@ def test_a_tiny_y_is_refused_in_a_sentence():
     X, y, _ = _reference(VDRegression, False)
     with pytest.raises(ValueError, match=r"not finite.*rescale"):
         VDRegression().fit(X, y * 1e-170)
+
+
+@pytest.mark.parametrize("estimator", [*REGRESSORS, VDClassifier], ids=lambda e: e.__name__)
+@pytest.mark.parametrize("offset, spread", [(1e13, 1.0), (1.7e15, 1e3)], ids=["1e13 ± 1", "µs timestamp"])
+def test_a_column_with_an_offset_far_beyond_its_spread_is_still_a_column(estimator, offset, spread):
+    """Its spread is 1e-13 of its size, hundreds of units in the last place: a real column (at a
+    constant-column rule of 1e-12 relative spread it was zeroed without a word)."""
+    rng = np.random.default_rng(5)
+    z = rng.normal(size=300)
+    x = offset + spread * z
+    score = 2.0 * (x - x.mean()) / x.std()
+    if estimator is VDClassifier:
+        y = (score + rng.normal(size=300) > 0).astype(int)
+    else:
+        y = score + 0.3 * rng.normal(size=300)
+    model, reference = _fit(estimator, x[:, None], y), _fit(estimator, z[:, None], y)
+    assert model.relevance_.all() and reference.relevance_.all()
+    assert model.score(x[:, None], y) == pytest.approx(reference.score(z[:, None], y), abs=0.01)

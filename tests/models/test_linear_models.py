@@ -111,7 +111,7 @@ def test_train_time_pruning_at_the_bound_reaches_the_exact_searchs_theta():
     assert found["theta_error"] < 0.02
 
 
-def _first_batch(scale_y=1.0, offset_y=0.0, offset_x=0.0, n=20):
+def _first_batch(scale_y=1.0, offset_y=0.0, offset_x=0.0, n=64):
     torch.manual_seed(0)
     x = torch.randn(n, 5)
     x[:, 3] += offset_x
@@ -151,26 +151,35 @@ def test_the_data_the_defaults_were_measured_on_are_not_warned_about(seed, rho):
     pairs = ((make_ard_regression, LinearRegression), (make_ard_classification, LogisticRegression))
     for make, model in pairs:
         X, y, *_ = make(2000, 100, 10, seed=seed, rho=rho)
-        x, t = torch.tensor(X[:20], dtype=torch.float32), torch.tensor(y[:20], dtype=torch.float32)
-        model(100, num_data=2000)(x, t)  # warnings are errors in the tests
+        fitted = model(100, num_data=2000)
+        for start in range(0, 80, 20):  # 20-row batches (0.1 % of 20 000 rows): judged on 64 rows
+            rows = slice(start, start + 20)
+            x, t = torch.tensor(X[rows], dtype=torch.float32), torch.tensor(y[rows], dtype=torch.float32)
+            fitted(x, t)  # warnings are errors in the tests
+        assert fitted.__dict__["_standardization"] == "checked"
 
 
-def test_standardization_is_judged_on_eight_rows_and_spares_indicator_columns():
+def test_standardization_is_judged_on_the_first_64_rows_and_spares_indicator_columns():
     from pyro_vd.models import StandardizationWarning, check_standardized
 
     torch.manual_seed(1)
     model = LinearRegression(20, num_data=1000)
-    for _ in range(5):  # 2-row batches of standardized data: not judged (they fell outside by chance)
+    for _ in range(40):  # 2-row batches of standardized data: judged together (alone they fall outside)
         x = torch.randn(2, 20)
         model(x, x[:, 0])
-    with pytest.warns(StandardizationWarning, match="column 3"):  # the first batch of 8 rows is
-        x = torch.randn(8, 20)
-        x[:, 3] += 100.0
-        model(x, x[:, 0])
+    x = torch.randn(8, 20)
+    x[:, 3] += 100.0
+    model(x, x[:, 0])  # (judged already: once per model)
+    fresh = LinearRegression(20, num_data=1000)
+    with pytest.warns(StandardizationWarning, match="the 64 first training rows are far.*column 3"):
+        for _ in range(8):  # 8-row batches: the eighth completes the 64 rows
+            x = torch.randn(8, 20)
+            x[:, 3] += 100.0
+            fresh(x, x[:, 0])
     # 0/1 columns (one-hot codes, rare or common indicators) are standard as they are
     codes = torch.nn.functional.one_hot(torch.randint(0, 100, (256,)), 100).double()
     common = (torch.rand(256, 1) < 0.95).double()
     assert check_standardized(model, torch.cat([codes, common, torch.randn(256, 3)], 1)) is None
-    # a column constant far from 0 in the batch is judged
+    # a column constant far from 0 is judged
     with pytest.warns(StandardizationWarning, match="column 0 has mean 100 and standard deviation 0"):
         check_standardized(model, torch.cat([torch.full((16, 1), 100.0), torch.randn(16, 2)], 1))
