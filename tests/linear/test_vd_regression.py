@@ -492,3 +492,24 @@ def test_an_exact_copy_of_a_column_is_kept_once(threshold, seed):
     assert doubled.relevance_[[0, 3]].sum() == 1 and doubled.relevance_[1]
     np.testing.assert_allclose(doubled.coef_[0] + doubled.coef_[3], single.coef_[0], rtol=1e-6)
     assert doubled.elbo_ == pytest.approx(single.elbo_, abs=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("n", "d", "k", "seed"),
+    [(400, 300, 120, 0), (300, 200, 50, 3), (200, 400, 30, 4)],
+    ids=["120/300", "50/200", "30/400"],
+)
+def test_the_evidence_rule_finds_many_relevant_features(n, d, k, seed):
+    """From log α = 0 the first steps' β came from a fit shrunk by α = 1 throughout: with many relevant
+    features each added less than log d, and the fit kept a handful (120 of 300 at n = 400: 1 kept, test
+    MSE 132 of a variance of 142, against 0.16 for the plain rule; 30 of 400 at n = 200: 4). A second
+    start from the plain rule's first steps finds them."""
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, d))
+    w = np.zeros(d)
+    w[:k] = rng.uniform(0.5, 1.5, k) * rng.choice([-1, 1], k)
+    y = X @ w + 0.5 * rng.standard_normal(n)
+    X_test = rng.standard_normal((2000, d))
+    fit = VDRegression().fit(X, y)
+    assert fit.relevance_[:k].all() and fit.relevance_[k:].sum() <= 5
+    assert np.mean((fit.predict(X_test) - X_test @ w) ** 2) < 0.2
