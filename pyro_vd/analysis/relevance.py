@@ -93,7 +93,9 @@ def relevance(obj, site=None, *, feature_names=None, threshold=None):
                 threshold = group.attrs.get(f"{site}.log_alpha_bound", DEFAULT_THRESHOLD)
             # a named rule's d is the weights in a row of the site, read before the site is flattened
             # (flattened, "evidence" on a 40 × 30 weight took τ(1200) for τ(30))
-            bound = _bound(threshold, np.shape(log_alpha)[-1] if np.ndim(log_alpha) else 1)
+            from ..linear.relevance import log_alpha_threshold
+
+            bound = log_alpha_threshold(threshold, np.shape(log_alpha)[-1] if np.ndim(log_alpha) else 1)
             table = _vd_table(theta, log_alpha.ravel(), bound)
     elif hasattr(obj, "relevance_"):  # a fitted estimator
         from ..linear._posterior import weight_posteriors
@@ -129,12 +131,6 @@ def relevance(obj, site=None, *, feature_names=None, threshold=None):
     table = {key: np.asarray(value).reshape(-1) for key, value in table.items()}  # class-major
     index = pd.MultiIndex.from_product([classes, names], names=["class", "feature"])
     return pd.DataFrame(table, index=index)
-
-
-def _bound(threshold, d):
-    from ..linear.relevance import log_alpha_threshold
-
-    return float(log_alpha_threshold(threshold, d))
 
 
 def _vd_table(theta, log_alpha, threshold):

@@ -311,10 +311,7 @@ class RunDir:
                 folder = folder.parent
 
     def _write_record(self):
-        path = self.path / RUN_FILE
-        tmp = path.with_name(RUN_FILE + ".tmp")
-        tmp.write_text(json.dumps(self.record, indent=2) + "\n")
-        os.replace(tmp, path)
+        write_atomically(self.path / RUN_FILE, json.dumps(self.record, indent=2) + "\n")
         self._wrote = True
 
 

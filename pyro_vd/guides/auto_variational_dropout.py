@@ -279,8 +279,8 @@ class AutoVariationalDropout(AutoGuide):
         the hold; so does a guide that finds trained log α (moved from their start) of its sites in
         Pyro's param store when it is set up (its first call after ``pyro.get_param_store().load(...)``:
         the store keeps no step count; untrained leftovers of another guide of the same names are held
-        as asked). An
-        optimizer's momentum for log α from before the hold (a state rolled back into it) still moves it.
+        as asked). An optimizer's momentum for log α from before the hold (a state rolled back into it)
+        still moves it.
     :param float init_noise_loc: initial :math:`\mu` of the neuron noise (0).
     :param float init_noise_log_scale: initial :math:`\log\sigma` of the neuron noise (−5).
     :param callable create_plates: as for every :class:`~pyro.infer.autoguide.AutoGuide`.
@@ -682,10 +682,9 @@ class AutoVariationalDropout(AutoGuide):
         log_alphas = PyroModule()
         setattr(self, per_site, log_alphas)
         init_psi = self.init_log_alpha / self.log_alpha_scale
-        if (
-            self._check_param_store_log_alphas()
-            and self._completed_steps() < self.hold_log_alpha
-            and self._stored_log_alphas_moved(per_site, shared_name, init_psi)
+        self._check_param_store_log_alphas()
+        if self._completed_steps() < self.hold_log_alpha and self._stored_log_alphas_moved(
+            per_site, shared_name, init_psi
         ):
             # the guide takes up log α a trained guide left in Pyro's param store (its
             # ``get_param_store().load``): the store keeps no step count, and holding the loaded log α
@@ -955,7 +954,10 @@ class AutoVariationalDropout(AutoGuide):
         _deep_setattr(module, name, PyroParam(init, constraints.real, event_dim))
 
     def _stored_log_alphas_moved(self, per_site, shared_name, init_psi):
-        """Whether Pyro's param store holds a log α of this guide's sites that differs from its start."""
+        """Whether Pyro's param store holds a log α of this guide's sites that differs from its start (never
+        with ``module_local_params``: the parameters are then the guide's own)."""
+        if pyro.settings.get("module_local_params"):
+            return False
         base = self.__dict__.get("_pyro_name") or ""
         prefix = f"{base}." if base else ""
         store = pyro.get_param_store()
@@ -965,8 +967,7 @@ class AutoVariationalDropout(AutoGuide):
     def _check_param_store_log_alphas(self):
         """With Pyro's global param store: refuse a store that holds this guide's log α under another
         ``log_alpha_scale`` (e.g. saved by a guide with another c, or before the linear models
-        recommended one); this guide would silently start its α again while taking θ from the store.
-        Returns whether the store holds parameters of this guide's sites."""
+        recommended one); this guide would silently start its α again while taking θ from the store."""
         if pyro.settings.get("module_local_params"):
             return
         base = self.__dict__.get("_pyro_name") or ""
@@ -979,7 +980,6 @@ class AutoVariationalDropout(AutoGuide):
             if key.startswith(prefix) and (site in self._sites or (shared and not site)):
                 names.append(group)
         _check_log_alpha_names(names, self.log_alpha_scale, "Pyro's param store")
-        return bool(names)
 
     def _apply(self, *args, **kwargs):
         result = super()._apply(*args, **kwargs)  # .to(), .double(), .cuda(): averages of other tensors

@@ -28,6 +28,7 @@ import dask.array as da
 import numpy as np
 
 from ._base import (
+    CONSTANT_RATIO,
     check_feature_names,
     check_is_fitted,
     check_positive_float,
@@ -35,6 +36,7 @@ from ._base import (
     flatten_column,
     is_dask,
     set_features,
+    usable_columns,
 )
 
 #: Partial statistics merged per task of the reduction tree.
@@ -77,7 +79,6 @@ def prepare_ard_regression(estimator, X, y):
     :func:`pyro_vd.linear.rvr.prepare_ard_regression` of a Dask array: the same
     ``(n, x_mean, y_mean, G, Xᵀt, tᵀt, diag G, usable, yᵀy, scaling)`` from one pass over the rows.
     """
-    from ._base import usable_columns
     from .rvr import ArdScaling, target_energy
 
     X = _check_X(X)
@@ -220,8 +221,6 @@ def _ard_merge(*parts):
 def _fitted_units(fitted_sq, sq, unit, n):
     """:func:`~pyro_vd.linear._base.fitted_units` from Σ (x/unit)² as fitted (``fitted_sq``: about the
     mean with an intercept) and as is (``sq``) over n rows."""
-    from ._base import CONSTANT_RATIO
-
     fitted_sq, sq = np.maximum(np.asarray(fitted_sq, float), 0.0), np.asarray(sq, float)
     ratio = np.sqrt(fitted_sq / np.where(sq > 0, sq, 1.0))
     fitted = _nearest_power_of_two(fitted_sq, unit, n)

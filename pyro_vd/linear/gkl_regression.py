@@ -43,7 +43,7 @@ def _hopeless(G, Xt, alpha, beta):
         s, q = a * S / (a - S), a * Q / (a - S)
         # the rise of the log evidence (times 2) when the basis is deleted, the others fixed
         gain = Q**2 / (S - a) - np.log1p(-S / a)
-        hopeless = np.isfinite(a) & (a > S) & (S > 0) & (q**2 <= s) & (gain > 0)
+        hopeless = (a > S) & (S > 0) & (q**2 <= s) & (gain > 0)
     order = np.argsort(-np.where(hopeless, gain, -np.inf))[: int(hopeless.sum())]
     return active[order]
 

@@ -285,11 +285,7 @@ class VDRegression(RegressorMixin, BaseEstimator):
         if not converged:
             warn_not_converged(self, n_iter, f"log α still moved by {alpha_change:.3g}")
         # θ for the final α (the loop's θ belongs to the α before its last update)
-        active = usable & (log_alpha < cap)
-        scaled = np.zeros(d)
-        if active.any():
-            kappa = np.exp(log_alpha[active]) * diag[active]
-            scaled[active] = _solve_spd(xx[np.ix_(active, active)] + np.diag(kappa), xy[active])
+        scaled = self._theta(problem, log_alpha)
         theta = scaled / root
         fit = scaled @ xx @ scaled - 2.0 * scaled @ xy + yy
         kept = log_alpha < cap
@@ -342,10 +338,7 @@ class VDRegression(RegressorMixin, BaseEstimator):
         steps = self.max_iter if max_steps is None else min(max_steps, self.max_iter)
         for n_iter in range(1, steps + 1):  # noqa: B007
             active = usable & (log_alpha < cap)
-            new_theta = np.zeros(d)
-            if active.any():
-                kappa = np.exp(log_alpha[active]) * diag[active]
-                new_theta[active] = _solve_spd(xx[np.ix_(active, active)] + np.diag(kappa), xy[active])
+            new_theta = self._theta(problem, log_alpha)
             # β update: N / (‖Xθ − t‖² + Σ κ θ²), from the statistics.
             fit = new_theta @ xx @ new_theta - 2.0 * new_theta @ xy + yy
             # (pruned features have θ = 0 and log α = cap: e^cap is never formed)
@@ -377,7 +370,7 @@ class VDRegression(RegressorMixin, BaseEstimator):
             alpha_change = np.max(np.abs(new_log_alpha - log_alpha))
             theta, log_alpha = new_theta, new_log_alpha
             if theta_change < self.tol and alpha_change < 100 * self.tol:
-                redundant = self._redundant(xx, xy, yy, log_alpha, diag, beta, penalty, cap)
+                redundant = self._redundant(problem, log_alpha, beta, penalty)
                 if redundant is None:
                     converged = True
                     break
@@ -389,19 +382,29 @@ class VDRegression(RegressorMixin, BaseEstimator):
         """The evidence rule's objective: :meth:`_objective` − ``penalty`` per kept feature."""
         return self._objective(problem, log_alpha, beta) - penalty * np.sum(log_alpha < problem[6])
 
+    @staticmethod
+    def _theta(problem, log_alpha):
+        r"""θ (scaled units) optimal for ``log_alpha``, :math:`(X^\top X + \operatorname{diag}\alpha)^{-1}
+        X^\top t` over the kept features, 0 for the others (e^cap is never formed)."""
+        xx, xy, _, _, diag, usable, cap, _ = problem
+        active = usable & (log_alpha < cap)
+        theta = np.zeros(len(diag))
+        if active.any():
+            kappa = np.exp(log_alpha[active]) * diag[active]
+            theta[active] = _solve_spd(xx[np.ix_(active, active)] + np.diag(kappa), xy[active])
+        return theta
+
     def _objective(self, problem, log_alpha, beta):
         """The ELBO (scaled units, up to a constant) at the θ optimal for ``log_alpha`` and ``beta``."""
         xx, xy, yy, n, diag, usable, cap, _ = problem
         active = usable & (log_alpha < cap)
-        theta = np.zeros(len(diag))
+        theta = self._theta(problem, log_alpha)
         kappa = np.exp(log_alpha[active]) * diag[active]
-        if active.any():
-            theta[active] = _solve_spd(xx[np.ix_(active, active)] + np.diag(kappa), xy[active])
         fit = theta @ xx @ theta - 2.0 * theta @ xy + yy
         kl = float(kl_log_uniform(_tensor(log_alpha[active]), self.kl_method).sum())
         return 0.5 * n * np.log(beta) - 0.5 * beta * (fit + np.sum(kappa * theta[active] ** 2)) - kl
 
-    def _redundant(self, xx, xy, yy, log_alpha, diag, beta, penalty, cap):
+    def _redundant(self, problem, log_alpha, beta, penalty):
         r"""
         A kept feature whose removal raises the objective (the ELBO, less ``penalty`` per kept feature
         under the evidence rule), or None. The coordinate steps cannot leave a saddle where correlated
@@ -410,6 +413,7 @@ class VDRegression(RegressorMixin, BaseEstimator):
         neighbour of correlation |r| ≥ 0.99 (scaled units: ``xx`` is their correlation where centred), each
         refitted with the others' α fixed (a lower bound on the gain), the largest gain first.
         """
+        xx, cap = problem[0], problem[6]
         kept = np.flatnonzero(log_alpha < cap)
         if kept.size < 2:
             return None
@@ -419,15 +423,13 @@ class VDRegression(RegressorMixin, BaseEstimator):
         if candidates.size == 0:
             return None
 
-        def objective(active):
-            kappa = np.exp(log_alpha[active]) * diag[active]
-            theta = _solve_spd(xx[np.ix_(active, active)] + np.diag(kappa), xy[active])
-            fit = theta @ xx[np.ix_(active, active)] @ theta - 2.0 * theta @ xy[active] + yy
-            kl = float(kl_log_uniform(_tensor(log_alpha[active]), self.kl_method).sum())
-            return -0.5 * beta * (fit + np.sum(kappa * theta**2)) - kl - penalty * active.size
+        def without(feature):
+            reduced = log_alpha.copy()
+            reduced[feature] = cap
+            return self._penalized(problem, reduced, beta, penalty)
 
-        now = objective(kept)
-        gains = {c: objective(kept[kept != c]) - now for c in candidates}
+        now = self._penalized(problem, log_alpha, beta, penalty)
+        gains = {c: without(c) - now for c in candidates}
         best = max(gains, key=gains.get)
         return best if gains[best] > 1e-9 * max(abs(now), 1.0) else None
 

@@ -147,6 +147,44 @@ class _Moments:
         return described, int(bad.sum())
 
 
+class _Rows:
+    """The moments of the rows ``x`` (and targets ``y``) a check reads, at most ``limit`` rows."""
+
+    def __init__(self, targets, limit=None):
+        self.x, self.y, self.limit = _Moments(), _Moments() if targets else None, limit
+
+    def add(self, x, y):
+        if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.dim() != 2 or len(x) == 0:
+            return
+        take = None if self.limit is None else self.limit - self.x.n
+        with torch.no_grad():
+            self.x.add(x[:take])
+            if self.y is not None and isinstance(y, torch.Tensor) and y.is_floating_point():
+                if y.numel() == len(x):
+                    self.y.add(y.reshape(-1, 1)[:take])
+
+    def warn(self, model, what):
+        """Warn of what lies far from standardized; returns the warning's text, or None."""
+        if self.x.n == 0:
+            return None
+        problems, count = self.x.problems(lambda index: f"column {index}")
+        if self.y is not None and self.y.n:
+            problems += self.y.problems(lambda _: "y")[0]
+        if not problems:
+            return None
+        more = f" ({count} columns in all)" if count > 3 else ""
+        message = (
+            f"{type(model).__name__}: SVI's defaults are set for standardized data (each column, and y "
+            f"in regression, of standard deviation 1/8 to 8 and mean within 3 of them), and the "
+            f"{self.x.n} {what} are far from it: {'; '.join(problems)}{more}. Adam moves θ and the bias "
+            "by about its learning rate a step whatever their units, so relevance and θ would depend on "
+            "the units. Standardize: (x - mean) / sd per column (and y); a coefficient w in those units "
+            "is w·sd_y/sd_x in yours. VDRegression and VDClassifier are unit-free."
+        )
+        warnings.warn(message, StandardizationWarning, stacklevel=3)
+        return message
+
+
 def check_standardized(model, x, y=None):
     """
     Warn (:class:`StandardizationWarning`) when the rows ``x`` (and targets ``y``) are far from the data
@@ -158,34 +196,9 @@ def check_standardized(model, x, y=None):
     lies beyond 8. The linear models call it once on their first :data:`STANDARDIZED_MIN_ROWS` training
     rows (over as many batches as that takes). Returns the warning's text, or None.
     """
-    if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.dim() != 2 or len(x) == 0:
-        return None
-    columns, targets = _Moments(), None
-    with torch.no_grad():
-        columns.add(x)
-        if y is not None and isinstance(y, torch.Tensor) and y.is_floating_point() and y.numel() == len(x):
-            targets = _Moments()
-            targets.add(y.reshape(-1, 1))
-    return _warn_unstandardized(model, columns, targets)
-
-
-def _warn_unstandardized(model, columns, targets, what="rows given"):
-    problems, count = columns.problems(lambda index: f"column {index}")
-    if targets is not None:
-        problems += targets.problems(lambda _: "y")[0]
-    if not problems:
-        return None
-    more = f" ({count} columns in all)" if count > 3 else ""
-    message = (
-        f"{type(model).__name__}: SVI's defaults are set for standardized data (each column, and y in "
-        f"regression, of standard deviation 1/8 to 8 and mean within 3 of them), and the {columns.n} "
-        f"{what} are far from it: {'; '.join(problems)}{more}. Adam moves θ and the "
-        "bias by about its learning rate a step whatever their units, so relevance and θ would depend on "
-        "the units. Standardize: (x - mean) / sd per column (and y); a coefficient w in those units is "
-        "w·sd_y/sd_x in yours. VDRegression and VDClassifier are unit-free."
-    )
-    warnings.warn(message, StandardizationWarning, stacklevel=3)
-    return message
+    rows = _Rows(targets=y is not None)
+    rows.add(x, y)
+    return rows.warn(model, "rows given")
 
 
 class _CheckedLinear(VDModel):
@@ -194,31 +207,15 @@ class _CheckedLinear(VDModel):
     _check_y = False
 
     def forward(self, x, y=None):
-        state = self.__dict__.get("_standardization")
-        if y is not None and state != "checked":
-            self._note_rows(x, y, state)
+        rows = self.__dict__.get("_standardization")
+        if y is not None and rows != "checked":
+            if rows is None:
+                rows = self.__dict__["_standardization"] = _Rows(self._check_y, STANDARDIZED_MIN_ROWS)
+            rows.add(x, y)
+            if rows.x.n >= STANDARDIZED_MIN_ROWS:
+                self.__dict__["_standardization"] = "checked"
+                rows.warn(self, "first training rows")
         return super().forward(x, y)
-
-    def _note_rows(self, x, y, state):
-        if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.dim() != 2 or len(x) == 0:
-            return
-        if state is None:
-            state = self.__dict__["_standardization"] = {"x": _Moments(), "y": None}
-        with torch.no_grad():
-            take = STANDARDIZED_MIN_ROWS - state["x"].n
-            state["x"].add(x[:take])
-            if (
-                self._check_y
-                and isinstance(y, torch.Tensor)
-                and y.is_floating_point()
-                and y.numel() == len(x)
-            ):
-                if state["y"] is None:
-                    state["y"] = _Moments()
-                state["y"].add(y.reshape(-1, 1)[:take])
-        if state["x"].n >= STANDARDIZED_MIN_ROWS:
-            self.__dict__["_standardization"] = "checked"
-            _warn_unstandardized(self, state["x"], state["y"], "first training rows")
 
 
 class LinearRegression(_CheckedLinear):
@@ -229,7 +226,7 @@ class LinearRegression(_CheckedLinear):
     σ is learned (a point estimate maximizing the same ELBO, so :math:`\sigma^{-2}` estimates
     ``VDRegression``'s ``noise_precision_``) unless given.
 
-    Its SVI defaults are set for standardized data: the first training batch is checked, and a
+    Its SVI defaults are set for standardized data: the first training rows are checked, and a
     :class:`StandardizationWarning` says what lies far from it (:func:`check_standardized`).
 
     :attr:`guide_defaults` holds the settings :class:`~pyro_vd.guides.AutoVariationalDropout` takes
@@ -254,7 +251,7 @@ class LogisticRegression(_CheckedLinear):
     of :class:`~pyro_vd.linear.VDClassifier` (binary), trained by SVI in minibatches. Its
     :attr:`guide_defaults` and :attr:`relevance_rule` are those of :class:`LinearRegression`: it
     decides by the evidence bound τ(d) on its guide's log α, the rule ``VDClassifier``'s default applies
-    inside its own fit. Its first training batch is checked as :class:`LinearRegression`'s (X only).
+    inside its own fit. Its first training rows are checked as :class:`LinearRegression`'s (X only).
     """
 
     def __init__(self, n_features, num_data=None):

@@ -188,7 +188,7 @@ class VDModel(PyroModule):
             )
         likelihood = self._distribution(output)
         if y is not None:
-            y = self._check_target(y, likelihood)
+            y = self._check_target(y, likelihood, output.dtype)
         with pyro.plate("data", size, subsample=torch.arange(batch, device=output.device)):
             pyro.sample("obs", likelihood, obs=y)
         return output
@@ -220,16 +220,17 @@ class VDModel(PyroModule):
         tensors = itertools.chain(self.net.parameters(), self.net.buffers(), self.template.parameters())
         return next((t.dtype for t in tensors if t.is_floating_point()), torch.get_default_dtype())
 
-    def _check_target(self, y, likelihood):
+    def _check_target(self, y, likelihood, dtype):
         """``y`` shaped as the likelihood's values: (B, 1) → (B,) for one output; anything else that
-        differs is an error, never a broadcast."""
+        differs is an error, never a broadcast. Integer or bool targets of a Normal or Bernoulli
+        likelihood are cast to ``dtype`` (the network's output's)."""
         expected = likelihood.batch_shape + likelihood.event_shape
         if self.likelihood in ("bernoulli", "normal") and not y.is_floating_point():
             # integer or bool labels (what data sets hold): the likelihood takes floats, and torch's
             # Bernoulli log density fails on them with an error about casting
             if y.is_complex():
                 raise TypeError(f"y must be real; got dtype {y.dtype}")
-            y = y.to(likelihood.mean.dtype)
+            y = y.to(dtype)
         if y.shape == expected:
             return y
         if y.dim() == len(expected) + 1 and y.shape[-1] == 1 and y.shape[:-1] == expected:
