@@ -1,5 +1,7 @@
 r"""The one-dimensional dropout-rate update of variational dropout for linear models."""
 
+import functools
+
 import numpy as np
 from scipy.special import expit
 
@@ -92,23 +94,37 @@ def _maximize(coefficients, objective, derivatives, method, max_log_alpha):
         return result
     cp = coefficients[positive]
     top = min(float(max_log_alpha), LOG_ALPHA_INFINITE + 1.0)
-    grid = np.arange(LOG_ALPHA_MIN, top + _GRID_STEP / 2, _GRID_STEP)
+    grid, grid_kl = _grid(method, top)
     with np.errstate(over="ignore"):  # c e^t = inf for huge c: the objective is −inf there, as it should be
-        values = objective(grid[None, :], cp[:, None], kl_value(grid, method)[None, :])
+        values = objective(grid[None, :], cp[:, None], grid_kl[None, :])
         best = values.argmax(axis=1)
-        best_value = values[np.arange(len(cp)), best]
-        at_top = best == len(grid) - 1
-        low = np.maximum(grid[best] - _GRID_STEP, LOG_ALPHA_MIN)
-        high = np.minimum(grid[best] + _GRID_STEP, top)
-        # an end of the bracket may be the answer only if it is no worse than the grid's best point: a
-        # bracket can hold a maximum and, past a minimum, a rise to its end (Kingma's KL below α = 1)
-        ends = np.concatenate([low, high])
-        floor = np.tile(best_value - _END_TOL * (1.0 + np.abs(best_value)), 2)
-        good_low, good_high = np.split(objective(ends, np.tile(cp, 2), kl_value(ends, method)) >= floor, 2)
-        found = _refine(derivatives, cp, low, high, good_low=good_low, good_high=good_high)
-    infinite = at_top | (found >= min(LOG_ALPHA_INFINITE, max_log_alpha))
+        # the grid's best point at its top stands for α = ∞: nothing to refine there
+        inside = best < len(grid) - 1
+        found = np.full(cp.shape, np.inf)
+        if inside.any():
+            cp, best = cp[inside], best[inside]
+            best_value = values[np.flatnonzero(inside), best]
+            low = np.maximum(grid[best] - _GRID_STEP, LOG_ALPHA_MIN)
+            high = np.minimum(grid[best] + _GRID_STEP, top)
+            # an end of the bracket may be the answer only if it is no worse than the grid's best point: a
+            # bracket can hold a maximum and, past a minimum, a rise to its end (Kingma's KL below α = 1)
+            ends = np.concatenate([low, high])
+            floor = np.tile(best_value - _END_TOL * (1.0 + np.abs(best_value)), 2)
+            good_low, good_high = np.split(objective(ends, np.tile(cp, 2), kl_value(ends, method)) >= floor, 2)
+            found[inside] = _refine(derivatives, cp, low, high, good_low=good_low, good_high=good_high)
+    infinite = found >= min(LOG_ALPHA_INFINITE, max_log_alpha)
     result[positive] = np.where(infinite, float(max_log_alpha), found)
     return result
+
+
+@functools.lru_cache(maxsize=16)
+def _grid(method, top):
+    """The search grid up to ``top`` and the KL on it (read-only arrays: they are shared by every call)."""
+    grid = np.arange(LOG_ALPHA_MIN, top + _GRID_STEP / 2, _GRID_STEP)
+    kl = kl_value(grid, method)
+    grid.flags.writeable = False
+    kl.flags.writeable = False
+    return grid, kl
 
 
 def _refine(derivatives, coefficients, low, high, *, good_low, good_high, tol=_TOL, max_steps=_MAX_STEPS):
