@@ -1,10 +1,11 @@
 """Variational dropout and ARD baselines for linear models (scikit-learn conventions)."""
 
+from ._convergence import ConvergenceWarning
 from .alpha_update import optimal_log_alpha, optimal_log_alpha_profile
 from .ard_update import fast_ard_alpha
 from .gkl_classifier import GKLClassifier
 from .gkl_regression import GKLRegression
-from .relevance import DEFAULT_ALPHA_BOUND, DEFAULT_LOG_ALPHA_THRESHOLD
+from .relevance import DEFAULT_ALPHA_BOUND, DEFAULT_LOG_ALPHA_THRESHOLD, EvidenceRuleWarning
 from .rvc import RVC
 from .rvr import RVR
 from .vd_classifier import VDClassifier
@@ -15,6 +16,8 @@ __all__ = [
     "DEFAULT_LOG_ALPHA_THRESHOLD",
     "RVC",
     "RVR",
+    "ConvergenceWarning",
+    "EvidenceRuleWarning",
     "GKLClassifier",
     "GKLRegression",
     "VDClassifier",

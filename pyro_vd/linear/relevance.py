@@ -52,6 +52,11 @@ DEFAULT_ALPHA_BOUND = 1e4
 VD_RULES = ("evidence", "sparse_vd")
 
 
+class EvidenceRuleWarning(UserWarning):
+    """The evidence rule kept far fewer features than the data support: its prior odds of 1 : d per
+    feature assume a sparse truth (raised by :class:`~pyro_vd.linear.VDRegression`)."""
+
+
 def profile_gain(q, log_alpha, kl_method="exact"):
     r""":math:`q\,\sigma(-t) - \mathrm{KL}(t)` at :math:`t = \log\alpha` (0 where log α is ``inf``): the ELBO
     of a feature at (its profile optimum) log α minus the ELBO with the feature pruned."""
@@ -168,6 +173,7 @@ __all__ = [
     "DEFAULT_ALPHA_BOUND",
     "DEFAULT_LOG_ALPHA_THRESHOLD",
     "VD_RULES",
+    "EvidenceRuleWarning",
     "check_evidence_kl",
     "check_vd_threshold",
     "evidence_gain",

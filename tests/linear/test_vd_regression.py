@@ -553,6 +553,39 @@ def test_the_evidence_rule_finds_dense_truths_the_plain_rule_settles_on(n, d, k,
     assert np.mean((fit.predict(X_test) - truth) ** 2) < 0.01
 
 
+def test_the_evidence_rule_warns_where_its_prior_drops_a_dense_noisy_truth():
+    """With 60 of 100 features relevant and noise 1 the evidence rule's own optimum keeps almost none
+    (prior odds 1 : d per feature): a test MSE near y's variance (27), where the plain fit reaches 0.5.
+    That answer must not be silent; the plain rule's fit is the one it points to."""
+    from pyro_vd.linear import EvidenceRuleWarning
+
+    X, y, X_test, truth, _ = _dense_draw(200, 100, 60, 0.0, 0.3, 1.0, 0, noise=1.0)
+    with pytest.warns(
+        EvidenceRuleWarning, match=r"kept \d+ of 100 features.*threshold='sparse_vd'"
+    ) as record:
+        fit = VDRegression().fit(X, y)
+    assert record[0].filename == __file__  # attributed to the caller's fit
+    assert fit.relevance_.sum() <= 5 and np.mean((fit.predict(X_test) - truth) ** 2) > 10
+    plain = VDRegression(threshold="sparse_vd").fit(X, y)
+    assert np.mean((plain.predict(X_test) - truth) ** 2) < 1.0
+
+
+def test_the_evidence_rule_is_silent_where_it_finds_the_truth():
+    """No EvidenceRuleWarning (warnings are errors here) on sparse truths, pure noise and a dense truth the
+    search finds, nor where d ≥ n (the check is not made there)."""
+    from pyro_vd.experiments.ard_data import make_ard_regression
+
+    rng = np.random.default_rng(0)
+    for X, y in [
+        make_ard_regression(1000, 100, 10, seed=0)[:2],
+        make_ard_regression(300, 100, 10, seed=1, rho=0.9, noise=3.0)[:2],
+        (rng.standard_normal((300, 200)), rng.standard_normal(300)),
+        _dense_draw(200, 100, 60, 0.0, 0.3, 1.0, 0, noise=0.1)[:2],
+        _dense_draw(100, 300, 60, 0.0, 0.3, 1.0, 0, noise=1.0)[:2],
+    ]:
+        VDRegression().fit(np.asarray(X), np.asarray(y))
+
+
 def test_the_second_start_stands_in_for_a_first_search_that_cycles():
     """The second start was made only when the first search converged; on this correlated draw the first
     cycles for max_iter steps (log α moving by 33) while the second converges in 8, 31 nats higher."""
