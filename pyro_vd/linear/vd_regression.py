@@ -48,9 +48,10 @@ PLAIN_START_STEPS = 5
 PLAIN_SETTLE_STEPS = 200
 BETA_SETTLED = 1e-3
 #: An EvidenceRuleWarning when the plain fit's GCV error is this many times lower than the evidence fit's
-#: (measured: at most 1.89 on 892 sparse, pure-noise and heavy-tailed fits with d ≤ 0.75 n; at least 3.07
-#: on the 70 of 160 dense-truth fits where the evidence rule kept under half of the relevant features,
-#: at most 1.41 on the other 90), checked where d ≤ DENSE_CHECK_FEATURES_PER_ROW · n.
+#: (``python benchmarks/evidence_dense.py --warning``: at most 1.89 on 708 sparse, pure-noise and
+#: heavy-tailed fits with d ≤ 0.75 n; at least 3.07 on the 42 of 96 dense-truth fits where the evidence
+#: rule kept under half of the relevant features, at most 1.41 on the others), checked where
+#: d ≤ DENSE_CHECK_FEATURES_PER_ROW · n.
 DENSE_GCV_RATIO = 2.5
 DENSE_CHECK_FEATURES_PER_ROW = 0.75
 
