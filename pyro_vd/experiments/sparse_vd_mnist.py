@@ -29,6 +29,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .. import distributed
+from ..datasets import fingerprint
 from ..guides import AutoVariationalDropout
 from ..inference import (
     LogAlphaDrift,
@@ -60,6 +61,7 @@ FIXED_ON_RESUME = (
     "pretrain_epochs",
     "pretrain_lr",
     "n_train",
+    "train_data",
     "clip_log_alpha",
     "train_prune",
 )
@@ -249,6 +251,9 @@ def run_sparse_vd_mnist(
         "neuron_noise": neuron_noise,
         "sparse_weights": sparse_weights,
         "n_train": n_train,
+        # what the checkpoint was trained on: a resume with other data (a moved --data-dir that now
+        # holds another data set, or its other half) would go on training on it without a word
+        "train_data": fingerprint(data.train_images, data.train_labels),
         "epochs": epochs,
         "clip_log_alpha": clip_log_alpha,
         "train_prune": train_prune,
@@ -490,6 +495,12 @@ def _check_resume(checkpoint, saved, config, start_epoch):
     for options in (saved, config):  # no pretraining, where the options were recorded before it existed
         options.setdefault("pretrain_epochs", 0)
         options.setdefault("pretrain_lr", None)
+    if "train_data" in saved and saved["train_data"] != config["train_data"]:
+        raise RunDirError(
+            f"{str(checkpoint)!r} was trained on other training data (fingerprint {saved['train_data']}; "
+            f"these are {config['train_data']}): resume with the data it was trained on, or start a "
+            "new --out"
+        )
     for name in FIXED_ON_RESUME:
         if name in saved and saved[name] != config[name]:
             raise RunDirError(

@@ -112,6 +112,33 @@ def test_resume_refuses_what_would_change_the_trajectory(tmp_path):
         run_sparse_vd_mnist(data, epochs=2, noise_lr=float("nan"))
 
 
+def test_resume_refuses_other_training_data(tmp_path):
+    """A resume read its data from --data-dir, which may change (data moved): a folder that now held
+    other data of the same size went on training on them without a word."""
+    data = _tiny_mnist()
+    run_sparse_vd_mnist(data, epochs=1, out=tmp_path, log=_quiet)
+    before = (tmp_path / "checkpoint.pt").read_bytes()
+    other = data._replace(train_images=data.train_images.flip(0))  # the same images, another order
+    with pytest.raises(RunDirError, match="other training data"):
+        run_sparse_vd_mnist(other, epochs=2, out=tmp_path, resume=True, log=_quiet)
+    assert (tmp_path / "checkpoint.pt").read_bytes() == before
+    moved = data._replace(test_images=data.test_images.clone())  # other test data: evaluation only
+    run_sparse_vd_mnist(moved, epochs=2, out=tmp_path, resume=True, log=_quiet)
+
+
+def test_the_fingerprint_tells_data_apart():
+    from pyro_vd.datasets import fingerprint
+
+    x = torch.arange(12, dtype=torch.float32).reshape(3, 4)
+    assert fingerprint(x) == fingerprint(x.clone()) == fingerprint(x.t().contiguous().t())
+    assert (
+        len({fingerprint(x), fingerprint(x.double()), fingerprint(x.reshape(4, 3)), fingerprint(x + 1)}) == 4
+    )
+    assert fingerprint(x, x[:1]) != fingerprint(x[:1], x)
+    with pytest.raises(TypeError, match="torch tensors"):
+        fingerprint(x.numpy())
+
+
 def test_a_checkpoint_without_the_torch_optimizer_state_is_refused(tmp_path):
     """Checkpoints of the earlier SVI trainer kept the optimizer's state in Pyro's parameter store."""
     data = _tiny_mnist()
