@@ -1,5 +1,6 @@
 """MNIST from the four IDX files (LeCun et al. 1998). Nothing is downloaded: give the folder."""
 
+import gzip
 import hashlib
 import os
 import pathlib
@@ -82,9 +83,23 @@ def check_pixels(path, images):
 
 
 def _find(data_dir, stem):
-    for name in (stem + ".gz", stem):
-        if (data_dir / name).is_file():
-            return data_dir / name
+    """The file of ``stem`` in ``data_dir``: ``stem.gz`` or ``stem``; where both are there they must hold
+    the same data (a ValueError otherwise: which one is meant cannot be guessed)."""
+    compressed, plain = data_dir / (stem + ".gz"), data_dir / stem
+    if compressed.is_file() and plain.is_file():
+        with gzip.open(compressed, "rb") as file:
+            try:
+                same = file.read() == plain.read_bytes()
+            except (OSError, EOFError):  # not gzip, or cut short: read_idx names the fault below
+                same = False
+        if not same:
+            raise ValueError(
+                f"{str(data_dir)!r} holds both {compressed.name} and {plain.name}, with different data: "
+                "remove the one you do not mean"
+            )
+    for path in (compressed, plain):
+        if path.is_file():
+            return path
     raise FileNotFoundError(f"MNIST file {stem}.gz (or {stem}) is missing from {str(data_dir)!r}")
 
 

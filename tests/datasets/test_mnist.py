@@ -51,6 +51,17 @@ def test_load_mnist(tmp_path, compress):
     assert torch.equal(data.test_labels, torch.from_numpy(arrays["test_labels"]).long())
 
 
+def test_a_file_both_compressed_and_not_must_hold_the_same_data(tmp_path):
+    """The .gz won silently: an edited or replaced uncompressed copy beside it was never read."""
+    arrays = _make_mnist(tmp_path)
+    stem = FILES["train_labels"]
+    write_idx(tmp_path / stem, arrays["train_labels"])  # the same data, uncompressed: fine
+    assert torch.equal(load_mnist(tmp_path).train_labels, torch.from_numpy(arrays["train_labels"]).long())
+    write_idx(tmp_path / stem, (arrays["train_labels"] + 1) % 10)
+    with pytest.raises(ValueError, match=f"both {stem}.gz and {stem}, with different data"):
+        load_mnist(tmp_path)
+
+
 def test_missing_file_is_named(tmp_path):
     _make_mnist(tmp_path)
     (tmp_path / "t10k-labels-idx1-ubyte.gz").unlink()
