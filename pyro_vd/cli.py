@@ -706,7 +706,7 @@ def _follow(args, session):
     args.quiet = True
     try:
         return args.run(args)
-    except DataError:
+    except (DataError, RunDirError):
         return 1  # rank 0 reports it
 
 

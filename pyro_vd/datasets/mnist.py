@@ -1,6 +1,5 @@
 """MNIST from the four IDX files (LeCun et al. 1998). Nothing is downloaded: give the folder."""
 
-import gzip
 import hashlib
 import os
 import pathlib
@@ -87,12 +86,10 @@ def _find(data_dir, stem):
     the same data (a ValueError otherwise: which one is meant cannot be guessed)."""
     compressed, plain = data_dir / (stem + ".gz"), data_dir / stem
     if compressed.is_file() and plain.is_file():
-        with gzip.open(compressed, "rb") as file:
-            try:
-                same = file.read() == plain.read_bytes()
-            except (OSError, EOFError):  # not gzip, or cut short: read_idx names the fault below
-                same = False
-        if not same:
+        # read as read_idx reads them (gzip by its magic bytes, whatever the name); a damaged file is
+        # read_idx's ValueError naming it
+        first, second = read_idx(compressed), read_idx(plain)
+        if first.dtype != second.dtype or not np.array_equal(first, second):
             raise ValueError(
                 f"{str(data_dir)!r} holds both {compressed.name} and {plain.name}, with different data: "
                 "remove the one you do not mean"

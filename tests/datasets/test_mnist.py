@@ -60,6 +60,15 @@ def test_a_file_both_compressed_and_not_must_hold_the_same_data(tmp_path):
     write_idx(tmp_path / stem, (arrays["train_labels"] + 1) % 10)
     with pytest.raises(ValueError, match=f"both {stem}.gz and {stem}, with different data"):
         load_mnist(tmp_path)
+    # read as read_idx reads them: an uncompressed file named .gz holds the same data
+    write_idx(tmp_path / (stem + ".gz"), (arrays["train_labels"] + 1) % 10, compress=False)
+    assert load_mnist(tmp_path).train_labels[0] == (arrays["train_labels"][0] + 1) % 10
+    # a damaged .gz beside a good copy is named as damaged (it was a raw zlib.error)
+    damaged = bytearray(write_idx(tmp_path / (stem + ".gz"), arrays["train_labels"]).read_bytes())
+    damaged[33] ^= 0xFF
+    (tmp_path / (stem + ".gz")).write_bytes(bytes(damaged))
+    with pytest.raises(ValueError, match=f"{stem}.gz"):
+        load_mnist(tmp_path)
 
 
 def test_missing_file_is_named(tmp_path):
