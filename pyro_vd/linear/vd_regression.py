@@ -330,7 +330,9 @@ class VDRegression(RegressorMixin, BaseEstimator):
         """
         The coordinate search of ``penalty`` (> 0: the evidence rule) from ``start`` and from up to two
         starts made by the plain rule's search; the fit highest in ELBO − penalty·|kept| of those that
-        converged is kept (the first one's where none did). Returns :meth:`_search`'s tuple.
+        converged is kept (the first one's where none did). Returns :meth:`_search`'s tuple, and the
+        settled plain fit's log α for :meth:`_check_dense` (None where it was not made, or was cut
+        short by ``max_iter``).
 
         From log α = 0 the first steps' β comes from a fit shrunk by α = 1 throughout, too small when
         many features are relevant; each then adds less than the penalty and they are pruned one after

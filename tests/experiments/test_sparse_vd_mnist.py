@@ -135,6 +135,8 @@ def test_the_fingerprint_tells_data_apart():
         len({fingerprint(x), fingerprint(x.double()), fingerprint(x.reshape(4, 3)), fingerprint(x + 1)}) == 4
     )
     assert fingerprint(x, x[:1]) != fingerprint(x[:1], x)
+    assert fingerprint(x.bfloat16()) != fingerprint(x.half())  # (numpy has no bfloat16)
+    assert fingerprint(torch.tensor(1.0)) != fingerprint(torch.tensor([1.0]))
     with pytest.raises(TypeError, match="torch tensors"):
         fingerprint(x.numpy())
 
