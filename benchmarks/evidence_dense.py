@@ -23,7 +23,7 @@ import warnings
 
 import numpy as np
 
-from pyro_vd.experiments.ard_data import make_ard_regression
+from pyro_vd.experiments.ard_data import make_ard_regression, make_dense_regression
 from pyro_vd.linear import EvidenceRuleWarning, VDRegression
 from pyro_vd.linear import vd_regression as _vd_regression
 
@@ -40,18 +40,9 @@ GENERATORS = (
 )
 
 
-def draw(n, d, k, rho, noise, low, high, seed, n_test=2000):
+def draw(n, d, k, rho, noise, low, high, seed):
     """Training rows, targets, test rows, the test rows' noiseless targets and the relevant columns."""
-    rng = np.random.default_rng(seed)
-    Z = rng.standard_normal((n + n_test, d))
-    X = Z.copy()
-    for j in range(1, d):
-        X[:, j] = rho * X[:, j - 1] + np.sqrt(1 - rho**2) * Z[:, j]
-    w = np.zeros(d)
-    relevant = rng.choice(d, k, replace=False)
-    w[relevant] = rng.uniform(low, high, k) * rng.choice([-1, 1], k)
-    y = X[:n] @ w + noise * rng.standard_normal(n)
-    return X[:n], y, X[n:], X[n:] @ w, relevant
+    return make_dense_regression(n, d, k, low=low, high=high, noise_sd=noise, rho=rho, seed=seed)
 
 
 def run(seeds):

@@ -50,6 +50,30 @@ def make_ard_regression(n, d, n_relevant=10, noise=0.1, seed=0, n_test=10000, *,
     return X, y, X_test, y_test, w
 
 
+def make_dense_regression(n, d, n_relevant, *, low, high, noise_sd, rho=0.0, seed=0, n_test=2000):
+    """
+    Regression data with many relevant features (a dense truth) where the evidence rule's search was
+    measured (``benchmarks/evidence_dense.py``): X ~ N(0, 1) (n + ``n_test`` rows, AR(1)-correlated as
+    :func:`make_ard_regression`'s for ``rho`` ≠ 0); ``n_relevant`` features chosen at random with weights
+    of size uniform in [``low``, ``high``] and a random sign; y = Xw + ε, ε ~ N(0, ``noise_sd``²) (a
+    standard deviation, unlike :func:`make_ard_regression`'s variance).
+
+    :returns: ``(X, y, X_test, truth_test, relevant)``: the test rows' noiseless targets Xw and the
+        relevant features' indices.
+    """
+    _check(n, d, n_relevant, n_test)
+    _check_rho(rho)
+    if not noise_sd >= 0:
+        raise ValueError(f"noise_sd must be a standard deviation >= 0; got {noise_sd!r}")
+    rng = np.random.default_rng(seed)
+    X = _correlate(rng.standard_normal((n + n_test, d)), rho)
+    w = np.zeros(d)
+    relevant = rng.choice(d, n_relevant, replace=False)
+    w[relevant] = rng.uniform(low, high, n_relevant) * rng.choice([-1, 1], n_relevant)
+    y = X[:n] @ w + noise_sd * rng.standard_normal(n)
+    return X[:n], y, X[n:], X[n:] @ w, relevant
+
+
 def make_ard_classification(n, d, n_relevant=10, seed=0, n_test=10000, *, rho=0.0):
     """
     X ~ N(0, 1); the first ``n_relevant`` weights ~ N(0, 1), the others 0; labels y ∈ {0, 1} drawn from

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from pyro_vd.experiments.ard_data import make_ard_classification, make_ard_regression
+from pyro_vd.experiments.ard_data import make_ard_classification, make_ard_regression, make_dense_regression
 
 
 def test_regression_generator():
@@ -28,3 +28,18 @@ def test_classification_generator():
 def test_bad_arguments(kwargs):
     with pytest.raises(ValueError):
         make_ard_regression(**kwargs)
+
+
+def test_make_dense_regression_draws_what_it_says():
+    X, y, X_test, truth, relevant = make_dense_regression(
+        300, 20, 12, low=0.5, high=1.5, noise_sd=0.1, seed=3
+    )
+    assert X.shape == (300, 20) and X_test.shape == (2000, 20) and len(set(relevant)) == 12
+    w = np.linalg.lstsq(X_test, truth, rcond=None)[0]
+    assert np.all((np.abs(w[relevant]) >= 0.5 - 1e-9) & (np.abs(w[relevant]) <= 1.5 + 1e-9))
+    assert np.allclose(np.delete(w, relevant), 0.0, atol=1e-9)
+    assert np.std(y - X @ w) == pytest.approx(0.1, rel=0.15)  # 300 draws: sd of the sd ≈ 4 %
+    correlated = make_dense_regression(5000, 3, 1, low=1, high=1, noise_sd=0, rho=0.8, n_test=1)[0]
+    assert np.corrcoef(correlated.T)[0, 1] == pytest.approx(0.8, abs=0.03)
+    with pytest.raises(ValueError, match="noise_sd"):
+        make_dense_regression(10, 3, 1, low=1, high=2, noise_sd=-1.0)

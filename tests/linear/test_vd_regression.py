@@ -516,18 +516,9 @@ def test_the_evidence_rule_finds_many_relevant_features(n, d, k, seed):
 
 
 def _dense_draw(n, d, k, rho, low, high, seed, noise=0.1):
-    """n rows of d AR(1) columns (correlation ``rho`` between neighbours), k of them relevant with |w| in
-    [low, high], and 2000 test rows."""
-    rng = np.random.default_rng(seed)
-    Z = rng.standard_normal((n + 2000, d))
-    X = Z.copy()
-    for j in range(1, d):
-        X[:, j] = rho * X[:, j - 1] + np.sqrt(1 - rho**2) * Z[:, j]
-    w = np.zeros(d)
-    relevant = rng.choice(d, k, replace=False)
-    w[relevant] = rng.uniform(low, high, k) * rng.choice([-1, 1], k)
-    y = X[:n] @ w + noise * rng.standard_normal(n)
-    return X[:n], y, X[n:], X[n:] @ w, relevant
+    from pyro_vd.experiments.ard_data import make_dense_regression
+
+    return make_dense_regression(n, d, k, low=low, high=high, noise_sd=noise, rho=rho, seed=seed)
 
 
 @pytest.mark.parametrize(
