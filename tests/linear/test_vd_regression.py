@@ -529,8 +529,9 @@ def _dense_draw(n, d, k, rho, low, high, seed, noise=0.1):
         (400, 300, 120, 0.0, 0.5, 2.0, 0),
         (200, 100, 60, 0.6, 0.3, 1.0, 1),
         (300, 100, 30, 0.9, 0.5, 1.5, 0),
+        (400, 250, 150, 0.0, 0.3, 1.0, 0),
     ],
-    ids=["40/50", "40/50-correlated", "120/300", "60/100-correlated", "30/100-rho-0.9"],
+    ids=["40/50", "40/50-correlated", "120/300", "60/100-correlated", "30/100-rho-0.9", "150/250"],
 )
 def test_the_evidence_rule_finds_dense_truths_the_plain_rule_settles_on(n, d, k, rho, low, high, seed):
     """After the plain rule's first 5 steps β was still about half its settled value, and the evidence
