@@ -48,7 +48,8 @@ from .run_dir import RunDirError, results_json, write_atomically
 
 ARCHITECTURES = {"lenet300100": LeNet300100, "lenet500300": LeNet500300, "lenet5": LeNet5}
 RECIPE_EPOCHS = 200
-#: The options a resume must keep: they define the trajectory the checkpoint is part of.
+#: The options a resume must keep: they define the trajectory the checkpoint is part of (and so does
+#: the training data's fingerprint, ``train_data``, checked first with a message of its own).
 FIXED_ON_RESUME = (
     "arch",
     "kl_method",
@@ -61,7 +62,6 @@ FIXED_ON_RESUME = (
     "pretrain_epochs",
     "pretrain_lr",
     "n_train",
-    "train_data",
     "clip_log_alpha",
     "train_prune",
 )

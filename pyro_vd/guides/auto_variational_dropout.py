@@ -6,7 +6,6 @@ import itertools
 import math
 import numbers
 import re
-import warnings
 import weakref
 from contextlib import ExitStack
 
@@ -23,6 +22,7 @@ from torch.distributions import constraints
 from torch.utils.weak import WeakIdKeyDictionary
 
 from .._validation import is_finite_real
+from .._warnings import warn_at_caller
 from ..distributions.kl_log_uniform import DEFAULT_KL_METHOD, check_kl_method
 from ..distributions.log_uniform import LogUniform
 from ..distributions.truncated_log_normal import TruncatedLogNormal
@@ -737,13 +737,12 @@ class AutoVariationalDropout(AutoGuide):
             )
         unused = [k for k in keys if k not in used_keys and k.rsplit(".", 1)[-1] == "weight"]
         if random_sites or unused:
-            warnings.warn(
+            warn_at_caller(
                 "init_theta: "
                 + (f"sites {random_sites} have no key and start from random θ" if random_sites else "")
                 + ("; " if random_sites and unused else "")
                 + (f"keys {unused} match no site" if unused else ""),
                 UserWarning,
-                stacklevel=4,
             )
 
     # ------------------------------------------------------------------------------- sampling
@@ -867,10 +866,9 @@ class AutoVariationalDropout(AutoGuide):
                 if state is None
                 else f"holds iterate averages taken with η = {state['eta']:g}"
             )
-            warnings.warn(
+            warn_at_caller(
                 f"the state {saved}, and this guide averages with η = {self.averaging:g}: its averages "
-                "start again from the next step, so apply_average() will average only the steps after it",
-                stacklevel=2,
+                "start again from the next step, so apply_average() will average only the steps after it"
             )
         self.__dict__["_restored_averages"] = dict(state["averages"]) if same else {}
         targets = WeakIdKeyDictionary()  # the tensors the saved averages belong to

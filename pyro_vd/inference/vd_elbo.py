@@ -1,8 +1,6 @@
 """The variational dropout ELBO: expected log-likelihood minus a closed-form KL, never sampled."""
 
 import math
-import sys
-import warnings
 
 import pyro.poutine as poutine
 import torch
@@ -13,6 +11,7 @@ from pyro.poutine.util import site_is_subsample
 from torch.distributions import kl_divergence
 
 from .._validation import is_finite_real
+from .._warnings import warn_at_caller
 from ..distributions.kl_log_uniform import check_kl_method
 from ..distributions.log_uniform import LogUniform
 from ..distributions.vd_normal import VDNormal
@@ -297,26 +296,12 @@ class _DivergenceMonitor:
         self.best = min(self.best, self.average)
         if not self.warned and self.average - self.best > max(self.rise, 10 * abs(self.best)):
             self.warned = True
-            warnings.warn(
+            warn_at_caller(
                 f"the optimization is diverging: the negative log-likelihood per data point rose from "
                 f"{self.best:.3g} to {self.average:.3g} (moving average). Lower the learning rate, or warm "
                 "up the KL.",
                 DivergenceWarning,
-                stacklevel=_user_stacklevel(),
             )
-
-
-#: Packages whose frames a warning skips, to name the line of the user's code that ran the step.
-_LIBRARIES = ("pyro", "pyro_vd", "torch")
-
-
-def _user_stacklevel():
-    """The ``stacklevel`` for a warning issued by this function's caller that names the first frame
-    outside Pyro, pyro_vd and torch (``SVI.step(...)``, ``loss_fn(x, y)`` or the user's own call)."""
-    frame, level = sys._getframe(1), 1
-    while frame is not None and frame.f_globals.get("__name__", "").split(".")[0] in _LIBRARIES:
-        frame, level = frame.f_back, level + 1
-    return level
 
 
 def _count(log_prob, scale):

@@ -10,6 +10,8 @@ import warnings
 
 import numpy as np
 
+from .._warnings import warn_at_caller
+
 try:  # pragma: no cover - exercised through whichever branch the environment has
     from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 except ImportError:  # pragma: no cover
@@ -242,11 +244,10 @@ def check_finite_statistics(X, *statistics, name="X"):
 def flatten_column(y):
     """A column vector (n, 1) as (n,), with scikit-learn's DataConversionWarning; anything else as is."""
     if y.ndim == 2 and y.shape[1] == 1:
-        warnings.warn(
+        warn_at_caller(
             "A column-vector y was passed when a 1d array was expected. Please change the shape of y to "
             "(n_samples,), for example using ravel().",
             DataConversionWarning,
-            stacklevel=4,
         )
         return y[:, 0]
     return y

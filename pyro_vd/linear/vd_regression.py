@@ -6,6 +6,7 @@ import numpy as np
 import scipy.linalg
 import torch
 
+from .._warnings import warn_at_caller
 from ..distributions.kl_log_uniform import check_kl_method, kl_log_uniform
 from ._base import (
     CONSTANT_RATIO,
@@ -24,7 +25,7 @@ from ._base import (
     usable_columns,
     validate_X,
 )
-from ._convergence import warn_at_caller, warn_not_converged
+from ._convergence import warn_not_converged
 from ._gram import row_statistics
 from ._threads import single_threaded_blas
 from ._vd_selection import TWIN_CORRELATION

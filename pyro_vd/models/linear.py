@@ -1,11 +1,11 @@
 """Linear and logistic regression as Pyro models with log-uniform priors (the linear issue's card)."""
 
 import numbers
-import warnings
 
 import torch
 from torch import nn
 
+from .._warnings import warn_at_caller
 from .vd_model import VDModel
 
 #: The linear models' start of log α: dense (every feature in, α too small to shrink θ or to add noise
@@ -181,7 +181,7 @@ class _Rows:
             "the units. Standardize: (x - mean) / sd per column (and y); a coefficient w in those units "
             "is w·sd_y/sd_x in yours. VDRegression and VDClassifier are unit-free."
         )
-        warnings.warn(message, StandardizationWarning, stacklevel=3)
+        warn_at_caller(message, StandardizationWarning)
         return message
 
 

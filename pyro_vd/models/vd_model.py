@@ -3,7 +3,6 @@
 import copy
 import itertools
 import numbers
-import warnings
 
 import pyro
 import pyro.distributions as dist
@@ -15,6 +14,7 @@ from pyro.poutine.runtime import _PYRO_STACK
 from torch import nn
 from torch.distributions import constraints
 
+from .._warnings import warn_at_caller
 from ..distributions.log_uniform import LogUniform
 from .neuron_noise import DEFAULT_HIGH, DEFAULT_LOW, add_input_noise
 
@@ -276,12 +276,11 @@ def _warn_deterministic(modules, exclude):
             continue
         left += [f"{name}.{p}" if name else p for p, _ in module.named_parameters(recurse=False)]
     if left:
-        warnings.warn(
+        warn_at_caller(
             f"bayesianize leaves these parameters as point estimates (their layer types have no "
             f"variational dropout here): {', '.join(left)}. Name their modules in exclude= to silence "
             "this.",
             DeterministicParametersWarning,
-            stacklevel=4,
         )
 
 
