@@ -262,9 +262,13 @@ class TruncatedLogNormal(TorchDistribution):
         μ and σ, which is what makes ``rsample`` reparameterized."""
         value = torch.as_tensor(value, dtype=torch.float64, device=self.loc.device)
         shape = torch.broadcast_shapes(value.shape, self.batch_shape)
-        z = _sample_standard(self.alpha.expand(shape), self.beta.expand(shape), value.expand(shape))
-        log_theta = (self.loc + self.scale * z).clamp(self.low, self.high)
-        return log_theta.exp()
+        # float16/bfloat16 widened: the gradient of α = (a − μ)/σ in σ, −α/σ, is about 6e4 at the guide's
+        # start σ = e⁻⁵, μ = 0 (a = −20), past float16's range: the sample's gradient was NaN
+        loc, scale = _wide(self.loc), _wide(self.scale)
+        alpha, beta = (self.low - loc) / scale, (self.high - loc) / scale
+        z = _sample_standard(alpha.expand(shape), beta.expand(shape), value.expand(shape))
+        log_theta = (loc + scale * z).clamp(self.low, self.high)
+        return log_theta.exp().to(self.loc.dtype)
 
     def log_prob(self, value):
         if self._validate_args:

@@ -249,3 +249,19 @@ def test_truncated_log_uniform_moments_of_wide_bounds():
         _ = huge.mean
     narrow = TruncatedLogUniform(-1e-4, 0.0)  # Var ≈ (b − a)² / 12: no cancellation of E θ² − (E θ)²
     assert narrow.variance.item() == pytest.approx(1e-8 / 12, rel=1e-3)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+def test_half_precision_samples_have_the_wide_gradient(dtype):
+    # at the guide's start (μ = 0, σ = e⁻⁵) the float16 sample's gradient in log σ was NaN: a finite loss
+    # and NaN written into every noise parameter by the first step
+    loc = torch.zeros(3, dtype=dtype, requires_grad=True)
+    log_scale = torch.full((3,), -5.0, dtype=dtype, requires_grad=True)
+    wide_loc = torch.zeros(3, dtype=torch.float64, requires_grad=True)
+    wide_log_scale = torch.full((3,), -5.0, dtype=torch.float64, requires_grad=True)
+    u = torch.tensor([0.1, 0.5, 0.9], dtype=torch.float64)
+    TruncatedLogNormal(loc, log_scale.exp()).icdf(u).sum().backward()
+    TruncatedLogNormal(wide_loc, wide_log_scale.exp()).icdf(u).sum().backward()
+    for got, expected in ((loc.grad, wide_loc.grad), (log_scale.grad, wide_log_scale.grad)):
+        assert got.dtype == dtype and torch.isfinite(got).all()
+        assert torch.allclose(got.double(), expected, rtol=3e-2, atol=1e-4)
