@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .pruning import DEFAULT_THRESHOLD, log_alpha_bound
+from .pruning import DEFAULT_THRESHOLD, check_finite_posterior, check_vd_guide, log_alpha_bound
 
 #: A run counts as settled when at most this share of the weights crossed the threshold (and at most
 #: this share are heading for it) …
@@ -140,6 +140,11 @@ class LogAlphaDrift:
         for name, value in (("crossing_tolerance", crossing_tolerance), ("move_tolerance", move_tolerance)):
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
                 raise ValueError(f"{name} must be a finite number >= 0; got {value!r}")
+        if not check_vd_guide(guide).site_names:
+            raise ValueError(
+                "LogAlphaDrift follows the log α of weight sites, and the guide has none (a guide of "
+                "neuron noise only, sparse_weights=False): follow neuron_sparsity(guide) instead"
+            )
         self.guide = guide
         bounds = {name: log_alpha_bound(guide, name, threshold) for name in guide.site_names}
         #: the log α bound of the rule (of the first site, where the sites' bounds differ)
@@ -155,7 +160,12 @@ class LogAlphaDrift:
         self._anchors = [(0, self._last)]
 
     def _snapshot(self):
-        return torch.cat([self.guide.get_log_alpha(name).flatten() for name in self.guide.site_names])
+        values = []
+        for name in self.guide.site_names:
+            log_alpha = self.guide.get_log_alpha(name)
+            check_finite_posterior(log_alpha, f"log α of site {name!r}")  # NaN would count as crossed
+            values.append(log_alpha.flatten())
+        return torch.cat(values)
 
     def state_dict(self):
         """What the tracker has seen (its update count and snapshots), as plain data and CPU tensors: a

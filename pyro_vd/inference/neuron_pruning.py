@@ -18,10 +18,18 @@ import torch
 from torch import nn
 
 from ..models.vd_model import WEIGHT_LAYERS
-from .pruning import DEFAULT_SNR_THRESHOLD, LayerSparsity, SparsityReport, deterministic
+from .pruning import (
+    DEFAULT_SNR_THRESHOLD,
+    LayerSparsity,
+    SparsityReport,
+    check_finite_posterior,
+    check_vd_guide,
+    deterministic,
+)
 
-# Modules that act on each feature/channel separately and map 0 to 0 (so a neuron that is identically 0
-# stays 0 and can be removed from both sides), or that only reshape.
+# Modules that act on each feature/channel separately and, with their default arguments, map 0 to 0 (so
+# a neuron that is identically 0 stays 0 and can be removed from both sides; _maps_zero_to_zero asks
+# each module), or that only reshape.
 _ELEMENTWISE = (
     nn.ReLU,
     nn.ReLU6,
@@ -44,6 +52,7 @@ _ELEMENTWISE = (
     nn.AlphaDropout,
 )
 _ELEMENTWISE_NONZERO = (nn.Sigmoid, nn.Softplus, nn.Hardsigmoid)  # per neuron, but f(0) != 0
+_DROPOUT = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout)
 _POOLING = (
     nn.MaxPool1d,
     nn.MaxPool2d,
@@ -61,12 +70,28 @@ _POOLING = (
 
 
 def neuron_keep_mask(guide, name, snr_threshold=DEFAULT_SNR_THRESHOLD):
-    """Boolean mask of the neurons of noise site ``name`` that are kept: SNR > ``snr_threshold``."""
-    return guide.get_noise_snr(name) > snr_threshold
+    """Boolean mask of the neurons of noise site ``name`` that are kept: SNR > ``snr_threshold`` (a
+    finite number; a ValueError where an SNR is NaN)."""
+    snr_threshold = check_snr_threshold(snr_threshold)
+    snr = guide.get_noise_snr(name)
+    check_finite_posterior(snr, f"SNR of noise site {name!r}")
+    return snr > snr_threshold
+
+
+def check_snr_threshold(snr_threshold):
+    """``snr_threshold`` as a float if it is a finite real number, else a ValueError (NaN kept no neuron)."""
+    from .._validation import is_finite_real
+
+    if isinstance(snr_threshold, torch.Tensor) and snr_threshold.numel() == 1:
+        snr_threshold = snr_threshold.item()
+    if isinstance(snr_threshold, bool) or not is_finite_real(snr_threshold):
+        raise ValueError(f"snr_threshold must be a finite real number; got {snr_threshold!r}")
+    return float(snr_threshold)
 
 
 def neuron_scales(guide, snr_threshold=DEFAULT_SNR_THRESHOLD):
     """``{noise site: E θ for kept neurons, 0 for pruned ones}``: the test-time noise."""
+    check_vd_guide(guide)
     return {
         name: guide.get_noise_mean(name) * neuron_keep_mask(guide, name, snr_threshold)
         for name in guide.noise_site_names
@@ -76,7 +101,9 @@ def neuron_scales(guide, snr_threshold=DEFAULT_SNR_THRESHOLD):
 def neuron_sparsity(guide, snr_threshold=DEFAULT_SNR_THRESHOLD):
     """Kept and total neurons of every noise site, as a :class:`~pyro_vd.inference.SparsityReport`
     (``compression`` is the ratio of neurons)."""
-    report = SparsityReport(threshold=float(snr_threshold), criterion=f"SNR ≤ {snr_threshold:g}")
+    check_vd_guide(guide)
+    snr_threshold = check_snr_threshold(snr_threshold)
+    report = SparsityReport(threshold=snr_threshold, criterion=f"SNR ≤ {snr_threshold:g}")
     for name in guide.noise_site_names:
         mask = neuron_keep_mask(guide, name, snr_threshold)
         report.layers[name] = LayerSparsity(name, int(mask.sum()), mask.numel())
@@ -101,7 +128,9 @@ class SelectInputs(nn.Module):
 def _leaves(module, prefix=""):
     """The modules of a (nested) ``nn.Sequential`` in execution order, as ``(name, module)``."""
     if isinstance(module, nn.Sequential):
-        for name, child in module.named_children():
+        # _modules, not named_children(): that lists a module used twice (one ReLU object) once, and the
+        # shrunk network would lose its second use
+        for name, child in module._modules.items():
             yield from _leaves(child, f"{prefix}.{name}" if prefix else name)
     else:
         yield prefix, module
@@ -130,9 +159,20 @@ def _zero_rows(layer, between):
     zero = weight.reshape(weight.shape[0], -1).abs().sum(1) == 0
     if layer.bias is not None:
         zero &= layer.bias.detach() == 0
-    if any(isinstance(m, _ELEMENTWISE_NONZERO) for m in between):
+    if not all(_maps_zero_to_zero(m) for m in between):
         return torch.zeros_like(zero)
     return zero
+
+
+def _maps_zero_to_zero(module):
+    """Whether ``module`` (of the chain) leaves an identically-0 neuron at 0: asked of the module itself,
+    since a class's default does not settle it (``Hardtanh(min_val=0.2)`` maps 0 to 0.2)."""
+    if isinstance(module, _ELEMENTWISE_NONZERO):
+        return False
+    if not isinstance(module, _ELEMENTWISE) or isinstance(module, _DROPOUT):
+        return True  # pooling, Flatten and (eval-mode) dropout move or average values, 0 stays 0
+    with torch.no_grad():
+        return bool((module(torch.zeros(1, 1)) == 0).all())
 
 
 def _shrunk(layer, rows=None, columns=None):

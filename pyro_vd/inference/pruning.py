@@ -1,11 +1,14 @@
 """Pruning by the dropout rate: weights with log α above a threshold carry no information."""
 
 import copy
+import math
+import numbers
 from dataclasses import dataclass, field
 from operator import attrgetter
 
 import pyro.poutine as poutine
 import torch
+from pyro.poutine.subsample_messenger import _Subsample
 from torch import nn
 
 from ..poutine.full_data_messenger import FullDataMessenger
@@ -16,15 +19,30 @@ DEFAULT_THRESHOLD = 3.0
 DEFAULT_SNR_THRESHOLD = 1.0
 
 
+def check_vd_guide(guide):
+    """``guide`` if it is an :class:`~pyro_vd.guides.AutoVariationalDropout` (or has its readers), else
+    a TypeError; an ``AutoGuideList`` is named, with the part to pass."""
+    if hasattr(guide, "site_names") and hasattr(guide, "get_log_alpha"):
+        return guide
+    from pyro.infer.autoguide import AutoGuideList
+
+    hint = ""
+    if isinstance(guide, AutoGuideList):
+        parts = [type(part).__name__ for part in guide]
+        hint = f" (this one holds {parts}: pass its AutoVariationalDropout part, e.g. guide[0])"
+    raise TypeError(f"expected an AutoVariationalDropout guide; got {type(guide).__name__}{hint}")
+
+
 def log_alpha_bound(guide, name, threshold=None):
     """
-    The log α bound a weight of site ``name`` is kept under: ``threshold`` as given — a number,
-    ``"sparse_vd"`` (3) or ``"evidence"`` (τ(d) of :mod:`pyro_vd.linear.relevance`, d = the weights in
-    a row of the site) — or, for None, the rule the guide's model names in its ``relevance_rule`` (the
-    evidence rule for :class:`~pyro_vd.models.LinearRegression` and
-    :class:`~pyro_vd.models.LogisticRegression`), else Sparse VD's 3. Every reader of a guide's
-    relevance (:func:`keep_mask`, :func:`sparsity`, :func:`deterministic`, ``relevance``,
-    ``LogAlphaDrift``, the plots, ``to_inference_data``) decides by it, so they agree.
+    The log α bound a weight of site ``name`` is kept under: ``threshold`` as given — a number (not
+    NaN), ``"sparse_vd"`` (3) or ``"evidence"`` (τ(d) of :mod:`pyro_vd.linear.relevance`, d = the
+    weights in a row of the site: all but its first dimension, a convolution's input channels × kernel)
+    — or, for None, the rule the guide's model names in its ``relevance_rule`` (the evidence rule for
+    :class:`~pyro_vd.models.LinearRegression` and :class:`~pyro_vd.models.LogisticRegression`), else
+    Sparse VD's 3. Every reader of a guide's relevance (:func:`keep_mask`, :func:`sparsity`,
+    :func:`deterministic`, ``relevance``, ``LogAlphaDrift``, the plots, ``to_inference_data``) decides
+    by it, so they agree.
     """
     if threshold is None:
         from ..guides.auto_variational_dropout import guide_model
@@ -36,18 +54,41 @@ def log_alpha_bound(guide, name, threshold=None):
         else:
             rule = getattr(model, "relevance_rule", None)
         threshold = rule or DEFAULT_THRESHOLD
-    if isinstance(threshold, str):
-        from ..linear.relevance import log_alpha_threshold
+    from ..linear.relevance import log_alpha_threshold
 
+    if isinstance(threshold, torch.Tensor) and threshold.numel() == 1:
+        threshold = threshold.item()
+    if isinstance(threshold, str):
         shape = guide.get_log_alpha(name).shape
-        return float(log_alpha_threshold(threshold, int(shape[-1]) if len(shape) else 1))
+        row = math.prod(shape[1:]) if len(shape) > 1 else math.prod(shape)  # () → 1
+        return float(log_alpha_threshold(threshold, row))
+    # NaN would prune every weight without a word (log α <= NaN is False); ±inf keeps or prunes them all
+    if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real) or math.isnan(threshold):
+        raise ValueError(
+            f"threshold must be a real number (not NaN), 'evidence' or 'sparse_vd'; got {threshold!r}"
+        )
     return float(threshold)
 
 
 def keep_mask(guide, name, threshold=None):
     """Boolean mask of the weights of site ``name`` that are kept: ``log α <=`` the bound of
-    ``threshold`` (:func:`log_alpha_bound`; None: the model's rule, else 3)."""
-    return guide.get_log_alpha(name) <= log_alpha_bound(guide, name, threshold)
+    ``threshold`` (:func:`log_alpha_bound`; None: the model's rule, else 3). A ValueError where a log α
+    is NaN (a diverged run's parameters): NaN would count as pruned, and its θ would reach the
+    deterministic network."""
+    log_alpha = guide.get_log_alpha(name)
+    check_finite_posterior(log_alpha, f"log α of site {name!r}")
+    return log_alpha <= log_alpha_bound(guide, name, threshold)
+
+
+def check_finite_posterior(value, what):
+    """A ValueError naming ``what`` where ``value`` holds NaN (±inf is a legitimate α)."""
+    bad = int(torch.isnan(value).sum())
+    if bad:
+        raise ValueError(
+            f"{bad} of {value.numel()} values of the {what} are NaN: the guide's parameters diverged (a "
+            "NaN gradient, or a checkpoint of a diverged run); restart from an earlier checkpoint, with a "
+            "smaller learning rate"
+        )
 
 
 @dataclass
@@ -60,7 +101,7 @@ class LayerSparsity:
 
     @property
     def pruned_fraction(self):
-        return 1.0 - self.kept / self.total
+        return 1.0 - self.kept / self.total if self.total else 0.0  # (a zero-width layer prunes nothing)
 
 
 @dataclass
@@ -114,6 +155,7 @@ def sparsity(guide, threshold=None):
 
     :returns: a :class:`SparsityReport` (``print`` it for a table; ``.compression`` is ×).
     """
+    check_vd_guide(guide)
     bounds = {name: log_alpha_bound(guide, name, threshold) for name in guide.site_names}
     report = SparsityReport(threshold=next(iter(bounds.values()), DEFAULT_THRESHOLD))
     for name in guide.site_names:
@@ -124,6 +166,7 @@ def sparsity(guide, threshold=None):
 
 def pruned_weights(guide, threshold=None):
     """``{site: θ with the pruned weights set to 0}``: the test-time weights (no noise)."""
+    check_vd_guide(guide)
     return {name: guide.get_theta(name) * keep_mask(guide, name, threshold) for name in guide.site_names}
 
 
@@ -140,7 +183,23 @@ class _ConditionedModel(nn.Module):
     def forward(self, *args, **kwargs):
         data = {name: getattr(self, f"weight_{i}") for i, name in enumerate(self._names)}
         with poutine.block(), torch.no_grad(), FullDataMessenger("the network's outputs"):
-            return poutine.condition(self.model, data=data)(*args, **kwargs)
+            trace = poutine.trace(poutine.condition(self.model, data=data)).get_trace(*args, **kwargs)
+        free = [  # global latents (outside every plate) the guide does not fix
+            name
+            for name, site in trace.nodes.items()
+            if site["type"] == "sample"
+            and not site["is_observed"]
+            and name not in data
+            and not site["cond_indep_stack"]
+            and not isinstance(site["fn"], _Subsample)
+        ]
+        if free:  # drawn from their prior at every call: a different network each time
+            raise ValueError(
+                f"the model has global latent sites {free} that the guide does not cover: deterministic() "
+                "would draw them from their prior at every call. Fix them first, e.g. at another guide's "
+                "median: deterministic(pyro.poutine.condition(model, data=other_guide.median()), guide)"
+            )
+        return trace.nodes["_RETURN"]["value"]
 
 
 def deterministic(model, guide, threshold=None, *, snr_threshold=DEFAULT_SNR_THRESHOLD):
@@ -156,7 +215,10 @@ def deterministic(model, guide, threshold=None, *, snr_threshold=DEFAULT_SNR_THR
     a plain torch module of the original architecture, with the learned biases and buffers, in eval
     mode; its output is the network's (e.g. logits). For any other Pyro model it is a module that runs
     the model with the weights fixed and returns what the model returns; a model whose plate draws a
-    random subsample is refused there (its outputs would be for random rows).
+    random subsample is refused there (its outputs would be for random rows), and so is one with a
+    global latent site (outside every plate) that ``guide`` does not fix, such as a noise scale another
+    guide of an ``AutoGuideList`` learns: it would be drawn from its prior at every call. Fix those first,
+    ``deterministic(poutine.condition(model, data=guide[1].median()), guide[0])``.
     """
     from .neuron_pruning import neuron_scales
 
@@ -177,6 +239,10 @@ def deterministic(model, guide, threshold=None, *, snr_threshold=DEFAULT_SNR_THR
     for site, scale in noise.items():  # x·θ then W: the same as W with its columns scaled by θ
         key = site[len("net.") : -len("input_noise")] + "weight"
         weight = state[key]
-        state[key] = weight * scale.reshape((1, -1) + (1,) * (weight.dim() - 2)).to(weight)
+        groups = getattr(attrgetter(key[: -len(".weight")])(net) if "." in key else net, "groups", 1)
+        # a grouped convolution's output channel o reads the input channels of its group only:
+        # weight[o, c] multiplies input channel (o // (out/groups))·(in/groups) + c
+        columns = scale.reshape(groups, -1).repeat_interleave(weight.shape[0] // groups, dim=0)
+        state[key] = weight * columns.reshape(columns.shape + (1,) * (weight.dim() - 2)).to(weight)
     net.load_state_dict(state)
     return net.eval()

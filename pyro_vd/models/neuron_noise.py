@@ -27,6 +27,7 @@ import numbers
 
 import torch
 from pyro.nn import PyroModule, PyroSample
+from torch import nn
 
 from ..distributions.truncated_log_uniform import TruncatedLogUniform, check_log_bounds
 
@@ -92,7 +93,15 @@ def input_features(layer):
 
 def _input_noise_hook(module, args):
     (x, *rest) = args
-    return (apply_neuron_noise(x, module.input_noise, 1), *rest)
+    return (apply_neuron_noise(x, module.input_noise, _input_dim(module, x)), *rest)
+
+
+def _input_dim(layer, x):
+    """The dimension of ``x`` that ``layer`` reads as its input neurons: a ``Linear``'s last (its input
+    may be ``(batch, time, features)``), a convolution's channels (dimension 1, or 0 unbatched)."""
+    if isinstance(layer, nn.Linear):
+        return -1
+    return 0 if x.dim() == len(layer.kernel_size) + 1 else 1
 
 
 def add_input_noise(layer, low=DEFAULT_LOW, high=DEFAULT_HIGH):

@@ -115,6 +115,7 @@ class VDModel(PyroModule):
         chosen = vd_layers if include is None else [n for n in vd_layers if n in include]
         weights = [n for n in chosen if n not in exclude] if sparse_weights else []
         noisy = _noise_layers(neuron_noise, layers)
+        _check_untied(net)
         _warn_deterministic(names, exclude)
         if not weights and not noisy:
             raise ValueError(
@@ -174,7 +175,19 @@ class VDModel(PyroModule):
             if "shape" not in str(error) and "size" not in str(error):
                 raise
             raise ValueError(f"x of shape {tuple(x.shape)} does not fit the network: {error}") from error
-        batch = output.shape[0]
+        if isinstance(output, torch.Tensor):
+            batch, dtype, device = output.shape[0], output.dtype, output.device
+        elif callable(self.likelihood):  # e.g. (logits, features): the likelihood picks what it needs
+            batch, dtype, device = (
+                x.shape[0],
+                x.dtype if x.is_floating_point() else self.template_dtype,
+                x.device,
+            )
+        else:
+            raise TypeError(
+                f"net returns a {type(output).__name__}, not a tensor: pass likelihood= a callable that "
+                "builds the distribution of y from it, e.g. lambda out: dist.Categorical(logits=out[0])"
+            )
         if y is not None and (not isinstance(y, torch.Tensor) or y.shape[:1] != (batch,)):
             shape = tuple(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__
             raise ValueError(f"y must be a tensor with {batch} rows, one per row of x; got {shape}")
@@ -188,8 +201,8 @@ class VDModel(PyroModule):
             )
         likelihood = self._distribution(output)
         if y is not None:
-            y = self._check_target(y, likelihood, output.dtype)
-        with pyro.plate("data", size, subsample=torch.arange(batch, device=output.device)):
+            y = self._check_target(y, likelihood, dtype)
+        with pyro.plate("data", size, subsample=torch.arange(batch, device=device)):
             pyro.sample("obs", likelihood, obs=y)
         return output
 
@@ -292,6 +305,21 @@ def _point_estimates_to_pyro_params(net):
         for name, param in list(module._parameters.items()):
             if param is not None:
                 setattr(module, name, PyroParam(param.detach().clone(), constraints.real))
+
+
+def _check_untied(net):
+    """A ValueError where net holds one parameter under two names (tied weights): a random weight per
+    layer would untie them without a word, and so would Pyro, whose param store keeps a point estimate
+    per name (``to_pyro_module_``); the deployed network would then hold two different matrices."""
+    owners = {}
+    for name, param in net.named_parameters(remove_duplicate=False):
+        owners.setdefault(id(param), []).append(name)
+    tied = [names for names in owners.values() if len(names) > 1]
+    if tied:
+        raise ValueError(
+            f"net has tied parameters: {tied[0]} are one parameter. bayesianize (and Pyro's param store, "
+            "which keeps one entry per name) would train them apart, untied; untie them in net"
+        )
 
 
 def _noise_layers(neuron_noise, layers):

@@ -172,3 +172,17 @@ def test_a_tracker_restored_from_its_state_reports_what_the_uninterrupted_one_do
     assert again == reports[100:] and any(r.heading for r in again)
     with pytest.raises(ValueError, match="of 1 weights; this guide has 2"):
         LogAlphaDrift(_Guide([-3.0, -3.0]), threshold=-2.0).load_state_dict(state)
+
+
+def test_a_guide_without_weight_sites_is_refused_with_a_pointer_to_neuron_sparsity():
+    from torch import nn
+
+    from pyro_vd import bayesianize
+
+    model = bayesianize(
+        nn.Sequential(nn.Linear(8, 4), nn.ReLU(), nn.Linear(4, 3)), neuron_noise=True, sparse_weights=False
+    )
+    guide = AutoVariationalDropout(model)
+    guide(torch.randn(16, 8), torch.zeros(16, dtype=torch.long))
+    with pytest.raises(ValueError, match="neuron_sparsity"):
+        LogAlphaDrift(guide)

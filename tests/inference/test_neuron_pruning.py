@@ -156,6 +156,85 @@ def test_sigmoid_zero_rows_are_kept():
     assert small[2].in_features == 4
 
 
+def test_a_module_used_twice_in_the_chain_is_kept_twice():
+    # one ReLU object at two places: named_children() lists it once, and the shrunk network lost its
+    # second use (outputs off by 0.48 on a trained net)
+    act = nn.ReLU()
+    x = torch.randn(32, 8)
+    model, guide = _setup(nn.Sequential(nn.Linear(8, 16), act, nn.Linear(16, 16), act, nn.Linear(16, 3)), x)
+    small = prune_neurons(model, guide)
+    with torch.no_grad():
+        torch.testing.assert_close(small(x), _conditioned_output(model, guide, x), rtol=1e-4, atol=1e-5)
+    assert sum(isinstance(m, nn.ReLU) for m in small) == 2
+
+
+def test_an_activation_that_moves_zero_keeps_its_dead_rows():
+    # Hardtanh(min_val=0.2) maps an identically-0 neuron to 0.2, which the next layer still reads
+    net = nn.Sequential(nn.Linear(3, 4), nn.Hardtanh(min_val=0.2, max_val=1.0), nn.Linear(4, 2))
+    with torch.no_grad():
+        net[0].weight[2] = 0
+        net[0].bias[2] = 0
+    small = shrink(net)
+    x = torch.randn(7, 3)
+    torch.testing.assert_close(small(x), net(x))
+    assert small[2].in_features == 4
+    relu_net = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
+    with torch.no_grad():
+        relu_net[0].weight[2] = 0
+        relu_net[0].bias[2] = 0
+    assert shrink(relu_net)[2].in_features == 3  # relu(0) = 0: removed as before
+
+
+@pytest.mark.parametrize("groups", [2, 4])
+def test_noise_on_a_grouped_convolution_folds_into_its_own_groups(groups):
+    # deterministic() scaled every output channel's weights by the first in/groups noise values (or
+    # failed on a size mismatch): channel o reads only its own group's inputs
+    x = torch.randn(4, 4, 6, 6)
+    net = nn.Sequential(nn.Conv2d(4, 8, 3, groups=groups), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 16, 3))
+    model, guide = _setup(net, x)
+    with torch.no_grad():
+        torch.testing.assert_close(
+            deterministic(model, guide)(x), _conditioned_output(model, guide, x), rtol=1e-4, atol=1e-5
+        )
+    with pytest.raises(ValueError, match="grouped convolution"):
+        prune_neurons(model, guide)
+
+
+def test_noise_on_a_linear_layer_multiplies_its_features_whatever_the_leading_dimensions():
+    # (batch, time, features) into a Linear: the noise multiplied dimension 1 (time), and deterministic()
+    # folded it into the features: outputs differed where T = in_features, a ValueError elsewhere
+    class Sequence(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(8, 4)
+            self.out = nn.Linear(4, 3)
+
+        def forward(self, x):
+            return self.out(torch.relu(self.fc(x))).mean(1)
+
+    for steps in (8, 5):
+        x = torch.randn(6, steps, 8)
+        model, guide = _setup(Sequence(), x)
+        with torch.no_grad():
+            torch.testing.assert_close(
+                deterministic(model, guide)(x), _conditioned_output(model, guide, x), rtol=1e-4, atol=1e-5
+            )
+
+
+def test_bad_thresholds_and_nan_parameters_are_refused():
+    x = torch.randn(8, 3)
+    model, guide = _setup(mlp([3, 4, 2]), x)
+    for snr in (math.nan, "foo", math.inf):
+        with pytest.raises(ValueError, match="snr_threshold must be a finite real number"):
+            neuron_sparsity(guide, snr)
+        with pytest.raises(ValueError, match="snr_threshold must be a finite real number"):
+            deterministic(model, guide, snr_threshold=snr)
+    with torch.no_grad():
+        next(p for n, p in guide.named_parameters() if "noise_locs" in n)[:2] = math.nan
+    with pytest.raises(ValueError, match=r"2 of \d+ values of the SNR of noise site '.*' are NaN"):
+        neuron_sparsity(guide)
+
+
 def test_unsupported_networks_are_refused():
     with pytest.raises(ValueError, match=r"nn\.Sequential chains"):
         shrink(nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.Linear(4, 2)))

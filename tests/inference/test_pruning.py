@@ -127,3 +127,86 @@ def test_every_reader_of_a_linear_models_guide_applies_the_models_rule():
     assert f"{100 * (1 - kept.mean()):.1f} % pruned" in plot_log_alpha_histogram(guide).axes[0].get_title()
     # an explicit rule still wins
     assert relevance(guide, threshold="sparse_vd")["relevant"].sum() == int((log_alpha <= 3.0).sum())
+
+
+def test_a_nan_threshold_or_nan_log_alpha_is_refused_not_read_as_pruned():
+    import math
+
+    import pytest
+
+    from pyro_vd.inference import LogAlphaDrift
+
+    model, guide, _ = _trained()
+    for threshold in (math.nan, "3", 1j):  # NaN pruned every weight; LogAlphaDrift said "settled"
+        for reader in (lambda t: sparsity(guide, t), lambda t: deterministic(model, guide, t)):
+            with pytest.raises(ValueError, match="threshold must be"):
+                reader(threshold)
+        with pytest.raises(ValueError, match="threshold must be"):
+            LogAlphaDrift(guide, threshold)
+    assert sparsity(guide, torch.tensor(3.0)).threshold == 3.0
+    drift = LogAlphaDrift(guide)
+    name = guide.site_names[0]
+    with torch.no_grad():  # a diverged run's parameters: NaN counted as pruned, NaN weights deployed
+        next(p for n, p in guide.named_parameters() if "log_sigma2s" in n).view(-1)[:3] = math.nan
+    message = rf"3 of \d+ values of the log α of site '{name}' are NaN"
+    for reader in (lambda: sparsity(guide), lambda: deterministic(model, guide), drift.update):
+        with pytest.raises(ValueError, match=message):
+            reader()
+
+
+def test_the_evidence_rule_on_a_convolution_counts_a_row_of_its_weight():
+    # a (4, 16, 3, 3) kernel's row holds 16·3·3 = 144 weights; the rule used d = 3 (its last dimension)
+    from pyro_vd.inference.pruning import log_alpha_bound
+    from pyro_vd.linear.relevance import evidence_log_alpha_threshold
+
+    model = bayesianize(nn.Sequential(nn.Conv2d(16, 4, 3), nn.Flatten(), nn.Linear(4, 2)), num_data=8)
+    guide = AutoVariationalDropout(model)
+    guide(torch.randn(8, 16, 3, 3), torch.zeros(8, dtype=torch.long))
+    assert log_alpha_bound(guide, "net.0.weight", "evidence") == evidence_log_alpha_threshold(144)
+    assert log_alpha_bound(guide, "net.2.weight", "evidence") == evidence_log_alpha_threshold(4)
+
+
+def test_a_zero_width_layer_reports_nothing_pruned():
+    import warnings
+
+    with warnings.catch_warnings():  # torch: "Initializing zero-element tensors is a no-op"
+        warnings.simplefilter("ignore", UserWarning)
+        net = nn.Sequential(nn.Linear(8, 0), nn.Linear(0, 3))
+    model = bayesianize(net, num_data=16)
+    guide = AutoVariationalDropout(model)
+    guide(torch.randn(16, 8), torch.zeros(16, dtype=torch.long))
+    report = sparsity(guide)
+    assert report.layers["net.0.weight"].pruned_fraction == 0.0 and "compression" in str(report)
+
+
+def test_a_global_latent_the_guide_does_not_fix_is_refused_not_drawn_from_its_prior():
+    # deterministic(model, guide[0]) of an AutoGuideList drew σ from its prior at every call: two calls
+    # of the "deterministic" module differed by 11
+    import pytest
+    from pyro import poutine
+    from pyro.infer.autoguide import AutoGuideList, AutoNormal
+
+    pyro.set_rng_seed(0)
+    X = torch.randn(200, 4)
+    y = X[:, 0] * 2.0 + 0.5 * torch.randn(200)
+
+    def model(X, y=None):
+        w = pyro.sample("w", LogUniform(event_shape=(4,)))
+        sigma = pyro.sample("sigma", dist.LogNormal(0.0, 1.0))
+        with pyro.plate("data", len(X)):
+            pyro.sample("y", dist.Normal(X @ w, sigma), obs=y)
+        return X @ w, sigma
+
+    guide = AutoGuideList(model)
+    guide.append(AutoVariationalDropout(poutine.block(model, expose=["w"])))
+    guide.append(AutoNormal(poutine.block(model, hide=["w"])))
+    svi = pyro.infer.SVI(model, guide, pyro.optim.Adam({"lr": 0.05}), VariationalDropoutELBO())
+    for _ in range(20):
+        svi.step(X, y)
+    with pytest.raises(ValueError, match=r"global latent sites \['sigma'\]"):
+        deterministic(model, guide[0])(X)
+    with pytest.raises(TypeError, match=r"AutoGuideList.*pass its AutoVariationalDropout part"):
+        sparsity(guide)
+    fixed = deterministic(poutine.condition(model, data=guide[1].median()), guide[0])
+    (first, sigma), (second, _) = fixed(X), fixed(X)  # the likelihood site y (in its plate) is no latent
+    assert torch.equal(first, second) and float(sigma) == float(guide[1].median()["sigma"])

@@ -282,3 +282,43 @@ def test_a_float64_model_draws_its_prior_stand_in_in_float64():
     x = torch.randn(4, 3, dtype=torch.float64)
     samples = pyro.infer.Predictive(model, num_samples=3, return_sites=["net.0.weight", "obs"])(x)
     assert samples["net.0.weight"].dtype == torch.float64 and samples["obs"].dtype == torch.float64
+
+
+@pytest.mark.parametrize("exclude", [None, ["a", "b"]], ids=["random", "excluded"])
+def test_tied_weights_are_refused_not_untied(exclude):
+    # b.weight = a.weight became two independent sites (or two point estimates in the param store):
+    # trained apart, and sparsity counted the matrix twice
+    class Tied(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b, self.out = nn.Linear(8, 8), nn.Linear(8, 8), nn.Linear(8, 3)
+            self.b.weight = self.a.weight
+
+        def forward(self, x):
+            return self.out(torch.relu(self.b(torch.relu(self.a(x)))))
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # (excluded layers are reported as left deterministic)
+        with pytest.raises(ValueError, match=r"tied parameters: \['a.weight', 'b.weight'\]"):
+            bayesianize(Tied(), num_data=64, **({} if exclude is None else {"exclude": exclude}))
+
+
+def test_a_network_returning_a_tuple_needs_and_takes_a_callable_likelihood():
+    # (logits, features) raised "'tuple' object has no attribute 'shape'", callable likelihood or not
+    import pyro_vd
+
+    class TwoOutputs(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(8, 3)
+
+        def forward(self, x):
+            return self.fc(x), x
+
+    x, y = torch.randn(16, 8), torch.randint(0, 3, (16,))
+    model = bayesianize(TwoOutputs(), num_data=16, likelihood=lambda out: dist.Categorical(logits=out[0]))
+    guide = pyro_vd.AutoVariationalDropout(model)
+    svi = pyro.infer.SVI(model, guide, pyro.optim.Adam({"lr": 1e-2}), pyro_vd.VariationalDropoutELBO())
+    assert torch.isfinite(torch.tensor(svi.step(x, y)))
+    with pytest.raises(TypeError, match="net returns a tuple, not a tensor: pass likelihood= a callable"):
+        bayesianize(TwoOutputs(), num_data=16)(x, y)
