@@ -91,3 +91,26 @@ def make_ard_classification(n, d, n_relevant=10, seed=0, n_test=10000, *, rho=0.
     y = (rng.random(n) < 1.0 / (1.0 + np.exp(-X @ w))).astype(np.int64)
     y_test = (rng.random(n_test) < 1.0 / (1.0 + np.exp(-X_test @ w))).astype(np.int64)
     return X, y, X_test, y_test, w
+
+
+def make_dense_classification(n, d, n_relevant, *, low, high, rho=0.0, seed=0, n_test=5000):
+    """
+    Binary labels with many relevant features (a dense truth), where the classifier's evidence rule was
+    measured (``benchmarks/evidence_dense_classifier.py``): X ~ N(0, 1) (n + ``n_test`` rows,
+    AR(1)-correlated as :func:`make_ard_regression`'s for ``rho`` ≠ 0); ``n_relevant`` features chosen
+    at random with weights of size uniform in [``low``, ``high``] and a random sign; y ∈ {0, 1} drawn
+    from Bernoulli(σ(Xw)).
+
+    :returns: ``(X, y, X_test, y_test, relevant)``: the relevant features' indices last.
+    """
+    _check(n, d, n_relevant, n_test)
+    _check_rho(rho)
+    if not 0 <= low <= high:
+        raise ValueError(f"low and high must satisfy 0 <= low <= high; got {low!r}, {high!r}")
+    rng = np.random.default_rng(seed)
+    X = _correlate(rng.standard_normal((n + n_test, d)), rho)
+    w = np.zeros(d)
+    relevant = rng.choice(d, n_relevant, replace=False)
+    w[relevant] = rng.uniform(low, high, n_relevant) * rng.choice([-1, 1], n_relevant)
+    y = (rng.random(n + n_test) < 1.0 / (1.0 + np.exp(-X @ w))).astype(np.int64)
+    return X[:n], y[:n], X[n:], y[n:], relevant

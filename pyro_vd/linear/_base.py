@@ -83,6 +83,16 @@ def check_is_fitted(estimator, attribute="coef_"):
         )
 
 
+def missing_values(array):
+    """Elements of an object array that are pandas' or Python's missing values (pd.NA, None, NaT)."""
+    try:
+        import pandas
+
+        return np.asarray(pandas.isna(array), dtype=bool)
+    except ImportError:
+        return np.vectorize(lambda v: v is None, otypes=[bool])(array)
+
+
 def _to_float_array(value, name):
     if hasattr(value, "dtype") and np.issubdtype(getattr(value, "dtype", None), np.complexfloating):
         raise ValueError(f"Complex data not supported: {name} is complex")
@@ -93,7 +103,9 @@ def _to_float_array(value, name):
     if np.issubdtype(array.dtype, np.complexfloating):
         raise ValueError(f"Complex data not supported: {name} is complex")
     if array.dtype == object:
-        return array.astype(np.float64)  # numpy's own TypeError names an element that is not a number
+        # pandas' missing values (pd.NA, None) become NaN, reported by the finiteness check; numpy's own
+        # TypeError names an element that is not a number
+        return np.where(missing_values(array), np.nan, array).astype(np.float64)
     if not (np.issubdtype(array.dtype, np.number) or array.dtype == bool):
         try:
             array = array.astype(np.float64)

@@ -10,6 +10,7 @@ from ._base import (
     dask_method,
     flatten_column,
     is_dask,
+    missing_values,
     power_of_two_scales,
     set_features,
     usable_columns,
@@ -101,6 +102,12 @@ class CentredUnits:
             return matrix / self.fine[:, None] / self.coarse[:, None]
 
 
+def check_missing_labels(count):
+    """A ValueError where ``count`` labels are missing (None, NaN or pd.NA in an object array)."""
+    if count:
+        raise ValueError(f"Input y contains {count} missing labels (None, NaN or pd.NA)")
+
+
 def binary_problems(classes):
     """The positive classes of each binary fit: the second class for two, each class against the rest
     (one-vs-rest) for more."""
@@ -148,6 +155,8 @@ class LinearClassifierBase(ClassifierMixin, BaseEstimator):
             raise ValueError(
                 f"Unknown label type: continuous targets; {type(self).__name__} needs class labels"
             )
+        if y.dtype == object:
+            check_missing_labels(int(missing_values(y).sum()))
         classes = np.unique(y)
         if len(classes) < 2:
             raise ValueError(
@@ -200,9 +209,11 @@ class LinearClassifierBase(ClassifierMixin, BaseEstimator):
         """Log-odds of the predictive probability (binary) or log probabilities (one-vs-rest)."""
         if is_dask(X):
             return dask_method(self, "map_rows", X, "decision_function")
+        check_is_fitted(self)
+        if len(self.classes_) == 2:  # from the margin, not from rounded probabilities (ties beyond 36)
+            X, _ = validate_X(self, X, reset=False)
+            return self._binary_log_odds(X, self._fits[0])
         p = np.clip(self.predict_proba(X), 1e-300, 1.0)
-        if len(self.classes_) == 2:
-            return np.log(p[:, 1]) - np.log(p[:, 0])
         return np.log(p)
 
     def predict(self, X):

@@ -270,10 +270,11 @@ class _Search:
 def evidence_fit(rows, n_features, nodes, weights, method, max_iter, tol):
     """
     The evidence rule's fit over ``rows`` (module docstring). Returns ``(theta, rho, b, elbo, n_iter,
-    converged, profile)`` as :func:`~pyro_vd.linear._vd_newton.newton_fit` does, n_iter counting every
-    Newton step, and each feature's profile log α: its own for a feature in the model, the optimum of its
-    Gaussian view (:math:`q_d` above) for one out of it (``LOG_ALPHA_MAX`` where that is α = ∞; NaN
-    everywhere when the search stopped at ``max_iter``). Features out of the model have θ = 0 and
+    converged, profile, q)`` as :func:`~pyro_vd.linear._vd_newton.newton_fit` does, n_iter counting
+    every Newton step, each feature's profile log α (its own for a feature in the model, the optimum of
+    its Gaussian view for one out of it, ``LOG_ALPHA_MAX`` where that is α = ∞) and each feature's
+    :math:`q_d` at the fit (the Gaussian view's coefficient, meaningful out of the model); both NaN
+    everywhere when the search stopped at ``max_iter``. Features out of the model have θ = 0 and
     ρ = −inf. When ``max_iter`` runs out, the fitted model with the highest F so far is returned
     (``converged`` False).
     """
@@ -289,8 +290,9 @@ def evidence_fit(rows, n_features, nodes, weights, method, max_iter, tol):
             best = candidate
     except _Budget:  # the fitted model with the highest F so far (the zero model before any fit)
         best = search.best or _State(np.zeros(d), np.full(d, -math.inf), 0.0, -math.inf, search.penalty)
-        return best.theta, best.rho, best.b, best.elbo, search.n_iter, False, np.full(d, np.nan)
+        unknown = np.full(d, np.nan)
+        return best.theta, best.rho, best.b, best.elbo, search.n_iter, False, unknown, unknown
     q, _, _ = search.scores(best)
     profile = optimal_log_alpha_profile(q, method)
     profile[best.active] = best.log_alpha()[best.active]
-    return best.theta, best.rho, best.b, best.elbo, search.n_iter, True, profile
+    return best.theta, best.rho, best.b, best.elbo, search.n_iter, True, profile, q

@@ -38,6 +38,7 @@ from ._base import (
     set_features,
     usable_columns,
 )
+from ._classifier import check_missing_labels
 
 #: Partial statistics merged per task of the reduction tree.
 _TREE_WIDTH = 8
@@ -272,6 +273,10 @@ def fit_classifier(estimator, X, y):
             f"reduced on the cluster); got solver={estimator.solver!r}"
         )
     name = type(estimator).__name__
+    if labels.dtype == object:  # None or pd.NA among them: np.unique could not even sort them
+        from ._base import missing_values
+
+        check_missing_labels(int(labels.map_blocks(missing_values, dtype=bool).sum().compute()))
     classes = np.unique(da.unique(labels).compute())  # the distinct labels only
     if classes.dtype.kind == "f" and not np.isfinite(classes).all():
         raise ValueError("Input y contains NaN or infinity.")

@@ -12,7 +12,7 @@ from ._rows import InMemoryRows
 from .ard_update import fast_ard_alpha
 from .relevance import DEFAULT_ALPHA_BOUND
 from .rvc import RVC
-from .vd_classifier import expected_sigmoid, gauss_hermite
+from .vd_classifier import check_n_quadrature, expected_sigmoid, gauss_hermite, predictive_log_odds
 
 _ALPHA_PRUNE = 1e12
 _INITS = ("scaled", "ones", "rvc")
@@ -149,7 +149,7 @@ class GKLClassifier(LinearClassifierBase):
     def _check_params(self):
         check_positive_int(self.max_iter, "max_iter")
         check_positive_int(self.inner_iter, "inner_iter")
-        check_positive_int(self.n_quadrature, "n_quadrature")
+        check_n_quadrature(self.n_quadrature)
         check_positive_float(self.tol, "tol")
         check_positive_float(self.alpha_bound, "alpha_bound")
         if self.init not in _INITS:
@@ -229,10 +229,17 @@ class GKLClassifier(LinearClassifierBase):
         self.elbo_ = [f["elbo"] for f in self._fits]
         self.log_evidence_ = self._stacked("elbo") if len(self._fits) == 1 else np.array(self.elbo_)
 
-    def _binary_proba(self, X, fit):
-        nodes, weights = gauss_hermite(self.n_quadrature)
+    def _binary_predictive(self, X, fit):
+        """The predictive margin's mean and standard deviation of each row."""
         Z = fit["units"].transform(X)
         mu = torch.as_tensor(Z @ fit["coef_centred"] + fit["intercept_centred"])
         s = torch.as_tensor(Z) @ torch.as_tensor(fit["L_scaled"])
-        s = s.square().sum(1).sqrt()
-        return expected_sigmoid(mu, s, nodes, weights).numpy()
+        return mu, s.square().sum(1).sqrt()
+
+    def _binary_proba(self, X, fit):
+        return expected_sigmoid(*self._binary_predictive(X, fit), *gauss_hermite(self.n_quadrature)).numpy()
+
+    def _binary_log_odds(self, X, fit):
+        return predictive_log_odds(
+            *self._binary_predictive(X, fit), *gauss_hermite(self.n_quadrature)
+        ).numpy()

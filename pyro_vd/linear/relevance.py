@@ -54,7 +54,8 @@ VD_RULES = ("evidence", "sparse_vd")
 
 class EvidenceRuleWarning(UserWarning):
     """The evidence rule kept far fewer features than the data support: its prior odds of 1 : d per
-    feature assume a sparse truth (raised by :class:`~pyro_vd.linear.VDRegression`)."""
+    feature assume a sparse truth (raised by :class:`~pyro_vd.linear.VDRegression` and
+    :class:`~pyro_vd.linear.VDClassifier`)."""
 
 
 def profile_gain(q, log_alpha, kl_method="exact"):

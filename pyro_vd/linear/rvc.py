@@ -297,9 +297,13 @@ class RVC(LinearClassifierBase):
         self.relevance_ = ard_relevance(self._fits, self.alpha_bound)
         self.log_evidence_ = self._stacked("log_evidence")
 
-    def _binary_proba(self, X, fit):
+    def _binary_log_odds(self, X, fit):
+        r"""MacKay's moderated log-odds :math:`\mu/\sqrt{1 + \pi s^2/8}`."""
         Z = fit["units"].transform(X)
         Phi = np.column_stack([Z, np.ones(len(Z))])[:, fit["active"]]
         mean = Z @ fit["coef_centred"] + fit["intercept_centred"]
         var = np.clip(((Phi @ fit["sigma_scaled"]) * Phi).sum(1), 0.0, None)
-        return expit(mean / np.sqrt(1.0 + np.pi * var / 8.0))
+        return mean / np.sqrt(1.0 + np.pi * var / 8.0)
+
+    def _binary_proba(self, X, fit):
+        return expit(self._binary_log_odds(X, fit))

@@ -1,7 +1,12 @@
 import numpy as np
 import pytest
 
-from pyro_vd.experiments.ard_data import make_ard_classification, make_ard_regression, make_dense_regression
+from pyro_vd.experiments.ard_data import (
+    make_ard_classification,
+    make_ard_regression,
+    make_dense_classification,
+    make_dense_regression,
+)
 
 
 def test_regression_generator():
@@ -43,3 +48,16 @@ def test_make_dense_regression_draws_what_it_says():
     assert np.corrcoef(correlated.T)[0, 1] == pytest.approx(0.8, abs=0.03)
     with pytest.raises(ValueError, match="noise_sd"):
         make_dense_regression(10, 3, 1, low=1, high=2, noise_sd=-1.0)
+
+
+def test_make_dense_classification_draws_what_it_says():
+    X, y, X_test, y_test, relevant = make_dense_classification(20000, 6, 4, low=0.5, high=1.5, seed=3)
+    assert X.shape == (20000, 6) and X_test.shape == (5000, 6) and len(set(relevant)) == 4
+    assert set(np.unique(y)) == {0, 1} and len(y_test) == 5000
+    from sklearn.linear_model import LogisticRegression
+
+    w = LogisticRegression(C=1e6).fit(X, y).coef_[0]  # 20 000 rows: sd of each weight about 0.02
+    assert np.all((np.abs(w[relevant]) > 0.4) & (np.abs(w[relevant]) < 1.6))
+    assert np.allclose(np.delete(w, relevant), 0.0, atol=0.1)
+    with pytest.raises(ValueError, match="low and high"):
+        make_dense_classification(10, 3, 1, low=2, high=1)

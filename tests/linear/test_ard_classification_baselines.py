@@ -168,3 +168,38 @@ def test_rvc_keeps_one_of_several_copies_of_a_column(copies):
         model = RVC().fit(np.column_stack([X, *extra]), y)
     assert model.relevance_[[0, *range(6, 6 + copies)]].sum() == 1
     assert model.log_evidence_ == pytest.approx(reference.log_evidence_, abs=1e-6)
+
+
+@pytest.mark.parametrize("estimator", [VDClassifier, GKLClassifier, RVC], ids=lambda e: e.__name__)
+def test_decision_function_does_not_jump_or_tie_where_the_probability_rounds_to_one(estimator):
+    # it was log p − log(1 − p) of rounded probabilities: 31.7, 36.0, then 690.78 for every further row.
+    # (Along a ray the predictive margin's mean and spread grow together, so the log-odds level off at
+    # that of Φ(mean/spread): they need not keep rising.)
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((400, 3))
+    y = (X[:, 0] + 0.5 * rng.logistic(size=400) > 0).astype(int)
+    kwargs = {"n_quadrature": 8, "tol": 1e-2} if estimator is GKLClassifier else {}
+    model = estimator(**kwargs).fit(X, y)
+    ray = np.outer(np.linspace(1.0, 200.0, 40), [1.0, 0.0, 0.0])
+    scores = model.decision_function(ray)
+    assert np.all(np.isfinite(scores)) and len(np.unique(scores)) == len(scores)
+    assert np.abs(np.diff(scores)).max() < 12.0  # no jump: the first steps of the ray move it by 9.2
+    p = model.predict_proba(ray[:3])[:, 1]
+    np.testing.assert_allclose(scores[:3], np.log(p) - np.log1p(-p), rtol=1e-6)
+
+
+@pytest.mark.parametrize("estimator", [VDClassifier, RVC], ids=lambda e: e.__name__)
+def test_missing_values_of_a_data_frame_are_named(estimator):
+    # pd.NA in a nullable column raised "float() argument must be ... not 'NAType'"; a None label
+    # "'<' not supported between instances of 'int' and 'NoneType'"
+    pd = pytest.importorskip("pandas")
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame(rng.normal(size=(50, 2)), columns=["a", "b"]).astype("Float64")
+    y = np.arange(50) % 2
+    X.iloc[0, 0] = pd.NA
+    with pytest.raises(ValueError, match="Input X contains NaN"):
+        estimator().fit(X, y)
+    labels = y.astype(object)
+    labels[[0, 3]] = None, pd.NA
+    with pytest.raises(ValueError, match="Input y contains 2 missing labels"):
+        estimator().fit(X.fillna(0.0), labels)

@@ -306,3 +306,12 @@ def test_readme_dask_example_runs(client):
     assert isinstance(namespace["y_hat"], da.Array)
     assert namespace["clf"].relevance_.tolist() == [True] * 3 + [False] * 17
     assert isinstance(namespace["proba"], da.Array) and namespace["proba"].shape == (1_000_000, 2)
+
+
+def test_classifiers_on_dask_name_missing_labels(client):
+    X = np.random.default_rng(0).normal(size=(60, 2))
+    labels = (np.arange(60) % 2).astype(object)
+    labels[0] = None
+    for estimator in (VDClassifier(), RVC()):
+        with pytest.raises(ValueError, match="Input y contains 1 missing labels"):
+            estimator.fit(da.from_array(X, chunks=20), da.from_array(labels, chunks=20))

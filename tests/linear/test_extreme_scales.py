@@ -122,9 +122,10 @@ def test_many_quadrature_points():
     reference = VDClassifier(max_iter=100).fit(X, y)
     model = VDClassifier(n_quadrature=400, max_iter=100).fit(X, y)
     np.testing.assert_allclose(model.predict_proba(X), reference.predict_proba(X), atol=1e-3)
-    for bad in (1001, 0, 2.5):
-        with pytest.raises(ValueError, match="n_quadrature must be"):
-            VDClassifier(n_quadrature=bad).fit(X, y)
+    for bad in (1001, 0, 2.5, 1):  # one point: α ran off to ∞ while the means kept predicting
+        for estimator in (VDClassifier, GKLClassifier):
+            with pytest.raises(ValueError, match="n_quadrature must be"):
+                estimator(n_quadrature=bad).fit(X, y)
 
 
 def test_random_state_conventions():
