@@ -311,10 +311,13 @@ def _check_untied(net):
     """A ValueError where net holds one parameter under two names (tied weights): a random weight per
     layer would untie them without a word, and so would Pyro, whose param store keeps a point estimate
     per name (``to_pyro_module_``); the deployed network would then hold two different matrices."""
+    modules = dict(net.named_modules(remove_duplicate=False))
     owners = {}
     for name, param in net.named_parameters(remove_duplicate=False):
-        owners.setdefault(id(param), []).append(name)
-    tied = [names for names in owners.values() if len(names) > 1]
+        module = modules[name.rpartition(".")[0]]
+        owners.setdefault(id(param), {}).setdefault(id(module), name)
+    # (one module object at two places of the network is one site, used twice: not a tie)
+    tied = [list(names.values()) for names in owners.values() if len(names) > 1]
     if tied:
         raise ValueError(
             f"net has tied parameters: {tied[0]} are one parameter. bayesianize (and Pyro's param store, "

@@ -322,3 +322,19 @@ def test_a_network_returning_a_tuple_needs_and_takes_a_callable_likelihood():
     assert torch.isfinite(torch.tensor(svi.step(x, y)))
     with pytest.raises(TypeError, match="net returns a tuple, not a tensor: pass likelihood= a callable"):
         bayesianize(TwoOutputs(), num_data=16)(x, y)
+
+
+def test_one_module_at_two_places_is_one_site_used_twice_not_a_tie():
+    import pyro_vd
+    from pyro import poutine
+
+    shared = nn.Linear(8, 8)
+    net = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), shared, nn.ReLU(), shared, nn.Linear(8, 3))
+    x, y = torch.randn(32, 8), torch.randint(0, 3, (32,))
+    model = bayesianize(net, num_data=32)
+    guide = pyro_vd.AutoVariationalDropout(model)
+    pyro.infer.SVI(model, guide, pyro.optim.Adam({"lr": 1e-2}), pyro_vd.VariationalDropoutELBO()).step(x, y)
+    assert len(guide.site_names) == 3
+    with poutine.block(), torch.no_grad():
+        expected = poutine.condition(model, pyro_vd.inference.pruned_weights(guide))(x)
+        torch.testing.assert_close(pyro_vd.deterministic(model, guide)(x), expected)
