@@ -50,6 +50,16 @@ def make_ard_regression(n, d, n_relevant=10, noise=0.1, seed=0, n_test=10000, *,
     return X, y, X_test, y_test, w
 
 
+def _dense_design(rng, rows, d, n_relevant, low, high, rho):
+    """Rows of AR(1) columns, and weights: ``n_relevant`` chosen at random, of size uniform in
+    [``low``, ``high``] with a random sign (the draws of the dense generators, in this order)."""
+    X = _correlate(rng.standard_normal((rows, d)), rho)
+    w = np.zeros(d)
+    relevant = rng.choice(d, n_relevant, replace=False)
+    w[relevant] = rng.uniform(low, high, n_relevant) * rng.choice([-1, 1], n_relevant)
+    return X, w, relevant
+
+
 def make_dense_regression(n, d, n_relevant, *, low, high, noise_sd, rho=0.0, seed=0, n_test=2000):
     """
     Regression data with many relevant features (a dense truth) where the evidence rule's search was
@@ -66,10 +76,7 @@ def make_dense_regression(n, d, n_relevant, *, low, high, noise_sd, rho=0.0, see
     if not noise_sd >= 0:
         raise ValueError(f"noise_sd must be a standard deviation >= 0; got {noise_sd!r}")
     rng = np.random.default_rng(seed)
-    X = _correlate(rng.standard_normal((n + n_test, d)), rho)
-    w = np.zeros(d)
-    relevant = rng.choice(d, n_relevant, replace=False)
-    w[relevant] = rng.uniform(low, high, n_relevant) * rng.choice([-1, 1], n_relevant)
+    X, w, relevant = _dense_design(rng, n + n_test, d, n_relevant, low, high, rho)
     y = X[:n] @ w + noise_sd * rng.standard_normal(n)
     return X[:n], y, X[n:], X[n:] @ w, relevant
 
@@ -108,9 +115,6 @@ def make_dense_classification(n, d, n_relevant, *, low, high, rho=0.0, seed=0, n
     if not 0 <= low <= high:
         raise ValueError(f"low and high must satisfy 0 <= low <= high; got {low!r}, {high!r}")
     rng = np.random.default_rng(seed)
-    X = _correlate(rng.standard_normal((n + n_test, d)), rho)
-    w = np.zeros(d)
-    relevant = rng.choice(d, n_relevant, replace=False)
-    w[relevant] = rng.uniform(low, high, n_relevant) * rng.choice([-1, 1], n_relevant)
+    X, w, relevant = _dense_design(rng, n + n_test, d, n_relevant, low, high, rho)
     y = (rng.random(n + n_test) < 1.0 / (1.0 + np.exp(-X @ w))).astype(np.int64)
     return X[:n], y[:n], X[n:], y[n:], relevant

@@ -325,16 +325,7 @@ class VDClassifier(LinearClassifierBase):
                 self._check_dense(rows, fit, q, theta, log_sigma2, nodes, weights)
         else:
             profile = None
-            fit = newton_fit(
-                rows,
-                theta.detach().numpy(),
-                log_sigma2.detach().numpy(),
-                nodes,
-                weights,
-                self.kl_method,
-                self.max_iter,
-                self.tol,
-            )
+            fit = self._plain_fit(rows, theta, log_sigma2, nodes, weights)
         theta, log_sigma2, bias, elbo, n_iter, converged = fit
         if not converged:
             detail = (
@@ -344,6 +335,11 @@ class VDClassifier(LinearClassifierBase):
             )
             warn_not_converged(self, self.max_iter, detail)
         return torch.as_tensor(theta), torch.as_tensor(log_sigma2), bias, elbo, n_iter, profile
+
+    def _plain_fit(self, rows, theta, log_sigma2, nodes, weights):
+        """Newton's fit of every feature from (θ, log σ², b = 0): the plain rules' fit."""
+        theta, log_sigma2 = theta.detach().numpy(), log_sigma2.detach().numpy()
+        return newton_fit(rows, theta, log_sigma2, nodes, weights, self.kl_method, self.max_iter, self.tol)
 
     def _check_dense(self, rows, fit, q, theta, log_sigma2, nodes, weights):
         r"""
@@ -366,16 +362,7 @@ class VDClassifier(LinearClassifierBase):
             return
         if not (2.0 * q[out].sum() - m) / math.sqrt(2.0 * m) > DENSE_SCORE_Z:
             return
-        plain = newton_fit(
-            rows,
-            theta.detach().numpy(),
-            log_sigma2.detach().numpy(),
-            nodes,
-            weights,
-            self.kl_method,
-            self.max_iter,
-            self.tol,
-        )
+        plain = self._plain_fit(rows, theta, log_sigma2, nodes, weights)
         if not plain[-1]:  # cut short by max_iter: no fair comparison
             return
         ours = loo_log_loss(rows, evidence_theta, evidence_rho, evidence_b, nodes, weights)
