@@ -8,3 +8,23 @@ def is_finite_real(value):
     """Whether ``value`` is a finite real number: not a bool (``True`` is an ``int`` to Python, never a
     weight or a rate here), not NaN or ±inf."""
     return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def scalar(value):
+    """A one-element torch tensor or numpy array as its Python number; anything else as it is."""
+    if getattr(value, "ndim", None) is not None and getattr(value, "shape", None) is not None:
+        try:
+            if int(math.prod(value.shape)) == 1:
+                return value.item()
+        except (TypeError, ValueError):
+            return value
+    return value
+
+
+def check_finite_real(value, name):
+    """``value`` (a number, or a one-element tensor or array) as a float if it is finite and real, else a
+    ValueError naming ``name``."""
+    number = scalar(value)
+    if not is_finite_real(number):
+        raise ValueError(f"{name} must be a finite real number; got {value!r}")
+    return float(number)

@@ -96,6 +96,10 @@ class FusedAdam(PyroOptim):
         for optimizer, group in stepped.values():
             optimizer.param_groups[0]["params"] = group
             optimizer.step(*args, **kwargs)
+            # torch's fused kernel writes the parameters without moving their version counters, which is
+            # how the guide tells a training step (trained_steps, the hold) and a new iterate of its
+            # averages from another backward pass of the same step: move them, as unfused Adam does
+            torch.autograd.graph.increment_version(group)
         for _, group in stepped.values():
             for p in group:
                 p.grad = None

@@ -1,6 +1,6 @@
 """Schedules for the weight of the KL term."""
 
-import math
+from .._validation import check_finite_real
 
 
 def linear_warmup(t, start, end):
@@ -13,9 +13,7 @@ def linear_warmup(t, start, end):
     :param float start: when the weight starts to grow.
     :param float end: when it reaches 1 (``end > start``; ``end == start`` is a step function).
     """
-    for label, value in (("t", t), ("start", start), ("end", end)):
-        if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value):
-            raise ValueError(f"{label} must be a finite number; got {value!r}")
+    t, start, end = (check_finite_real(v, label) for label, v in (("t", t), ("start", start), ("end", end)))
     if end < start:
         raise ValueError(f"end ({end}) must not be before start ({start})")
     if t < start:

@@ -1,6 +1,7 @@
 """The variational dropout ELBO: expected log-likelihood minus a closed-form KL, never sampled."""
 
 import math
+import numbers
 
 import pyro.poutine as poutine
 import torch
@@ -10,7 +11,7 @@ from pyro.infer.elbo import ELBO
 from pyro.poutine.util import site_is_subsample
 from torch.distributions import kl_divergence
 
-from .._validation import is_finite_real
+from .._validation import is_finite_real, scalar
 from .._warnings import warn_at_caller
 from ..distributions.kl_log_uniform import check_kl_method
 from ..distributions.log_uniform import LogUniform
@@ -83,7 +84,13 @@ class VariationalDropoutELBO(ELBO):
     """
 
     def __init__(self, *, kl_method=None, kl_weight=1.0, num_particles=1):
-        super().__init__(num_particles=num_particles)
+        if (
+            isinstance(num_particles, bool)
+            or not isinstance(num_particles, numbers.Integral)
+            or num_particles < 1
+        ):
+            raise ValueError(f"num_particles must be a positive integer; got {num_particles!r}")
+        super().__init__(num_particles=int(num_particles))
         self.kl_method = None if kl_method is None else check_kl_method(kl_method)
         self.kl_weight = kl_weight
         self._last_terms = None
@@ -96,9 +103,10 @@ class VariationalDropoutELBO(ELBO):
 
     @kl_weight.setter
     def kl_weight(self, value):
-        if not is_finite_real(value) or value < 0:
+        number = scalar(value)  # (a one-element tensor, e.g. a schedule's)
+        if not is_finite_real(number) or number < 0:
             raise ValueError(f"kl_weight must be a finite number >= 0; got {value!r}")
-        self._kl_weight = float(value)
+        self._kl_weight = float(number)
 
     @property
     def last_terms(self):

@@ -83,17 +83,23 @@ class LocalReparamWeight(torch.Tensor):
     A random weight :math:`w \sim \mathcal{N}(\theta, \sigma^2)` (elementwise) that linear layers
     consume by the local reparameterization trick. Build it with ``LocalReparamWeight(theta, var)``;
     ``theta`` and ``var`` (:math:`\sigma^2`, same shape or broadcastable) keep their autograd graph.
+    Each linear use draws fresh pre-activations. ``single_use=True`` (how
+    :func:`~pyro_vd.poutine.local_reparameterization` draws a model's weight for one pass) refuses a
+    second use: within one pass, two uses of one weight (a layer applied twice) would get independent
+    noise, as if of two weights.
     """
 
     @staticmethod
-    def __new__(cls, theta, var):
+    def __new__(cls, theta, var, *, single_use=False):
         weight = torch.Tensor._make_subclass(cls, theta.detach(), False)
         weight._vd_theta = theta
         weight._vd_var = var
         weight._vd_sample = None
+        weight._vd_single_use = single_use
+        weight._vd_used = False
         return weight
 
-    def __init__(self, theta, var):
+    def __init__(self, theta, var, *, single_use=False):
         pass
 
     @property
@@ -126,6 +132,16 @@ class LocalReparamWeight(torch.Tensor):
             weight = args[1] if len(args) > 1 else kwargs.get("weight")
             inputs = args[0] if args else kwargs.get("input")
             if isinstance(weight, LocalReparamWeight) and not isinstance(inputs, LocalReparamWeight):
+                if weight._vd_used and weight._vd_single_use:
+                    # the trick draws each use's pre-activations on their own, as if of another weight:
+                    # the second use of one weight would train another model without a word
+                    raise ValueError(
+                        f"a random weight of shape {tuple(weight.shape)} goes through {_function_name(func)} "
+                        "twice in one pass (a layer applied twice): the local reparameterization trick would "
+                        "draw the two uses' noise independently, as if of two weights. Train this model "
+                        "without local_reparameterization() (one weight drawn per step)"
+                    )
+                weight._vd_used = True
                 return _local_reparameterization(func, args, kwargs)
         args, kwargs = _materialize_all(args), _materialize_all(kwargs)
         with torch._C.DisableTorchFunctionSubclass():

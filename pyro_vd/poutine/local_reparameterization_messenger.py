@@ -58,7 +58,7 @@ class LocalReparameterizationMessenger(Messenger):
         if base is None:
             return
         # VDNormal.variance is exp(log σ²) straight from its parameters; a Normal's is scale².
-        msg["value"] = LocalReparamWeight(base.loc, base.variance)
+        msg["value"] = LocalReparamWeight(base.loc, base.variance, single_use=True)  # one pass's draw
         msg["done"] = True
 
 

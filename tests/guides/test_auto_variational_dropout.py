@@ -453,3 +453,15 @@ def test_saving_a_guide_keeps_its_model_and_its_models_relevance_rule():
     listed(X20, y20)
     torch.save(listed, io.BytesIO())
     assert listed[0].master is not None and listed[0].master() is listed
+
+
+@pytest.mark.parametrize(
+    "name", ["init_log_sigma2", "init_log_alpha", "init_noise_loc", "init_noise_log_scale"]
+)
+def test_non_finite_starts_are_refused_when_the_guide_is_built(name):
+    # NaN was accepted here and failed at the first step as "the optimization diverged"
+    from pyro_vd.models import BayesianMLP
+
+    for bad in (float("nan"), float("inf")):
+        with pytest.raises(ValueError, match=f"{name} must be a finite real number"):
+            AutoVariationalDropout(BayesianMLP([4, 3], num_data=10), **{name: bad})

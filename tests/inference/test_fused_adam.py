@@ -372,3 +372,23 @@ def test_a_saved_state_of_the_wrong_shape_is_refused_and_kept():
 
 def test_svi_accepts_it():
     assert isinstance(FusedAdam({"lr": 0.01}), pyro.optim.PyroOptim)
+
+
+def test_the_guide_counts_its_steps_and_averages_as_under_pyro_optim_adam():
+    # the fused kernel left the version counters: trained_steps stopped one step after the hold (11 of
+    # 50) and the held log α dropped out of the averages (averaged log α up to 1.6 apart)
+    from pyro_vd.models import LinearRegression
+
+    X = torch.randn(200, 4)
+    y = X[:, 0] + 0.3 * torch.randn(200)
+    results = []
+    for optim in (pyro.optim.Adam({"lr": 1e-2}), FusedAdam({"lr": 1e-2})):
+        pyro.clear_param_store()
+        pyro.set_rng_seed(0)
+        model = LinearRegression(4, num_data=200)
+        guide = AutoVariationalDropout(model, hold_log_alpha=10)
+        svi = pyro.infer.SVI(model, guide, optim, VariationalDropoutELBO())
+        for _ in range(50):
+            svi.step(X[:20], y[:20])
+        results.append((guide.trained_steps, sorted({a.count for a in guide._averages.values()})))
+    assert results[0] == results[1] == (50, [50])

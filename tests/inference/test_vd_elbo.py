@@ -1,6 +1,7 @@
 import functools
 import math
 
+import numpy as np
 import pyro
 import pyro.distributions as dist
 import pytest
@@ -175,6 +176,13 @@ def test_kl_weight_validation():
         elbo.kl_weight = math.nan
     with pytest.raises(ValueError, match="kl method"):
         VariationalDropoutELBO(kl_method="sampled")
+    elbo.kl_weight = torch.tensor(0.5)  # a schedule's tensor, or numpy's float32
+    assert elbo.kl_weight == 0.5
+    elbo.kl_weight = np.float32(0.25)
+    assert elbo.kl_weight == 0.25
+    for bad in (0, -1, 2.5, True):  # 0 raised UnboundLocalError at the first step, 2.5 range()'s TypeError
+        with pytest.raises(ValueError, match="num_particles must be a positive integer"):
+            VariationalDropoutELBO(num_particles=bad)
 
 
 def test_linear_warmup():
@@ -184,6 +192,7 @@ def test_linear_warmup():
         linear_warmup(1, 5, 2)
     with pytest.raises(ValueError, match="t must be"):
         linear_warmup(math.nan, 0, 1)
+    assert linear_warmup(np.float32(5), 0, 10) == 0.5 and linear_warmup(torch.tensor(5.0), 0, 10) == 0.5
 
 
 def test_a_runaway_loss_is_reported_once():

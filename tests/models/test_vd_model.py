@@ -325,8 +325,9 @@ def test_a_network_returning_a_tuple_needs_and_takes_a_callable_likelihood():
 
 
 def test_one_module_at_two_places_is_one_site_used_twice_not_a_tie():
-    import pyro_vd
     from pyro import poutine
+
+    import pyro_vd
 
     shared = nn.Linear(8, 8)
     net = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), shared, nn.ReLU(), shared, nn.Linear(8, 3))

@@ -180,3 +180,32 @@ def test_auxiliary_sites_are_left_alone():
         trace = pyro.poutine.trace(guide).get_trace()
     assert type(trace.nodes["aux"]["value"]) is torch.Tensor
     assert isinstance(trace.nodes["w"]["value"], LocalReparamWeight)
+
+
+def test_a_weight_used_twice_in_one_pass_is_refused():
+    # the trick drew each use's pre-activations on their own: a layer applied twice trained another
+    # objective (expected loss 15 089 against 16 929 with one weight drawn per step, 5.6 standard errors)
+    theta, var = torch.randn(4, 4), torch.rand(4, 4)
+    weight = LocalReparamWeight(theta, var, single_use=True)
+    x = torch.randn(3, 4)
+    F.linear(x, weight)
+    with pytest.raises(ValueError, match=r"goes through linear twice in one pass"):
+        F.linear(x, weight)
+
+    class Twice(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.block, self.out = nn.Linear(4, 4), nn.Linear(4, 2)
+
+        def forward(self, x):
+            return self.out(self.block(self.block(x)))
+
+    from pyro_vd import AutoVariationalDropout, VariationalDropoutELBO, bayesianize
+
+    model = bayesianize(Twice(), num_data=8)
+    guide = AutoVariationalDropout(model)
+    svi = pyro.infer.SVI(model, guide, pyro.optim.Adam({"lr": 1e-2}), VariationalDropoutELBO())
+    x, y = torch.randn(8, 4), torch.randint(0, 2, (8,))
+    svi.step(x, y)  # one weight drawn per step: fine
+    with local_reparameterization(), pytest.raises(ValueError, match="twice in one pass"):
+        svi.step(x, y)
