@@ -80,13 +80,9 @@ def neuron_keep_mask(guide, name, snr_threshold=DEFAULT_SNR_THRESHOLD):
 
 def check_snr_threshold(snr_threshold):
     """``snr_threshold`` as a float if it is a finite real number, else a ValueError (NaN kept no neuron)."""
-    from .._validation import is_finite_real
+    from .._validation import check_finite_real
 
-    if isinstance(snr_threshold, torch.Tensor) and snr_threshold.numel() == 1:
-        snr_threshold = snr_threshold.item()
-    if isinstance(snr_threshold, bool) or not is_finite_real(snr_threshold):
-        raise ValueError(f"snr_threshold must be a finite real number; got {snr_threshold!r}")
-    return float(snr_threshold)
+    return check_finite_real(snr_threshold, "snr_threshold")
 
 
 def neuron_scales(guide, snr_threshold=DEFAULT_SNR_THRESHOLD):

@@ -11,6 +11,7 @@ import torch
 from pyro.poutine.subsample_messenger import _Subsample
 from torch import nn
 
+from .._validation import scalar
 from ..poutine.full_data_messenger import FullDataMessenger
 
 #: Sparse VD's rule: a weight with log α > 3 (binary-dropout rate above 0.95) is pruned.
@@ -56,8 +57,7 @@ def log_alpha_bound(guide, name, threshold=None):
         threshold = rule or DEFAULT_THRESHOLD
     from ..linear.relevance import log_alpha_threshold
 
-    if isinstance(threshold, torch.Tensor) and threshold.numel() == 1:
-        threshold = threshold.item()
+    threshold = scalar(threshold)  # (a one-element tensor or array as its number)
     if isinstance(threshold, str):
         shape = guide.get_log_alpha(name).shape
         row = math.prod(shape[1:]) if len(shape) > 1 else math.prod(shape)  # () → 1
