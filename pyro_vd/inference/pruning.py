@@ -180,11 +180,21 @@ class _ConditionedModel(nn.Module):
             self.register_buffer(f"weight_{i}", value)
         self._names = list(weights)
 
+    def _upstream(self, sites, data, args, kwargs):
+        """Those of ``sites`` that another sample site depends on (latents feeding the model, such as a
+        noise scale), not leaves (a likelihood outside any plate, sampled where no ``obs`` is given)."""
+        from pyro.infer.inspect import get_dependencies
+
+        with poutine.block(), torch.no_grad(), FullDataMessenger("the network's outputs"):
+            depends = get_dependencies(poutine.condition(self.model, data=data), args, kwargs)
+        upstream = {u for site, ups in depends["prior_dependencies"].items() for u in ups if u != site}
+        return [name for name in sites if name in upstream]
+
     def forward(self, *args, **kwargs):
         data = {name: getattr(self, f"weight_{i}") for i, name in enumerate(self._names)}
         with poutine.block(), torch.no_grad(), FullDataMessenger("the network's outputs"):
             trace = poutine.trace(poutine.condition(self.model, data=data)).get_trace(*args, **kwargs)
-        free = [  # global latents (outside every plate) the guide does not fix
+        free = [  # sites outside every plate, neither observed nor fixed by the guide
             name
             for name, site in trace.nodes.items()
             if site["type"] == "sample"
@@ -193,6 +203,8 @@ class _ConditionedModel(nn.Module):
             and not site["cond_indep_stack"]
             and not isinstance(site["fn"], _Subsample)
         ]
+        if free:
+            free = self._upstream(free, data, args, kwargs)
         if free:  # drawn from their prior at every call: a different network each time
             raise ValueError(
                 f"the model has global latent sites {free} that the guide does not cover: deterministic() "

@@ -210,3 +210,21 @@ def test_a_global_latent_the_guide_does_not_fix_is_refused_not_drawn_from_its_pr
     fixed = deterministic(poutine.condition(model, data=guide[1].median()), guide[0])
     (first, sigma), (second, _) = fixed(X), fixed(X)  # the likelihood site y (in its plate) is no latent
     assert torch.equal(first, second) and float(sigma) == float(guide[1].median()["sigma"])
+
+
+def test_a_likelihood_outside_any_plate_is_no_latent_to_refuse():
+    # the review's regression: sampled (obs=None) outside a plate, y was taken for a global latent
+    from pyro import poutine
+
+    X, y = torch.randn(40, 3), torch.randn(40)
+
+    def model(X, y=None):
+        w = pyro.sample("w", LogUniform(event_shape=(3,)))
+        pyro.sample("y", dist.Normal(X @ w, 0.1).to_event(1), obs=y)
+        return X @ w
+
+    guide = AutoVariationalDropout(model)
+    pyro.infer.SVI(model, guide, pyro.optim.Adam({"lr": 0.01}), VariationalDropoutELBO()).step(X, y)
+    with poutine.block(), torch.no_grad():
+        expected = poutine.condition(model, pruned_weights(guide))(X)
+    torch.testing.assert_close(deterministic(model, guide)(X), expected)
