@@ -72,6 +72,26 @@ class InMemoryRows:
             self._cache[key] = self._cache.pop(key)
         return self._cache[key]
 
+    def take(self, index):
+        """The rows ``index`` (an integer array), with the same options."""
+        return InMemoryRows(
+            np.ascontiguousarray(self.X[index]),
+            self.t[index],
+            max_block_rows=self.block_rows,
+            n_threads=self.n_threads,
+            squares=self.squares,
+        )
+
+    def folds(self, k):
+        """``k`` pairs (rows out of fold f, rows of fold f), fold f the rows i ≡ f (mod k); None where
+        there are fewer than k rows."""
+        if self.n_samples < k:
+            return None
+        fold = np.arange(self.n_samples) % k
+        return [
+            (self.take(np.flatnonzero(fold != f)), self.take(np.flatnonzero(fold == f))) for f in range(k)
+        ]
+
     def sum(self, function, active, *args):
         r""":math:`\sum_b` ``function(X_b, X2_b, t_b, *args)`` over the blocks of rows, X restricted to the
         ``active`` columns (a boolean mask)."""

@@ -332,6 +332,26 @@ class DaskRows:
         self.Z, self.t = Z.to_delayed().ravel(), t.to_delayed().ravel()
         self.n_samples = int(Z.shape[0])
         self.options = options  # InMemoryRows' (max_block_rows, squares) for each block
+        self._block_rows = list(Z.chunks[0])
+
+    def folds(self, k):
+        """``k`` pairs (rows out of fold f, rows of fold f), fold f the blocks i ≡ f (mod k) (as
+        :meth:`~pyro_vd.linear._rows.InMemoryRows.folds` does rows); None where there are fewer than k
+        non-empty blocks."""
+        blocks = [i for i, rows in enumerate(self._block_rows) if rows]
+        if len(blocks) < k:
+            return None
+        return [
+            (self._subset([b for j, b in enumerate(blocks) if j % k != f]), self._subset(blocks[f::k]))
+            for f in range(k)
+        ]
+
+    def _subset(self, blocks):
+        rows = DaskRows.__new__(DaskRows)
+        rows.Z, rows.t = [self.Z[b] for b in blocks], [self.t[b] for b in blocks]
+        rows.options, rows._block_rows = self.options, [self._block_rows[b] for b in blocks]
+        rows.n_samples = sum(rows._block_rows)
+        return rows
 
     def sum(self, function, active, *args):
         part = dask.delayed(_rows_sum, pure=True)

@@ -315,3 +315,16 @@ def test_classifiers_on_dask_name_missing_labels(client):
     for estimator in (VDClassifier(), RVC()):
         with pytest.raises(ValueError, match="Input y contains 1 missing labels"):
             estimator.fit(da.from_array(X, chunks=20), da.from_array(labels, chunks=20))
+
+
+def test_dask_rows_fold_by_blocks():
+    from pyro_vd.linear.dask import DaskRows
+
+    Z = da.from_array(np.arange(40.0).reshape(20, 2), chunks=((3, 5, 4, 2, 6), 2))
+    t = da.from_array(np.ones(20), chunks=((3, 5, 4, 2, 6),))
+    folds = DaskRows(Z, t).folds(5)
+    assert [held.n_samples for _, held in folds] == [3, 5, 4, 2, 6]
+    assert all(training.n_samples + held.n_samples == 20 for training, held in folds)
+    ones = lambda X, X2, t: (float(t.sum()),)  # noqa: E731
+    assert [held.sum(ones, np.ones(2, dtype=bool))[0] for _, held in folds] == [3, 5, 4, 2, 6]
+    assert DaskRows(Z[:8].rechunk((4, 2)), t[:8].rechunk(4)).folds(5) is None  # two blocks: no folds

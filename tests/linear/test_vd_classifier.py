@@ -91,15 +91,14 @@ def test_scikit_learn_estimator_checks():
 
 def test_the_evidence_rule_warns_where_the_plain_fit_predicts_far_better_on_a_dense_truth():
     """40 of 50 features relevant: the evidence fit keeps 22 (its prior's optimum, not its search) and
-    predicts at a test log loss of 0.41 against the plain fit's 0.31; the approximate leave-one-out
-    losses are 0.334 and 0.237 (ratio 1.41, the warning's bound 1.2)."""
+    predicts at a test log loss of 0.41 against the plain fit's 0.31; the cross-validated losses are
+    0.334 and 0.247 (ratio 1.35, the warning's bound 1.2)."""
     from pyro_vd.experiments.ard_data import make_dense_classification
     from pyro_vd.linear import EvidenceRuleWarning
 
     X, y, _, _, relevant = make_dense_classification(500, 50, 40, low=0.5, high=1.5, seed=0)
-    with pytest.warns(
-        EvidenceRuleWarning, match=r"kept 22 of 50 features.*threshold='sparse_vd', 4\d features"
-    ) as caught:
+    message = r"kept 22 of 50 features.*threshold='sparse_vd', 41 features.*cross-validated log loss is 0.247"
+    with pytest.warns(EvidenceRuleWarning, match=message) as caught:
         fit = VDClassifier().fit(X, y)
     assert caught[0].filename == __file__  # the user's line, not the library's
     assert fit.relevance_[relevant].sum() == 22  # the fit is what it was: the warning only says so
@@ -107,59 +106,59 @@ def test_the_evidence_rule_warns_where_the_plain_fit_predicts_far_better_on_a_de
 
 @pytest.mark.parametrize(
     "draw",
-    ["sparse", "sparse, rho 0.9", "noise", "rare positives", "dense at d = n/2"],
+    ["sparse", "sparse, rho 0.9", "noise", "rare positives", "weak signals", "dense at d = n/2"],
 )
 def test_no_evidence_rule_warning_on_sparse_truths_noise_or_where_the_estimate_is_unreliable(draw):
-    """Warnings are errors here. The sparse ρ = 0.9 draw passes the score gate (z = 7.2: correlated
-    left-out features) and is compared, at a leave-one-out ratio of 1.12; at d = n/2 the estimate is not
-    made (there it favoured the plain fit by 1.55 where both predict at chance)."""
+    """Warnings are errors here. The ρ = 0.9 draw passes the score gate (correlated left-out features)
+    and is compared, at a cross-validated ratio of 1.006; the weak-signal draw (a review's: 100 rows,
+    6 of 20 weights of 0.2–0.6) at 1.136, where the plain fit's test log loss is the higher (0.750
+    against 0.652; an approximate leave-one-out estimate warned there); at d = n/2 no comparison is made
+    (there it favoured the plain fit where both predict at chance)."""
     from pyro_vd.experiments.ard_data import make_ard_classification, make_dense_classification
 
     rng = np.random.default_rng(0)
     if draw == "sparse":
         X, y = make_ard_classification(1000, 100, 10, seed=0, n_test=1)[:2]
     elif draw == "sparse, rho 0.9":
-        X, y = make_ard_classification(1000, 100, 10, seed=0, n_test=1, rho=0.9)[:2]
+        X, y = make_ard_classification(500, 50, 10, seed=1, n_test=1, rho=0.9)[:2]
     elif draw == "noise":
         X, y = rng.standard_normal((500, 100)), (rng.random(500) < 0.9).astype(int)
     elif draw == "rare positives":
         X = rng.standard_normal((2000, 100))
         y = (rng.random(2000) < 1 / (1 + np.exp(4.0 - X[:, :5].sum(1)))).astype(int)
+    elif draw == "weak signals":
+        rng = np.random.default_rng(104)
+        X = rng.standard_normal((20100, 20))
+        w = np.zeros(20)
+        w[:6] = rng.choice([-1, 1], 6) * rng.uniform(0.2, 0.6, 6)
+        y = (rng.random(20100) < 1 / (1 + np.exp(-(X @ w + 0.5)))).astype(int)
+        X, y = X[:100], y[:100]
     else:
         X, y = make_dense_classification(300, 150, 100, low=0.3, high=1.0, seed=0, n_test=1)[:2]
     VDClassifier().fit(X, y)
 
 
-@pytest.mark.parametrize("evidence", [False, True], ids=["plain", "evidence"])
-def test_the_leave_one_out_estimate_is_close_to_refitting_without_each_row(evidence):
-    """Measured against n refits (3 seeds × 4 designs, the plain and the evidence fit): the estimate is
-    0.4–4.5 % below the exact leave-one-out loss (one Newton step, α held); 6 % bounds it."""
-    from pyro_vd.linear._loo import loo_log_loss
+def test_the_cross_validated_log_loss_refits_each_fold_and_scores_its_rows():
+    """Folds partition the rows; the score lies above the training loss; and for a plain fit of 1000 rows
+    the 5-fold score is within 0.05 of the test log loss on 20 000 fresh rows (measured 0.008–0.034
+    over seeds 0–4: cross-validation estimates the test loss of a fit to such data, not of this one)."""
+    from pyro_vd.linear import _cross_validation as cv
     from pyro_vd.linear._rows import InMemoryRows
-    from pyro_vd.linear._vd_newton import _log_sigmoid, newton_fit
-    from pyro_vd.linear._vd_selection import evidence_fit
+    from pyro_vd.linear._vd_newton import newton_fit
 
     nodes, weights = (a.numpy() for a in gauss_hermite(32))
-    n, d = (150, 6) if evidence else (120, 4)
-    rng = np.random.default_rng(1)
-    X = rng.standard_normal((n, d))
-    X -= X.mean(0)
-    w = np.zeros(d)
-    w[:2] = rng.uniform(0.5, 1.5, 2)
-    t = np.where(rng.random(n) < 1 / (1 + np.exp(-X @ w)), 1.0, -1.0)
-
-    def fit(rows):
-        if evidence:
-            return evidence_fit(InMemoryRows(X[rows], t[rows]), d, nodes, weights, "exact", 1000, 1e-10)[:3]
-        start = (np.full(d, 0.01), np.full(d, -10.0))
-        return newton_fit(InMemoryRows(X[rows], t[rows]), *start, nodes, weights, "exact", 1000, 1e-10)[:3]
-
-    def loss(i, theta, rho, b):
-        kept = np.isfinite(rho)
-        s = np.sqrt((X[i, kept] ** 2) @ np.exp(rho[kept]))
-        return -(_log_sigmoid(t[i] * (X[i] @ theta + b) + s * nodes[None]) @ weights)[0]
-
-    estimate = loo_log_loss(InMemoryRows(X, t), *fit(np.arange(n)), nodes, weights)
-    exact = np.mean([loss(i, *fit(np.delete(np.arange(n), i))) for i in range(n)])
-    assert estimate == pytest.approx(exact, rel=0.06)
-    assert estimate > np.mean([loss(i, *fit(np.arange(n))) for i in range(n)])  # above the training loss
+    rng = np.random.default_rng(0)
+    n, d = 1000, 8
+    X = rng.standard_normal((n + 20000, d))
+    w = np.r_[1.5, -1.0, 0.5, np.zeros(d - 3)]
+    t = np.where(rng.random(n + 20000) < 1 / (1 + np.exp(-X @ w)), 1.0, -1.0)
+    rows = InMemoryRows(X[:n], t[:n])
+    folds = rows.folds(cv.FOLDS)
+    assert sorted(np.concatenate([held.X[:, 0] for _, held in folds])) == sorted(X[:n, 0])
+    assert all(training.n_samples + held.n_samples == n for training, held in folds)
+    fit = newton_fit(rows, np.full(d, 0.01), np.full(d, -10.0), nodes, weights, "exact", 1000, 1e-10)[:3]
+    (score,) = cv.cross_validated_log_loss(rows, [fit], nodes, weights, "exact", 1000, 1e-10)
+    test = cv.held_out_log_loss(InMemoryRows(X[n:], t[n:]), fit, nodes, weights)
+    train = cv.held_out_log_loss(rows, fit, nodes, weights)
+    assert train < score and score == pytest.approx(test, abs=0.05)
+    assert InMemoryRows(X[:3], t[:3]).folds(cv.FOLDS) is None
