@@ -148,6 +148,8 @@ def load_checkpoint(path, *, optim, model=None, guide=None, elbo=None, map_locat
     if not hasattr(optim, "set_state"):
         raise TypeError(f"optim must be a pyro.optim.PyroOptim; got {type(optim).__name__}")
     _check_modules(model, guide)
+    if guide is not None:
+        _check_lazy_parts(guide)
     plan = _plan(path, _read(path, map_location), model, guide)
     snapshot = _snapshot(optim, model, guide, elbo)
     try:
@@ -857,8 +859,6 @@ def _check_modules(model, guide):
             raise TypeError(
                 f"{name} must be a torch.nn.Module (e.g. a PyroModule); got {type(module).__name__}"
             )
-    if guide is not None:
-        _check_lazy_parts(guide)
 
 
 def _check_lazy_parts(guide):
@@ -866,7 +866,7 @@ def _check_lazy_parts(guide):
     the first step draws its start (init_to_median and the like) from the RNG this load restores, and the
     resumed run would leave the uninterrupted one's path without a word (an AutoGuideList of an
     AutoVariationalDropout and an AutoNormal: θ 0.045 apart after 15 steps). Ours draws nothing there."""
-    from pyro.infer.autoguide import AutoGuide, AutoGuideList
+    from pyro.infer.autoguide import AutoCallable, AutoGuide, AutoGuideList
 
     from ..guides.auto_variational_dropout import AutoVariationalDropout
 
@@ -874,7 +874,8 @@ def _check_lazy_parts(guide):
         type(part).__name__
         for part in guide.modules()
         if isinstance(part, AutoGuide)
-        and not isinstance(part, AutoVariationalDropout | AutoGuideList)
+        # (a hand-written guide function, wrapped in AutoCallable, has no set-up and no prototype trace)
+        and not isinstance(part, AutoVariationalDropout | AutoGuideList | AutoCallable)
         and getattr(part, "prototype_trace", None) is None
     ]
     if lazy:

@@ -181,14 +181,21 @@ class _ConditionedModel(nn.Module):
         self._names = list(weights)
 
     def _upstream(self, sites, data, args, kwargs):
-        """Those of ``sites`` that another sample site depends on (latents feeding the model, such as a
-        noise scale), not leaves (a likelihood outside any plate, sampled where no ``obs`` is given)."""
-        from pyro.infer.inspect import get_dependencies
+        """Those of ``sites`` that another sample site or the model's return value depends on (latents
+        feeding the model, such as a noise scale), by Pyro's provenance tracking; not leaves the output
+        does not read (a likelihood outside any plate, sampled where no ``obs`` is given). A dependence
+        through Python control flow (``0.5 if s > 0 else 2.0``) is not seen."""
+        from pyro.infer.inspect import TrackProvenance
+        from pyro.ops.provenance import get_provenance
 
-        with poutine.block(), torch.no_grad(), FullDataMessenger("the network's outputs"):
-            depends = get_dependencies(poutine.condition(self.model, data=data), args, kwargs)
-        upstream = {u for site, ups in depends["prior_dependencies"].items() for u in ups if u != site}
-        return [name for name in sites if name in upstream]
+        with poutine.block(), torch.random.fork_rng(), torch.no_grad(), FullDataMessenger("the outputs"):
+            with TrackProvenance():
+                trace = poutine.trace(poutine.condition(self.model, data=data)).get_trace(*args, **kwargs)
+        read = set(_provenance(trace.nodes["_RETURN"]["value"], get_provenance))
+        for name, site in trace.nodes.items():
+            if site["type"] == "sample" and not isinstance(site["fn"], _Subsample):
+                read |= set(get_provenance(site["fn"].log_prob(site["value"]))) - {name}
+        return [name for name in sites if name in read]
 
     def forward(self, *args, **kwargs):
         data = {name: getattr(self, f"weight_{i}") for i, name in enumerate(self._names)}
@@ -212,6 +219,17 @@ class _ConditionedModel(nn.Module):
                 "median: deterministic(pyro.poutine.condition(model, data=other_guide.median()), guide)"
             )
         return trace.nodes["_RETURN"]["value"]
+
+
+def _provenance(value, get_provenance):
+    """The sample sites a (nested) return value was computed from."""
+    if isinstance(value, torch.Tensor):
+        return get_provenance(value)
+    if isinstance(value, dict):
+        value = list(value.values())
+    if isinstance(value, list | tuple):
+        return frozenset().union(*(_provenance(v, get_provenance) for v in value))
+    return frozenset()
 
 
 def deterministic(model, guide, threshold=None, *, snr_threshold=DEFAULT_SNR_THRESHOLD):

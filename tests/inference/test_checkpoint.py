@@ -679,3 +679,30 @@ def test_a_guide_list_with_an_autoguide_not_yet_run_is_refused(tmp_path):
         load_checkpoint(tmp_path / "ck.pt", optim=optim, guide=guide)
     guide(X, y)  # set up: now it loads
     assert load_checkpoint(tmp_path / "ck.pt", optim=optim, guide=guide)["epoch"] == 1
+
+
+def test_a_guide_list_with_a_hand_written_guide_function_saves_and_loads(tmp_path):
+    # a review's regression: AutoCallable (a guide function appended to an AutoGuideList) never has a
+    # prototype trace, and was taken for an autoguide not yet run, on save and on load
+    from pyro import poutine
+    from pyro.infer.autoguide import AutoGuideList
+
+    X, y = torch.randn(50, 3), torch.randn(50)
+
+    def model(X, y=None):
+        w = pyro.sample("w", LogUniform(event_shape=(3,)))
+        sigma = pyro.sample("sigma", dist.LogNormal(0.0, 1.0))
+        with pyro.plate("data", len(X)):
+            pyro.sample("y", dist.Normal(X @ w, sigma), obs=y)
+
+    def sigma_guide(X, y=None):
+        pyro.sample("sigma", dist.LogNormal(pyro.param("sigma_loc", torch.tensor(0.0)), 0.1))
+
+    pyro.clear_param_store()
+    guide = AutoGuideList(model)
+    guide.append(AutoVariationalDropout(poutine.block(model, expose=["w"])))
+    guide.append(sigma_guide)
+    optim = pyro.optim.Adam({"lr": 0.01})
+    pyro.infer.SVI(model, guide, optim, VariationalDropoutELBO()).step(X, y)
+    save_checkpoint(tmp_path / "ck.pt", optim=optim, epoch=1, guide=guide)
+    assert load_checkpoint(tmp_path / "ck.pt", optim=optim, guide=guide)["epoch"] == 1

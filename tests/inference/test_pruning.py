@@ -228,3 +228,26 @@ def test_a_likelihood_outside_any_plate_is_no_latent_to_refuse():
     with poutine.block(), torch.no_grad():
         expected = poutine.condition(model, pruned_weights(guide))(X)
     torch.testing.assert_close(deterministic(model, guide)(X), expected)
+
+
+def test_a_global_latent_read_only_by_the_return_value_is_refused():
+    # a review's regression: nothing else depends on `scale`, but the output does (by provenance)
+    import pytest
+
+    X, y = torch.randn(40, 3), torch.randn(40)
+
+    def model(X, y=None):
+        w = pyro.sample("w", LogUniform(event_shape=(3,)))
+        scale = pyro.sample("scale", dist.LogNormal(0.0, 1.0))
+        with pyro.plate("data", len(X)):
+            pyro.sample("y", dist.Normal(X @ w, 0.1), obs=y)
+        return scale * (X @ w)
+
+    from pyro.infer.autoguide import AutoGuideList, AutoNormal
+
+    guide = AutoGuideList(model)
+    guide.append(AutoVariationalDropout(pyro.poutine.block(model, expose=["w"])))
+    guide.append(AutoNormal(pyro.poutine.block(model, hide=["w"])))
+    pyro.infer.SVI(model, guide, pyro.optim.Adam({"lr": 0.01}), VariationalDropoutELBO()).step(X, y)
+    with pytest.raises(ValueError, match=r"global latent sites \['scale'\]"):
+        deterministic(model, guide[0])(X)
