@@ -650,6 +650,14 @@ def test_a_clip_given_as_a_numpy_number_leaves_the_checkpoint_loadable(tmp_path)
     assert load_checkpoint(path, optim=optim, model=model, guide=guide, elbo=elbo)["epoch"] == 3
 
 
+def _sparse_regression_with_noise_scale(X, y=None):
+    """Sparse weights w and a noise scale σ: an AutoGuideList's model (VD for w, another guide for σ)."""
+    w = pyro.sample("w", LogUniform(event_shape=(3,)))
+    sigma = pyro.sample("sigma", dist.LogNormal(0.0, 1.0))
+    with pyro.plate("data", len(X)):
+        pyro.sample("y", dist.Normal(X @ w, sigma), obs=y)
+
+
 def test_a_guide_list_with_an_autoguide_not_yet_run_is_refused(tmp_path):
     # AutoNormal's set-up at the first step drew its start from the RNG the load had restored: the
     # resumed run left the uninterrupted one's path (θ 0.045 apart after 15 steps), without a word
@@ -657,12 +665,7 @@ def test_a_guide_list_with_an_autoguide_not_yet_run_is_refused(tmp_path):
     from pyro.infer.autoguide import AutoGuideList, AutoNormal
 
     X, y = torch.randn(50, 3), torch.randn(50)
-
-    def model(X, y=None):
-        w = pyro.sample("w", LogUniform(event_shape=(3,)))
-        sigma = pyro.sample("sigma", dist.LogNormal(0.0, 1.0))
-        with pyro.plate("data", len(X)):
-            pyro.sample("y", dist.Normal(X @ w, sigma), obs=y)
+    model = _sparse_regression_with_noise_scale
 
     def session():
         pyro.clear_param_store()
@@ -688,12 +691,7 @@ def test_a_guide_list_with_a_hand_written_guide_function_saves_and_loads(tmp_pat
     from pyro.infer.autoguide import AutoGuideList
 
     X, y = torch.randn(50, 3), torch.randn(50)
-
-    def model(X, y=None):
-        w = pyro.sample("w", LogUniform(event_shape=(3,)))
-        sigma = pyro.sample("sigma", dist.LogNormal(0.0, 1.0))
-        with pyro.plate("data", len(X)):
-            pyro.sample("y", dist.Normal(X @ w, sigma), obs=y)
+    model = _sparse_regression_with_noise_scale
 
     def sigma_guide(X, y=None):
         pyro.sample("sigma", dist.LogNormal(pyro.param("sigma_loc", torch.tensor(0.0)), 0.1))
