@@ -12,12 +12,8 @@ def is_finite_real(value):
 
 def scalar(value):
     """A one-element torch tensor or numpy array as its Python number; anything else as it is."""
-    if getattr(value, "ndim", None) is not None and getattr(value, "shape", None) is not None:
-        try:
-            if int(math.prod(value.shape)) == 1:
-                return value.item()
-        except (TypeError, ValueError):
-            return value
+    if getattr(value, "ndim", None) is not None and math.prod(value.shape) == 1:
+        return value.item()
     return value
 
 

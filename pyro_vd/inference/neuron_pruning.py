@@ -17,6 +17,7 @@ from itertools import pairwise
 import torch
 from torch import nn
 
+from .._validation import check_finite_real
 from ..models.vd_model import WEIGHT_LAYERS
 from .pruning import (
     DEFAULT_SNR_THRESHOLD,
@@ -72,17 +73,10 @@ _POOLING = (
 def neuron_keep_mask(guide, name, snr_threshold=DEFAULT_SNR_THRESHOLD):
     """Boolean mask of the neurons of noise site ``name`` that are kept: SNR > ``snr_threshold`` (a
     finite number; a ValueError where an SNR is NaN)."""
-    snr_threshold = check_snr_threshold(snr_threshold)
+    snr_threshold = check_finite_real(snr_threshold, "snr_threshold")  # (NaN kept no neuron)
     snr = guide.get_noise_snr(name)
     check_finite_posterior(snr, f"SNR of noise site {name!r}")
     return snr > snr_threshold
-
-
-def check_snr_threshold(snr_threshold):
-    """``snr_threshold`` as a float if it is a finite real number, else a ValueError (NaN kept no neuron)."""
-    from .._validation import check_finite_real
-
-    return check_finite_real(snr_threshold, "snr_threshold")
 
 
 def neuron_scales(guide, snr_threshold=DEFAULT_SNR_THRESHOLD):
@@ -98,7 +92,7 @@ def neuron_sparsity(guide, snr_threshold=DEFAULT_SNR_THRESHOLD):
     """Kept and total neurons of every noise site, as a :class:`~pyro_vd.inference.SparsityReport`
     (``compression`` is the ratio of neurons)."""
     check_vd_guide(guide)
-    snr_threshold = check_snr_threshold(snr_threshold)
+    snr_threshold = check_finite_real(snr_threshold, "snr_threshold")
     report = SparsityReport(threshold=snr_threshold, criterion=f"SNR ≤ {snr_threshold:g}")
     for name in guide.noise_site_names:
         mask = neuron_keep_mask(guide, name, snr_threshold)
@@ -163,9 +157,7 @@ def _zero_rows(layer, between):
 def _maps_zero_to_zero(module):
     """Whether ``module`` (of the chain) leaves an identically-0 neuron at 0: asked of the module itself,
     since a class's default does not settle it (``Hardtanh(min_val=0.2)`` maps 0 to 0.2)."""
-    if isinstance(module, _ELEMENTWISE_NONZERO):
-        return False
-    if not isinstance(module, _ELEMENTWISE) or isinstance(module, _DROPOUT):
+    if isinstance(module, _DROPOUT) or not isinstance(module, _ELEMENTWISE + _ELEMENTWISE_NONZERO):
         return True  # pooling, Flatten and (eval-mode) dropout move or average values, 0 stays 0
     with torch.no_grad():
         return bool((module(torch.zeros(1, 1)) == 0).all())

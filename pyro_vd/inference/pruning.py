@@ -179,6 +179,7 @@ class _ConditionedModel(nn.Module):
         for i, value in enumerate(weights.values()):
             self.register_buffer(f"weight_{i}", value)
         self._names = list(weights)
+        self._leaves = frozenset()  # sites outside every plate already found to feed nothing
 
     def _upstream(self, sites, data, args, kwargs):
         """Those of ``sites`` that another sample site or the model's return value depends on (latents
@@ -210,14 +211,16 @@ class _ConditionedModel(nn.Module):
             and not site["cond_indep_stack"]
             and not isinstance(site["fn"], _Subsample)
         ]
-        if free:
-            free = self._upstream(free, data, args, kwargs)
-        if free:  # drawn from their prior at every call: a different network each time
+        unchecked = [name for name in free if name not in self._leaves]  # (checked once, not per call)
+        upstream = self._upstream(unchecked, data, args, kwargs) if unchecked else []
+        if upstream:  # drawn from their prior at every call: a different network each time
             raise ValueError(
-                f"the model has global latent sites {free} that the guide does not cover: deterministic() "
-                "would draw them from their prior at every call. Fix them first, e.g. at another guide's "
-                "median: deterministic(pyro.poutine.condition(model, data=other_guide.median()), guide)"
+                f"the model has global latent sites {upstream} that the guide does not cover: "
+                "deterministic() would draw them from their prior at every call. Fix them first, e.g. at "
+                "another guide's median: "
+                "deterministic(pyro.poutine.condition(model, data=other_guide.median()), guide)"
             )
+        self._leaves = self._leaves | frozenset(unchecked)
         return trace.nodes["_RETURN"]["value"]
 
 

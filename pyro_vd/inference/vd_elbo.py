@@ -11,7 +11,7 @@ from pyro.infer.elbo import ELBO
 from pyro.poutine.util import site_is_subsample
 from torch.distributions import kl_divergence
 
-from .._validation import is_finite_real, scalar
+from .._validation import check_finite_real
 from .._warnings import warn_at_caller
 from ..distributions.kl_log_uniform import check_kl_method
 from ..distributions.log_uniform import LogUniform
@@ -103,10 +103,10 @@ class VariationalDropoutELBO(ELBO):
 
     @kl_weight.setter
     def kl_weight(self, value):
-        number = scalar(value)  # (a one-element tensor, e.g. a schedule's)
-        if not is_finite_real(number) or number < 0:
+        number = check_finite_real(value, "kl_weight")  # (also a one-element tensor, e.g. a schedule's)
+        if number < 0:
             raise ValueError(f"kl_weight must be a finite number >= 0; got {value!r}")
-        self._kl_weight = float(number)
+        self._kl_weight = number
 
     @property
     def last_terms(self):

@@ -54,10 +54,8 @@ def cross_validated_log_loss(rows, fits, nodes, weights, method, max_iter, tol):
     totals = [0.0] * len(fits)
     for training, held in folds:
         for i, (theta, rho, b) in enumerate(fits):
-            active = np.isfinite(rho)
-            start = np.where(active, rho, -10.0)
             *refit, _, _, converged = newton_fit(
-                training, theta, start, nodes, weights, method, max_iter, tol, b=b, active=active
+                training, theta, rho, nodes, weights, method, max_iter, tol, b=b, active=np.isfinite(rho)
             )
             if not converged:
                 return None

@@ -70,6 +70,13 @@ def max_block_rows(n_quadrature):
 
 _SLOPE_STEP = 1e-4  # central difference of k' for k''
 _MU_START, _MU_MAX = 1e-6, 1e12
+
+
+def fit_log_alpha(theta, rho):
+    """log α = ρ − log θ² of a fit's features, ∞ for those out of it (ρ = −inf)."""
+    return np.where(np.isfinite(rho), rho - np.log(np.maximum(theta * theta, np.finfo(float).tiny)), math.inf)
+
+
 _MAX_LOG_STEP = 5.0  # the largest change of a log σ² in one step
 _HALVINGS = 8  # backtracking halvings of a step before the damping grows
 

@@ -63,7 +63,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._vd_newton import _points, _sigmoid, newton_fit
+from ._vd_newton import _points, _sigmoid, fit_log_alpha, newton_fit
 from .alpha_update import optimal_log_alpha_profile
 from .relevance import evidence_gain, evidence_log_alpha_threshold, evidence_penalty
 
@@ -132,8 +132,7 @@ class _State:
         return self.elbo - self.penalty * int(self.active.sum())
 
     def log_alpha(self):
-        tiny = np.finfo(float).tiny
-        return np.where(self.active, self.rho - np.log(np.maximum(self.theta**2, tiny)), math.inf)
+        return fit_log_alpha(self.theta, self.rho)
 
 
 class _Budget(Exception):

@@ -12,7 +12,7 @@ from ._rows import InMemoryRows
 from .ard_update import fast_ard_alpha
 from .relevance import DEFAULT_ALPHA_BOUND
 from .rvc import RVC
-from .vd_classifier import check_n_quadrature, expected_sigmoid, gauss_hermite, predictive_log_odds
+from .vd_classifier import QuadraturePredictive, check_n_quadrature, gauss_hermite
 
 _ALPHA_PRUNE = 1e12
 _INITS = ("scaled", "ones", "rvc")
@@ -80,7 +80,7 @@ def _fit_q(X, t, alpha, m, b, lam, nodes, weights, max_iter, tol=1e-10):
     return state, step
 
 
-class GKLClassifier(LinearClassifierBase):
+class GKLClassifier(QuadraturePredictive, LinearClassifierBase):
     r"""
     Gaussian-KL variational inference (Challis & Barber 2013) with an ARD prior for logistic regression:
     a full-covariance :math:`q(w) = \mathcal{N}(m, S)` maximizes
@@ -235,11 +235,3 @@ class GKLClassifier(LinearClassifierBase):
         mu = torch.as_tensor(Z @ fit["coef_centred"] + fit["intercept_centred"])
         s = torch.as_tensor(Z) @ torch.as_tensor(fit["L_scaled"])
         return mu, s.square().sum(1).sqrt()
-
-    def _binary_proba(self, X, fit):
-        return expected_sigmoid(*self._binary_predictive(X, fit), *gauss_hermite(self.n_quadrature)).numpy()
-
-    def _binary_log_odds(self, X, fit):
-        return predictive_log_odds(
-            *self._binary_predictive(X, fit), *gauss_hermite(self.n_quadrature)
-        ).numpy()

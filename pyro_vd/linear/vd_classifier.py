@@ -14,7 +14,7 @@ from ._classifier import CentredUnits, LinearClassifierBase
 from ._convergence import warn_not_converged
 from ._cross_validation import FOLDS, cross_validated_log_loss
 from ._rows import InMemoryRows
-from ._vd_newton import max_block_rows, newton_fit
+from ._vd_newton import fit_log_alpha, max_block_rows, newton_fit
 from ._vd_selection import evidence_fit
 from .relevance import (
     DEFAULT_LOG_ALPHA_THRESHOLD,
@@ -33,8 +33,8 @@ MIN_QUADRATURE, MAX_QUADRATURE = 2, 1000
 #: the evidence fit's, checked where the features left out carry signal together (a z-score above
 #: DENSE_SCORE_Z), with at least DENSE_CHECK_MIN_ROWS rows and at most DENSE_CHECK_FEATURES_PER_ROW
 #: usable features a row (``python benchmarks/evidence_dense_classifier.py``: the warned dense fits'
-#: ratios were 1.22 and up; on the seed's generator at most 1.05; on a review's weak signals, 100–200
-#: rows, up to 1.17, and at 1.12–1.14 where the plain fit's test loss was the higher. At 150 features on
+#: ratios were 1.22 and up; on the seed's generator at most 1.06; on a review's weak signals, 100–200
+#: rows, up to 1.18, and at 1.12–1.14 where the plain fit's test loss was the higher. At 150 features on
 #: 300 rows an estimate favoured the plain fit where its test loss was the higher in 2 of 6 draws.)
 DENSE_CV_RATIO = 1.2
 DENSE_SCORE_Z = 3.0
@@ -96,7 +96,21 @@ def predictive_log_odds(m, s, nodes, weights):
     )
 
 
-class VDClassifier(LinearClassifierBase):
+class QuadraturePredictive:
+    r"""The predictive probability and log-odds of a binary fit whose margin is Gaussian given the row,
+    :math:`\mathcal{N}(m, s^2)` (``_binary_predictive``), by ``n_quadrature``-point Gauss–Hermite
+    quadrature (:class:`VDClassifier`, :class:`~pyro_vd.linear.GKLClassifier`)."""
+
+    def _binary_proba(self, X, fit):
+        return expected_sigmoid(*self._binary_predictive(X, fit), *gauss_hermite(self.n_quadrature)).numpy()
+
+    def _binary_log_odds(self, X, fit):
+        return predictive_log_odds(
+            *self._binary_predictive(X, fit), *gauss_hermite(self.n_quadrature)
+        ).numpy()
+
+
+class VDClassifier(QuadraturePredictive, LinearClassifierBase):
     r"""
     Variational dropout for logistic regression (the seed's VD-RVC). Model:
     :math:`p(t_n = \pm1 \mid x_n, w) = \sigma(t_n (w^\top x_n + b))`, prior
@@ -374,11 +388,8 @@ class VDClassifier(LinearClassifierBase):
         if losses is None or not losses[0] > DENSE_CV_RATIO * losses[1]:
             return
         ours, theirs = losses
-        tiny = np.finfo(float).tiny
-        plain_log_alpha = np.where(
-            np.isfinite(plain[1]), plain[1] - np.log(np.maximum(plain[0] ** 2, tiny)), math.inf
-        )
-        plain_kept = int(np.sum(plain_log_alpha <= DEFAULT_LOG_ALPHA_THRESHOLD))  # as "sparse_vd" reads it
+        # as threshold="sparse_vd" reads it
+        plain_kept = int(np.sum(fit_log_alpha(plain[0], plain[1]) <= DEFAULT_LOG_ALPHA_THRESHOLD))
         warn_at_caller(
             f"VDClassifier's evidence rule kept {int(kept.sum())} of {len(q)} features, but the plain VD "
             f"fit (threshold='sparse_vd', {plain_kept} features) predicts better: its cross-validated log "
@@ -426,11 +437,3 @@ class VDClassifier(LinearClassifierBase):
         Z = fit["units"].transform(X)
         m = torch.as_tensor(Z @ fit["coef_centred"] + fit["intercept_centred"])
         return m, log_predictive_scale2(Z, fit["log_sigma2_centred"]).mul(0.5).exp()
-
-    def _binary_proba(self, X, fit):
-        return expected_sigmoid(*self._binary_predictive(X, fit), *gauss_hermite(self.n_quadrature)).numpy()
-
-    def _binary_log_odds(self, X, fit):
-        return predictive_log_odds(
-            *self._binary_predictive(X, fit), *gauss_hermite(self.n_quadrature)
-        ).numpy()
