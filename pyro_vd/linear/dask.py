@@ -241,9 +241,8 @@ def _nearest_power_of_two(sq, unit, n):
 def fit_classifier(estimator, X, y):
     """:meth:`VDClassifier.fit` (Newton) or :meth:`RVC.fit` of a Dask array: every step's sums over rows
     reduced on the cluster (the rows never come to the client)."""
-    from ._classifier import CentredUnits, binary_problems
+    from ._classifier import CentredUnits, binary_problems, naming_the_class
     from ._threads import single_threaded_blas
-    from ._vd_newton import max_block_rows
     from .rvc import RVC
     from .vd_classifier import VDClassifier
 
@@ -296,15 +295,24 @@ def fit_classifier(estimator, X, y):
     fits = []
     with single_threaded_blas():  # the client's small solves, as in memory
         for positive in binary_problems(classes):
-            if isinstance(estimator, RVC):  # Φ = [Z, 1], t ∈ {0, 1}
-                t = labels.map_blocks(_indicator, np.asarray(positive), dtype=np.float64)
-                fits.append(estimator._fit_rows(DaskRows(Phi, t, squares=False), units))
-                continue
-            t = labels.map_blocks(_signs, np.asarray(positive), dtype=np.float64)
-            rows = DaskRows(Z, t, max_block_rows=max_block_rows(estimator.n_quadrature))
-            theta, log_sigma2 = estimator._start(units.unit_rms)
-            fits.append(estimator._finish(units, *estimator._newton(rows, theta, log_sigma2)))
+            with naming_the_class(classes, positive):
+                fits.append(_fit_binary_rows(estimator, labels, positive, Z, Phi, units))
     return estimator._set_fits(X, None, classes, fits)
+
+
+def _fit_binary_rows(estimator, labels, positive, Z, Phi, units):
+    """The binary fit of ``estimator`` for the ``positive`` classes over the Dask rows: RVC's on
+    Φ = [Z, 1] and t ∈ {0, 1}, VDClassifier's Newton on Z and t ∈ {−1, +1}."""
+    from ._vd_newton import max_block_rows
+    from .rvc import RVC
+
+    if isinstance(estimator, RVC):
+        t = labels.map_blocks(_indicator, np.asarray(positive), dtype=np.float64)
+        return estimator._fit_rows(DaskRows(Phi, t, squares=False), units)
+    t = labels.map_blocks(_signs, np.asarray(positive), dtype=np.float64)
+    rows = DaskRows(Z, t, max_block_rows=max_block_rows(estimator.n_quadrature))
+    theta, log_sigma2 = estimator._start(units.unit_rms)
+    return estimator._finish(units, *estimator._newton(rows, theta, log_sigma2, units.usable))
 
 
 def _with_ones(Z):

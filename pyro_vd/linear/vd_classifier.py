@@ -276,7 +276,7 @@ class VDClassifier(QuadraturePredictive, LinearClassifierBase):
         theta, log_sigma2 = self._start(units.unit_rms)
         if self.solver == "newton":
             rows = InMemoryRows(X.numpy(), t.numpy(), max_block_rows=max_block_rows(self.n_quadrature))
-            return self._finish(units, *self._newton(rows, theta, log_sigma2))
+            return self._finish(units, *self._newton(rows, theta, log_sigma2, units.usable))
         theta.requires_grad_()
         log_sigma2.requires_grad_()
         bias = torch.zeros((), dtype=torch.float64, requires_grad=True)
@@ -331,16 +331,17 @@ class VDClassifier(QuadraturePredictive, LinearClassifierBase):
         theta = 0.01 * torch.randn(len(rms), generator=generator, dtype=torch.float64) / rms
         return theta, -10.0 - 2.0 * rms.log()
 
-    def _newton(self, rows, theta, log_sigma2):
+    def _newton(self, rows, theta, log_sigma2, usable):
         """Newton's fit over ``rows`` (in memory, or a Dask array's) from (θ, log σ², b = 0); under the
-        evidence rule the search of :mod:`pyro_vd.linear._vd_selection` from the intercept alone."""
+        evidence rule the search of :mod:`pyro_vd.linear._vd_selection` from the intercept alone
+        (``usable``: the columns that vary, for the dense check's message)."""
         nodes, weights = (a.numpy() for a in gauss_hermite(self.n_quadrature))
         if self.threshold == "evidence":
             *fit, profile, q = evidence_fit(
                 rows, len(theta), nodes, weights, self.kl_method, self.max_iter, self.tol
             )
             if fit[-1]:  # converged
-                self._check_dense(rows, fit, q, theta, log_sigma2, nodes, weights)
+                self._check_dense(rows, fit, q, theta, log_sigma2, nodes, weights, usable)
         else:
             profile = None
             fit = self._plain_fit(rows, theta, log_sigma2, nodes, weights)
@@ -359,7 +360,7 @@ class VDClassifier(QuadraturePredictive, LinearClassifierBase):
         theta, log_sigma2 = theta.detach().numpy(), log_sigma2.detach().numpy()
         return newton_fit(rows, theta, log_sigma2, nodes, weights, self.kl_method, self.max_iter, self.tol)
 
-    def _check_dense(self, rows, fit, q, theta, log_sigma2, nodes, weights):
+    def _check_dense(self, rows, fit, q, theta, log_sigma2, nodes, weights, usable):
         r"""
         An :class:`~pyro_vd.linear.relevance.EvidenceRuleWarning` where the plain fit (every feature,
         from (``theta``, ``log_sigma2``) as ``threshold="sparse_vd"`` fits) predicts far better than the
@@ -369,7 +370,8 @@ class VDClassifier(QuadraturePredictive, LinearClassifierBase):
         coefficients ``q`` (:math:`2q_d \approx \chi^2_1` for an irrelevant one) sum to
         :math:`z = (\sum 2q_d - m)/\sqrt{2m} > ` ``DENSE_SCORE_Z`` over the m left out, and where at
         least ``DENSE_CHECK_MIN_ROWS`` rows and at most ``DENSE_CHECK_FEATURES_PER_ROW`` usable features a
-        row. Their Newton steps do not count in ``n_iter_``.
+        row. Their Newton steps do not count in ``n_iter_``. The message counts the ``usable`` features
+        (constant columns left out).
         """
         n = rows.n_samples
         kept = np.isfinite(fit[1])
@@ -390,8 +392,9 @@ class VDClassifier(QuadraturePredictive, LinearClassifierBase):
         ours, theirs = losses
         # as threshold="sparse_vd" reads it
         plain_kept = int(np.sum(fit_log_alpha(plain[0], plain[1]) <= DEFAULT_LOG_ALPHA_THRESHOLD))
+        d = int(np.sum(usable))  # constant columns not counted
         warn_at_caller(
-            f"VDClassifier's evidence rule kept {int(kept.sum())} of {len(q)} features, but the plain VD "
+            f"VDClassifier's evidence rule kept {int(kept.sum())} of {d} features, but the plain VD "
             f"fit (threshold='sparse_vd', {plain_kept} features) predicts better: its cross-validated log "
             f"loss is {theirs:.3g} nats per row against {ours:.3g} on these {n} rows ({FOLDS} folds). The "
             "evidence rule's prior odds of 1 : d per feature assume that few features are relevant; where "

@@ -410,7 +410,7 @@ class VDRegression(RegressorMixin, BaseEstimator):
         ours, theirs = _gcv(problem, log_alpha, self.fit_intercept), _gcv(problem, plain, self.fit_intercept)
         if not ours > DENSE_GCV_RATIO * theirs:
             return
-        kept, d = int(np.sum(log_alpha < cap)), len(log_alpha)
+        kept, d = int(np.sum(log_alpha < cap)), int(np.sum(usable))  # constant columns not counted
         plain_kept = int(np.sum(plain <= DEFAULT_LOG_ALPHA_THRESHOLD))  # as threshold="sparse_vd" reads it
         warn_at_caller(
             f"VDRegression's evidence rule kept {kept} of {d} features, but the plain VD fit "

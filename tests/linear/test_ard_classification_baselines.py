@@ -113,6 +113,30 @@ def test_convergence_warning_at_max_iter(estimator):
         estimator(max_iter=1).fit(X, y)
 
 
+@pytest.mark.parametrize("estimator", [RVC, GKLClassifier, VDClassifier], ids=lambda e: e.__name__)
+def test_one_vs_rest_warnings_name_their_class_and_the_callers_line(estimator):
+    """Three classes, three binary fits stopped at max_iter: each warning says which class's fit it is
+    (before, three identical messages), and still points at this line."""
+    from pyro_vd.linear._convergence import ConvergenceWarning
+
+    X, y, _, _, _ = make_ard_classification(120, 6, n_relevant=3, seed=0, n_test=10)
+    labels = np.array(["a", "b", "c"])[(y + (X[:, 3] > 0.5)).astype(int)]
+    with pytest.warns(ConvergenceWarning) as caught:
+        estimator(max_iter=1).fit(X, labels)
+    named = sorted(str(w.message).split(":")[0] for w in caught if issubclass(w.category, ConvergenceWarning))
+    assert named == [f"class {c!r} against the rest" for c in "abc"]
+    assert all("max_iter=1" in str(w.message) and w.filename == __file__ for w in caught)
+
+
+def test_two_classes_keep_their_warnings_as_they_are():
+    from pyro_vd.linear._convergence import ConvergenceWarning
+
+    X, y, _, _, _ = make_ard_classification(100, 6, n_relevant=3, seed=0, n_test=10)
+    with pytest.warns(ConvergenceWarning, match="^RVC stopped at max_iter=1") as caught:
+        RVC(max_iter=1).fit(X, y)
+    assert len(caught) == 1 and caught[0].filename == __file__
+
+
 def test_rvc_log_evidence_is_the_laplace_evidence():
     """At one feature and the intercept, the Laplace approximation against brute-force quadrature of
     p(t | α) = ∫ p(t | w) N(w | 0, A⁻¹) dw is close (n = 200: the posterior is nearly Gaussian; measured

@@ -254,6 +254,16 @@ def test_vd_classifier_one_vs_rest_on_dask(client, labels):
     np.testing.assert_allclose(proba, expected.predict_proba(X), rtol=0, atol=1e-3)
 
 
+@pytest.mark.parametrize("estimator", [VDClassifier, RVC], ids=lambda e: e.__name__)
+def test_one_vs_rest_on_dask_names_the_class_of_each_warning(client, labels, estimator):
+    X, classes = labels[0][:300, :3], labels[1][:300]
+    with pytest.warns(ConvergenceWarning) as caught:
+        estimator(max_iter=1).fit(da.from_array(X, chunks=(100, 3)), classes)
+    named = sorted(str(w.message).split(":")[0] for w in caught if issubclass(w.category, ConvergenceWarning))
+    assert named == [f"class {c} against the rest" for c in (0, 1, 2)]
+    assert all(w.filename == __file__ for w in caught)
+
+
 def test_classifiers_rows_never_reach_the_client(client, observed_computes):
     rng = da.random.default_rng(0)
     X = rng.normal(size=(20_000, 5), chunks=(4_000, 5))  # generated on the workers

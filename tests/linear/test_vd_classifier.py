@@ -104,6 +104,18 @@ def test_the_evidence_rule_warns_where_the_plain_fit_predicts_far_better_on_a_de
     assert fit.relevance_[relevant].sum() == 22  # the fit is what it was: the warning only says so
 
 
+def test_the_dense_warning_counts_the_features_that_vary():
+    """Two constant columns added to the dense draw: the evidence fit keeps the same 22, and the message
+    says of 50 features, as without them (before: "of 52", counting columns no rule can keep)."""
+    from pyro_vd.experiments.ard_data import make_dense_classification
+    from pyro_vd.linear import EvidenceRuleWarning
+
+    X, y, _, _, _ = make_dense_classification(500, 50, 40, low=0.5, high=1.5, seed=0)
+    X = np.column_stack([X, np.full(len(X), 3.0), np.zeros(len(X))])
+    with pytest.warns(EvidenceRuleWarning, match=r"kept 22 of 50 features"):
+        VDClassifier().fit(X, y)
+
+
 @pytest.mark.parametrize(
     "draw",
     ["sparse", "sparse, rho 0.9", "noise", "rare positives", "weak signals", "dense at d = n/2"],

@@ -563,6 +563,16 @@ def test_the_evidence_rule_warns_where_its_prior_drops_a_dense_noisy_truth():
     assert np.mean((plain.predict(X_test) - truth) ** 2) < 1.0
 
 
+def test_the_dense_warning_counts_the_features_that_vary():
+    """The same draw with two constant columns: "of 100 features", not of 102."""
+    from pyro_vd.linear import EvidenceRuleWarning
+
+    X, y, _, _, _ = _dense_draw(200, 100, 60, 0.0, 0.3, 1.0, 0, noise=1.0)
+    X = np.column_stack([np.ones(len(X)), X, np.full(len(X), -2.5)])
+    with pytest.warns(EvidenceRuleWarning, match=r"kept \d+ of 100 features"):
+        VDRegression().fit(X, y)
+
+
 def test_the_evidence_rule_is_silent_where_it_finds_the_truth():
     """No EvidenceRuleWarning (warnings are errors here) on sparse truths, pure noise and a dense truth the
     search finds, nor where d ≥ n (the check is not made there)."""
