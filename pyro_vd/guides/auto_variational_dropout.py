@@ -320,6 +320,7 @@ class AutoVariationalDropout(AutoGuide):
             init_log_alpha = recommended.get("init_log_alpha", -4.0)
         if averaging is None:
             averaging = recommended.get("averaging")
+        hold_given = hold_log_alpha is not None
         if hold_log_alpha is None:
             hold_log_alpha = recommended.get("hold_log_alpha", 0)
         if train_prune is None:
@@ -371,6 +372,14 @@ class AutoVariationalDropout(AutoGuide):
                 "'shrinkage', or a granularity other than 'weight'); this guide learns log σ² per weight "
                 "(parameterization='additive'), so it would have no effect"
             )
+        if self.hold_log_alpha and self._learns_log_sigma2_only():
+            if hold_given:
+                raise ValueError(
+                    f"hold_log_alpha={self.hold_log_alpha} holds a learned log α (parameterization "
+                    "'multiplicative' or 'shrinkage', or a granularity other than 'weight'); this guide "
+                    "learns log σ² per weight (parameterization='additive'), so nothing would be held"
+                )
+            self.__dict__["_hold_log_alpha"] = 0  # the model's recommendation, where nothing can be held
         if parameterization == "additive":
             shared = sorted({g for g in self._granularities() if g != "weight"})
             if shared:

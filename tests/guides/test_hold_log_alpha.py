@@ -246,3 +246,18 @@ def test_optimizers_that_write_through_data_end_the_hold(optim):
     assert guide.trained_steps == 3 and not guide.log_alpha_held
     _steps(svi, 1)
     assert guide.trained_steps == 4 and not torch.equal(_log_alpha(guide), start)
+
+
+def test_a_guide_with_no_learned_log_alpha_holds_nothing_and_says_so():
+    """An additive guide learns log σ² per weight: there is no log α to hold. Asked to hold, it refuses
+    (before: it accepted, trained log σ² from step 1 and reported ``log_alpha_held`` True for K steps, which
+    ``LogAlphaDrift`` reads); the linear models' recommended hold is dropped there, not refused."""
+    model = LinearRegression(6, num_data=64)
+    with pytest.raises(ValueError, match=r"hold_log_alpha=8 .*nothing would be held"):
+        AutoVariationalDropout(model, parameterization="additive", hold_log_alpha=8)
+    pyro.clear_param_store()
+    guide = AutoVariationalDropout(model, parameterization="additive")
+    assert guide.hold_log_alpha == 0 and not guide.log_alpha_held
+    svi = pyro.infer.SVI(model, guide, pyro.optim.Adam({"lr": 0.05}), VariationalDropoutELBO())
+    _steps(svi, 1)
+    assert not guide.log_alpha_held
