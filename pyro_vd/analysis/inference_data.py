@@ -9,14 +9,17 @@ the posterior mean and the prior precision α).
 """
 
 import contextlib
+import numbers
+import random
 import warnings
 
 import numpy as np
 import pyro.poutine as poutine
 import torch
 from pyro.distributions import Unit
+from pyro.poutine.subsample_messenger import _Subsample
 
-from ..inference.pruning import log_alpha_bound
+from ..inference.pruning import check_finite_posterior, log_alpha_bound
 from ..poutine.full_data_messenger import FullDataMessenger
 
 
@@ -38,11 +41,23 @@ def _linear_dims(model, feature_names):
     sites = getattr(model, "weight_sites", [])
     if sites != ["net.weight"]:
         return {}, {}
-    d = model.template.weight.shape[1]
+    outputs, d = model.template.weight.shape  # (a lone bayesianized nn.Linear(3, 2) has two outputs)
     names = list(feature_names) if feature_names is not None else [f"x{i}" for i in range(d)]
     if len(names) != d:
         raise ValueError(f"feature_names has {len(names)} names but the model has {d} features")
-    return {"feature": names, "output": [0]}, {"net.weight": ["output", "feature"]}
+    return {"feature": names, "output": list(range(outputs))}, {"net.weight": ["output", "feature"]}
+
+
+def _vd_guides(guide):
+    """The variational dropout guides in ``guide``: itself, or the parts of an ``AutoGuideList`` that are
+    (their θ and log α make the ``variational`` group)."""
+    if hasattr(guide, "site_names") and hasattr(guide, "get_log_alpha"):
+        return [guide]
+    from pyro.infer.autoguide import AutoGuideList
+
+    if isinstance(guide, AutoGuideList):
+        return [part for part in guide if hasattr(part, "site_names") and hasattr(part, "get_log_alpha")]
+    return []
 
 
 @contextlib.contextmanager
@@ -62,15 +77,77 @@ def _eval_mode(*objects):
 
 @torch.no_grad()
 def _from_pyro(model, guide, args, kwargs, num_samples, feature_names, coords, dims):
-    with _eval_mode(model, guide), FullDataMessenger("draws stacked for ArviZ"):
+    # poutine.block: the draws are whole weights from q, also when called under an outer handler such as
+    # local_reparameterization() (its pre-activation handles are not weights)
+    with _eval_mode(model, guide), poutine.block(), FullDataMessenger("draws stacked for ArviZ"):
         return _collect_pyro(model, guide, args, kwargs, num_samples, feature_names, coords, dims)
+
+
+def _check_covered(model, guide_trace, model_trace, args, kwargs):
+    """
+    A ValueError where a latent site of the model that the guide does not draw (a noise scale another
+    guide of an ``AutoGuideList`` learns, with ``guide[0]`` passed) feeds an observed site: it would be
+    drawn from its prior at every draw, and the pointwise log-likelihood and the predictive would be the
+    prior's (by Pyro's provenance tracking; a latent no observed site reads, such as a prediction of
+    other rows, passes; a dependence through Python control flow is not seen).
+    """
+    free = [
+        name
+        for name, site in model_trace.nodes.items()
+        if site["type"] == "sample"
+        and not site["is_observed"]
+        and name not in guide_trace.nodes
+        and not isinstance(site["fn"], _Subsample)
+    ]
+    if not free:
+        return
+    from pyro.infer.inspect import TrackProvenance
+    from pyro.ops.provenance import get_provenance
+
+    drawn = {
+        name: site["value"]
+        for name, site in guide_trace.nodes.items()
+        if site["type"] == "sample" and not site["is_observed"]
+    }
+    with torch.random.fork_rng(), TrackProvenance():
+        trace = poutine.trace(poutine.condition(model, data=drawn)).get_trace(*args, **kwargs)
+    read = set()
+    for site in trace.nodes.values():
+        if site["type"] == "sample" and site["is_observed"] and not isinstance(site["fn"], _Subsample):
+            read |= set(get_provenance(site["fn"].log_prob(site["value"])))
+    uncovered = [name for name in free if name in read]
+    if uncovered:
+        raise ValueError(
+            f"the model has latent sites {uncovered} that the guide does not draw: the log-likelihood and "
+            "the predictive would draw them from their prior every time. Pass the whole guide (e.g. the "
+            "AutoGuideList, not guide[0]), or fix them first: "
+            "to_inference_data(poutine.condition(model, data=other_guide.median()), guide, ...)"
+        )
+
+
+def _pointwise_log_prob(site):
+    """One log-density per data point: per element of the site's plates (a row's event dims, such as a
+    multi-output target under ``.to_event(1)``, summed as Pyro scores it); a site outside every plate, a
+    vector of data points under ``.to_event``, per element."""
+    fn = site["fn"]
+    if not any(frame.vectorized for frame in site["cond_indep_stack"]):
+        while hasattr(fn, "base_dist") and hasattr(fn, "reinterpreted_batch_ndims"):
+            fn = fn.base_dist
+    return fn.log_prob(site["value"])
 
 
 def _collect_pyro(model, guide, args, kwargs, num_samples, feature_names, coords, dims):
     posterior, predictive, log_likelihood, observed = {}, {}, {}, {}
-    for _ in range(num_samples):
+    for draw in range(num_samples):
         guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
+        if draw == 0:  # (the guide is set up now) a diverged run's NaN, named before the model fails on it
+            for part in _vd_guides(guide):
+                for name in part.site_names:
+                    check_finite_posterior(part.get_log_alpha(name), f"log α of site {name!r}")
+                    check_finite_posterior(part.get_theta(name), f"θ of site {name!r}")
         model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*args, **kwargs)
+        if draw == 0:
+            _check_covered(model, guide_trace, model_trace, args, kwargs)
         unconditioned = poutine.uncondition(poutine.replay(model, trace=guide_trace))
         predictive_trace = poutine.trace(unconditioned).get_trace(*args, **kwargs)
         for name, site in guide_trace.nodes.items():
@@ -84,10 +161,7 @@ def _collect_pyro(model, guide, args, kwargs, num_samples, feature_names, coords
                 continue
             if isinstance(site["fn"], Unit):  # pyro.factor: a term of the density, not data
                 continue
-            fn = site["fn"]
-            while hasattr(fn, "base_dist") and hasattr(fn, "reinterpreted_batch_ndims"):
-                fn = fn.base_dist  # pointwise: one log-density per data point
-            log_likelihood.setdefault(name, []).append(_numpy(fn.log_prob(site["value"])))
+            log_likelihood.setdefault(name, []).append(_numpy(_pointwise_log_prob(site)))
             observed[name] = _numpy(site["value"])
             predictive.setdefault(name, []).append(_numpy(predictive_trace.nodes[name]["value"]))
     if not observed:
@@ -97,17 +171,24 @@ def _collect_pyro(model, guide, args, kwargs, num_samples, feature_names, coords
         )
     stack = lambda draws: {k: np.stack(v)[None] for k, v in draws.items()}  # noqa: E731  (chain, draw, ...)
     variational, bounds = {}, {}
-    for name in getattr(guide, "site_names", []):
-        variational[f"{name}.theta"] = _numpy(guide.get_theta(name))
-        variational[f"{name}.log_alpha"] = _numpy(guide.get_log_alpha(name))
-        # the relevance rule of the guide's model (relevance() of this InferenceData reads it back)
-        bounds[f"{name}.log_alpha_bound"] = log_alpha_bound(guide, name)
-    for name in getattr(guide, "noise_site_names", []):
-        variational[f"{name}.mean"] = _numpy(guide.get_noise_mean(name))
-        variational[f"{name}.snr"] = _numpy(guide.get_noise_snr(name))
+    for part in _vd_guides(guide):
+        for name in part.site_names:
+            variational[f"{name}.theta"] = _numpy(part.get_theta(name))
+            variational[f"{name}.log_alpha"] = _numpy(part.get_log_alpha(name))
+            # the relevance rule of the guide's model (relevance() of this InferenceData reads it back)
+            bounds[f"{name}.log_alpha_bound"] = log_alpha_bound(part, name)
+        for name in getattr(part, "noise_site_names", []):
+            variational[f"{name}.mean"] = _numpy(part.get_noise_mean(name))
+            variational[f"{name}.snr"] = _numpy(part.get_noise_snr(name))
     auto_coords, auto_dims = _linear_dims(model, feature_names)
     coords = {**auto_coords, **(coords or {})}
     dims = {**auto_dims, **(dims or {})}
+    for key, value in variational.items():
+        # a weight site's draws, θ and log α on the same dims (ArviZ names each variable's own,
+        # w_dim_0 against w.theta_dim_0, and arithmetic between them broadcast to an outer product)
+        site = key.rsplit(".", 1)[0]
+        if site not in dims and site in posterior and np.shape(posterior[site][0]) == np.shape(value):
+            dims[site] = [f"{site}_dim_{i}" for i in range(np.ndim(value))]
     for key in variational:
         site = key.rsplit(".", 1)[0]
         if site in dims:
@@ -128,8 +209,9 @@ def _collect_pyro(model, guide, args, kwargs, num_samples, feature_names, coords
 def _build(*, posterior, variational, coords, dims, **groups):
     az = import_arviz()
     idata = az.from_dict(posterior=posterior, coords=coords, dims=dims, **groups)
-    group = az.from_dict(constant_data=variational, coords=coords, dims=dims).constant_data
-    idata.add_groups({"variational": group})
+    if variational:  # (a guide with no variational dropout part has none)
+        group = az.from_dict(constant_data=variational, coords=coords, dims=dims).constant_data
+        idata.add_groups({"variational": group})
     return idata
 
 
@@ -172,7 +254,8 @@ def _from_estimator(estimator, X, y, num_samples, feature_names, seed):
     key = "log_alpha" if "log_alpha" in rows[0] else "alpha"
     # ``relevant``: the estimator's own decision per row, recorded, since α in the units of X and y cannot
     # be read against a fixed bound (the ARD rules standardize it; relevance() reads this)
-    variational = {name: np.stack([row[name] for row in rows]) for name in ("theta", key, "relevant")}
+    rows = [{**row, "snr": _posterior_snr(row)} for row in rows]
+    variational = {name: np.stack([row[name] for row in rows]) for name in ("theta", key, "snr", "relevant")}
     coords = {"feature": names}
     weight_dims = ["feature"]
     if len(rows) > 1:
@@ -180,7 +263,7 @@ def _from_estimator(estimator, X, y, num_samples, feature_names, seed):
         weight_dims = ["class", "feature"]
     else:
         draws, variational = draws[:, 0], {name: value[0] for name, value in variational.items()}
-    dims = {name: weight_dims for name in ("coef", "theta", "log_alpha", "alpha", "relevant")}
+    dims = {name: weight_dims for name in ("coef", "theta", "log_alpha", "alpha", "snr", "relevant")}
     posterior = {"coef": draws[None]}
     if X is None or y is None:
         return _build(posterior=posterior, variational=variational, coords=coords, dims=dims)
@@ -188,6 +271,11 @@ def _from_estimator(estimator, X, y, num_samples, feature_names, seed):
     y = np.asarray(y)
     if y.ndim != 1 or len(y) != len(X):
         raise ValueError(f"y must have shape ({len(X)},); got {y.shape}")
+    if not hasattr(estimator, "classes_"):  # (a classifier's labels are checked against classes_)
+        if y.dtype.kind not in "biuf":
+            raise ValueError(f"y must hold numbers for a regressor's log-likelihood; got dtype {y.dtype}")
+        if not np.isfinite(y).all():
+            raise ValueError(f"y has {int(np.sum(~np.isfinite(y)))} NaN or infinite values")
     intercept = np.atleast_1d(np.asarray(getattr(estimator, "intercept_", 0.0), dtype=float))
     centre = getattr(estimator, "X_offset_", None)
     if centre is not None:
@@ -213,6 +301,14 @@ def _from_estimator(estimator, X, y, num_samples, feature_names, seed):
         coords=coords,
         dims=dims,
     )
+
+
+def _posterior_snr(row):
+    r"""Each weight's posterior :math:`|\text{mean}| / \text{sd}`: :math:`\alpha^{-1/2}` for VD, and
+    :math:`|m_d| / \sqrt{\Sigma_{dd}}` for the ARD ones (see ``relevance``)."""
+    from .relevance import _ard_snr
+
+    return np.exp(-0.5 * row["log_alpha"]) if "log_alpha" in row else _ard_snr(row)
 
 
 def _coef_draws(row, num_samples, rng):
@@ -281,7 +377,7 @@ def to_inference_data(
     :param dict coords: extra ArviZ coordinates; ``dims``: ``{variable: [dim names]}``.
     :param int seed: the seed of the draws (Pyro's and numpy's generators).
     """
-    if not isinstance(num_samples, int) or isinstance(num_samples, bool) or num_samples < 1:
+    if not isinstance(num_samples, numbers.Integral) or isinstance(num_samples, bool) or num_samples < 1:
         raise ValueError(f"num_samples must be a positive integer; got {num_samples!r}")
     if guide is None or hasattr(model, "coef_") or not callable(guide):
         # an estimator: X and y by keyword or position (to_inference_data(fit, X, y) put X in ``guide``
@@ -302,9 +398,16 @@ def to_inference_data(
             raise ValueError(
                 "give both X and y (for the log-likelihood and posterior predictive groups), or neither"
             )
-        return _from_estimator(model, X, y, num_samples, feature_names, seed)
+        return _from_estimator(model, X, y, int(num_samples), feature_names, seed)
     import pyro
 
-    with torch.random.fork_rng():
-        pyro.set_rng_seed(seed)
-        return _from_pyro(model, guide, args, kwargs, num_samples, feature_names, coords, dims)
+    # pyro.set_rng_seed seeds torch's, numpy's and Python's global generators: all three are restored
+    # (before, a loop calling this got numpy's and Python's same draws after every call)
+    numpy_state, python_state = np.random.get_state(), random.getstate()  # noqa: NPY002 (the global one)
+    try:
+        with torch.random.fork_rng():
+            pyro.set_rng_seed(seed)
+            return _from_pyro(model, guide, args, kwargs, int(num_samples), feature_names, coords, dims)
+    finally:
+        np.random.set_state(numpy_state)  # noqa: NPY002
+        random.setstate(python_state)

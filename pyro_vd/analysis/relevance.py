@@ -1,8 +1,10 @@
 r"""The feature-relevance table: θ, log α (or the RVM precision α), signal-to-noise ratio, relevant."""
 
 import numpy as np
+import torch
 
-from ..inference.pruning import DEFAULT_THRESHOLD, log_alpha_bound
+from .._warnings import warn_at_caller
+from ..inference.pruning import DEFAULT_THRESHOLD, check_finite_posterior, log_alpha_bound, row_size
 
 
 def relevance(obj, site=None, *, feature_names=None, threshold=None):
@@ -45,6 +47,12 @@ def relevance(obj, site=None, *, feature_names=None, threshold=None):
             site = names[0]
         if site not in names:
             raise ValueError(f"site {site!r} is not a weight site of the guide ({names})")
+        if getattr(obj, "log_alpha_held", False):
+            warn_at_caller(
+                f"the guide holds log α at its start for {obj.hold_log_alpha} training steps "
+                f"(hold_log_alpha) and has taken {obj.trained_steps}: this relevance is the start's "
+                "(every weight kept at a dense start), not a trained one"
+            )
         table = _vd_table(
             obj.get_theta(site).cpu().numpy().ravel(),
             obj.get_log_alpha(site).cpu().numpy().ravel(),
@@ -78,37 +86,56 @@ def relevance(obj, site=None, *, feature_names=None, threshold=None):
                         "this InferenceData of an ARD estimator does not record its relevance (made by an "
                         "older pyro_vd): its α are in the units of X and y; call relevance(estimator)"
                     )
-                alpha = group["alpha"].values
-                with np.errstate(invalid="ignore"):  # removed weights: θ = 0, α = ∞
-                    snr = np.where(np.isfinite(alpha), np.abs(theta) * np.sqrt(alpha), 0.0)
-                table = {"theta": theta, "alpha": alpha, "snr": snr, "relevant": recorded}
+                if "snr" not in group:
+                    # (|θ|·√α, the prior's scale, is about 1 at the ARD optimum: not the posterior's)
+                    raise ValueError(
+                        "this InferenceData of an ARD estimator does not record its posterior's "
+                        "signal-to-noise ratio (made by an older pyro_vd): call relevance(estimator)"
+                    )
+                table = {
+                    "theta": theta,
+                    "alpha": group["alpha"].values,
+                    "snr": group["snr"].values,
+                    "relevant": recorded,
+                }
         else:
             sites = [k[: -len(".theta")] for k in group.data_vars if k.endswith(".theta")]
             site = site or (sites[0] if len(sites) == 1 else None)
             if site is None:
                 raise ValueError(f"the InferenceData has several weight sites {sites}: pass site=")
+            if f"{site}.theta" not in group or f"{site}.log_alpha" not in group:
+                raise ValueError(f"site {site!r} is not a weight site of the InferenceData ({sites})")
             theta = group[f"{site}.theta"].values.ravel()
             log_alpha = group[f"{site}.log_alpha"].values
             if threshold is None:  # the rule of the guide's model, as to_inference_data recorded it
                 threshold = group.attrs.get(f"{site}.log_alpha_bound", DEFAULT_THRESHOLD)
             # a named rule's d is the weights in a row of the site, read before the site is flattened
-            # (flattened, "evidence" on a 40 × 30 weight took τ(1200) for τ(30))
+            # (flattened, "evidence" on a 40 × 30 weight took τ(1200) for τ(30); a convolution's row is
+            # its input channels × kernel, as the guide's own rule reads it)
             from ..linear.relevance import log_alpha_threshold
 
-            bound = log_alpha_threshold(threshold, np.shape(log_alpha)[-1] if np.ndim(log_alpha) else 1)
+            bound = log_alpha_threshold(threshold, row_size(np.shape(log_alpha)))
             table = _vd_table(theta, log_alpha.ravel(), bound)
     elif hasattr(obj, "relevance_"):  # a fitted estimator
         from ..linear._posterior import weight_posteriors
 
-        threshold = DEFAULT_THRESHOLD if threshold is None else threshold
         rows = weight_posteriors(obj)
         table = {key: np.stack([row[key] for row in rows]) for key in ("theta", "relevant")}
         if "log_alpha" in rows[0]:
-            table = {
-                **_vd_table(table["theta"], np.stack([r["log_alpha"] for r in rows]), threshold),
-                "relevant": table["relevant"],
-            }
+            # the estimator's own decisions, or log α against the threshold asked for (as for its
+            # InferenceData; before, a threshold given here was ignored without a word)
+            vd = _vd_table(
+                table["theta"],
+                np.stack([r["log_alpha"] for r in rows]),
+                DEFAULT_THRESHOLD if threshold is None else threshold,
+            )
+            table = {**vd, "relevant": table["relevant"]} if threshold is None else vd
         else:
+            if threshold is not None:
+                raise ValueError(
+                    f"{type(obj).__name__}'s relevance is its own rule (α for standardized data below its "
+                    "alpha_bound); refit with another alpha_bound instead of passing threshold="
+                )
             table["alpha"] = np.stack([r["alpha"] for r in rows])
             table["snr"] = np.stack([_ard_snr(r) for r in rows])
             table = {key: table[key] for key in ("theta", "alpha", "snr", "relevant")}
@@ -138,6 +165,7 @@ def _vd_table(theta, log_alpha, threshold):
     ``threshold`` (a number, ``"sparse_vd"``, or ``"evidence"`` with d = the weights in a row)."""
     from ..linear.relevance import log_alpha_threshold
 
+    check_finite_posterior(torch.as_tensor(np.asarray(log_alpha, dtype=float)), "log α")  # NaN: "irrelevant"
     bound = log_alpha_threshold(threshold, np.shape(log_alpha)[-1])
     return {
         "theta": theta,

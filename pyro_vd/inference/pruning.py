@@ -59,15 +59,21 @@ def log_alpha_bound(guide, name, threshold=None):
 
     threshold = scalar(threshold)  # (a one-element tensor or array as its number)
     if isinstance(threshold, str):
-        shape = guide.get_log_alpha(name).shape
-        row = math.prod(shape[1:]) if len(shape) > 1 else math.prod(shape)  # () → 1
-        return float(log_alpha_threshold(threshold, row))
+        return float(log_alpha_threshold(threshold, row_size(guide.get_log_alpha(name).shape)))
     # NaN would prune every weight without a word (log α <= NaN is False); ±inf keeps or prunes them all
     if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real) or math.isnan(threshold):
         raise ValueError(
             f"threshold must be a real number (not NaN), 'evidence' or 'sparse_vd'; got {threshold!r}"
         )
     return float(threshold)
+
+
+def row_size(shape):
+    """d of the evidence rule for a weight site of ``shape``: the weights in a row, all but the first
+    dimension (a linear layer's inputs, a convolution's input channels × kernel); a vector's length,
+    1 for a scalar."""
+    shape = tuple(shape)
+    return math.prod(shape[1:]) if len(shape) > 1 else math.prod(shape)
 
 
 def keep_mask(guide, name, threshold=None):

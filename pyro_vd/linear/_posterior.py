@@ -25,8 +25,8 @@ def weight_posteriors(estimator):
             row = {"theta": theta, "log_alpha": log_alpha}
             if coef.shape[0] == 1:
                 row["relevant"] = np.asarray(estimator.relevance_, bool)
-            else:
-                row["relevant"] = log_alpha <= getattr(estimator, "threshold_", estimator.threshold)
+            else:  # the class's own flags, as the estimator decides (the evidence rule inside its fit)
+                row["relevant"] = estimator._kept_by_class()[k]
         else:
             alpha = np.atleast_2d(estimator.alpha_)[k]
             row = {"theta": theta, "alpha": alpha, "covariance": _covariance(estimator, k, alpha, d)}

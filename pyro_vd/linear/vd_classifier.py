@@ -261,13 +261,16 @@ class VDClassifier(QuadraturePredictive, LinearClassifierBase):
         self.log_alpha_ = self._stacked("log_alpha")
         self.profile_log_alpha_ = self._stacked("profile_log_alpha")
         self.threshold_ = log_alpha_threshold(self.threshold, self.n_features_in_, self.kl_method)
-        log_alpha = np.atleast_2d(self.log_alpha_)
-        # the evidence rule selects in the fit: relevant = still in the model (log α ≤ τ(d) there, but for
-        # the exact moves near the bound)
-        kept = np.isfinite(log_alpha) if self.threshold == "evidence" else log_alpha <= self.threshold_
-        self.relevance_ = kept.any(0)
+        self.relevance_ = self._kept_by_class().any(0)
         self.elbo_ = [f["elbo"] for f in self._fits]
         self.log_evidence_ = self._stacked("elbo") if len(self._fits) == 1 else np.array(self.elbo_)
+
+    def _kept_by_class(self):
+        """The features each binary fit keeps, shape (binary fits, n_features): the evidence rule selects
+        in the fit (still in the model: log α ≤ τ(d) there, but for the exact moves near the bound), the
+        others by log α ≤ ``threshold_``."""
+        log_alpha = np.atleast_2d(self.log_alpha_)
+        return np.isfinite(log_alpha) if self.threshold == "evidence" else log_alpha <= self.threshold_
 
     def _fit_binary(self, X, t):
         units = CentredUnits(X)

@@ -271,7 +271,7 @@ def test_relevance_of_a_guide_takes_the_evidence_rule():
     pyro.set_rng_seed(0)
     X, y, *_ = make_ard_regression(400, 8, n_relevant=3, seed=0)
     model = LinearRegression(8, num_data=400)
-    guide = AutoVariationalDropout(model)
+    guide = AutoVariationalDropout(model, hold_log_alpha=0)  # (300 steps: within the default hold)
     svi = pyro.infer.SVI(model, guide, pyro.optim.Adam({"lr": 1e-2}), VariationalDropoutELBO())
     X, y = torch.as_tensor(X, dtype=torch.float32), torch.as_tensor(y, dtype=torch.float32)
     for _ in range(300):
@@ -378,3 +378,229 @@ def test_an_estimators_data_by_position_are_its_data():
         to_inference_data(fit, X, X=X)
     with pytest.raises(TypeError, match="unexpected"):
         to_inference_data(fit, X=X, y=y, z=1)
+
+
+def _ard_draw():
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((300, 6))
+    y = X @ np.array([1.5, -2.0, 0.8, 0, 0, 0]) + 0.5 * rng.standard_normal(300)
+    return X, y
+
+
+@pytest.mark.parametrize("estimator", [RVR, GKLRegression], ids=lambda e: e.__name__)
+def test_an_ard_estimators_inference_data_has_its_posteriors_snr(estimator):
+    """relevance(idata) of an ARD estimator took SNR = |θ|·√α, the prior's scale (about 1 at the ARD
+    optimum: 1.0 against 51 for RVR), so plot_coefficients(idata) drew error bars of about |θ|. It reads
+    the posterior's |m| / √Σ_dd now, as relevance(estimator) does; the draws' spread agrees."""
+    X, y = _ard_draw()
+    fit = estimator().fit(X, y)
+    idata = to_inference_data(fit, X, y, num_samples=4000)
+    direct, read = relevance(fit), relevance(idata)
+    np.testing.assert_allclose(read["snr"], direct["snr"], rtol=1e-12)
+    relevant = direct["relevant"].to_numpy()
+    assert relevant[:3].all() and read["snr"].to_numpy()[:3].min() > 20
+    spread = idata.posterior["coef"].std(("chain", "draw")).values[relevant]
+    sd = np.abs(direct["theta"].to_numpy()[relevant]) / direct["snr"].to_numpy()[relevant]
+    np.testing.assert_allclose(spread, sd, rtol=0.05)  # 4000 draws: the sd's error is about 1.1 %
+
+
+def test_a_threshold_for_an_estimator_is_applied_or_refused():
+    """VD: log α against the threshold asked for, as for its InferenceData (it was ignored); ARD: refused,
+    as for its InferenceData (it was accepted and ignored)."""
+    X, y = _ard_draw()
+    vd = VDRegression().fit(X, y)
+    assert relevance(vd)["relevant"].sum() == 3
+    assert relevance(vd, threshold=-20.0)["relevant"].sum() == 0
+    assert relevance(to_inference_data(vd), threshold=-20.0)["relevant"].sum() == 0
+    with pytest.raises(ValueError, match="alpha_bound"):
+        relevance(RVR().fit(X, y), threshold=5.0)
+
+
+def _trained(model, steps, *args, guide_kwargs=None):
+    pyro.clear_param_store()
+    pyro.set_rng_seed(0)
+    guide = AutoVariationalDropout(model, **(guide_kwargs or {}))
+    svi = pyro.infer.SVI(model, guide, pyro.optim.Adam({"lr": 0.05}), VariationalDropoutELBO())
+    for _ in range(steps):
+        svi.step(*args)
+    return guide
+
+
+def test_a_convolutions_evidence_rule_from_inference_data_reads_a_kernels_row():
+    """Conv2d(1, 4, 3): d = 1·3·3 = 9, as the guide's own rule reads it (from InferenceData it took the
+    kernel width, τ(3), and flagged 7 weights where the guide flagged 6)."""
+    from pyro_vd import bayesianize
+
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(1, 4, 3), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(64, 3)
+    )
+    x, t = torch.randn(32, 1, 6, 6), torch.randint(0, 3, (32,))
+    model = bayesianize(net, num_data=32)
+    guide = _trained(model, 20, x, t)
+    idata = to_inference_data(model, guide, x, t, num_samples=3)
+    for threshold in ("evidence", None, 0.0):
+        direct = relevance(guide, "net.0.weight", threshold=threshold)["relevant"].to_numpy()
+        read = relevance(idata, "net.0.weight", threshold=threshold)["relevant"].to_numpy()
+        assert (direct == read).all()
+    with pytest.raises(ValueError, match="'nope' is not a weight site"):
+        relevance(idata, "nope")
+
+
+def _vector_model(X, y=None):
+    import pyro.distributions as dist
+
+    from pyro_vd import LogUniform
+
+    w = pyro.sample("w", LogUniform(event_shape=(X.shape[1],)))
+    with pyro.plate("data", len(X)):
+        return pyro.sample("y", dist.Normal(X @ w, 0.5), obs=y)
+
+
+def test_a_sites_draws_theta_and_log_alpha_share_their_dims():
+    """ArviZ named them w_dim_0, w.theta_dim_0 and w.log_alpha_dim_0, so |θ|·exp(log α / 2) or the draws'
+    mean − θ broadcast to 8 × 8 tables; they are on one dim now."""
+    X = torch.randn(200, 8)
+    y = X[:, :2] @ torch.tensor([2.0, -1.0]) + 0.5 * torch.randn(200)
+    guide = _trained(_vector_model, 50, X, y)
+    idata = to_inference_data(_vector_model, guide, X, y, num_samples=20)
+    variational = idata["variational"]
+    sd = abs(variational["w.theta"]) * np.exp(0.5 * variational["w.log_alpha"])
+    assert sd.shape == (8,)
+    assert (idata.posterior["w"].mean(("chain", "draw")) - variational["w.theta"]).shape == (8,)
+
+
+def _small_linear(steps=30):
+    X, y, *_ = make_ard_regression(200, 4, n_relevant=2, seed=0)
+    X, y = torch.as_tensor(X, dtype=torch.float32), torch.as_tensor(y, dtype=torch.float32)
+    model = LinearRegression(4, num_data=200)
+    return model, _trained(model, steps, X, y, guide_kwargs={"hold_log_alpha": 0}), X, y
+
+
+def test_to_inference_data_leaves_numpys_and_pythons_generators_alone():
+    import random
+
+    model, guide, x, t = _small_linear()
+    np.random.seed(123)  # noqa: NPY002 (the global generators are the point)
+    random.seed(123)
+    expected = [(np.random.rand(), random.random()) for _ in range(3)]  # noqa: NPY002
+    np.random.seed(123)  # noqa: NPY002
+    random.seed(123)
+    drawn = []
+    for _ in range(3):  # (before: seed 0's first draws after every call)
+        to_inference_data(model, guide, x, t, num_samples=2)
+        drawn.append((np.random.rand(), random.random()))  # noqa: NPY002
+    assert drawn == expected
+
+
+def _noise_model(X, y=None):
+    import pyro.distributions as dist
+
+    from pyro_vd import LogUniform
+
+    w = pyro.sample("w", LogUniform(event_shape=(X.shape[1],)))
+    sigma = pyro.sample("sigma", dist.LogNormal(0.0, 1.0))
+    with pyro.plate("data", len(X)):
+        return pyro.sample("y", dist.Normal(X @ w, sigma), obs=y)
+
+
+def test_a_latent_the_guide_does_not_draw_is_refused_and_the_whole_guide_list_works():
+    """guide[0] of an AutoGuideList drew σ from its LogNormal prior at every draw (mean pointwise
+    log-likelihood −1.91 where σ at its guide's value gives −0.72); the whole list was a raw
+    AttributeError. Now the part is refused and the list gives θ and log α of its VD part."""
+    from pyro.infer.autoguide import AutoDelta, AutoGuideList
+
+    X = torch.randn(200, 4)
+    y = X[:, 0] - X[:, 1] + 0.3 * torch.randn(200)
+    pyro.clear_param_store()
+    pyro.set_rng_seed(0)
+    guide = AutoGuideList(_noise_model)
+    guide.append(AutoVariationalDropout(pyro.poutine.block(_noise_model, hide=["sigma"])))
+    guide.append(AutoDelta(pyro.poutine.block(_noise_model, expose=["sigma"])))
+    svi = pyro.infer.SVI(_noise_model, guide, pyro.optim.Adam({"lr": 0.05}), VariationalDropoutELBO())
+    for _ in range(300):
+        svi.step(X, y)
+    with pytest.raises(ValueError, match=r"latent sites \['sigma'\] that the guide does not draw"):
+        to_inference_data(_noise_model, guide[0], X, y, num_samples=5)
+    idata = to_inference_data(_noise_model, guide, X, y, num_samples=50)
+    sigma = float(guide[1].median()["sigma"])
+    assert np.allclose(idata.posterior["sigma"].values, sigma)
+    assert set(idata["variational"].data_vars) == {"w.theta", "w.log_alpha"}
+    assert relevance(idata)["relevant"].to_numpy()[:2].all()
+
+
+def test_a_multi_output_target_is_scored_per_row():
+    """A bayesianized nn.Linear(3, 2) with a Normal likelihood: y is (n, 2) under .to_event(1) in the data
+    plate. Pyro scores a row as one observation; the pointwise log-likelihood was per element (120 points
+    for 60 rows), and a lone nn.Linear(3, 2) failed on its output coordinate."""
+    from pyro_vd import bayesianize
+
+    x = torch.randn(60, 3)
+    t = torch.stack([x[:, 0], -x[:, 1]], 1) + 0.1 * torch.randn(60, 2)
+    for net in (torch.nn.Sequential(torch.nn.Linear(3, 2)), torch.nn.Linear(3, 2)):
+        model = bayesianize(net, num_data=60, likelihood="normal")
+        guide = _trained(model, 30, x, t)
+        idata = to_inference_data(model, guide, x, t, num_samples=10)
+        assert idata.log_likelihood["obs"].shape == (1, 10, 60)
+    assert idata["variational"]["net.weight.theta"].dims == ("output", "feature")
+
+
+def test_to_inference_data_under_local_reparameterization_draws_weights():
+    """Called inside the training loop's local_reparameterization(), it failed ("a layer applied
+    twice"): its draws are whole weights from q, whatever handler is around it."""
+    model, guide, x, t = _small_linear()
+    outside = to_inference_data(model, guide, x, t, num_samples=5, seed=3)
+    with local_reparameterization():
+        inside = to_inference_data(model, guide, x, t, num_samples=5, seed=3)
+    np.testing.assert_array_equal(
+        inside.posterior["net.weight"].values, outside.posterior["net.weight"].values
+    )
+
+
+def test_nan_log_alpha_is_refused_not_read_as_irrelevant():
+    """A diverged run's NaN log α read as "not relevant" (log α ≤ bound is False), without a word."""
+    model, guide, x, t = _small_linear()
+    store = pyro.get_param_store()
+    with torch.no_grad():
+        for name in [k for k in store.keys() if "log_alpha" in k]:
+            store[name].view(-1)[0] = float("nan")
+    with pytest.raises(ValueError, match="are NaN"):
+        relevance(guide)
+    with pytest.raises(ValueError, match="are NaN"):
+        relevance(to_inference_data(model, guide, x, t, num_samples=2))
+
+
+def test_relevance_during_the_hold_warns():
+    X, y, *_ = make_ard_regression(200, 4, n_relevant=2, seed=0)
+    X, y = torch.as_tensor(X, dtype=torch.float32), torch.as_tensor(y, dtype=torch.float32)
+    guide = _trained(LinearRegression(4, num_data=200), 5, X, y)
+    with pytest.warns(
+        UserWarning, match="holds log α at its start for 500 training steps .* has taken 5"
+    ) as w:
+        relevance(guide)
+    assert w[0].filename == __file__
+
+
+def test_an_estimators_y_is_checked():
+    X, y = _ard_draw()
+    fit = VDRegression().fit(X, y)
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        to_inference_data(fit, X, np.where(np.arange(300) == 4, np.nan, y))
+    with pytest.raises(ValueError, match="numbers"):
+        to_inference_data(fit, X, y.astype(str))
+    assert to_inference_data(fit, num_samples=np.int64(3)).posterior["coef"].shape == (1, 3, 6)
+
+
+def test_a_multiclass_vd_classifiers_class_flags_are_what_its_fit_keeps():
+    """The evidence rule selects inside the fit: a feature a class's fit keeps is relevant for that class,
+    also where its log α ended a hair above τ(d) (here −1.503 against −1.504: before, the class's row said
+    not relevant while ``relevance_`` said relevant)."""
+    rng = np.random.default_rng(2)
+    X = rng.standard_normal((150, 10))
+    W = rng.standard_normal((3, 10)) * (rng.random((3, 10)) < 0.3) * 0.6
+    y = np.argmax(X @ W.T + rng.gumbel(size=(150, 3)), 1)
+    fit = VDClassifier().fit(X, y)
+    kept = np.isfinite(fit.log_alpha_)
+    assert (kept & (fit.log_alpha_ > fit.threshold_)).any()  # the case this test is about
+    table = relevance(fit)
+    assert (table["relevant"].to_numpy().reshape(3, 10) == kept).all()
+    assert (table.groupby(level="feature", sort=False)["relevant"].any().to_numpy() == fit.relevance_).all()
