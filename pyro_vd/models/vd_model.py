@@ -150,9 +150,9 @@ class VDModel(PyroModule):
         """The original architecture, on the ``meta`` device."""
         return self._template[0]
 
-    def _distribution(self, output):
+    def _distribution(self, output, batch):
         if callable(self.likelihood):
-            return self.likelihood(output)
+            return _per_row(self.likelihood(output), batch)
         if self.likelihood == "categorical":
             return dist.Categorical(logits=output)
         if output.dim() == 2 and output.shape[-1] == 1:
@@ -199,7 +199,7 @@ class VDModel(PyroModule):
                 f"the batch has {batch} rows but num_data is {size}: num_data is the number of training "
                 "rows the likelihood of a batch is scaled to; give the size of the whole training set"
             )
-        likelihood = self._distribution(output)
+        likelihood = self._distribution(output, batch)
         if y is not None:
             y = self._check_target(y, likelihood, dtype)
         with pyro.plate("data", size, subsample=torch.arange(batch, device=device)):
@@ -248,6 +248,8 @@ class VDModel(PyroModule):
             return y
         if y.dim() == len(expected) + 1 and y.shape[-1] == 1 and y.shape[:-1] == expected:
             return y.squeeze(-1)
+        if y.dim() + 1 == len(expected) and expected[-1] == 1 and y.shape == expected[:-1]:
+            return y.unsqueeze(-1)  # (B,) for a (B, 1) likelihood (a callable's, one output)
         name = self.likelihood if isinstance(self.likelihood, str) else "likelihood"
         raise ValueError(
             f"y has shape {tuple(y.shape)} but the model's {name} likelihood takes targets of shape "
@@ -255,6 +257,20 @@ class VDModel(PyroModule):
             + (", class indices" if self.likelihood == "categorical" else "")
             + "); reshape y instead of letting it broadcast"
         )
+
+
+def _per_row(likelihood, batch):
+    """A callable likelihood's distribution with one batch element per row: batch dims after the rows
+    (a one-output ``Normal(out, s)`` of out (B, 1)) become event dims, as the built-in likelihoods make
+    them. Left as batch dims, the data plate (the rows, at dim −1) broadcast (B, 1) to (B, B): the
+    likelihood counted B times. A distribution whose batch does not start with the rows is refused."""
+    shape = tuple(likelihood.batch_shape)
+    if not shape or shape[0] != batch:
+        raise ValueError(
+            f"the likelihood's batch shape is {shape}, but it must start with the batch's {batch} rows, one "
+            "distribution per row of x (the data plate's), e.g. lambda out: dist.Normal(out, 0.1)"
+        )
+    return likelihood.to_event(len(shape) - 1) if len(shape) > 1 else likelihood
 
 
 def _refuse_vectorized_plates():

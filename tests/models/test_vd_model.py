@@ -174,6 +174,38 @@ def test_a_callable_likelihood_is_checked_too():
         model(torch.randn(6, 4), torch.randn(6, 3))
 
 
+@pytest.mark.parametrize("target_shape", [(6, 1), (6,)], ids=str)
+def test_a_callable_likelihood_of_one_output_is_one_term_per_row(target_shape):
+    """``lambda out: dist.Normal(out, 0.3)`` of a one-output net has batch shape (B, 1): the data plate (the
+    rows, dim −1) broadcast it to (B, B), and the likelihood counted B times (−32173 against −643 at
+    B = 50). It is the built-in "normal" likelihood's term now, for y of shape (B, 1) or (B,)."""
+    torch.manual_seed(0)
+    weights = {"net.0.weight": torch.randn(1, 4)}
+    x, y = torch.randn(6, 4), torch.randn(target_shape)
+    terms = []
+    for likelihood in ("normal", lambda out: dist.Normal(out, 0.3)):
+        model = bayesianize(
+            nn.Sequential(nn.Linear(4, 1)), num_data=6, likelihood=likelihood, noise_scale=0.3
+        )
+        model.net[0].bias = torch.zeros(1)
+        trace = pyro.poutine.trace(pyro.poutine.condition(model, data=weights)).get_trace(x, y)
+        trace.compute_log_prob()
+        assert trace.nodes["obs"]["log_prob"].shape == (6,)
+        terms.append(trace.nodes["obs"]["log_prob_sum"])
+    torch.testing.assert_close(terms[0], terms[1])
+    bernoulli = bayesianize(nn.Linear(4, 1), num_data=6, likelihood=lambda out: dist.Bernoulli(logits=out))
+    trace = pyro.poutine.trace(_conditioned(bernoulli)).get_trace(x, (y > 0).float())
+    assert trace.nodes["obs"]["fn"].batch_shape == (6,)
+
+
+def test_a_callable_likelihood_must_have_a_distribution_per_row():
+    model = _conditioned(
+        bayesianize(nn.Linear(4, 1), num_data=6, likelihood=lambda out: dist.Normal(out.sum(), 1.0))
+    )
+    with pytest.raises(ValueError, match=r"batch shape is \(\), but it must start with the batch's 6 rows"):
+        model(torch.randn(6, 4), torch.randn(6))
+
+
 @pytest.mark.parametrize(
     ("x", "error", "match"),
     [
