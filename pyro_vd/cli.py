@@ -639,9 +639,14 @@ def main(argv=None):
 
     session = distributed.init_from_env()
     try:
-        return _lead(args, session) if session.is_main else _follow(args, session)
-    finally:
-        distributed.close()
+        result = _lead(args, session) if session.is_main else _follow(args, session)
+    except BaseException:
+        # no barrier: the other ranks wait in a collective this one will not join; exiting with the
+        # error lets torchrun stop them (with the barrier every rank hung, the traceback unprinted)
+        distributed.close(failed=True)
+        raise
+    distributed.close()
+    return result
 
 
 def _main(args, ready=None):

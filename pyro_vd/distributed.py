@@ -59,6 +59,7 @@ saving, and keep every rank's optimizer state for an exact resume.
 import contextlib
 import dataclasses
 import functools
+import numbers
 import os
 
 import numpy as np
@@ -213,10 +214,14 @@ def resolve_device(device=None, session=None):
     return device
 
 
-def close():
-    """Leave the process group (after a barrier, so that no rank leaves while another still talks)."""
+def close(failed=False):
+    """Leave the process group: after a barrier, so that no rank leaves while another still talks; with
+    ``failed`` (this rank is raising) without it, so the rank's error ends the process at once and the
+    launcher (torchrun) stops the others, instead of every rank waiting on a collective the failed one
+    never joins."""
     if dist.is_available() and dist.is_initialized():
-        dist.barrier()
+        if not failed:
+            dist.barrier()
         dist.destroy_process_group()
     _DEVICE.clear()
 
@@ -275,6 +280,9 @@ def mean_across_ranks(value):
 def noise_seed(seed, rank, epoch=0):
     """The seed of rank ``rank``'s noise stream (``rank > 0``), from ``epoch`` on (a run resumed with
     another number of processes reseeds there): independent of every other ``(seed, rank, epoch)``."""
+    for name, value in (("seed", seed), ("rank", rank), ("epoch", epoch)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
+            raise ValueError(f"{name} must be an integer >= 0; got {value!r}")  # (0.5 was seed 0)
     entropy = [int(seed), int(rank), int(epoch)]
     return int(np.random.SeedSequence(entropy).generate_state(1, dtype=np.uint64)[0] >> 1)
 
@@ -286,8 +294,9 @@ def seed_noise(seed, session=None):
     without this call), every other rank is reseeded with :func:`noise_seed` (torch, numpy, python).
     """
     session = current() if session is None else session
+    seed_of_rank = noise_seed(seed, max(session.rank, 1))  # checks seed on every rank, rank 0 too
     if session.rank > 0:
-        pyro.set_rng_seed(noise_seed(seed, session.rank) % 2**32)
+        pyro.set_rng_seed(seed_of_rank % 2**32)
 
 
 # --------------------------------------------------------------------------------------------- data
@@ -296,6 +305,8 @@ def local_batch_size(global_batch, session=None):
     would use, so hyperparameters keep their meaning. It must divide evenly (equal local batches are what
     make the averaged gradient the global batch's)."""
     session = current() if session is None else session
+    if isinstance(global_batch, bool) or not isinstance(global_batch, numbers.Integral) or global_batch < 1:
+        raise ValueError(f"the batch size must be a positive integer; got {global_batch!r}")
     if global_batch % session.world_size:
         raise ValueError(
             f"the batch of {global_batch} cannot be split evenly over {session.world_size} processes; "
@@ -314,6 +325,9 @@ def shard_indices(n, *, epoch, seed=0, shuffle=True, session=None):
     """
     from torch.utils.data import DistributedSampler
 
+    for name, value, least in (("n", n, 0), ("epoch", epoch, 0)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < least:
+            raise ValueError(f"{name} must be an integer >= {least}; got {value!r}")
     session = current() if session is None else session
     sampler = DistributedSampler(
         range(n), num_replicas=session.world_size, rank=session.rank, shuffle=shuffle, seed=seed
@@ -487,11 +501,27 @@ class LocalSGD(torch.nn.Module):
 
     def average_parameters(self):
         """Every rank's parameters (and floating-point buffers) replaced by their mean over the ranks,
-        now; the count of steps starts again. Every rank must call it."""
+        now, and so are the iterate averages of its guides (``averaging``); the count of steps starts
+        again. Every rank must call it."""
         tensors = [t for _, t in _state_tensors(self.module)]
-        _all_reduce_mean([t for t in tensors if t.is_floating_point()], self.world_size)
+        _all_reduce_mean(
+            [t for t in tensors if t.is_floating_point()] + _iterate_averages(self.module), self.world_size
+        )
         _broadcast([t for t in tensors if not t.is_floating_point()])
         self.steps_since_average = 0
+
+
+def _iterate_averages(module):
+    """The running iterate averages of the variational dropout guides in ``module``, in an order every
+    rank shares. An average is linear in the iterates, with the same weights on every rank (the ranks
+    take the same steps), so the mean of the ranks' averages is the average of the averaged iterates
+    (left per rank, they parted by up to 0.05, and ``apply_average()`` gave each rank other parameters)."""
+    from .guides.auto_variational_dropout import AutoVariationalDropout
+
+    means = []
+    for guide in (m for m in module.modules() if isinstance(m, AutoVariationalDropout)):
+        means.extend(guide._iterate_average_means())
+    return means
 
 
 def _state_tensors(module):

@@ -185,6 +185,9 @@ def run_sparse_vd_mnist(
             raise ValueError(f"{name} must be a positive finite number; got {value!r}")
     if resume and out is None:
         raise ValueError("resume=True needs the folder of the run to resume (out)")
+    if out is not None and pathlib.Path(out).exists() and not pathlib.Path(out).is_dir():
+        # (else a FileExistsError at the first checkpoint, after an epoch of training)
+        raise ValueError(f"out must be a folder; {str(out)!r} is a file")
     if not isinstance(pretrain_epochs, int) or isinstance(pretrain_epochs, bool) or pretrain_epochs < 0:
         raise ValueError(f"pretrain_epochs must be an integer >= 0; got {pretrain_epochs!r}")
     session = distributed.current()

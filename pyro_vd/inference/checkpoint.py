@@ -140,6 +140,11 @@ def load_checkpoint(path, *, optim, model=None, guide=None, elbo=None, map_locat
     should restoring fail part-way, the parameter store, the optimizer, the modules, ``elbo`` and the
     RNGs are put back as they were.
 
+    In a process group (``pyro_vd.distributed``), the checkpoint holds the state of the rank that saved
+    it, rank 0: loaded on every rank, rank 0 goes on with its saved random stream and every other rank
+    with a fresh one of its own (from that state, the rank and the epoch), so the ranks' noise stays
+    independent.
+
     :returns: ``{"epoch": int, "extra": ...}``.
     """
     path = pathlib.Path(path)
@@ -542,6 +547,22 @@ def _restore(plan, optim, model, guide, elbo):
         for path, module in _vd_guides(guide):
             module.load_average_state((plan["averages"] or {}).get(path))
     _set_rng_state(plan["rng"])
+    _own_stream_on_other_ranks(plan["epoch"])
+
+
+def _own_stream_on_other_ranks(epoch):
+    """On rank r > 0 of a process group, a stream of the rank's own after the checkpoint's (rank 0's, as
+    ``save_checkpoint`` runs there) was restored: seeded by :func:`~pyro_vd.distributed.noise_seed` from a
+    draw of that state, the rank and ``epoch``. Without it every rank drew rank 0's noise after a resume
+    (the ranks' noise no longer independent). A resumed multi-process run so continues on fresh
+    independent streams, not bit for bit (the checkpoint holds one rank's state; ``pyro-vd`` saves
+    every rank's and puts them back itself)."""
+    from .. import distributed
+
+    session = distributed.current()
+    if session.distributed and session.rank > 0:
+        base = int(torch.randint(2**62, (), generator=None))  # the same on every rank: rank 0's state
+        pyro.set_rng_seed(distributed.noise_seed(base, session.rank, epoch) % 2**32)
 
 
 def _restore_snapshot(snapshot, optim, model, guide, elbo):
