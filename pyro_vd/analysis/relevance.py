@@ -4,7 +4,13 @@ import numpy as np
 import torch
 
 from .._warnings import warn_at_caller
-from ..inference.pruning import DEFAULT_THRESHOLD, check_finite_posterior, log_alpha_bound, row_size
+from ..inference.pruning import (
+    DEFAULT_THRESHOLD,
+    check_evidence_row,
+    check_finite_posterior,
+    log_alpha_bound,
+    row_size,
+)
 
 
 def relevance(obj, site=None, *, feature_names=None, threshold=None):
@@ -114,6 +120,8 @@ def relevance(obj, site=None, *, feature_names=None, threshold=None):
             # its input channels × kernel, as the guide's own rule reads it)
             from ..linear.relevance import log_alpha_threshold
 
+            if threshold == "evidence":
+                check_evidence_row(site, np.shape(log_alpha))
             bound = log_alpha_threshold(threshold, row_size(np.shape(log_alpha)))
             table = _vd_table(theta, log_alpha.ravel(), bound)
     elif hasattr(obj, "relevance_"):  # a fitted estimator

@@ -59,13 +59,35 @@ def log_alpha_bound(guide, name, threshold=None):
 
     threshold = scalar(threshold)  # (a one-element tensor or array as its number)
     if isinstance(threshold, str):
-        return float(log_alpha_threshold(threshold, row_size(guide.get_log_alpha(name).shape)))
+        shape = guide.get_log_alpha(name).shape
+        from ..guides.auto_variational_dropout import guide_model
+
+        if threshold == "evidence" and name not in getattr(guide_model(guide), "weight_sites", ()):
+            check_evidence_row(name, shape)  # (a layer's rows are known: a Linear(1, k) has rows of 1)
+        return float(log_alpha_threshold(threshold, row_size(shape)))
     # NaN would prune every weight without a word (log α <= NaN is False); ±inf keeps or prunes them all
     if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real) or math.isnan(threshold):
         raise ValueError(
             f"threshold must be a real number (not NaN), 'evidence' or 'sparse_vd'; got {threshold!r}"
         )
     return float(threshold)
+
+
+def check_evidence_row(name, shape):
+    """
+    A ValueError where the evidence rule's d is ambiguous: a hand-written site of shape (d, 1) (a column
+    vector used as ``X @ w``) has rows of one weight, so the rule read τ(1) = 34.4 and kept every weight
+    (log α = 4 too, which even Sparse VD's 3 prunes), where (d,) and (1, d) give τ(d). Only the model
+    knows which dimension a weight's output sums over.
+    """
+    shape = tuple(shape)
+    if len(shape) > 1 and row_size(shape) == 1 and math.prod(shape) > 1:
+        raise ValueError(
+            f"site {name!r} has shape {shape}: the evidence rule's d (the weights one output sums over: all "
+            "but the first dimension) would be 1, and τ(1) keeps nearly every weight. Shape the weight "
+            f"(1, {shape[0]}) or ({shape[0]},), or pass the bound as a number, "
+            f"threshold=pyro_vd.linear.relevance.evidence_log_alpha_threshold({shape[0]})"
+        )
 
 
 def row_size(shape):

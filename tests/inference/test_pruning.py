@@ -166,6 +166,41 @@ def test_the_evidence_rule_on_a_convolution_counts_a_row_of_its_weight():
     assert log_alpha_bound(guide, "net.2.weight", "evidence") == evidence_log_alpha_threshold(4)
 
 
+def test_the_evidence_rule_refuses_a_hand_written_column_weight_and_keeps_a_layers_rows():
+    """A hand-written (d, 1) weight (``X @ w``) has rows of one weight: the rule read τ(1) = 34.4 and kept
+    every weight, where (d,) and (1, d) give τ(d). Refused there, with the way out; a bayesianized
+    Linear(1, 3), whose rows are known to be one input wide, keeps τ(1)."""
+    import pytest
+
+    from pyro_vd.analysis import relevance
+    from pyro_vd.inference.pruning import log_alpha_bound
+    from pyro_vd.linear.relevance import evidence_log_alpha_threshold
+
+    X, y = torch.randn(20, 5), torch.randn(20)
+    for shape in ((5,), (1, 5), (5, 1)):
+
+        def model(X, y=None, shape=shape):
+            w = pyro.sample("w", LogUniform(event_shape=shape))
+            with pyro.plate("data", len(X)):
+                pyro.sample("y", dist.Normal(X @ w.reshape(5), 1.0), obs=y)
+
+        pyro.clear_param_store()
+        guide = AutoVariationalDropout(model)
+        guide(X, y)
+        if shape == (5, 1):
+            with pytest.raises(ValueError, match=r"shape \(5, 1\).*evidence_log_alpha_threshold\(5\)"):
+                log_alpha_bound(guide, "w", "evidence")
+            with pytest.raises(ValueError, match=r"shape \(5, 1\)"):
+                relevance(guide, threshold="evidence")
+            assert log_alpha_bound(guide, "w", 3.0) == 3.0  # a number, or Sparse VD's rule, as before
+        else:
+            assert log_alpha_bound(guide, "w", "evidence") == evidence_log_alpha_threshold(5)
+    model = bayesianize(nn.Sequential(nn.Linear(1, 3), nn.Linear(3, 2)), num_data=8)
+    guide = AutoVariationalDropout(model)
+    guide(torch.randn(8, 1), torch.zeros(8, dtype=torch.long))
+    assert log_alpha_bound(guide, "net.0.weight", "evidence") == evidence_log_alpha_threshold(1)
+
+
 def test_a_zero_width_layer_reports_nothing_pruned():
     import warnings
 
