@@ -24,3 +24,10 @@ def check_finite_real(value, name):
     if not is_finite_real(number):
         raise ValueError(f"{name} must be a finite real number; got {value!r}")
     return float(number)
+
+
+def positive_int(value, name):
+    """``value`` as an int if it is an integer >= 1 (not a bool), else a ValueError naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"{name} must be a positive integer; got {value!r}")
+    return int(value)

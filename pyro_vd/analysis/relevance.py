@@ -8,6 +8,7 @@ from ..inference.pruning import (
     DEFAULT_THRESHOLD,
     check_evidence_row,
     check_finite_posterior,
+    check_vd_guide,
     log_alpha_bound,
     row_size,
 )
@@ -45,9 +46,15 @@ def relevance(obj, site=None, *, feature_names=None, threshold=None):
     import pandas as pd
 
     classes = None  # class labels when there is one row of weights per class
+    from pyro.infer.autoguide import AutoGuideList
+
+    if isinstance(obj, AutoGuideList):
+        check_vd_guide(obj)  # a TypeError naming the part to pass
     if hasattr(obj, "get_log_alpha"):  # a guide
         names = obj.site_names
         if site is None:
+            if not names:
+                raise ValueError("the guide has no weight sites (has it run? a model of noise sites only?)")
             if len(names) != 1:
                 raise ValueError(f"the guide has several weight sites {names}: pass site=")
             site = names[0]
@@ -152,6 +159,8 @@ def relevance(obj, site=None, *, feature_names=None, threshold=None):
         if feature_names is None and getattr(obj, "feature_names_in_", None) is not None:
             feature_names = list(obj.feature_names_in_)
     else:
+        if hasattr(obj, "fit") and hasattr(obj, "get_params"):
+            raise TypeError(f"{type(obj).__name__} is not fitted: call fit first")
         raise TypeError(
             f"relevance() takes a guide, a fitted pyro_vd.linear estimator or an InferenceData; got "
             f"{type(obj).__name__}"

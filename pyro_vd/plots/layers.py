@@ -4,7 +4,8 @@ import math
 
 import numpy as np
 
-from ..inference.pruning import log_alpha_bound
+from .._validation import positive_int
+from ..inference.pruning import check_vd_guide, log_alpha_bound
 
 
 def _figure(n_panels, width=4.0, height=3.2, columns=None):
@@ -19,6 +20,9 @@ def _figure(n_panels, width=4.0, height=3.2, columns=None):
 
 
 def _sites(guide, sites):
+    check_vd_guide(guide)
+    if isinstance(sites, str):  # one site's name (list("net.0.weight") would be its characters)
+        sites = [sites]
     sites = list(guide.site_names if sites is None else sites)
     unknown = [s for s in sites if s not in guide.site_names]
     if unknown:
@@ -33,6 +37,7 @@ def plot_log_alpha_vs_theta(guide, sites=None, *, threshold=None, max_points=200
     the bound of ``threshold``, :func:`~pyro_vd.inference.pruning.log_alpha_bound`: by default the
     model's rule, else 3) in grey, at most ``max_points`` weights per panel (a fixed random subset)."""
     sites = _sites(guide, sites)
+    positive_int(max_points, "max_points")
     fig, axes = _figure(len(sites))
     rng = np.random.default_rng(seed)
     for ax, name in zip(axes, sites, strict=True):
@@ -74,7 +79,8 @@ def plot_log_alpha_histogram(guide, sites=None, *, threshold=None, bins=80):
 def plot_first_layer_masks(guide, site=None, *, image_shape=(28, 28), units=8, threshold=None):
     """Kept-weight masks of the first layer as images (MNIST: 28×28): the number of kept connections of
     each input pixel, then the masks of the ``units`` output units with the most kept weights."""
-    site = site or guide.site_names[0]
+    (site,) = _sites(guide, [site] if site is not None else guide.site_names[:1])
+    positive_int(units, "units")
     log_alpha = guide.get_log_alpha(site).cpu().numpy()
     if log_alpha.ndim != 2 or log_alpha.shape[1] != math.prod(image_shape):
         expected = f"(units, {math.prod(image_shape)})"

@@ -18,8 +18,10 @@ def plot_coefficients(obj, site=None, *, feature_names=None, max_features=40, ax
     """
     import matplotlib.pyplot as plt
 
+    from .._validation import positive_int
     from ..analysis.relevance import relevance
 
+    positive_int(max_features, "max_features")
     table = relevance(obj, site, feature_names=feature_names)
     classes = list(table.index.unique("class")) if "class" in table.index.names else [None]
     per_class = {c: (table if c is None else table.xs(c, level="class")) for c in classes}

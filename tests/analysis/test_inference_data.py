@@ -604,3 +604,15 @@ def test_a_multiclass_vd_classifiers_class_flags_are_what_its_fit_keeps():
     table = relevance(fit)
     assert (table["relevant"].to_numpy().reshape(3, 10) == kept).all()
     assert (table.groupby(level="feature", sort=False)["relevant"].any().to_numpy() == fit.relevance_).all()
+
+
+def test_relevance_names_what_it_cannot_read():
+    from pyro.infer.autoguide import AutoDelta, AutoGuideList
+
+    with pytest.raises(TypeError, match="VDRegression is not fitted"):
+        relevance(VDRegression())
+    guide = AutoGuideList(_noise_model)
+    guide.append(AutoVariationalDropout(pyro.poutine.block(_noise_model, hide=["sigma"])))
+    guide.append(AutoDelta(pyro.poutine.block(_noise_model, expose=["sigma"])))
+    with pytest.raises(TypeError, match=r"pass its AutoVariationalDropout part, e.g. guide\[0\]"):
+        relevance(guide)

@@ -127,3 +127,43 @@ def test_a_guide_with_several_sites_plots_the_site_named(guide):
     labels = _labels(plot_coefficients(guide, site, max_features=12).axes[0])
     assert 12 <= len(labels) <= 160 and set(labels) <= {f"x{i}" for i in range(160)}
     plt.close("all")
+
+
+def test_a_site_named_by_a_string_is_one_site(guide):
+    # list("net.fc1.weight") was its characters: "['n', 'e', 't', ...] are not weight sites"
+    assert len(_panels(plot_log_alpha_vs_theta(guide, "net.fc1.weight", max_points=100))) == 1
+    assert len(_panels(plot_log_alpha_histogram(guide, "net.fc2.weight"))) == 1
+    plt.close("all")
+
+
+@pytest.mark.parametrize(
+    "call, error, match",
+    [
+        (lambda g: plot_first_layer_masks(g, "nope"), ValueError, "not weight sites"),  # (AttributeError)
+        (lambda g: plot_first_layer_masks(g, units=0), ValueError, "units must be a positive integer"),
+        (lambda g: plot_log_alpha_vs_theta(g, max_points=-5), ValueError, "max_points must be"),
+        (
+            lambda g: plot_coefficients(g, "net.fc1.weight", max_features=None),
+            ValueError,
+            "max_features must",
+        ),
+        (lambda g: plot_training_curves([{"epoch": 1}]), ValueError, r"lack \['test_error'\]"),
+        (lambda g: plot_alpha_trajectories([1, 2]), TypeError, "must be a dict"),
+        (lambda g: plot_alpha_trajectories({"a": np.ones((2, 2, 2))}), ValueError, r"\(epochs, layers\)"),
+        (lambda g: plot_log_alpha_histogram(object()), TypeError, "expected an AutoVariationalDropout"),
+    ],
+    ids=[
+        "masks site",
+        "units",
+        "max_points",
+        "max_features",
+        "history key",
+        "not a dict",
+        "3-d",
+        "not a guide",
+    ],
+)
+def test_bad_arguments_are_named(guide, call, error, match):
+    with pytest.raises(error, match=match):
+        call(guide)
+    plt.close("all")
