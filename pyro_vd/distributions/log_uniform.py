@@ -5,7 +5,7 @@ import numbers
 import torch
 from pyro.distributions import TorchDistribution
 from pyro.distributions.util import broadcast_shape, sum_rightmost
-from torch.distributions import constraints
+from torch.distributions import biject_to, constraints, transform_to
 
 
 class _NonZeroReal(constraints.Constraint):
@@ -22,6 +22,21 @@ class _NonZeroReal(constraints.Constraint):
 
 
 nonzero_real = _NonZeroReal()
+
+
+@biject_to.register(_NonZeroReal)
+@transform_to.register(_NonZeroReal)
+def _no_transform(constraint):
+    """The nonzero reals are two half-lines: no smooth bijection from ℝ reaches them, so Pyro's
+    ``AutoNormal``, ``AutoDelta``, ``AutoDiagonalNormal``, HMC and NUTS cannot take a :class:`LogUniform`
+    site. Their own error ("Cannot transform _NonZeroReal constraints") named no way out; this one does."""
+    raise NotImplementedError(
+        "a LogUniform weight (support: the nonzero reals, which no smooth bijection from ℝ reaches) cannot "
+        "be guided by Pyro's AutoNormal / AutoDelta / AutoDiagonalNormal or sampled by HMC / NUTS: guide "
+        "the weights with pyro_vd.AutoVariationalDropout, and other latents with an AutoGuideList part "
+        "on poutine.block(model, hide=<the weight sites>)"
+    )
+
 
 #: log|w| bounds of the proper stand-in that :meth:`LogUniform.sample` draws from.
 DEFAULT_SAMPLE_LOG_BOUNDS = (-6.0, 0.0)

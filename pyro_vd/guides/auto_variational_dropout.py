@@ -310,6 +310,8 @@ class AutoVariationalDropout(AutoGuide):
         train_prune=None,
         create_plates=None,
     ):
+        if not callable(model):
+            raise TypeError(f"model must be a Pyro model (a callable); got {type(model).__name__}")
         self._granularity = self._check_granularity(granularity)
         recommended = _model_defaults(model)
         if parameterization is None:
@@ -418,6 +420,8 @@ class AutoVariationalDropout(AutoGuide):
         self.init_noise_log_scale = check_finite_real(init_noise_log_scale, "init_noise_log_scale")
         if init_seed is None:
             init_seed = int(torch.randint(0, 2**62, ()).item())
+        if isinstance(init_seed, bool) or not isinstance(init_seed, numbers.Integral) or init_seed < 0:
+            raise ValueError(f"init_seed must be an integer >= 0 or None; got {init_seed!r}")  # (1.5 was 1)
         self.init_seed = int(init_seed)
         super().__init__(model, create_plates=create_plates)
         self._leaves = {}  # (group, site) -> the modules on its dotted path: see _param
@@ -771,6 +775,13 @@ class AutoVariationalDropout(AutoGuide):
         self._check_ready()
         return list(self._noise_sites)
 
+    def _unknown_site(self, name, noise=False):
+        """A ValueError naming the sites the guide has (a raw AttributeError of its modules before)."""
+        self._check_ready()
+        sites = list(self._noise_sites) if noise else list(self._sites)
+        kind = "neuron-noise" if noise else "weight"
+        raise ValueError(f"{name!r} is not a {kind} site of the guide; its {kind} sites are {sites}")
+
     def _check_ready(self):
         if self.prototype_trace is None:
             raise RuntimeError(
@@ -1027,8 +1038,11 @@ class AutoVariationalDropout(AutoGuide):
         the guide samples from (with ``train_prune``, the pruned weights' mean set to 0). Outside a guide
         call it reads the guide's own tensors: after the param store was loaded or set, call the guide
         once for it (and ``get_theta``, ``relevance``, …) to follow the store's new ones."""
+        self._check_ready()
         if name in self._noise_sites:
             return self._noise_posterior(name)
+        if name not in self._sites:
+            self._unknown_site(name)
         theta = self._param("thetas", name)
         kwargs = {
             "min_log_alpha": self.min_log_alpha,
@@ -1098,6 +1112,8 @@ class AutoVariationalDropout(AutoGuide):
     def get_theta(self, name):
         """θ of site ``name`` (detached)."""
         self._check_ready()
+        if name not in self._sites:
+            self._unknown_site(name)
         if self.parameterization(name) == "shrinkage":
             return self.posterior(name).loc.detach().clone()
         return self._param("thetas", name).detach().clone()
@@ -1112,12 +1128,16 @@ class AutoVariationalDropout(AutoGuide):
     def get_noise_mean(self, name):
         """E θ of neuron-noise site ``name``: the factor a neuron's output is scaled by at test time."""
         self._check_ready()
+        if name not in self._noise_sites:
+            self._unknown_site(name, noise=True)
         return self._noise_posterior(name).mean.detach().clone()
 
     @torch.no_grad()
     def get_noise_snr(self, name):
         """The signal-to-noise ratio E θ / √Var θ of neuron-noise site ``name`` (SBP keeps SNR > 1)."""
         self._check_ready()
+        if name not in self._noise_sites:
+            self._unknown_site(name, noise=True)
         return self._noise_posterior(name).snr.detach().clone()
 
     @torch.no_grad()

@@ -201,6 +201,12 @@ def check_standardized(model, x, y=None):
     return rows.warn(model, "rows given")
 
 
+def _check_n_features(n_features):
+    """A ValueError unless ``n_features`` is an integer >= 1 (torch's errors named no argument)."""
+    if isinstance(n_features, bool) or not isinstance(n_features, numbers.Integral) or n_features < 1:
+        raise ValueError(f"n_features must be a positive integer; got {n_features!r}")
+
+
 class _CheckedLinear(VDModel):
     """Checks its first :data:`STANDARDIZED_MIN_ROWS` training rows (:func:`check_standardized`)."""
 
@@ -211,7 +217,10 @@ class _CheckedLinear(VDModel):
         if y is not None and rows != "checked":
             if rows is None:
                 rows = self.__dict__["_standardization"] = _Rows(self._check_y, STANDARDIZED_MIN_ROWS)
-            rows.add(x, y)
+            # rows the network takes only (of another width the network's own check names the shape;
+            # summed here first, they were a raw size-mismatch RuntimeError)
+            if isinstance(x, torch.Tensor) and x.dim() == 2 and x.shape[1] == self.template.in_features:
+                rows.add(x, y)
             if rows.x.n >= STANDARDIZED_MIN_ROWS:
                 self.__dict__["_standardization"] = "checked"
                 rows.warn(self, "first training rows")
@@ -238,6 +247,7 @@ class LinearRegression(_CheckedLinear):
     _check_y = True
 
     def __init__(self, n_features, num_data=None, *, noise_scale=None):
+        _check_n_features(n_features)
         super().__init__(
             nn.Linear(n_features, 1), num_data=num_data, likelihood="normal", noise_scale=noise_scale
         )
@@ -255,6 +265,7 @@ class LogisticRegression(_CheckedLinear):
     """
 
     def __init__(self, n_features, num_data=None):
+        _check_n_features(n_features)
         super().__init__(nn.Linear(n_features, 1), num_data=num_data, likelihood="bernoulli")
         self.guide_defaults = linear_guide_defaults(n_features)
         self.relevance_rule = LINEAR_RELEVANCE_RULE

@@ -2,6 +2,7 @@
 
 import copy
 import itertools
+import math
 import numbers
 
 import pyro
@@ -141,8 +142,10 @@ class VDModel(PyroModule):
             if noise_scale is None:
                 self.noise_scale = PyroParam(torch.tensor(1.0), constraint=constraints.positive)
             else:
-                if not isinstance(noise_scale, numbers.Real) or not noise_scale > 0:
-                    raise ValueError(f"noise_scale must be a positive number or None; got {noise_scale!r}")
+                if not isinstance(noise_scale, numbers.Real) or not 0 < noise_scale < math.inf:
+                    raise ValueError(
+                        f"noise_scale must be a positive finite number or None; got {noise_scale!r}"
+                    )
                 self.noise_scale = float(noise_scale)
 
     @property

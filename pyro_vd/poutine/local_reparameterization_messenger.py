@@ -77,6 +77,8 @@ class LocalReparameterizationMessenger(Messenger):
 
     def __init__(self, enabled=True):
         super().__init__()
+        if not isinstance(enabled, bool):  # ("no" is truthy: the trick stayed on)
+            raise TypeError(f"enabled must be True or False; got {enabled!r}")
         self.enabled = enabled
 
     def _pyro_sample(self, msg):

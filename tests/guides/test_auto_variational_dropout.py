@@ -178,6 +178,35 @@ def test_bad_arguments():
         AutoVariationalDropout(_mlp()).site_names  # noqa: B018
 
 
+def test_more_bad_arguments_are_named():
+    """Each was accepted (init_seed=1.5 read as 1, a model of 5, enabled="no" left the trick on) or a raw
+    AttributeError (an unknown site) or Pyro's "Cannot transform _NonZeroReal constraints"."""
+    from pyro_vd.poutine import local_reparameterization
+
+    with pytest.raises(ValueError, match="init_seed must be an integer"):
+        AutoVariationalDropout(_mlp(), init_seed=1.5)
+    with pytest.raises(TypeError, match="model must be a Pyro model"):
+        AutoVariationalDropout(5)
+    with pytest.raises(TypeError, match="enabled must be True or False"):
+        local_reparameterization(enabled="no")
+    model = _mlp()
+    guide = AutoVariationalDropout(model)
+    guide(torch.randn(4, 6), torch.zeros(4, dtype=torch.long))
+    for read in (guide.get_theta, guide.get_log_alpha, guide.posterior):
+        with pytest.raises(
+            ValueError, match="'bogus' is not a weight site of the guide; its weight sites are"
+        ):
+            read("bogus")
+    with pytest.raises(ValueError, match="not a neuron-noise site"):
+        guide.get_noise_snr("net.0.weight")
+    for autoguide in (pyro.infer.autoguide.AutoNormal, pyro.infer.autoguide.AutoDelta):
+        pyro.clear_param_store()
+        with pytest.raises(
+            NotImplementedError, match=r"guide the weights with pyro_vd\.AutoVariationalDropout"
+        ):
+            autoguide(model)(torch.randn(4, 6), torch.zeros(4, dtype=torch.long))
+
+
 def test_refuses_models_without_log_uniform_sites():
     def model(x):
         pyro.sample("obs", dist.Normal(0.0, 1.0), obs=x.sum())

@@ -183,3 +183,22 @@ def test_standardization_is_judged_on_the_first_64_rows_and_spares_indicator_col
     # a column constant far from 0 is judged
     with pytest.warns(StandardizationWarning, match="column 0 has mean 100 and standard deviation 0"):
         check_standardized(model, torch.cat([torch.full((16, 1), 100.0), torch.randn(16, 2)], 1))
+
+
+def test_the_linear_models_name_bad_sizes_and_a_changed_column_count():
+    """LinearRegression(-2) and (3.0) were torch's errors; a batch of 4 columns after 3-column ones,
+    within the first 64 rows, a raw size mismatch from the standardization check's sums."""
+    import pytest
+
+    from pyro_vd.models import LinearRegression, LogisticRegression
+
+    for make in (LinearRegression, LogisticRegression):
+        for bad in (-2, 0, 3.0, True):
+            with pytest.raises(ValueError, match="n_features must be a positive integer"):
+                make(bad)
+    with pytest.raises(ValueError, match="noise_scale must be a positive finite number"):
+        LinearRegression(3, noise_scale=float("inf"))
+    model = LinearRegression(3, num_data=100)
+    model(torch.randn(10, 3), torch.randn(10))
+    with pytest.raises(ValueError, match=r"x of shape \(10, 4\) does not fit the network"):
+        model(torch.randn(10, 4), torch.randn(10))
