@@ -1,10 +1,10 @@
 """Shared machinery of the linear classifiers: label checks, one-vs-rest, the centred units they fit in."""
 
 import contextlib
-import warnings
 
 import numpy as np
 
+from .._warnings import warning_suffix
 from ._base import (
     BaseEstimator,
     ClassifierMixin,
@@ -117,30 +117,19 @@ def binary_problems(classes):
     return [classes[1:]] if len(classes) == 2 else [[c] for c in classes]
 
 
-@contextlib.contextmanager
 def naming_the_class(classes, positive):
     """
-    Warnings of the binary fit for the ``positive`` classes, named by their class under one-vs-rest
-    (``class 'b' against the rest: ...``), each still attributed to the line it named (the user's). With
-    two classes there is one fit, and its warnings pass as they are.
+    A context in which the binary fit for the ``positive`` classes warns with its class named under
+    one-vs-rest (``... (class 'b' against the rest)``: the message still starts as it did, for filters
+    that match it); with two classes there is one fit, and nothing is added. The warnings are not caught
+    and issued again: filters and ``"default"``'s once per line work as for any warning.
     """
     if len(classes) == 2:
-        yield
-        return
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        yield
+        return contextlib.nullcontext()
     label = (
         positive[0].item() if isinstance(positive[0], np.generic) else positive[0]
     )  # 'a', not np.str_('a')
-    for warning in caught:
-        warnings.warn_explicit(
-            f"class {label!r} against the rest: {warning.message}",
-            warning.category,
-            warning.filename,
-            warning.lineno,
-            source=warning.source,
-        )
+    return warning_suffix(f" (class {label!r} against the rest)")
 
 
 def ard_relevance(fits, bound):
