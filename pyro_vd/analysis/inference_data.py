@@ -75,12 +75,30 @@ def _eval_mode(*objects):
             module.training = mode
 
 
+@contextlib.contextmanager
+def _whole_weights():
+    """Every active ``local_reparameterization()`` handler switched off meanwhile: the draws are whole
+    weights from q, also when called inside a training loop's ``with local_reparameterization():``
+    (its pre-activation handles are not weights). Other handlers around the call (``condition``,
+    ``scale``, …) still apply."""
+    from pyro.poutine.runtime import _PYRO_STACK
+
+    from ..poutine.local_reparameterization_messenger import LocalReparameterizationMessenger
+
+    active = [m for m in _PYRO_STACK if isinstance(m, LocalReparameterizationMessenger) and m.enabled]
+    try:
+        for messenger in active:
+            messenger.enabled = False
+        yield
+    finally:
+        for messenger in active:
+            messenger.enabled = True
+
+
 @torch.no_grad()
-def _from_pyro(model, guide, args, kwargs, num_samples, feature_names, coords, dims):
-    # poutine.block: the draws are whole weights from q, also when called under an outer handler such as
-    # local_reparameterization() (its pre-activation handles are not weights)
-    with _eval_mode(model, guide), poutine.block(), FullDataMessenger("draws stacked for ArviZ"):
-        return _collect_pyro(model, guide, args, kwargs, num_samples, feature_names, coords, dims)
+def _from_pyro(model, guide, args, kwargs, num_samples, feature_names, coords, dims, pointwise):
+    with _eval_mode(model, guide), _whole_weights(), FullDataMessenger("draws stacked for ArviZ"):
+        return _collect_pyro(model, guide, args, kwargs, num_samples, feature_names, coords, dims, pointwise)
 
 
 def _check_covered(model, guide_trace, model_trace, args, kwargs):
@@ -125,18 +143,19 @@ def _check_covered(model, guide_trace, model_trace, args, kwargs):
         )
 
 
-def _pointwise_log_prob(site):
-    """One log-density per data point: per element of the site's plates (a row's event dims, such as a
-    multi-output target under ``.to_event(1)``, summed as Pyro scores it); a site outside every plate, a
-    vector of data points under ``.to_event``, per element."""
+def _pointwise_log_prob(site, pointwise):
+    """One log-density per data point: with ``pointwise="row"``, per element of the site's plates (a
+    row's event dims, such as a multi-output target under ``.to_event(1)``, summed as Pyro scores it and
+    ArviZ's ``from_pyro`` records it); with ``"element"``, or for a site outside every plate (a vector of
+    data points under ``.to_event``), per element of the value."""
     fn = site["fn"]
-    if not any(frame.vectorized for frame in site["cond_indep_stack"]):
+    if pointwise == "element" or not any(frame.vectorized for frame in site["cond_indep_stack"]):
         while hasattr(fn, "base_dist") and hasattr(fn, "reinterpreted_batch_ndims"):
             fn = fn.base_dist
     return fn.log_prob(site["value"])
 
 
-def _collect_pyro(model, guide, args, kwargs, num_samples, feature_names, coords, dims):
+def _collect_pyro(model, guide, args, kwargs, num_samples, feature_names, coords, dims, pointwise):
     posterior, predictive, log_likelihood, observed = {}, {}, {}, {}
     for draw in range(num_samples):
         guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
@@ -161,7 +180,7 @@ def _collect_pyro(model, guide, args, kwargs, num_samples, feature_names, coords
                 continue
             if isinstance(site["fn"], Unit):  # pyro.factor: a term of the density, not data
                 continue
-            log_likelihood.setdefault(name, []).append(_numpy(_pointwise_log_prob(site)))
+            log_likelihood.setdefault(name, []).append(_numpy(_pointwise_log_prob(site, pointwise)))
             observed[name] = _numpy(site["value"])
             predictive.setdefault(name, []).append(_numpy(predictive_trace.nodes[name]["value"]))
     if not observed:
@@ -272,7 +291,11 @@ def _from_estimator(estimator, X, y, num_samples, feature_names, seed):
     if y.ndim != 1 or len(y) != len(X):
         raise ValueError(f"y must have shape ({len(X)},); got {y.shape}")
     if not hasattr(estimator, "classes_"):  # (a classifier's labels are checked against classes_)
-        if y.dtype.kind not in "biuf":
+        try:  # (an object array of numbers, as fit takes it)
+            y = y.astype(np.float64) if y.dtype.kind not in "USb" else y
+        except (TypeError, ValueError):
+            pass
+        if y.dtype.kind not in "iuf":
             raise ValueError(f"y must hold numbers for a regressor's log-likelihood; got dtype {y.dtype}")
         if not np.isfinite(y).all():
             raise ValueError(f"y has {int(np.sum(~np.isfinite(y)))} NaN or infinite values")
@@ -356,7 +379,16 @@ def _label_index(classes, y):
 
 
 def to_inference_data(
-    model, guide=None, *args, num_samples=200, feature_names=None, coords=None, dims=None, seed=0, **kwargs
+    model,
+    guide=None,
+    *args,
+    num_samples=200,
+    feature_names=None,
+    coords=None,
+    dims=None,
+    seed=0,
+    pointwise="row",
+    **kwargs,
 ):
     """
     An :class:`arviz.InferenceData` of a trained model.
@@ -376,7 +408,13 @@ def to_inference_data(
     :param feature_names: names of the features (the ``feature`` coordinate) for linear models.
     :param dict coords: extra ArviZ coordinates; ``dims``: ``{variable: [dim names]}``.
     :param int seed: the seed of the draws (Pyro's and numpy's generators).
+    :param str pointwise: a Pyro model's pointwise log-likelihood: ``"row"`` (one value per element of
+        the data plate, a multi-output row's event dims summed, as Pyro scores it and ArviZ's
+        ``from_pyro`` records it: ``az.loo`` leaves out a row) or ``"element"`` (one value per element
+        of the observed value, its shape, which ``az.loo_pit`` needs).
     """
+    if pointwise not in ("row", "element"):
+        raise ValueError(f"pointwise must be 'row' or 'element'; got {pointwise!r}")
     if not isinstance(num_samples, numbers.Integral) or isinstance(num_samples, bool) or num_samples < 1:
         raise ValueError(f"num_samples must be a positive integer; got {num_samples!r}")
     if guide is None or hasattr(model, "coef_") or not callable(guide):
@@ -407,7 +445,9 @@ def to_inference_data(
     try:
         with torch.random.fork_rng():
             pyro.set_rng_seed(seed)
-            return _from_pyro(model, guide, args, kwargs, int(num_samples), feature_names, coords, dims)
+            return _from_pyro(
+                model, guide, args, kwargs, int(num_samples), feature_names, coords, dims, pointwise
+            )
     finally:
         np.random.set_state(numpy_state)  # noqa: NPY002
         random.setstate(python_state)

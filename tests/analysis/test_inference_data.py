@@ -521,8 +521,11 @@ def test_a_latent_the_guide_does_not_draw_is_refused_and_the_whole_guide_list_wo
         svi.step(X, y)
     with pytest.raises(ValueError, match=r"latent sites \['sigma'\] that the guide does not draw"):
         to_inference_data(_noise_model, guide[0], X, y, num_samples=5)
-    idata = to_inference_data(_noise_model, guide, X, y, num_samples=50)
     sigma = float(guide[1].median()["sigma"])
+    with pyro.poutine.condition(data={"sigma": torch.tensor(sigma)}):  # fixed around the call: taken
+        fixed = to_inference_data(_noise_model, guide[0], X, y, num_samples=5)
+    assert np.isfinite(fixed.log_likelihood["y"].values).all()
+    idata = to_inference_data(_noise_model, guide, X, y, num_samples=50)
     assert np.allclose(idata.posterior["sigma"].values, sigma)
     assert set(idata["variational"].data_vars) == {"w.theta", "w.log_alpha"}
     assert relevance(idata)["relevant"].to_numpy()[:2].all()
@@ -542,6 +545,14 @@ def test_a_multi_output_target_is_scored_per_row():
         idata = to_inference_data(model, guide, x, t, num_samples=10)
         assert idata.log_likelihood["obs"].shape == (1, 10, 60)
     assert idata["variational"]["net.weight.theta"].dims == ("output", "feature")
+    # per element, the observed value's shape (what az.loo_pit needs), summing to the rows' values
+    element = to_inference_data(model, guide, x, t, num_samples=10, pointwise="element")
+    assert element.log_likelihood["obs"].shape == (1, 10, 60, 2)
+    np.testing.assert_allclose(
+        element.log_likelihood["obs"].values.sum(-1), idata.log_likelihood["obs"].values, rtol=1e-5
+    )
+    with pytest.raises(ValueError, match="pointwise must be 'row' or 'element'"):
+        to_inference_data(model, guide, x, t, pointwise="rows")
 
 
 def test_to_inference_data_under_local_reparameterization_draws_weights():
@@ -587,6 +598,7 @@ def test_an_estimators_y_is_checked():
         to_inference_data(fit, X, np.where(np.arange(300) == 4, np.nan, y))
     with pytest.raises(ValueError, match="numbers"):
         to_inference_data(fit, X, y.astype(str))
+    assert "y" in to_inference_data(fit, X, y.astype(object), num_samples=3).log_likelihood  # as fit takes
     assert to_inference_data(fit, num_samples=np.int64(3)).posterior["coef"].shape == (1, 3, 6)
 
 
