@@ -504,24 +504,40 @@ class LocalSGD(torch.nn.Module):
         now, and so are the iterate averages of its guides (``averaging``); the count of steps starts
         again. Every rank must call it."""
         tensors = [t for _, t in _state_tensors(self.module)]
-        _all_reduce_mean(
-            [t for t in tensors if t.is_floating_point()] + _iterate_averages(self.module), self.world_size
-        )
+        _all_reduce_mean([t for t in tensors if t.is_floating_point()], self.world_size)
         _broadcast([t for t in tensors if not t.is_floating_point()])
+        averages = _iterate_averages(self.module)
+        if averages is not None:
+            # every rank must hold the same averages (names, shapes, counts) for one flat all-reduce to
+            # line them up; a rank that reset or applied its averages alone would mix them up
+            keys = [(name, tuple(mean.shape), str(mean.dtype), count) for name, mean, count in averages]
+            if len({repr(k) for k in gather_objects(keys)}) > 1:
+                raise ValueError(
+                    "the ranks' iterate averages differ (parameters, or the steps they hold): every rank "
+                    "must take the same steps, and call apply_average() or reset_average() on every rank"
+                )
+            _all_reduce_mean([mean for _, mean, _ in averages], self.world_size)
         self.steps_since_average = 0
 
 
 def _iterate_averages(module):
-    """The running iterate averages of the variational dropout guides in ``module``, in an order every
-    rank shares. An average is linear in the iterates, with the same weights on every rank (the ranks
-    take the same steps), so the mean of the ranks' averages is the average of the averaged iterates
-    (left per rank, they parted by up to 0.05, and ``apply_average()`` gave each rank other parameters)."""
+    """``(name, running mean, count)`` of the iterate averages of the variational dropout guides in
+    ``module`` that average (None where none does: the guides' settings, the same on every rank). An
+    average is linear in the iterates, with the same weights on every rank (the ranks take the same
+    steps), so the mean of the ranks' averages is the average of the averaged iterates (left per rank,
+    they parted by up to 0.05, and ``apply_average()`` gave each rank other parameters)."""
     from .guides.auto_variational_dropout import AutoVariationalDropout
 
-    means = []
-    for guide in (m for m in module.modules() if isinstance(m, AutoVariationalDropout)):
-        means.extend(guide._iterate_average_means())
-    return means
+    guides = [
+        m for m in module.modules() if isinstance(m, AutoVariationalDropout) and m.averaging is not None
+    ]
+    if not guides:
+        return None
+    return [
+        (f"{i}.{name}", mean, count)
+        for i, guide in enumerate(guides)
+        for name, mean, count in guide._iterate_average_means()
+    ]
 
 
 def _state_tensors(module):

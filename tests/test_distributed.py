@@ -333,17 +333,29 @@ _WORKER = textwrap.dedent(
         optimizer.zero_grad()
         avg_fn(x[rows], y[rows]).backward()
         optimizer.step()
-    means = [m.clone() for m in avg_guide._iterate_average_means()]
+    means = [m.clone() for _, m, _ in avg_guide._iterate_average_means()]
     expected = [sum(v) / 2 for v in zip(*distributed.gather_objects(means), strict=True)]
     report["averages_differed"] = max(
         float((a - b).abs().max()) for a, b in zip(*distributed.gather_objects(means), strict=True)
     )
     distributed.average_parameters(avg_fn)
     report["averages_mean_error"] = max(
-        float((m - e).abs().max()) for m, e in zip(avg_guide._iterate_average_means(), expected, strict=True)
+        float((m - e).abs().max())
+        for (_, m, _), e in zip(avg_guide._iterate_average_means(), expected, strict=True)
     )
     avg_guide.apply_average()
     report["applied_ranks_equal"] = ranks_equal([*avg_model.parameters(), *avg_guide.parameters()])
+    for step in range(2):  # then one rank restarts its averages alone: refused, not mixed up
+        optimizer.zero_grad()
+        avg_fn(x[:2], y[:2]).backward()
+        optimizer.step()
+    if session.rank == 1:
+        avg_guide.reset_average()
+    try:
+        distributed.average_parameters(avg_fn)
+        report["mismatched_averages"] = "accepted"
+    except ValueError as error:
+        report["mismatched_averages"] = str(error)
 
     # a user's resume: rank 0 saves, every rank loads; the ranks' noise stays their own
     from pyro_vd.inference import load_checkpoint, save_checkpoint
@@ -355,6 +367,11 @@ _WORKER = textwrap.dedent(
     distributed.barrier()
     load_checkpoint(out / "user.pt", optim=adam)
     report["resumed_draws"] = distributed.gather_objects(torch.randn(3).tolist())
+    # ... and a rank that loads the file it saved itself goes on exactly
+    save_checkpoint(out / f"own{session.rank}.pt", optim=adam, epoch=1)
+    uninterrupted = torch.randn(3).tolist()
+    load_checkpoint(out / f"own{session.rank}.pt", optim=adam)
+    report["own_file_exact"] = distributed.gather_objects(torch.randn(3).tolist() == uninterrupted)
 
     if session.is_main:
         report["lsgd_full"] = [[h["test_error"], h["data_term"]] for h in full["history"]]
@@ -419,6 +436,7 @@ def test_local_sgd_averages_the_guides_iterate_averages_too(two_rank_report):
     report = two_rank_report
     assert report["averages_differed"] > 1e-4  # each rank averaged its own iterates
     assert report["averages_mean_error"] <= 1e-6 and report["applied_ranks_equal"]
+    assert "the ranks' iterate averages differ" in report["mismatched_averages"]
 
 
 def test_a_checkpoint_loaded_on_every_rank_leaves_each_its_own_noise(two_rank_report):
@@ -427,6 +445,7 @@ def test_a_checkpoint_loaded_on_every_rank_leaves_each_its_own_noise(two_rank_re
     draws = two_rank_report["resumed_draws"]
     assert draws[0] == two_rank_report["rank0_after_save"]
     assert draws[1] != draws[0]
+    assert two_rank_report["own_file_exact"] == [True, True]
 
 
 def test_local_sgd_averages_the_ranks_parameters_every_k_steps_and_resumes_exactly(two_rank_report):

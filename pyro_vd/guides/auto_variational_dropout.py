@@ -909,10 +909,14 @@ class AutoVariationalDropout(AutoGuide):
         return before - len(self.__dict__["_restored_averages"])
 
     def _iterate_average_means(self):
-        """The running means of the iterate averages that hold a step, by parameter name (for
-        :class:`~pyro_vd.distributed.LocalSGD`, which averages them over the ranks)."""
+        """``(name, running mean, count)`` of the iterate averages that hold a step, by parameter name
+        (for :class:`~pyro_vd.distributed.LocalSGD`, which averages them over the ranks)."""
         averages = self.__dict__.get("_averages", {})
-        return [averages[name].mean for name in sorted(averages) if averages[name].count]
+        return [
+            (name, averages[name].mean, averages[name].count)
+            for name in sorted(averages)
+            if averages[name].count
+        ]
 
     def average_count(self):
         """How many training steps the iterate averages hold: the fewest over the parameters that have

@@ -140,10 +140,10 @@ def load_checkpoint(path, *, optim, model=None, guide=None, elbo=None, map_locat
     should restoring fail part-way, the parameter store, the optimizer, the modules, ``elbo`` and the
     RNGs are put back as they were.
 
-    In a process group (``pyro_vd.distributed``), the checkpoint holds the state of the rank that saved
-    it, rank 0: loaded on every rank, rank 0 goes on with its saved random stream and every other rank
-    with a fresh one of its own (from that state, the rank and the epoch), so the ranks' noise stays
-    independent.
+    In a process group (``pyro_vd.distributed``), the checkpoint holds the random state of the rank that
+    saved it (rank 0, as scripts save): loaded on every rank, that rank goes on with its saved stream and
+    every other rank with a fresh one of its own (from that state, the rank and the epoch), so the ranks'
+    noise stays independent; a rank loading a file it saved itself goes on exactly.
 
     :returns: ``{"epoch": int, "extra": ...}``.
     """
@@ -547,21 +547,22 @@ def _restore(plan, optim, model, guide, elbo):
         for path, module in _vd_guides(guide):
             module.load_average_state((plan["averages"] or {}).get(path))
     _set_rng_state(plan["rng"])
-    _own_stream_on_other_ranks(plan["epoch"])
+    _own_stream_on_other_ranks(plan["rng"]["rank"], plan["epoch"])
 
 
-def _own_stream_on_other_ranks(epoch):
-    """On rank r > 0 of a process group, a stream of the rank's own after the checkpoint's (rank 0's, as
-    ``save_checkpoint`` runs there) was restored: seeded by :func:`~pyro_vd.distributed.noise_seed` from a
-    draw of that state, the rank and ``epoch``. Without it every rank drew rank 0's noise after a resume
-    (the ranks' noise no longer independent). A resumed multi-process run so continues on fresh
-    independent streams, not bit for bit (the checkpoint holds one rank's state; ``pyro-vd`` saves
-    every rank's and puts them back itself)."""
+def _own_stream_on_other_ranks(saver, epoch):
+    """On a rank of a process group other than the one that saved the checkpoint (``saver``: rank 0, as a
+    script saves), a stream of the rank's own after the saver's was restored: seeded by
+    :func:`~pyro_vd.distributed.noise_seed` from a draw of that state, the rank and ``epoch``. Without it
+    every rank drew rank 0's noise after a resume (the ranks' noise no longer independent). Such a run
+    continues on fresh independent streams, not bit for bit (the file holds one rank's state; a rank
+    that loads its own file goes on exactly, and ``pyro-vd`` saves every rank's and puts them back
+    itself)."""
     from .. import distributed
 
     session = distributed.current()
-    if session.distributed and session.rank > 0:
-        base = int(torch.randint(2**62, (), generator=None))  # the same on every rank: rank 0's state
+    if session.distributed and session.rank != saver:
+        base = int(torch.randint(2**62, ()))  # the same on every such rank: the saver's state
         pyro.set_rng_seed(distributed.noise_seed(base, session.rank, epoch) % 2**32)
 
 
@@ -694,6 +695,9 @@ def _rng_state():
     }
     if "cuda" in live:
         state["cuda"] = live["cuda"]
+    from .. import distributed
+
+    state["rank"] = distributed.current().rank  # whose streams these are (see load_checkpoint)
     return state
 
 
@@ -719,6 +723,7 @@ def _decode_rng(where, state):
         }
         if state.get("cuda") is not None:
             decoded["cuda"] = [s.cpu() for s in state["cuda"]]
+        decoded["rank"] = int(state.get("rank", 0))  # (files written before it was kept: rank 0's)
         torch.Generator().set_state(decoded["torch"])
         np.random.RandomState().set_state(decoded["numpy"])
         random.Random().setstate(decoded["python"])
