@@ -10,20 +10,30 @@ from .local_reparameterization import LocalReparamWeight
 
 #: Methods of Pyro's ELBOs that run the model and guide; the frames whose ``self`` is looked at.
 _ELBO_METHODS = frozenset(
-    {"loss", "loss_and_grads", "differentiable_loss", "_get_traces", "_get_trace", "_get_vectorized_trace"}
+    {
+        "loss",
+        "_loss",
+        "loss_and_grads",
+        "differentiable_loss",
+        "_get_traces",
+        "_get_trace",
+        "_get_vectorized_trace",
+    }
 )
 
 
 def _nonlinear_objective(depth=64):
     r"""
     The name of the ELBO running this model, when it is one whose objective is not linear in
-    :math:`\sum_n \log p(y_n \mid w)` (Pyro's ``RenyiELBO``, ``TraceTailAdaptive_ELBO``), else None.
+    :math:`\sum_n \log p(y_n \mid w)` (Pyro's ``RenyiELBO``, ``ReweightedWakeSleep`` and
+    ``TraceTailAdaptive_ELBO`` over more than one particle: a log-mean-exp of the particles' weights;
+    with one particle the Rényi bound is the ELBO), else None.
     The trick replaces one weight sample by independent noise per row: the expectation of a sum over rows
     is kept, not that of a function of the whole sum (``RenyiELBO(alpha=0, num_particles=8)``, the IWAE
     bound, came out 1.3 nats above log Z, no longer a bound). Found by the callers' frames (names first,
     ``self`` only in an ELBO method's frame: a few microseconds).
     """
-    from pyro.infer import RenyiELBO, TraceTailAdaptive_ELBO
+    from pyro.infer import RenyiELBO, ReweightedWakeSleep, TraceTailAdaptive_ELBO
 
     frame = sys._getframe(2)
     for _ in range(depth):
@@ -31,7 +41,10 @@ def _nonlinear_objective(depth=64):
             return None
         if frame.f_code.co_name in _ELBO_METHODS:
             owner = frame.f_locals.get("self")
-            if isinstance(owner, RenyiELBO | TraceTailAdaptive_ELBO):
+            if (
+                isinstance(owner, RenyiELBO | ReweightedWakeSleep | TraceTailAdaptive_ELBO)
+                and getattr(owner, "num_particles", 1) > 1
+            ):
                 return type(owner).__name__
         frame = frame.f_back
     return None
