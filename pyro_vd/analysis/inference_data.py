@@ -19,7 +19,7 @@ import torch
 from pyro.distributions import Unit
 from pyro.poutine.subsample_messenger import _Subsample
 
-from ..inference.pruning import check_finite_posterior, log_alpha_bound
+from ..inference.pruning import check_finite_posterior, is_layer_site, log_alpha_bound, row_size
 from ..poutine.full_data_messenger import FullDataMessenger
 
 
@@ -194,8 +194,12 @@ def _collect_pyro(model, guide, args, kwargs, num_samples, feature_names, coords
         for name in part.site_names:
             variational[f"{name}.theta"] = _numpy(part.get_theta(name))
             variational[f"{name}.log_alpha"] = _numpy(part.get_log_alpha(name))
-            # the relevance rule of the guide's model (relevance() of this InferenceData reads it back)
+            # the relevance rule of the guide's model (relevance() of this InferenceData reads it back),
+            # and the evidence rule's d where it is known (a layer's row; not a hand-written (d, 1) weight)
             bounds[f"{name}.log_alpha_bound"] = log_alpha_bound(part, name)
+            shape = tuple(part.get_log_alpha(name).shape)
+            if is_layer_site(part, name) or not (len(shape) > 1 and row_size(shape) == 1):
+                bounds[f"{name}.evidence_row"] = row_size(shape)
         for name in getattr(part, "noise_site_names", []):
             variational[f"{name}.mean"] = _numpy(part.get_noise_mean(name))
             variational[f"{name}.snr"] = _numpy(part.get_noise_snr(name))

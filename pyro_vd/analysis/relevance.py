@@ -127,9 +127,12 @@ def relevance(obj, site=None, *, feature_names=None, threshold=None):
             # its input channels × kernel, as the guide's own rule reads it)
             from ..linear.relevance import log_alpha_threshold
 
-            if threshold == "evidence":
-                check_evidence_row(site, np.shape(log_alpha))
-            bound = log_alpha_threshold(threshold, row_size(np.shape(log_alpha)))
+            row = group.attrs.get(f"{site}.evidence_row")  # (recorded where the guide knew it)
+            if row is None:
+                if threshold == "evidence":
+                    check_evidence_row(site, np.shape(log_alpha))
+                row = row_size(np.shape(log_alpha))
+            bound = log_alpha_threshold(threshold, int(row))
             table = _vd_table(theta, log_alpha.ravel(), bound)
     elif hasattr(obj, "relevance_"):  # a fitted estimator
         from ..linear._posterior import weight_posteriors

@@ -21,7 +21,7 @@ from pyro.poutine.messenger import unwrap
 from torch.distributions import constraints
 from torch.utils.weak import WeakIdKeyDictionary
 
-from .._validation import check_finite_real, is_finite_real
+from .._validation import check_finite_real, is_finite_real, scalar
 from .._warnings import warn_at_caller
 from ..distributions.kl_log_uniform import DEFAULT_KL_METHOD, check_kl_method
 from ..distributions.log_uniform import LogUniform
@@ -339,6 +339,8 @@ class AutoVariationalDropout(AutoGuide):
             raise ValueError(f"hold_log_alpha must be >= 0; got {hold_log_alpha}")
         # the relevance rule the model names, kept for a guide pickled (or deep-copied) without its model
         self.__dict__["_relevance_rule"] = getattr(unwrap(model), "relevance_rule", None)
+        # and its layers' weight sites (their rows are known: the evidence rule reads them as such)
+        self.__dict__["_layer_sites"] = tuple(getattr(unwrap(model), "weight_sites", None) or ())
         self.__dict__["_hold_log_alpha"] = int(hold_log_alpha)
         self.__dict__["_trained_steps"] = 0
         # the model's recommended start applies where it can: at or next to 0 only where log α is learned
@@ -420,9 +422,12 @@ class AutoVariationalDropout(AutoGuide):
         self.init_noise_log_scale = check_finite_real(init_noise_log_scale, "init_noise_log_scale")
         if init_seed is None:
             init_seed = int(torch.randint(0, 2**62, ()).item())
-        if isinstance(init_seed, bool) or not isinstance(init_seed, numbers.Integral) or init_seed < 0:
-            raise ValueError(f"init_seed must be an integer >= 0 or None; got {init_seed!r}")  # (1.5 was 1)
-        self.init_seed = int(init_seed)
+        seed = scalar(init_seed)  # (a one-element tensor or array as its number)
+        if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+            raise ValueError(
+                f"init_seed must be an integer or None; got {init_seed!r}"
+            )  # (1.5 was read as 1)
+        self.init_seed = int(seed)
         super().__init__(model, create_plates=create_plates)
         self._leaves = {}  # (group, site) -> the modules on its dotted path: see _param
         self.__dict__["_averages"] = {}  # (group, site) -> _Average: see averaging

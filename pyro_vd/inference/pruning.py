@@ -60,9 +60,7 @@ def log_alpha_bound(guide, name, threshold=None):
     threshold = scalar(threshold)  # (a one-element tensor or array as its number)
     if isinstance(threshold, str):
         shape = guide.get_log_alpha(name).shape
-        from ..guides.auto_variational_dropout import guide_model
-
-        if threshold == "evidence" and name not in getattr(guide_model(guide), "weight_sites", ()):
+        if threshold == "evidence" and not is_layer_site(guide, name):
             check_evidence_row(name, shape)  # (a layer's rows are known: a Linear(1, k) has rows of 1)
         return float(log_alpha_threshold(threshold, row_size(shape)))
     # NaN would prune every weight without a word (log α <= NaN is False); ±inf keeps or prunes them all
@@ -71,6 +69,16 @@ def log_alpha_bound(guide, name, threshold=None):
             f"threshold must be a real number (not NaN), 'evidence' or 'sparse_vd'; got {threshold!r}"
         )
     return float(threshold)
+
+
+def is_layer_site(guide, name):
+    """Whether site ``name`` is the weight of a layer of the guide's model (a ``VDModel``'s), whose rows
+    are known; kept by the guide for when it is unpickled without its model."""
+    from ..guides.auto_variational_dropout import guide_model
+
+    model = guide_model(guide)
+    layers = getattr(model, "weight_sites", None) if model is not None else guide.__dict__.get("_layer_sites")
+    return name in (layers or ())
 
 
 def check_evidence_row(name, shape):

@@ -90,9 +90,9 @@ class LocalReparameterizationMessenger(Messenger):
 
     def __init__(self, enabled=True):
         super().__init__()
-        if not isinstance(enabled, bool):  # ("no" is truthy: the trick stayed on)
+        if type(enabled).__name__ not in ("bool", "bool_"):  # ("no" is truthy: the trick stayed on)
             raise TypeError(f"enabled must be True or False; got {enabled!r}")
-        self.enabled = enabled
+        self.enabled = bool(enabled)
 
     def _pyro_sample(self, msg):
         if not self.enabled or msg["is_observed"] or msg["value"] is not None:

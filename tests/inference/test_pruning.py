@@ -197,8 +197,19 @@ def test_the_evidence_rule_refuses_a_hand_written_column_weight_and_keeps_a_laye
             assert log_alpha_bound(guide, "w", "evidence") == evidence_log_alpha_threshold(5)
     model = bayesianize(nn.Sequential(nn.Linear(1, 3), nn.Linear(3, 2)), num_data=8)
     guide = AutoVariationalDropout(model)
-    guide(torch.randn(8, 1), torch.zeros(8, dtype=torch.long))
+    x, t = torch.randn(8, 1), torch.zeros(8, dtype=torch.long)
+    guide(x, t)
     assert log_alpha_bound(guide, "net.0.weight", "evidence") == evidence_log_alpha_threshold(1)
+    # so after pickling (the guide keeps its layers' names, not its model) and from InferenceData
+    import pickle
+
+    from pyro_vd.analysis import to_inference_data
+
+    unpickled = pickle.loads(pickle.dumps(guide))
+    assert log_alpha_bound(unpickled, "net.0.weight", "evidence") == evidence_log_alpha_threshold(1)
+    idata = to_inference_data(model, guide, x, t, num_samples=2)
+    direct = relevance(guide, "net.0.weight", threshold="evidence")["relevant"].to_numpy()
+    assert (relevance(idata, "net.0.weight", threshold="evidence")["relevant"].to_numpy() == direct).all()
 
 
 def test_a_zero_width_layer_reports_nothing_pruned():
