@@ -134,6 +134,14 @@ def _check_covered(model, guide_trace, model_trace, args, kwargs):
         if site["type"] == "sample" and site["is_observed"] and not isinstance(site["fn"], _Subsample):
             read |= set(get_provenance(site["fn"].log_prob(site["value"])))
     uncovered = [name for name in free if name in read]
+    enumerated = [name for name in uncovered if model_trace.nodes[name]["infer"].get("enumerate")]
+    if enumerated:
+        raise ValueError(
+            f"the model has discrete latent sites {enumerated} that it enumerates (TraceEnum_ELBO) and the "
+            "guide does not draw: the log-likelihood and the predictive would draw them from their prior. "
+            "Analyse a model with them summed out of the likelihood, or with their values fixed "
+            "(poutine.condition, e.g. from pyro.infer.infer_discrete)"
+        )
     if uncovered:
         raise ValueError(
             f"the model has latent sites {uncovered} that the guide does not draw: the log-likelihood and "
