@@ -628,3 +628,22 @@ def test_relevance_names_what_it_cannot_read():
     guide.append(AutoDelta(pyro.poutine.block(_noise_model, expose=["sigma"])))
     with pytest.raises(TypeError, match=r"pass its AutoVariationalDropout part, e.g. guide\[0\]"):
         relevance(guide)
+
+
+def test_an_enumerated_discrete_latent_is_named_as_such():
+    import pyro.distributions as dist
+
+    from pyro_vd import LogUniform
+
+    def mixture(X, y=None):
+        w = pyro.sample("w", LogUniform(event_shape=(X.shape[1],)))
+        with pyro.plate("data", len(X)):
+            z = pyro.sample("z", dist.Bernoulli(0.5), infer={"enumerate": "parallel"})
+            return pyro.sample("y", dist.Normal(X @ w + 2.0 * z, 0.5), obs=y)
+
+    X, y = torch.randn(30, 3), torch.randn(30)
+    pyro.clear_param_store()
+    guide = AutoVariationalDropout(pyro.poutine.block(mixture, hide=["z"]))
+    guide(X, y)
+    with pytest.raises(ValueError, match=r"discrete latent sites \['z'\] that it enumerates"):
+        to_inference_data(mixture, guide, X, y, num_samples=2)
