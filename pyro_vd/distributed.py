@@ -481,10 +481,12 @@ class LocalSGD(torch.nn.Module):
         if not session.distributed:
             raise RuntimeError("LocalSGD needs a process group (init_from_env under torchrun)")
         shapes = [(name, tuple(t.shape), str(t.dtype)) for name, t in _state_tensors(module)]
+        # the guides' averaging too: whether average_parameters gathers the averages' names must agree
+        shapes.append(("averaging", _averaging_settings(module)))
         if len({repr(s) for s in gather_objects(shapes)}) > 1:
             raise ValueError(
-                "the ranks' modules differ in their parameters (names, shapes or dtypes): build the "
-                "same model and guide, and create their parameters, on every rank"
+                "the ranks' modules differ in their parameters (names, shapes or dtypes) or their guides' "
+                "averaging: build the same model and guide, and create their parameters, on every rank"
             )
         self.module = module
         self.average_every = average_every
@@ -510,14 +512,22 @@ class LocalSGD(torch.nn.Module):
         if averages is not None:
             # every rank must hold the same averages (names, shapes, counts) for one flat all-reduce to
             # line them up; a rank that reset or applied its averages alone would mix them up
-            keys = [(name, tuple(mean.shape), str(mean.dtype), count) for name, mean, count in averages]
+            # (their step counts may differ, e.g. a head one rank's batches skipped: a plain mean then)
+            keys = [(name, tuple(mean.shape), str(mean.dtype)) for name, mean, _ in averages]
             if len({repr(k) for k in gather_objects(keys)}) > 1:
                 raise ValueError(
-                    "the ranks' iterate averages differ (parameters, or the steps they hold): every rank "
-                    "must take the same steps, and call apply_average() or reset_average() on every rank"
+                    "the ranks' iterate averages differ (one rank holds an average another does not): "
+                    "call apply_average() or reset_average() on every rank, or on none"
                 )
             _all_reduce_mean([mean for _, mean, _ in averages], self.world_size)
         self.steps_since_average = 0
+
+
+def _averaging_settings(module):
+    """η of every variational dropout guide in ``module`` (None: it does not average)."""
+    from .guides.auto_variational_dropout import AutoVariationalDropout
+
+    return [m.averaging for m in module.modules() if isinstance(m, AutoVariationalDropout)]
 
 
 def _iterate_averages(module):

@@ -16,8 +16,9 @@ import warnings
 import numpy as np
 import pyro.poutine as poutine
 import torch
-from pyro.distributions import Unit
+from pyro.distributions import MaskedDistribution, Unit
 from pyro.poutine.subsample_messenger import _Subsample
+from torch.distributions import Independent
 
 from ..inference.pruning import check_finite_posterior, is_layer_site, log_alpha_bound, row_size
 from ..poutine.full_data_messenger import FullDataMessenger
@@ -146,8 +147,10 @@ def _check_covered(model, guide_trace, model_trace, args, kwargs):
         raise ValueError(
             f"the model has latent sites {uncovered} that the guide does not draw: the log-likelihood and "
             "the predictive would draw them from their prior every time. Pass the whole guide (e.g. the "
-            "AutoGuideList, not guide[0]), or fix them first: "
-            "to_inference_data(poutine.condition(model, data=other_guide.median()), guide, ...)"
+            "AutoGuideList, not guide[0]), or fix them first, "
+            "to_inference_data(poutine.condition(model, data=other_guide.median()), guide, ...): a "
+            "conditioned site is observed to Pyro, so it is recorded with the data (az.loo(idata, "
+            "var_name='y') then scores y alone)"
         )
 
 
@@ -157,10 +160,20 @@ def _pointwise_log_prob(site, pointwise):
     ArviZ's ``from_pyro`` records it); with ``"element"``, or for a site outside every plate (a vector of
     data points under ``.to_event``), per element of the value."""
     fn = site["fn"]
-    if pointwise == "element" or not any(frame.vectorized for frame in site["cond_indep_stack"]):
-        while hasattr(fn, "base_dist") and hasattr(fn, "reinterpreted_batch_ndims"):
-            fn = fn.base_dist
-    return fn.log_prob(site["value"])
+    if pointwise == "row" and any(frame.vectorized for frame in site["cond_indep_stack"]):
+        return fn.log_prob(site["value"])
+    mask = True  # .to_event() and .mask() peeled off, the mask kept for the elements
+    while isinstance(fn, Independent | MaskedDistribution):
+        if isinstance(fn, MaskedDistribution):
+            mask = fn._mask if mask is True else fn._mask & mask
+        fn = fn.base_dist
+    log_prob = fn.log_prob(site["value"])
+    if mask is True:
+        return log_prob
+    if mask is False:
+        return torch.zeros_like(log_prob)
+    mask = mask.reshape(mask.shape + (1,) * max(0, log_prob.dim() - mask.dim()))
+    return torch.where(mask, log_prob, torch.zeros_like(log_prob))
 
 
 def _collect_pyro(model, guide, args, kwargs, num_samples, feature_names, coords, dims, pointwise):
@@ -302,15 +315,10 @@ def _from_estimator(estimator, X, y, num_samples, feature_names, seed):
     y = np.asarray(y)
     if y.ndim != 1 or len(y) != len(X):
         raise ValueError(f"y must have shape ({len(X)},); got {y.shape}")
-    if not hasattr(estimator, "classes_"):  # (a classifier's labels are checked against classes_)
-        try:  # (an object array of numbers, as fit takes it)
-            y = y.astype(np.float64) if y.dtype.kind not in "USb" else y
-        except (TypeError, ValueError):
-            pass
-        if y.dtype.kind not in "iuf":
-            raise ValueError(f"y must hold numbers for a regressor's log-likelihood; got dtype {y.dtype}")
-        if not np.isfinite(y).all():
-            raise ValueError(f"y has {int(np.sum(~np.isfinite(y)))} NaN or infinite values")
+    if not hasattr(estimator, "classes_"):  # checked as fit checks it (a classifier's against classes_)
+        from ..linear._base import check_y
+
+        y = check_y(y, len(X))
     intercept = np.atleast_1d(np.asarray(getattr(estimator, "intercept_", 0.0), dtype=float))
     centre = getattr(estimator, "X_offset_", None)
     if centre is not None:

@@ -423,10 +423,9 @@ class AutoVariationalDropout(AutoGuide):
         if init_seed is None:
             init_seed = int(torch.randint(0, 2**62, ()).item())
         seed = scalar(init_seed)  # (a one-element tensor or array as its number)
-        if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
-            raise ValueError(
-                f"init_seed must be an integer or None; got {init_seed!r}"
-            )  # (1.5 was read as 1)
+        if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed < 2**64:
+            # (1.5 was read as 1; torch wraps −1 to 2**64 − 1 and fails on 2**64 at the first call)
+            raise ValueError(f"init_seed must be an integer in [0, 2**64) or None; got {init_seed!r}")
         self.init_seed = int(seed)
         super().__init__(model, create_plates=create_plates)
         self._leaves = {}  # (group, site) -> the modules on its dotted path: see _param

@@ -551,6 +551,24 @@ def test_a_multi_output_target_is_scored_per_row():
     np.testing.assert_allclose(
         element.log_likelihood["obs"].values.sum(-1), idata.log_likelihood["obs"].values, rtol=1e-5
     )
+    # a masked row (.mask() over .to_event(1)) counts 0 in every element
+    import pyro.distributions as dist
+
+    from pyro_vd import LogUniform
+
+    keep = torch.arange(60) % 3 > 0
+
+    def masked(x, y=None):
+        w = pyro.sample("w", LogUniform(event_shape=(3, 2)))
+        with pyro.plate("data", len(x)):
+            pyro.sample("obs", dist.Normal(x @ w, 0.5).to_event(1).mask(keep), obs=y)
+
+    masked_guide = _trained(masked, 5, x, t)
+    rows = to_inference_data(masked, masked_guide, x, t, num_samples=3).log_likelihood["obs"].values
+    elements = to_inference_data(masked, masked_guide, x, t, num_samples=3, pointwise="element")
+    elements = elements.log_likelihood["obs"].values
+    assert elements.shape == (1, 3, 60, 2) and (elements[:, :, ~keep.numpy()] == 0).all()
+    np.testing.assert_allclose(elements.sum(-1), rows, rtol=1e-5)
     with pytest.raises(ValueError, match="pointwise must be 'row' or 'element'"):
         to_inference_data(model, guide, x, t, pointwise="rows")
 
@@ -594,11 +612,13 @@ def test_relevance_during_the_hold_warns():
 def test_an_estimators_y_is_checked():
     X, y = _ard_draw()
     fit = VDRegression().fit(X, y)
-    with pytest.raises(ValueError, match="NaN or infinite"):
+    with pytest.raises(ValueError, match="NaN or infinity"):
         to_inference_data(fit, X, np.where(np.arange(300) == 4, np.nan, y))
-    with pytest.raises(ValueError, match="numbers"):
-        to_inference_data(fit, X, y.astype(str))
+    with pytest.raises(ValueError, match="must be numeric"):  # (as fit says; numeric strings pass both)
+        to_inference_data(fit, X, np.array(["a"] * 300))
     assert "y" in to_inference_data(fit, X, y.astype(object), num_samples=3).log_likelihood  # as fit takes
+    with pytest.raises(ValueError, match="Complex data not supported"):  # (its real part was taken)
+        to_inference_data(fit, X, y + 1j)
     assert to_inference_data(fit, num_samples=np.int64(3)).posterior["coef"].shape == (1, 3, 6)
 
 

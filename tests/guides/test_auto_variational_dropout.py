@@ -183,8 +183,9 @@ def test_more_bad_arguments_are_named():
     AttributeError (an unknown site) or Pyro's "Cannot transform _NonZeroReal constraints"."""
     from pyro_vd.poutine import local_reparameterization
 
-    with pytest.raises(ValueError, match="init_seed must be an integer"):
-        AutoVariationalDropout(_mlp(), init_seed=1.5)
+    for bad in (1.5, -1, 2**64):
+        with pytest.raises(ValueError, match=r"init_seed must be an integer in \[0, 2\*\*64\)"):
+            AutoVariationalDropout(_mlp(), init_seed=bad)
     with pytest.raises(TypeError, match="model must be a Pyro model"):
         AutoVariationalDropout(5)
     with pytest.raises(TypeError, match="enabled must be True or False"):
