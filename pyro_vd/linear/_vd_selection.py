@@ -140,11 +140,11 @@ class _Budget(Exception):
 
 
 class _Search:
-    def __init__(self, rows, d, nodes, weights, method, max_iter, tol):
+    def __init__(self, rows, d, nodes, weights, method, max_iter, tol, candidates=None):
         self.rows, self.d, self.nodes, self.weights = rows, d, nodes, weights
         self.method, self.max_iter, self.tol = method, max_iter, tol
         self.bound = evidence_log_alpha_threshold(d, method)
-        self.penalty = evidence_penalty(d)
+        self.penalty = evidence_penalty(d if candidates is None else candidates)
         self.margin = tol * rows.n_samples  # F must rise by more than Newton's own tolerance
         self.n_iter = 0
         self.best = None  # the fitted model with the highest F so far
@@ -266,7 +266,7 @@ class _Search:
         return None
 
 
-def evidence_fit(rows, n_features, nodes, weights, method, max_iter, tol):
+def evidence_fit(rows, n_features, nodes, weights, method, max_iter, tol, candidates=None):
     """
     The evidence rule's fit over ``rows`` (module docstring). Returns ``(theta, rho, b, elbo, n_iter,
     converged, profile, q)`` as :func:`~pyro_vd.linear._vd_newton.newton_fit` does, n_iter counting
@@ -275,10 +275,11 @@ def evidence_fit(rows, n_features, nodes, weights, method, max_iter, tol):
     :math:`q_d` at the fit (the Gaussian view's coefficient, meaningful out of the model); both NaN
     everywhere when the search stopped at ``max_iter``. Features out of the model have θ = 0 and
     ρ = −inf. When ``max_iter`` runs out, the fitted model with the highest F so far is returned
-    (``converged`` False).
+    (``converged`` False). The prior odds are 1 : ``candidates`` per feature (the features that vary;
+    by default ``n_features``): a constant column is no candidate, and counted it moved the bound.
     """
     d = n_features
-    search = _Search(rows, d, nodes, weights, method, max_iter, tol)
+    search = _Search(rows, d, nodes, weights, method, max_iter, tol, candidates)
     empty = np.zeros(d, dtype=bool)
     try:
         best = search.fit(np.zeros(d), np.full(d, -math.inf), 0.0, empty)  # the intercept alone

@@ -260,7 +260,9 @@ class VDClassifier(QuadraturePredictive, LinearClassifierBase):
     def _set_relevance(self):
         self.log_alpha_ = self._stacked("log_alpha")
         self.profile_log_alpha_ = self._stacked("profile_log_alpha")
-        self.threshold_ = log_alpha_threshold(self.threshold, self.n_features_in_, self.kl_method)
+        # τ(d) for the d features that vary (a constant column is no candidate: counted, it moved the bound)
+        usable = max(1, int(np.sum(self._fits[0]["units"].usable)))
+        self.threshold_ = log_alpha_threshold(self.threshold, usable, self.kl_method)
         self.relevance_ = self._kept_by_class().any(0)
         self.elbo_ = [f["elbo"] for f in self._fits]
         self.log_evidence_ = self._stacked("elbo") if len(self._fits) == 1 else np.array(self.elbo_)
@@ -270,7 +272,8 @@ class VDClassifier(QuadraturePredictive, LinearClassifierBase):
         in the fit (still in the model: log α ≤ τ(d) there, but for the exact moves near the bound), the
         others by log α ≤ ``threshold_``."""
         log_alpha = np.atleast_2d(self.log_alpha_)
-        return np.isfinite(log_alpha) if self.threshold == "evidence" else log_alpha <= self.threshold_
+        kept = np.isfinite(log_alpha)  # (a weight at α = ∞ is out, whatever the threshold)
+        return kept if self.threshold == "evidence" else kept & (log_alpha <= self.threshold_)
 
     def _fit_binary(self, X, t):
         units = CentredUnits(X)
@@ -341,7 +344,14 @@ class VDClassifier(QuadraturePredictive, LinearClassifierBase):
         nodes, weights = (a.numpy() for a in gauss_hermite(self.n_quadrature))
         if self.threshold == "evidence":
             *fit, profile, q = evidence_fit(
-                rows, len(theta), nodes, weights, self.kl_method, self.max_iter, self.tol
+                rows,
+                len(theta),
+                nodes,
+                weights,
+                self.kl_method,
+                self.max_iter,
+                self.tol,
+                candidates=max(1, int(np.sum(usable))),  # constant columns are no candidates
             )
             if fit[-1]:  # converged
                 self._check_dense(rows, fit, q, theta, log_sigma2, nodes, weights, usable)

@@ -96,8 +96,9 @@ class VDRegression(RegressorMixin, BaseEstimator):
     τ(d) of :func:`~pyro_vd.linear.relevance.evidence_log_alpha_threshold`). ``threshold="sparse_vd"``
     or a number fits the plain VD ELBO (a feature is pruned only when its optimum is α = ∞) and calls a
     feature relevant when ``log_alpha_ <= threshold`` (3 for Sparse VD): a test at a fixed level per
-    feature, which keeps a fixed fraction of irrelevant features whatever N. Constant columns carry
-    nothing and get α = ∞.
+    feature, which keeps a fixed fraction of irrelevant features whatever N (and never a pruned one, at
+    α = ∞). Constant columns carry nothing and get α = ∞, and d counts the features that vary (a
+    constant column is no candidate).
 
     Parameters
     ----------
@@ -133,7 +134,8 @@ class VDRegression(RegressorMixin, BaseEstimator):
         β.
     relevance_ : ndarray of bool, shape (n_features,)
     threshold_ : float
-        The log α bound of the rule (τ(d) for ``"evidence"``, 3 for ``"sparse_vd"``).
+        The log α bound of the rule (τ(d) for ``"evidence"``, d the features that vary; 3 for
+        ``"sparse_vd"``).
     elbo_ : float
         The final ELBO (up to the prior's constant; KL(α = ∞) = 0), without the prior-odds penalty.
     log_evidence_ : float
@@ -257,7 +259,6 @@ class VDRegression(RegressorMixin, BaseEstimator):
     def _solve(self, stats):
         """The fitted attributes for the statistics ``stats`` (a ValueError if they are not finite)."""
         n, x_mean, y_mean, xx, xy, yy, y_rms, ratio = self._centered(stats)
-        d = xx.shape[0]
         diag = np.clip(np.diag(xx).copy(), 0.0, None)
         # constant columns (up to rounding, relative to each column's own size): no information, α = ∞.
         # Relative to the largest column's spread, a column in units 1e7 times smaller was dropped.
@@ -279,7 +280,10 @@ class VDRegression(RegressorMixin, BaseEstimator):
         # all-zero target has no scale and is taken as of unit scale (β = 1e12, not ∞).
         energy_floor = 1e-12 * (y_energy if y_energy > 0 else n)
         # the log prior odds a feature's ELBO gain must pass to stay (or come back) in the model
-        penalty = evidence_penalty(d) if self.threshold == "evidence" else 0.0  # 0 when d = 1
+        # over the d features that vary: a constant column is no candidate (counted, 100 constant columns
+        # moved τ from −1.17 to −2.31 and dropped a relevant feature)
+        candidates = max(1, int(np.sum(usable)))
+        penalty = evidence_penalty(candidates) if self.threshold == "evidence" else 0.0  # 0 when d = 1
         problem = (xx, xy, yy, n, diag, usable, cap, energy_floor)
         start = np.where(usable, 0.0, cap)
         (log_alpha, beta, n_iter, converged, alpha_change), plain = self._evidence_search(
@@ -314,10 +318,12 @@ class VDRegression(RegressorMixin, BaseEstimator):
             "elbo_": float(elbo),
             "log_evidence_": float(elbo),
         }
-        bound = _log_alpha_threshold(self.threshold, d, self.kl_method)
+        bound = _log_alpha_threshold(self.threshold, candidates, self.kl_method)
         fitted["threshold_"] = bound
-        # the evidence rule prunes in the fit: relevant = still in the model (log α ≤ τ(d) at convergence)
-        fitted["relevance_"] = kept.copy() if self.threshold == "evidence" else log_alpha <= bound
+        # the evidence rule prunes in the fit: relevant = still in the model (log α ≤ τ(d) at convergence);
+        # a weight at the cap is out of the model (θ = 0) whatever the threshold (at a threshold at or
+        # above max_log_alpha every pruned feature read as relevant)
+        fitted["relevance_"] = kept.copy() if self.threshold == "evidence" else kept & (log_alpha <= bound)
         bad = [name for name, value in fitted.items() if not np.isfinite(value).all()]
         if bad:
             raise ValueError(

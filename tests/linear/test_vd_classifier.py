@@ -174,3 +174,14 @@ def test_the_cross_validated_log_loss_refits_each_fold_and_scores_its_rows():
     train = cv.held_out_log_loss(rows, fit, nodes, weights)
     assert train < score and score == pytest.approx(test, abs=0.05)
     assert InMemoryRows(X[:3], t[:3]).folds(cv.FOLDS) is None
+
+
+def test_constant_columns_do_not_move_the_classifiers_evidence_rule():
+    from pyro_vd.experiments.ard_data import make_ard_classification
+
+    X, y, _, _, _ = make_ard_classification(300, 10, n_relevant=3, seed=1, n_test=10)
+    alone = VDClassifier().fit(X, y)
+    padded = VDClassifier().fit(np.hstack([X, np.full((300, 60), -3.0)]), y)
+    assert padded.threshold_ == alone.threshold_
+    assert (padded.relevance_[:10] == alone.relevance_).all() and not padded.relevance_[10:].any()
+    np.testing.assert_allclose(padded.coef_[:10], alone.coef_, rtol=1e-6, atol=1e-9)

@@ -617,3 +617,27 @@ def test_the_second_start_stands_in_for_a_first_search_that_cycles():
         warnings.simplefilter("error")  # no ConvergenceWarning: the fit kept is one that converged
         fit = VDRegression().fit(X, y)
     assert fit.n_iter_ < fit.max_iter and fit.relevance_.sum() >= 3
+
+
+def test_constant_columns_do_not_move_the_evidence_rule():
+    """The prior odds are 1 : d over the features that vary: 100 constant columns (a one-hot category
+    absent from the training rows) moved τ from −1.17 to −2.31 and dropped a relevant feature (0.3)."""
+    for seed in range(3):
+        rng = np.random.default_rng(seed)
+        X = rng.normal(size=(100, 5))
+        y = 0.3 * X[:, 0] + 1.0 * X[:, 1] + rng.normal(size=100)
+        alone = VDRegression().fit(X, y)
+        padded = VDRegression().fit(np.hstack([X, np.full((100, 100), 7.0)]), y)
+        assert padded.threshold_ == alone.threshold_
+        assert (padded.relevance_[:5] == alone.relevance_).all() and not padded.relevance_[5:].any()
+        np.testing.assert_allclose(padded.coef_[:5], alone.coef_, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("kwargs", [{"threshold": 40.0}, {"threshold": "sparse_vd", "max_log_alpha": 2.0}])
+def test_a_pruned_feature_is_never_relevant_whatever_the_threshold(kwargs):
+    # at a threshold at or above max_log_alpha every pruned feature (θ = 0) read as relevant
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(200, 8))
+    y = X[:, 0] - 2.0 * X[:, 1] + 0.5 * rng.normal(size=200)
+    fit = VDRegression(**kwargs).fit(X, y)
+    assert (fit.relevance_ == (fit.coef_ != 0)).all() and fit.relevance_.sum() >= 2
