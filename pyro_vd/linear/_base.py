@@ -4,6 +4,7 @@ scikit-learn is not a runtime dependency. When it is installed the estimators in
 ``BaseEstimator`` and mixins (so ``clone``, pipelines, ``check_estimator`` and tags work exactly);
 otherwise a minimal stand-in gives ``get_params`` / ``set_params`` / ``score``."""
 
+import contextlib
 import inspect
 import numbers
 import warnings
@@ -94,6 +95,10 @@ def missing_values(array):
 
 
 def _to_float_array(value, name):
+    if hasattr(value, "dtype") and not isinstance(value.dtype, np.dtype):
+        # a pandas extension dtype (Float64, Int64, boolean, category): numpy cannot read it as a dtype;
+        # as objects, its missing values (pd.NA) become NaN below, which the finiteness check names
+        value = np.asarray(value, dtype=object)
     if hasattr(value, "dtype") and np.issubdtype(getattr(value, "dtype", None), np.complexfloating):
         raise ValueError(f"Complex data not supported: {name} is complex")
     try:
@@ -233,6 +238,20 @@ def validate_X(estimator, X, *, reset, check_finite=True):
     return check_X(X, n_features=n_features, estimator=estimator, check_finite=check_finite), names
 
 
+@contextlib.contextmanager
+def unchanged_on_failure(estimator):
+    """The estimator's attributes put back as they were where the fit inside raises (a warning turned
+    into an error included): a failed refit of RVR had set ``n_features_in_`` to the new X's and kept
+    the old ``coef_``, so ``predict`` refused the old X and failed on the new one."""
+    saved = dict(vars(estimator))
+    try:
+        yield
+    except BaseException:
+        vars(estimator).clear()
+        vars(estimator).update(saved)
+        raise
+
+
 def set_features(estimator, X, names):
     """Record ``n_features_in_`` and ``feature_names_in_`` of a successful fit (drop stale names)."""
     estimator.n_features_in_ = X.shape[1]
@@ -279,6 +298,12 @@ def check_y(y, n_samples, *, name="y"):
     if not np.isfinite(y).all():
         raise ValueError(f"Input {name} contains NaN or infinity.")
     return y
+
+
+def check_bool(value, name):
+    """A TypeError unless ``value`` is True or False (a numpy bool too): "no" is truthy, None falsy."""
+    if not isinstance(value, bool | np.bool_):
+        raise TypeError(f"{name} must be True or False; got {value!r}")
 
 
 def check_positive_int(value, name):

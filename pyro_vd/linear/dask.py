@@ -29,6 +29,7 @@ import numpy as np
 
 from ._base import (
     CONSTANT_RATIO,
+    check_bool,
     check_feature_names,
     check_is_fitted,
     check_positive_float,
@@ -84,6 +85,7 @@ def prepare_ard_regression(estimator, X, y):
 
     X = _check_X(X)
     y = _check_y(y, X)
+    check_bool(estimator.fit_intercept, "fit_intercept")
     check_positive_int(estimator.max_iter, "max_iter")
     check_positive_float(estimator.tol, "tol")
     check_positive_float(estimator.alpha_bound, "alpha_bound")
@@ -122,10 +124,13 @@ def _vd_update(estimator, X, y, *, reset):
     """``VDRegression._update`` with the chunk statistics reduced on the cluster."""
     from .vd_regression import _chunk_statistics
 
+    # as in memory: a later chunk without names (a Dask array has none) keeps the names of the first
+    # (before, they were dropped without a word, and a reordered data frame then predicted silently)
+    names = check_feature_names(estimator, X, reset=reset)
     X = _check_X(X, n_features=None if reset else estimator.n_features_in_, estimator=estimator)
     y = _check_y(y, X)
     estimator._check_params()
-    return estimator._absorb(_reduce(X, y, _chunk_statistics, _accumulate_all), X, None, reset=reset)
+    return estimator._absorb(_reduce(X, y, _chunk_statistics, _accumulate_all), X, names, reset=reset)
 
 
 def _accumulate_all(*parts):

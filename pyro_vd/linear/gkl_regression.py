@@ -8,6 +8,7 @@ from ._base import (
     check_is_fitted,
     dask_method,
     is_dask,
+    unchanged_on_failure,
     validate_X,
 )
 from ._convergence import warn_not_converged
@@ -127,7 +128,7 @@ class GKLRegression(RegressorMixin, BaseEstimator):
         (:func:`~pyro_vd.linear._threads.single_threaded_blas`: on the 1000 × 1000 ARD table the fit takes
         22–23 s this way, 36–48 s with OpenBLAS on two threads). The same fit up to rounding.
         """
-        with single_threaded_blas():
+        with unchanged_on_failure(self), single_threaded_blas():
             return self._fit(X, y)
 
     def _fit(self, X, y):

@@ -6,6 +6,7 @@ from ._base import (
     CONSTANT_RATIO,
     BaseEstimator,
     RegressorMixin,
+    check_bool,
     check_is_fitted,
     check_positive_float,
     check_positive_int,
@@ -14,6 +15,7 @@ from ._base import (
     fitted_units,
     is_dask,
     set_features,
+    unchanged_on_failure,
     usable_columns,
     validate_X,
 )
@@ -66,8 +68,8 @@ class ArdScaling:
             return sigma * ratio[:, None] * ratio[None, :]
 
     def noise_precision(self, beta):
-        with np.errstate(over="ignore"):
-            beta = beta / self.y**2
+        with np.errstate(over="ignore", divide="ignore"):
+            beta = np.float64(beta) / np.float64(self.y) ** 2  # (numpy's: y² may underflow to 0)
         if not np.isfinite(beta):
             raise ValueError(
                 f"the noise precision overflows float64: y is so small (scale {self.y:.3g}) and fitted so "
@@ -123,6 +125,7 @@ def prepare_ard_regression(estimator, X, y):
         return dask_method(estimator, "prepare_ard_regression", X, y)
     X, names = validate_X(estimator, X, reset=True)
     y = check_y(y, X.shape[0])
+    check_bool(estimator.fit_intercept, "fit_intercept")
     check_positive_int(estimator.max_iter, "max_iter")
     check_positive_float(estimator.tol, "tol")
     check_positive_float(estimator.alpha_bound, "alpha_bound")
@@ -192,7 +195,7 @@ class RVR(RegressorMixin, BaseEstimator):
         hundreds to thousands of them, where OpenBLAS's threads wait for each other (and for any other
         work on the cores) longer than they compute. The fit is the same up to rounding.
         """
-        with single_threaded_blas():
+        with unchanged_on_failure(self), single_threaded_blas():
             return self._fit(X, y)
 
     def _fit(self, X, y):

@@ -12,6 +12,7 @@ from ._base import (
     CONSTANT_RATIO,
     BaseEstimator,
     RegressorMixin,
+    check_bool,
     check_finite_statistics,
     check_is_fitted,
     check_positive_float,
@@ -212,6 +213,7 @@ class VDRegression(RegressorMixin, BaseEstimator):
 
     def _check_params(self):
         check_kl_method(self.kl_method)
+        check_bool(self.fit_intercept, "fit_intercept")
         check_positive_int(self.max_iter, "max_iter")
         check_positive_float(self.tol, "tol")
         check_real(self.max_log_alpha, "max_log_alpha", low=0.0, high=MAX_LOG_ALPHA_LIMIT, low_open=True)

@@ -158,3 +158,52 @@ def test_gkl_regressions_deletions_never_lower_the_evidence(monkeypatch, n, d, r
         warnings.simplefilter("ignore")  # max_iter may end these degenerate fits
         GKLRegression(tol=1e-12, max_iter=3000).fit(X, y)
     assert all(change > 0 for change in changes), changes
+
+
+@pytest.mark.parametrize("estimator", [RVR, GKLRegression], ids=lambda e: e.__name__)
+def test_a_failed_refit_leaves_the_fitted_estimator_as_it_was(estimator):
+    """A refit that raised (a warning turned into an error, or a noise precision beyond float64) had set
+    n_features_in_ to the new X's and kept the old coef_: predict refused the old X and failed on the new
+    one. GKLRegression's overflow was a raw ZeroDivisionError."""
+    from pyro_vd.linear._convergence import ConvergenceWarning
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(100, 4))
+    fit = estimator().fit(X, X @ np.array([1.0, -2.0, 0.0, 0.0]) + 0.3 * rng.normal(size=100))
+    before = {k: np.copy(v) if isinstance(v, np.ndarray) else v for k, v in vars(fit).items()}
+    X6 = rng.normal(size=(100, 6))
+    with pytest.raises(ValueError, match="noise precision overflows float64"):
+        fit.fit(X6, (X6 @ np.arange(6.0)) * 1e-300)  # noise-free and tiny
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        with pytest.raises(ConvergenceWarning):
+            fit.set_params(max_iter=1).fit(X6, X6[:, 0] + 0.1 * rng.normal(size=100))
+    fit.set_params(max_iter=before["max_iter"])
+    assert fit.n_features_in_ == 4 and np.array_equal(fit.coef_, before["coef_"])
+    assert fit.predict(X[:2]).shape == (2,)
+
+
+@pytest.mark.parametrize("dtype", ["Float64", "Int64", "boolean"])
+def test_a_pandas_nullable_y_is_taken(dtype):
+    # TypeError: Cannot interpret 'Float64Dtype()' as a data type, from every regressor
+    pd = pytest.importorskip("pandas")
+    from pyro_vd.linear import VDRegression
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(80, 3))
+    y = (X[:, 0] > 0) if dtype == "boolean" else np.round(3 * X[:, 0] - X[:, 1])
+    for estimator in (VDRegression, RVR, GKLRegression):
+        nullable = estimator().fit(X, pd.Series(y, dtype=dtype))
+        np.testing.assert_allclose(nullable.coef_, estimator().fit(X, y.astype(float)).coef_, rtol=1e-12)
+    with pytest.raises(ValueError, match="NaN"):
+        VDRegression().fit(X, pd.Series([None] + list(y[1:]), dtype=dtype))
+
+
+@pytest.mark.parametrize("value", ["no", None, 1])
+def test_fit_intercept_must_be_a_bool(value):
+    from pyro_vd.linear import VDRegression
+
+    X, y = np.random.default_rng(0).normal(size=(20, 2)), np.arange(20.0)
+    for estimator in (VDRegression, RVR, GKLRegression):
+        with pytest.raises(TypeError, match="fit_intercept must be True or False"):
+            estimator(fit_intercept=value).fit(X, y)

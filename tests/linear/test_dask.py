@@ -338,3 +338,19 @@ def test_dask_rows_fold_by_blocks():
     ones = lambda X, X2, t: (float(t.sum()),)  # noqa: E731
     assert [held.sum(ones, np.ones(2, dtype=bool))[0] for _, held in folds] == [3, 5, 4, 2, 6]
     assert DaskRows(Z[:8].rechunk((4, 2)), t[:8].rechunk(4)).folds(5) is None  # two blocks: no folds
+
+
+def test_a_dask_partial_fit_keeps_the_feature_names_as_in_memory(client):
+    """A Dask chunk after a fit on a data frame dropped feature_names_in_ without a word; predict on a
+    data frame with its columns reordered then only warned and predicted for the wrong columns."""
+    pd = pytest.importorskip("pandas")
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(60, 3))
+    frame = pd.DataFrame(X, columns=["a", "b", "c"])
+    y = X @ np.array([1.0, 2.0, -1.0])
+    fit = VDRegression().fit(frame, y)
+    with pytest.warns(UserWarning, match="X does not have valid feature names"):
+        fit.partial_fit(da.from_array(X, chunks=20), y)
+    assert list(fit.feature_names_in_) == ["a", "b", "c"]
+    with pytest.raises(ValueError, match="same order"):
+        fit.predict(frame[["c", "a", "b"]])
