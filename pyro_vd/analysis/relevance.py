@@ -12,6 +12,7 @@ from ..inference.pruning import (
     log_alpha_bound,
     row_size,
 )
+from ..linear.relevance import log_alpha_threshold
 
 
 def relevance(obj, site=None, *, feature_names=None, threshold=None):
@@ -125,7 +126,6 @@ def relevance(obj, site=None, *, feature_names=None, threshold=None):
             # a named rule's d is the weights in a row of the site, read before the site is flattened
             # (flattened, "evidence" on a 40 × 30 weight took τ(1200) for τ(30); a convolution's row is
             # its input channels × kernel, as the guide's own rule reads it)
-            from ..linear.relevance import log_alpha_threshold
 
             row = group.attrs.get(f"{site}.evidence_row")  # (recorded where the guide knew it)
             if row is None:
@@ -142,11 +142,13 @@ def relevance(obj, site=None, *, feature_names=None, threshold=None):
         if "log_alpha" in rows[0]:
             # the estimator's own decisions, or log α against the threshold asked for (as for its
             # InferenceData; before, a threshold given here was ignored without a word)
-            vd = _vd_table(
-                table["theta"],
-                np.stack([r["log_alpha"] for r in rows]),
-                DEFAULT_THRESHOLD if threshold is None else threshold,
-            )
+            log_alpha = np.stack([r["log_alpha"] for r in rows])
+            rule = DEFAULT_THRESHOLD if threshold is None else threshold
+            if isinstance(rule, str) and rule == "evidence":  # τ(d) over the features that vary, as fitted
+                rule = float(log_alpha_threshold("evidence", _varying_features(obj), obj.kl_method))
+            vd = _vd_table(table["theta"], log_alpha, rule)
+            # a feature at the cap (α = ∞, θ = 0) is out of the model whatever the threshold
+            vd["relevant"] = vd["relevant"] & (log_alpha < getattr(obj, "max_log_alpha", np.inf))
             table = {**vd, "relevant": table["relevant"]} if threshold is None else vd
         else:
             if threshold is not None:
@@ -180,10 +182,15 @@ def relevance(obj, site=None, *, feature_names=None, threshold=None):
     return pd.DataFrame(table, index=index)
 
 
+def _varying_features(estimator):
+    """The number of features a VD estimator's evidence rule counted: those that vary (its fit records
+    it; an estimator fitted before this was recorded counts all)."""
+    return int(getattr(estimator, "_n_varying", np.shape(estimator.coef_)[-1]))
+
+
 def _vd_table(theta, log_alpha, threshold):
     """The columns of a VD weight: θ, log α, SNR = α^{-1/2}, relevant when log α ≤ the bound of
     ``threshold`` (a number, ``"sparse_vd"``, or ``"evidence"`` with d = the weights in a row)."""
-    from ..linear.relevance import log_alpha_threshold
 
     check_finite_posterior(torch.as_tensor(np.asarray(log_alpha, dtype=float)), "log α")  # NaN: "irrelevant"
     bound = log_alpha_threshold(threshold, np.shape(log_alpha)[-1])

@@ -95,10 +95,13 @@ def missing_values(array):
 
 
 def _to_float_array(value, name):
-    if hasattr(value, "dtype") and not isinstance(value.dtype, np.dtype):
+    if type(getattr(value, "dtype", None)).__module__.startswith("pandas"):
         # a pandas extension dtype (Float64, Int64, boolean, category): numpy cannot read it as a dtype;
-        # as objects, its missing values (pd.NA) become NaN below, which the finiteness check names
-        value = np.asarray(value, dtype=object)
+        # as floats with pd.NA as NaN (which the finiteness check names), else as objects (named below)
+        try:
+            value = value.to_numpy(dtype=np.float64, na_value=np.nan)
+        except (TypeError, ValueError):
+            value = value.to_numpy(dtype=object)
     if hasattr(value, "dtype") and np.issubdtype(getattr(value, "dtype", None), np.complexfloating):
         raise ValueError(f"Complex data not supported: {name} is complex")
     try:
@@ -110,7 +113,10 @@ def _to_float_array(value, name):
     if array.dtype == object:
         # pandas' missing values (pd.NA, None) become NaN, reported by the finiteness check; numpy's own
         # TypeError names an element that is not a number
-        return np.where(missing_values(array), np.nan, array).astype(np.float64)
+        try:
+            return np.where(missing_values(array), np.nan, array).astype(np.float64)
+        except (TypeError, ValueError) as error:  # (the same type: scikit-learn's checks expect it)
+            raise type(error)(f"{name} must be numeric: {error}") from error
     if not (np.issubdtype(array.dtype, np.number) or array.dtype == bool):
         try:
             array = array.astype(np.float64)

@@ -163,7 +163,8 @@ def vd_relevance(log_alpha, threshold="evidence", *, n_features=None, kl_method=
     r"""
     Relevance of VD weights from their log α (any VD posterior: :class:`VDRegression`,
     :class:`VDClassifier`, an SVI guide): ``log_alpha <= log_alpha_threshold(threshold, d)``, with d =
-    ``n_features`` (default: the last axis of ``log_alpha``, the number of features competing).
+    ``n_features`` (default: the last axis of ``log_alpha``, the number of features competing; give the
+    number that vary where some columns are constant, as the estimators count them: their ``threshold_``).
     """
     log_alpha = np.asarray(log_alpha, dtype=np.float64)
     d = log_alpha.shape[-1] if n_features is None else n_features

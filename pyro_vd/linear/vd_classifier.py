@@ -262,6 +262,7 @@ class VDClassifier(QuadraturePredictive, LinearClassifierBase):
         self.profile_log_alpha_ = self._stacked("profile_log_alpha")
         # τ(d) for the d features that vary (a constant column is no candidate: counted, it moved the bound)
         usable = max(1, int(np.sum(self._fits[0]["units"].usable)))
+        self._n_varying = usable  # (what relevance(estimator, threshold="evidence") reads)
         self.threshold_ = log_alpha_threshold(self.threshold, usable, self.kl_method)
         self.relevance_ = self._kept_by_class().any(0)
         self.elbo_ = [f["elbo"] for f in self._fits]
@@ -418,6 +419,9 @@ class VDClassifier(QuadraturePredictive, LinearClassifierBase):
 
     @staticmethod
     def _finish(units, theta, log_sigma2, bias_centred, elbo, n_iter, profile=None):
+        # a constant column is out of the model (θ = 0, α = ∞): L-BFGS left it near its start, at a large
+        # but finite log α that a large threshold read as relevant
+        theta = torch.where(torch.as_tensor(units.usable), theta, torch.zeros_like(theta))
         with torch.no_grad():
             log_alpha = log_sigma2 - theta.square().clamp_min(torch.finfo(torch.float64).tiny).log()
             log_alpha = torch.where(theta == 0, torch.full_like(log_alpha, math.inf), log_alpha)

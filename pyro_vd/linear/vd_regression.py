@@ -322,6 +322,7 @@ class VDRegression(RegressorMixin, BaseEstimator):
         }
         bound = _log_alpha_threshold(self.threshold, candidates, self.kl_method)
         fitted["threshold_"] = bound
+        fitted["_n_varying"] = candidates  # (what relevance(estimator, threshold="evidence") reads)
         # the evidence rule prunes in the fit: relevant = still in the model (log α ≤ τ(d) at convergence);
         # a weight at the cap is out of the model (θ = 0) whatever the threshold (at a threshold at or
         # above max_log_alpha every pruned feature read as relevant)

@@ -631,6 +631,10 @@ def test_constant_columns_do_not_move_the_evidence_rule():
         assert padded.threshold_ == alone.threshold_
         assert (padded.relevance_[:5] == alone.relevance_).all() and not padded.relevance_[5:].any()
         np.testing.assert_allclose(padded.coef_[:5], alone.coef_, rtol=1e-9, atol=1e-12)
+        from pyro_vd.analysis import relevance
+
+        table = relevance(padded, threshold="evidence")  # τ(d) over the features that vary, as fitted
+        assert (table["relevant"].to_numpy() == padded.relevance_).all()
 
 
 @pytest.mark.parametrize("kwargs", [{"threshold": 40.0}, {"threshold": "sparse_vd", "max_log_alpha": 2.0}])
@@ -641,3 +645,7 @@ def test_a_pruned_feature_is_never_relevant_whatever_the_threshold(kwargs):
     y = X[:, 0] - 2.0 * X[:, 1] + 0.5 * rng.normal(size=200)
     fit = VDRegression(**kwargs).fit(X, y)
     assert (fit.relevance_ == (fit.coef_ != 0)).all() and fit.relevance_.sum() >= 2
+    from pyro_vd.analysis import relevance
+
+    threshold = kwargs["threshold"] if isinstance(kwargs["threshold"], float) else 3.0
+    assert (relevance(fit, threshold=threshold)["relevant"].to_numpy() == (fit.coef_ != 0)).all()
