@@ -363,6 +363,15 @@ def _learning_rate(text):
     return value
 
 
+def _log_alpha_clip(text):
+    """A positive clip C of log α, at most 1e4 (1e308 passed as finite and failed in the first step: no
+    float32 clamp takes it; log α of 1e4 is pruned by any rule)."""
+    value = _learning_rate(text)
+    if value > 1e4:
+        raise argparse.ArgumentTypeError(f"must be at most 1e4; got {text}")
+    return value
+
+
 #: ``pyro-vd layer-case --methods``: the short names of :data:`pyro_vd.experiments.layer_case.METHODS`.
 LAYER_CASE_METHODS = ("clipped", "clipped-kl3", "free", "binary", "gaussian", "none")
 
@@ -510,7 +519,7 @@ def build_parser():
     sparse.add_argument("--kl-method", choices=("molchanov", "kingma", "exact"), default="molchanov")
     sparse.add_argument(
         "--clip-log-alpha",
-        type=_optional(_learning_rate),
+        type=_optional(_log_alpha_clip),
         default=8.0,
         metavar="C",
         help="clip log α to [-C, C] in the noise and the KL (default 8, the authors' code; 'none': no clip)",
@@ -608,6 +617,8 @@ def _complete(args):
             hint = " (a resume keeps the run's --device: give --device cpu or auto)" if recorded else ""
             args.parser.error(f"--device {args.device}: {error}{hint}")
     if getattr(args, "data_dir", None) is not None:
+        if not args.data_dir.strip():  # ("" was read as the current folder)
+            args.parser.error("--data-dir is empty; give the data folder (or leave it out for $PYRO_VD_DATA)")
         args.data_dir = str(pathlib.Path(args.data_dir).absolute())
 
 

@@ -245,6 +245,10 @@ BAD_VALUES = [
     T(["sparse-mnist", "--resume", "--overwrite"], "--overwrite", id="resume and overwrite"),
     T(["sparse-mnist", "--train-prune", "nan"], "--train-prune", id="train-prune nan"),
     T(["sparse-mnist", "--clip-log-alpha", "0"], "--clip-log-alpha", id="clip 0"),
+    # (a raw "cannot be converted to type float without overflow" at the first step)
+    T(["sparse-mnist", "--clip-log-alpha", "1e308"], "--clip-log-alpha", id="clip 1e308"),
+    T(["sparse-mnist", "--data-dir", ""], "--data-dir", id="data-dir empty"),  # (was the current folder)
+    T(["kl-table", "--out", "x" * 300], "--out", id="out name too long"),  # (a raw OSError)
     # log α held below the pruning rule (3) or below --train-prune: nothing could ever be pruned
     T(["sparse-mnist", "--clip-log-alpha", "3"], "--clip-log-alpha", id="clip at the rule"),
     T(["sparse-mnist", "--clip-log-alpha", "5", "--train-prune", "6"], "--train-prune", id="prune > clip"),

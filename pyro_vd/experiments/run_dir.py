@@ -6,15 +6,17 @@ whole run, and never silently reused.
 * A folder that already holds files is refused unless the run ``resume``\\ s it (then its checkpoint
   must exist, and the options recorded in ``run.json`` must agree with the new ones) or ``overwrite``\\ s
   it (then the files a ``pyro-vd`` run writes are moved aside into ``.overwritten/`` and deleted when
-  the new run ends, or put back if it fails before its first checkpoint; other files are left alone; a
-  folder still holding ``.overwritten/``, from a run killed meanwhile, is refused until the user has
-  moved its files back or deleted it).
+  the new run ends, put back if it fails before its first checkpoint, and kept if it fails after it;
+  other files are left alone; a folder that holds files of those names but no ``pyro-vd`` ``run.json``
+  is refused: they are the user's own; a folder still holding ``.overwritten/``, from a run killed
+  meanwhile, is refused until the user has moved its files back or deleted it).
 * ``run.lock`` in the folder is held with :func:`fcntl.flock` for the whole run: a second run into the
   same folder stops at once (:class:`RunDirBusy`). The kernel drops the lock when its process dies, so a
   lock file left by a killed run is stale: it is taken over, and reported.
 * ``run.json`` records the command, its options and every resume (with what changed).
-* A run that fails before its first checkpoint (e.g. on missing data) leaves the folder as it found it:
-  a new folder is removed again, and a resume's entry is taken back out of ``run.json``.
+* A run that fails before its first checkpoint (e.g. on missing data, or while writing its results
+  when it has no checkpoint) leaves the folder as it found it: what it wrote is removed, a new folder
+  is removed again, and a resume's entry is taken back out of ``run.json``.
 
 Example::
 
@@ -61,6 +63,10 @@ def check_out_path(path):
     if path is None or not str(path).strip():
         raise RunDirError("--out is empty; give a folder for the results")
     path = pathlib.Path(path)
+    try:
+        path.exists()
+    except OSError as error:  # (a name over the file system's limit: a raw "File name too long")
+        raise RunDirError(f"--out {str(path)!r} cannot be used: {error.strerror}") from error
     if path.exists() and not path.is_dir():
         raise RunDirError(f"--out {str(path)!r} is a file, not a folder")
     existing = path
@@ -127,7 +133,8 @@ class RunDir:
         lock_path = self.path / LOCK_FILE
         while True:
             try:
-                fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+                # not through a symbolic link: its target was truncated and took the process id
+                fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
             except OSError as error:
                 raise RunDirError(f"cannot make the lock {str(lock_path)!r}: {error.strerror}") from error
             try:
@@ -239,6 +246,13 @@ class RunDir:
                 "once you do not need them, then run again"
             )
         replaced = [name for name in contents if self._ours(name)]
+        if replaced and not _is_run_record(self.path / RUN_FILE):
+            # no pyro-vd run here to replace: files of those names (a checkpoint.pt, a results.md) are
+            # the user's own, and --overwrite replaced or deleted them
+            raise RunDirError(
+                f"--out {str(self.path)!r} holds {', '.join(replaced)} but no pyro-vd {RUN_FILE}: they are "
+                "not a pyro-vd run's, so --overwrite does not replace them; give another --out, or move them"
+            )
         if replaced:
             staging.mkdir()
             self._staged = staging
@@ -278,8 +292,14 @@ class RunDir:
         if exc_type is not None and _stat(self.path / CHECKPOINT) == self._checkpoint:
             self._undo()  # nothing was trained: leave the folder as it was
         else:
-            if self._staged is not None:  # the new run has trained (or ended): the old files go
-                shutil.rmtree(self._staged, ignore_errors=True)
+            if self._staged is not None:
+                if exc_type is None:  # the new run has ended: the old files go
+                    shutil.rmtree(self._staged, ignore_errors=True)
+                else:  # it failed after a checkpoint: both kept (its --resume, and the run it replaced)
+                    self.log(
+                        f"the run failed after its first checkpoint: it can go on with --resume; the run it "
+                        f"replaced is kept in {str(self._staged)!r} until you delete it"
+                    )
                 self._staged = None
             self._release()
         return False
@@ -290,10 +310,13 @@ class RunDir:
             record_path.write_text(self._previous)
         elif self._wrote and (self._contents() == [RUN_FILE] or self._staged is not None):
             record_path.unlink()
-        if self._staged is not None:  # --overwrite: the replaced files come back, and only they
-            for name in self._contents():  # what the failed run wrote that the old one had not
+        if self._staged is not None or (self._wrote and self._previous is None and not self.resume):
+            # what the failed run wrote (results, figures: a new run's, or one that --overwrite staged
+            # the old files of), and only that; the replaced files come back below
+            for name in self._contents():
                 if name not in self._replaced and name != STAGING and self._ours(name):
                     (self.path / name).unlink(missing_ok=True)
+        if self._staged is not None:
             for moved in self._staged.iterdir():
                 os.replace(moved, self.path / moved.name)
             self._staged.rmdir()
@@ -313,6 +336,15 @@ class RunDir:
     def _write_record(self):
         write_atomically(self.path / RUN_FILE, json.dumps(self.record, indent=2) + "\n")
         self._wrote = True
+
+
+def _is_run_record(path):
+    """Whether ``path`` is a run record a ``pyro-vd`` run wrote (a JSON mapping naming its command)."""
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(record, dict) and isinstance(record.get("command"), str)
 
 
 def write_atomically(path, data):

@@ -77,12 +77,25 @@ def test_an_overwrite_that_fails_before_training_puts_the_old_run_back(tmp_path)
         (tmp_path / "results.json").write_text("new results")
         raise RuntimeError("failed after writing")
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
-    # once the new run has saved a checkpoint, a failure keeps the new run and drops the old one
-    with pytest.raises(RuntimeError), _run(tmp_path, overwrite=True, figures=("training",)):
+    # once the new run has saved a checkpoint, a failure keeps both: the new run (to --resume) and the
+    # one it replaced, in .overwritten/ (before, Ctrl-C at epoch 5 of a new run deleted a finished run)
+    notes = []
+    with pytest.raises(RuntimeError), _run(tmp_path, notes, overwrite=True, figures=("training",)):
         (tmp_path / "checkpoint.pt").write_text("new")
         raise RuntimeError("diverged at epoch 3")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.pt", "notes.txt", "run.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        ".overwritten",
+        "checkpoint.pt",
+        "notes.txt",
+        "run.json",
+    ]
     assert (tmp_path / "checkpoint.pt").read_text() == "new"
+    kept = {p.name: p.read_bytes() for p in (tmp_path / ".overwritten").iterdir()}
+    assert kept == {name: before[name] for name in [*names, "run.json"]}
+    assert any("kept in" in note and "--resume" in note for note in notes)
+    with _run(tmp_path, resume=True):  # the new run goes on; the old one stays where it is
+        pass
+    assert (tmp_path / ".overwritten" / "checkpoint.pt").read_bytes() == before["checkpoint.pt"]
 
 
 def test_the_files_of_an_interrupted_overwrite_are_never_deleted(tmp_path):
@@ -212,3 +225,51 @@ def test_an_overwrite_interrupted_while_moving_the_old_run_aside_loses_nothing(t
         _run(tmp_path, overwrite=True, figures=("training",)).__enter__()
     monkeypatch.setattr(os, "replace", replace)
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+
+
+def test_overwrite_leaves_a_users_own_files_of_the_same_names(tmp_path):
+    """No pyro-vd run.json: a checkpoint.pt or results.md of the user's is not a run's. --overwrite
+    replaced results.md and deleted training.png in such a folder (kl-table does not even write it)."""
+    for name in ("results.md", "training.png", "checkpoint.pt", "notes.txt"):
+        (tmp_path / name).write_text(f"mine: {name}")
+    with pytest.raises(RunDirError, match=r"no pyro-vd run\.json: they are not a pyro-vd run's"):
+        _run(tmp_path, overwrite=True, figures=("training",)).__enter__()
+    (tmp_path / "run.json").write_text("not json")  # a file of that name is not a record either
+    with pytest.raises(RunDirError, match=r"no pyro-vd run\.json"):
+        _run(tmp_path, overwrite=True, figures=("training",)).__enter__()
+    assert all(
+        (tmp_path / n).read_text() == f"mine: {n}" for n in ("results.md", "training.png", "checkpoint.pt")
+    )
+    assert not (tmp_path / "run.lock").exists()
+
+
+def test_a_new_run_that_fails_while_writing_its_results_leaves_nothing(tmp_path):
+    """A run without a checkpoint (ard-table) interrupted while writing its plot left results.json,
+    results.md and run.json, and the rerun was refused ("already holds files")."""
+    out = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt), _run(out, figures=("coefficients",)):
+        (out / "results.json").write_text("{}")
+        (out / "results.md").write_text("table")
+        (out / "coefficients.png.tmp").write_text("half a plot")
+        raise KeyboardInterrupt
+    assert not out.exists()
+    keep = tmp_path / "kept"
+    keep.mkdir()
+    (keep / "notes.txt").write_text(
+        "mine"
+    )  # a folder with the user's files (and --overwrite): only the run's go
+    with pytest.raises(RuntimeError), _run(keep, overwrite=True, figures=("coefficients",)):
+        (keep / "results.json").write_text("{}")
+        raise RuntimeError("failed")
+    assert sorted(p.name for p in keep.iterdir()) == ["notes.txt"]
+
+
+def test_the_lock_is_not_taken_through_a_symbolic_link(tmp_path):
+    precious = tmp_path / "precious.txt"
+    precious.write_text("data")
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "run.lock").symlink_to(precious)
+    with pytest.raises(RunDirError, match="cannot make the lock"):
+        _run(out).__enter__()
+    assert precious.read_text() == "data"
