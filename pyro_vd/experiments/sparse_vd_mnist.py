@@ -257,6 +257,8 @@ def run_sparse_vd_mnist(
         # what the checkpoint was trained on: a resume with other data (a moved --data-dir that now
         # holds another data set, or its other half) would go on training on it without a word
         "train_data": fingerprint(data.train_images, data.train_labels),
+        # and what its history was evaluated on: other test rows would mix two test sets in one history
+        "test_data": fingerprint(data.test_images, data.test_labels),
         "epochs": epochs,
         "clip_log_alpha": clip_log_alpha,
         "train_prune": train_prune,
@@ -503,6 +505,12 @@ def _check_resume(checkpoint, saved, config, start_epoch):
             f"{str(checkpoint)!r} was trained on other training data (fingerprint {saved['train_data']}; "
             f"these are {config['train_data']}): resume with the data it was trained on, or start a "
             "new --out"
+        )
+    if "test_data" in saved and saved["test_data"] != config["test_data"]:
+        raise RunDirError(
+            f"{str(checkpoint)!r} was evaluated on other test data (fingerprint {saved['test_data']}; these "
+            f"are {config['test_data']}): its history would mix two test sets; resume with the test data "
+            "it was evaluated on, or start a new --out"
         )
     for name in FIXED_ON_RESUME:
         if name in saved and saved[name] != config[name]:

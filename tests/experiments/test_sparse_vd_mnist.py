@@ -122,7 +122,12 @@ def test_resume_refuses_other_training_data(tmp_path):
     with pytest.raises(RunDirError, match="other training data"):
         run_sparse_vd_mnist(other, epochs=2, out=tmp_path, resume=True, log=_quiet)
     assert (tmp_path / "checkpoint.pt").read_bytes() == before
-    moved = data._replace(test_images=data.test_images.clone())  # other test data: evaluation only
+    # other test data would mix two test sets in one history (epoch 1 on one, epoch 2 on another)
+    swapped = data._replace(test_images=data.test_images.flip(0))
+    with pytest.raises(RunDirError, match="other test data"):
+        run_sparse_vd_mnist(swapped, epochs=2, out=tmp_path, resume=True, log=_quiet)
+    assert (tmp_path / "checkpoint.pt").read_bytes() == before
+    moved = data._replace(test_images=data.test_images.clone())  # the same test data, moved: taken
     run_sparse_vd_mnist(moved, epochs=2, out=tmp_path, resume=True, log=_quiet)
 
 
