@@ -240,10 +240,17 @@ class RunDir:
             )
         staging = self.path / STAGING
         if staging.exists():
+            if _newer(self.path / CHECKPOINT, staging / CHECKPOINT):  # the --overwrite run trained, failed
+                advice = (
+                    f"the folder's own {CHECKPOINT} is the newer run that replaced them, which trained "
+                    f"(--resume goes on with it): delete {STAGING}/ once you do not need the older run, "
+                    "or move it elsewhere; moving its files back would replace the newer run"
+                )
+            else:
+                advice = f"move them back into the folder, or delete {STAGING}/ once you do not need them"
             raise RunDirError(
-                f"--out {str(self.path)!r} holds {STAGING}/, the files an interrupted --overwrite replaced "
-                f"(its run may not have trained): move them back into the folder, or delete {STAGING}/ "
-                "once you do not need them, then run again"
+                f"--out {str(self.path)!r} holds {STAGING}/, the files of a run that an interrupted "
+                f"--overwrite replaced: {advice}; then run again"
             )
         replaced = [name for name in contents if self._ours(name)]
         if replaced and not _is_run_record(self.path / RUN_FILE):
@@ -336,6 +343,18 @@ class RunDir:
     def _write_record(self):
         write_atomically(self.path / RUN_FILE, json.dumps(self.record, indent=2) + "\n")
         self._wrote = True
+
+
+def _newer(path, than):
+    """Whether file ``path`` exists and was written after ``than`` (or ``than`` does not exist)."""
+    try:
+        written = path.stat().st_mtime_ns
+    except OSError:
+        return False
+    try:
+        return written >= than.stat().st_mtime_ns
+    except OSError:
+        return True
 
 
 def _is_run_record(path):

@@ -96,6 +96,9 @@ def test_an_overwrite_that_fails_before_training_puts_the_old_run_back(tmp_path)
     with _run(tmp_path, resume=True):  # the new run goes on; the old one stays where it is
         pass
     assert (tmp_path / ".overwritten" / "checkpoint.pt").read_bytes() == before["checkpoint.pt"]
+    # another --overwrite is refused, and its advice is not to move the older files over the newer run
+    with pytest.raises(RunDirError, match=r"newer run that replaced them, which trained .*would replace"):
+        _run(tmp_path, overwrite=True).__enter__()
 
 
 def test_the_files_of_an_interrupted_overwrite_are_never_deleted(tmp_path):
