@@ -31,3 +31,17 @@ def positive_int(value, name):
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
         raise ValueError(f"{name} must be a positive integer; got {value!r}")
     return int(value)
+
+
+def nonnegative_int(value, name):
+    """``value`` as an int if it is an integer >= 0 (not a bool), else a ValueError naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
+        raise ValueError(f"{name} must be an integer >= 0; got {value!r}")
+    return int(value)
+
+
+def check_bool(value, name):
+    """A TypeError unless ``value`` is True or False (a numpy bool too): "no" is truthy, None falsy."""
+    if type(value).__name__ not in ("bool", "bool_"):
+        raise TypeError(f"{name} must be True or False; got {value!r}")
+    return bool(value)

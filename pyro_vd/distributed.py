@@ -59,13 +59,14 @@ saving, and keep every rank's optimizer state for an exact resume.
 import contextlib
 import dataclasses
 import functools
-import numbers
 import os
 
 import numpy as np
 import pyro
 import torch
 import torch.distributed as dist
+
+from ._validation import nonnegative_int, positive_int
 
 __all__ = [
     "LocalSGD",
@@ -280,10 +281,10 @@ def mean_across_ranks(value):
 def noise_seed(seed, rank, epoch=0):
     """The seed of rank ``rank``'s noise stream (``rank > 0``), from ``epoch`` on (a run resumed with
     another number of processes reseeds there): independent of every other ``(seed, rank, epoch)``."""
-    for name, value in (("seed", seed), ("rank", rank), ("epoch", epoch)):
-        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
-            raise ValueError(f"{name} must be an integer >= 0; got {value!r}")  # (0.5 was seed 0)
-    entropy = [int(seed), int(rank), int(epoch)]
+    # (0.5 was read as seed 0)
+    entropy = [
+        nonnegative_int(value, name) for name, value in (("seed", seed), ("rank", rank), ("epoch", epoch))
+    ]
     return int(np.random.SeedSequence(entropy).generate_state(1, dtype=np.uint64)[0] >> 1)
 
 
@@ -305,8 +306,7 @@ def local_batch_size(global_batch, session=None):
     would use, so hyperparameters keep their meaning. It must divide evenly (equal local batches are what
     make the averaged gradient the global batch's)."""
     session = current() if session is None else session
-    if isinstance(global_batch, bool) or not isinstance(global_batch, numbers.Integral) or global_batch < 1:
-        raise ValueError(f"the batch size must be a positive integer; got {global_batch!r}")
+    positive_int(global_batch, "the batch size")
     if global_batch % session.world_size:
         raise ValueError(
             f"the batch of {global_batch} cannot be split evenly over {session.world_size} processes; "
@@ -325,9 +325,8 @@ def shard_indices(n, *, epoch, seed=0, shuffle=True, session=None):
     """
     from torch.utils.data import DistributedSampler
 
-    for name, value, least in (("n", n, 0), ("epoch", epoch, 0)):
-        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < least:
-            raise ValueError(f"{name} must be an integer >= {least}; got {value!r}")
+    nonnegative_int(n, "n")
+    nonnegative_int(epoch, "epoch")
     session = current() if session is None else session
     sampler = DistributedSampler(
         range(n), num_replicas=session.world_size, rank=session.rank, shuffle=shuffle, seed=seed
@@ -510,43 +509,39 @@ class LocalSGD(torch.nn.Module):
         _broadcast([t for t in tensors if not t.is_floating_point()])
         averages = _iterate_averages(self.module)
         if averages is not None:
-            # every rank must hold the same averages (names, shapes, counts) for one flat all-reduce to
-            # line them up; a rank that reset or applied its averages alone would mix them up
-            # (their step counts may differ, e.g. a head one rank's batches skipped: a plain mean then)
-            keys = [(name, tuple(mean.shape), str(mean.dtype)) for name, mean, _ in averages]
+            # every rank must hold the same averages (names and shapes) for one flat all-reduce to line
+            # them up; a rank that reset or applied its averages alone would mix them up (their step
+            # counts may differ, e.g. a head one rank's batches skipped: a plain mean then)
+            keys = [(name, tuple(mean.shape), str(mean.dtype)) for name, mean in averages]
             if len({repr(k) for k in gather_objects(keys)}) > 1:
                 raise ValueError(
                     "the ranks' iterate averages differ (one rank holds an average another does not): "
                     "call apply_average() or reset_average() on every rank, or on none"
                 )
-            _all_reduce_mean([mean for _, mean, _ in averages], self.world_size)
+            _all_reduce_mean([mean for _, mean in averages], self.world_size)
         self.steps_since_average = 0
 
 
 def _averaging_settings(module):
     """η of every variational dropout guide in ``module`` (None: it does not average)."""
-    from .guides.auto_variational_dropout import AutoVariationalDropout
+    from .guides.auto_variational_dropout import vd_guides
 
-    return [m.averaging for m in module.modules() if isinstance(m, AutoVariationalDropout)]
+    return [guide.averaging for _, guide in vd_guides(module)]
 
 
 def _iterate_averages(module):
-    """``(name, running mean, count)`` of the iterate averages of the variational dropout guides in
-    ``module`` that average (None where none does: the guides' settings, the same on every rank). An
-    average is linear in the iterates, with the same weights on every rank (the ranks take the same
-    steps), so the mean of the ranks' averages is the average of the averaged iterates (left per rank,
-    they parted by up to 0.05, and ``apply_average()`` gave each rank other parameters)."""
-    from .guides.auto_variational_dropout import AutoVariationalDropout
+    """``(name, running mean)`` of the iterate averages of the variational dropout guides in ``module``
+    that average (None where none does: the guides' settings, the same on every rank). An average is
+    linear in the iterates, with the same weights on every rank (the ranks take the same steps), so the
+    mean of the ranks' averages is the average of the averaged iterates (left per rank, they parted by
+    up to 0.05, and ``apply_average()`` gave each rank other parameters)."""
+    from .guides.auto_variational_dropout import vd_guides
 
-    guides = [
-        m for m in module.modules() if isinstance(m, AutoVariationalDropout) and m.averaging is not None
-    ]
+    guides = [(path, guide) for path, guide in vd_guides(module) if guide.averaging is not None]
     if not guides:
         return None
     return [
-        (f"{i}.{name}", mean, count)
-        for i, guide in enumerate(guides)
-        for name, mean, count in guide._iterate_average_means()
+        (f"{path}.{name}", mean) for path, guide in guides for name, mean in guide._iterate_average_means()
     ]
 
 

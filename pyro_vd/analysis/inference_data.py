@@ -20,6 +20,7 @@ from pyro.distributions import MaskedDistribution, Unit
 from pyro.poutine.subsample_messenger import _Subsample
 from torch.distributions import Independent
 
+from ..guides.auto_variational_dropout import vd_guides
 from ..inference.pruning import check_finite_posterior, is_layer_site, log_alpha_bound, row_size
 from ..poutine.full_data_messenger import FullDataMessenger
 
@@ -47,18 +48,6 @@ def _linear_dims(model, feature_names):
     if len(names) != d:
         raise ValueError(f"feature_names has {len(names)} names but the model has {d} features")
     return {"feature": names, "output": list(range(outputs))}, {"net.weight": ["output", "feature"]}
-
-
-def _vd_guides(guide):
-    """The variational dropout guides in ``guide``: itself, or the parts of an ``AutoGuideList`` that are
-    (their θ and log α make the ``variational`` group)."""
-    if hasattr(guide, "site_names") and hasattr(guide, "get_log_alpha"):
-        return [guide]
-    from pyro.infer.autoguide import AutoGuideList
-
-    if isinstance(guide, AutoGuideList):
-        return [part for part in guide if hasattr(part, "site_names") and hasattr(part, "get_log_alpha")]
-    return []
 
 
 @contextlib.contextmanager
@@ -181,7 +170,7 @@ def _collect_pyro(model, guide, args, kwargs, num_samples, feature_names, coords
     for draw in range(num_samples):
         guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
         if draw == 0:  # (the guide is set up now) a diverged run's NaN, named before the model fails on it
-            for part in _vd_guides(guide):
+            for _, part in vd_guides(guide):
                 for name in part.site_names:
                     check_finite_posterior(part.get_log_alpha(name), f"log α of site {name!r}")
                     check_finite_posterior(part.get_theta(name), f"θ of site {name!r}")
@@ -211,7 +200,7 @@ def _collect_pyro(model, guide, args, kwargs, num_samples, feature_names, coords
         )
     stack = lambda draws: {k: np.stack(v)[None] for k, v in draws.items()}  # noqa: E731  (chain, draw, ...)
     variational, bounds = {}, {}
-    for part in _vd_guides(guide):
+    for _, part in vd_guides(guide):
         for name in part.site_names:
             variational[f"{name}.theta"] = _numpy(part.get_theta(name))
             variational[f"{name}.log_alpha"] = _numpy(part.get_log_alpha(name))

@@ -913,14 +913,10 @@ class AutoVariationalDropout(AutoGuide):
         return before - len(self.__dict__["_restored_averages"])
 
     def _iterate_average_means(self):
-        """``(name, running mean, count)`` of the iterate averages that hold a step, by parameter name
-        (for :class:`~pyro_vd.distributed.LocalSGD`, which averages them over the ranks)."""
+        """``(name, running mean)`` of the iterate averages that hold a step, by parameter name (for
+        :class:`~pyro_vd.distributed.LocalSGD`, which averages them over the ranks)."""
         averages = self.__dict__.get("_averages", {})
-        return [
-            (name, averages[name].mean, averages[name].count)
-            for name in sorted(averages)
-            if averages[name].count
-        ]
+        return [(name, averages[name].mean) for name in sorted(averages) if averages[name].count]
 
     def average_count(self):
         """How many training steps the iterate averages hold: the fewest over the parameters that have
@@ -1280,6 +1276,14 @@ def _check_log_alpha_names(names, c, where):
             f"log_alpha_scale={theirs:g} to load them (the linear models' default was 1 before it became "
             "5), or clear what holds them (pyro.clear_param_store())"
         )
+
+
+def vd_guides(module):
+    """``(path, AutoVariationalDropout)`` for ``module`` itself ("") and every one inside it (the parts of
+    an ``AutoGuideList``, the guide of an ELBO module); none for anything that is not a torch module."""
+    if not isinstance(module, torch.nn.Module):
+        return []
+    return [(path, m) for path, m in module.named_modules() if isinstance(m, AutoVariationalDropout)]
 
 
 def guide_model(guide):

@@ -20,7 +20,7 @@ import pyro
 import torch
 from torch.distributions.constraints import Constraint
 
-from ..guides.auto_variational_dropout import AutoVariationalDropout, _check_averaging
+from ..guides.auto_variational_dropout import AutoVariationalDropout, _check_averaging, vd_guides
 
 _FORMAT = "pyro_vd.checkpoint/2"
 _KEYS = (
@@ -544,7 +544,7 @@ def _restore(plan, optim, model, guide, elbo):
     if elbo is not None and plan["kl_weight"] is not None:
         elbo.kl_weight = plan["kl_weight"]
     if guide is not None:
-        for path, module in _vd_guides(guide):
+        for path, module in vd_guides(guide):
             module.load_average_state((plan["averages"] or {}).get(path))
     _set_rng_state(plan["rng"])
     _own_stream_on_other_ranks(plan["rng"]["rank"], plan["epoch"])
@@ -581,7 +581,7 @@ def _restore_snapshot(snapshot, optim, model, guide, elbo):
         if module is not None:
             module.load_state_dict(saved)
     if guide is not None:  # (loading the guide's state restarted its averages)
-        for path, module in _vd_guides(guide):
+        for path, module in vd_guides(guide):
             module.load_average_state(snapshot["averages"].get(path))
 
 
@@ -829,15 +829,10 @@ def _fsync_folder(folder):
         os.close(fd)
 
 
-def _vd_guides(guide):
-    """``(path, AutoVariationalDropout)`` for the guide itself ("") and every one inside it."""
-    return [(path, m) for path, m in guide.named_modules() if isinstance(m, AutoVariationalDropout)]
-
-
 def _average_states(guide):
     if guide is None:
         return None
-    return {path: module.average_state() for path, module in _vd_guides(guide)}
+    return {path: module.average_state() for path, module in vd_guides(guide)}
 
 
 def _check_averages(where, saved):

@@ -29,11 +29,8 @@ import numpy as np
 
 from ._base import (
     CONSTANT_RATIO,
-    check_bool,
     check_feature_names,
     check_is_fitted,
-    check_positive_float,
-    check_positive_int,
     flatten_column,
     is_dask,
     set_features,
@@ -81,14 +78,11 @@ def prepare_ard_regression(estimator, X, y):
     :func:`pyro_vd.linear.rvr.prepare_ard_regression` of a Dask array: the same
     ``(n, x_mean, y_mean, G, Xᵀt, tᵀt, diag G, usable, yᵀy, scaling)`` from one pass over the rows.
     """
-    from .rvr import ArdScaling, target_energy
+    from .rvr import ArdScaling, check_ard_params, target_energy
 
     X = _check_X(X)
     y = _check_y(y, X)
-    check_bool(estimator.fit_intercept, "fit_intercept")
-    check_positive_int(estimator.max_iter, "max_iter")
-    check_positive_float(estimator.tol, "tol")
-    check_positive_float(estimator.alpha_bound, "alpha_bound")
+    check_ard_params(estimator)
     s = _reduce(X, y, _ard_block, _ard_merge, center=bool(estimator.fit_intercept))
     n = s["n"]
     # fitted_units from the merged statistics: the power of two nearest the root mean square as fitted

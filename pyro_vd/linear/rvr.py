@@ -2,11 +2,11 @@ r"""Relevance vector regression by Tipping & Faul's fast marginal-likelihood max
 
 import numpy as np
 
+from .._validation import check_bool
 from ._base import (
     CONSTANT_RATIO,
     BaseEstimator,
     RegressorMixin,
-    check_bool,
     check_is_fitted,
     check_positive_float,
     check_positive_int,
@@ -110,6 +110,14 @@ def standardized_relevance(alpha, tt, diag, bound):
     return np.isfinite(alpha) & (diag > 0) & (standardized < bound)
 
 
+def check_ard_params(estimator):
+    """The ARD regressors' parameters, checked (in memory and on Dask)."""
+    check_bool(estimator.fit_intercept, "fit_intercept")
+    check_positive_int(estimator.max_iter, "max_iter")
+    check_positive_float(estimator.tol, "tol")
+    check_positive_float(estimator.alpha_bound, "alpha_bound")
+
+
 def prepare_ard_regression(estimator, X, y):
     """
     Checks and statistics shared by the ARD regressors: validated ``X``, ``y`` and parameters, then
@@ -125,10 +133,7 @@ def prepare_ard_regression(estimator, X, y):
         return dask_method(estimator, "prepare_ard_regression", X, y)
     X, names = validate_X(estimator, X, reset=True)
     y = check_y(y, X.shape[0])
-    check_bool(estimator.fit_intercept, "fit_intercept")
-    check_positive_int(estimator.max_iter, "max_iter")
-    check_positive_float(estimator.tol, "tol")
-    check_positive_float(estimator.alpha_bound, "alpha_bound")
+    check_ard_params(estimator)
     scaling = ArdScaling(X, y, estimator.fit_intercept)
     X, y = X / scaling.x, y / scaling.y
     # y's spread about its mean, in these units: the scale relevance is standardized by, whether or not

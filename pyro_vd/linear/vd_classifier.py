@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from .._warnings import warn_at_caller
 from ..distributions.kl_log_uniform import check_kl_method, kl_log_uniform_additive
-from ._base import check_positive_float, check_positive_int, check_random_state
+from ._base import check_positive_float, check_positive_int, check_random_state, count_candidates
 from ._classifier import CentredUnits, LinearClassifierBase
 from ._convergence import warn_not_converged
 from ._cross_validation import FOLDS, cross_validated_log_loss
@@ -260,10 +260,9 @@ class VDClassifier(QuadraturePredictive, LinearClassifierBase):
     def _set_relevance(self):
         self.log_alpha_ = self._stacked("log_alpha")
         self.profile_log_alpha_ = self._stacked("profile_log_alpha")
-        # τ(d) for the d features that vary (a constant column is no candidate: counted, it moved the bound)
-        usable = max(1, int(np.sum(self._fits[0]["units"].usable)))
-        self._n_varying = usable  # (what relevance(estimator, threshold="evidence") reads)
-        self.threshold_ = log_alpha_threshold(self.threshold, usable, self.kl_method)
+        # τ(d) for the d features that vary (what relevance(estimator, threshold="evidence") reads too)
+        self._n_varying = count_candidates(self._fits[0]["units"].usable)
+        self.threshold_ = log_alpha_threshold(self.threshold, self._n_varying, self.kl_method)
         self.relevance_ = self._kept_by_class().any(0)
         self.elbo_ = [f["elbo"] for f in self._fits]
         self.log_evidence_ = self._stacked("elbo") if len(self._fits) == 1 else np.array(self.elbo_)
@@ -352,7 +351,7 @@ class VDClassifier(QuadraturePredictive, LinearClassifierBase):
                 self.kl_method,
                 self.max_iter,
                 self.tol,
-                candidates=max(1, int(np.sum(usable))),  # constant columns are no candidates
+                candidates=count_candidates(usable),
             )
             if fit[-1]:  # converged
                 self._check_dense(rows, fit, q, theta, log_sigma2, nodes, weights, usable)

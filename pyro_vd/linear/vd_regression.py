@@ -6,19 +6,20 @@ import numpy as np
 import scipy.linalg
 import torch
 
+from .._validation import check_bool
 from .._warnings import warn_at_caller
 from ..distributions.kl_log_uniform import check_kl_method, kl_log_uniform
 from ._base import (
     CONSTANT_RATIO,
     BaseEstimator,
     RegressorMixin,
-    check_bool,
     check_finite_statistics,
     check_is_fitted,
     check_positive_float,
     check_positive_int,
     check_real,
     check_y,
+    count_candidates,
     dask_method,
     is_dask,
     power_of_two_scales,
@@ -281,11 +282,10 @@ class VDRegression(RegressorMixin, BaseEstimator):
         # fitted (e.g. constant) target, so that rounding noise in XᵀT is not mistaken for signal; an
         # all-zero target has no scale and is taken as of unit scale (β = 1e12, not ∞).
         energy_floor = 1e-12 * (y_energy if y_energy > 0 else n)
-        # the log prior odds a feature's ELBO gain must pass to stay (or come back) in the model
-        # over the d features that vary: a constant column is no candidate (counted, 100 constant columns
-        # moved τ from −1.17 to −2.31 and dropped a relevant feature)
-        candidates = max(1, int(np.sum(usable)))
-        penalty = evidence_penalty(candidates) if self.threshold == "evidence" else 0.0  # 0 when d = 1
+        # the log prior odds a feature's ELBO gain must pass to stay (or come back) in the model, over
+        # the d features that vary
+        d = count_candidates(usable)
+        penalty = evidence_penalty(d) if self.threshold == "evidence" else 0.0  # 0 when d = 1
         problem = (xx, xy, yy, n, diag, usable, cap, energy_floor)
         start = np.where(usable, 0.0, cap)
         (log_alpha, beta, n_iter, converged, alpha_change), plain = self._evidence_search(
@@ -320,9 +320,9 @@ class VDRegression(RegressorMixin, BaseEstimator):
             "elbo_": float(elbo),
             "log_evidence_": float(elbo),
         }
-        bound = _log_alpha_threshold(self.threshold, candidates, self.kl_method)
+        bound = _log_alpha_threshold(self.threshold, d, self.kl_method)
         fitted["threshold_"] = bound
-        fitted["_n_varying"] = candidates  # (what relevance(estimator, threshold="evidence") reads)
+        fitted["_n_varying"] = d  # (what relevance(estimator, threshold="evidence") reads)
         # the evidence rule prunes in the fit: relevant = still in the model (log α ≤ τ(d) at convergence);
         # a weight at the cap is out of the model (θ = 0) whatever the threshold (at a threshold at or
         # above max_log_alpha every pruned feature read as relevant)

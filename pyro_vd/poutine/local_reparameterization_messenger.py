@@ -6,6 +6,7 @@ from pyro.distributions import Independent, Normal
 from pyro.poutine.messenger import Messenger
 from torch.distributions import Normal as TorchNormal
 
+from .._validation import check_bool
 from .local_reparameterization import LocalReparamWeight
 
 #: Methods of Pyro's ELBOs that run the model and guide; the frames whose ``self`` is looked at.
@@ -90,9 +91,7 @@ class LocalReparameterizationMessenger(Messenger):
 
     def __init__(self, enabled=True):
         super().__init__()
-        if type(enabled).__name__ not in ("bool", "bool_"):  # ("no" is truthy: the trick stayed on)
-            raise TypeError(f"enabled must be True or False; got {enabled!r}")
-        self.enabled = bool(enabled)
+        self.enabled = check_bool(enabled, "enabled")  # ("no" is truthy: the trick stayed on)
 
     def _pyro_sample(self, msg):
         if not self.enabled or msg["is_observed"] or msg["value"] is not None:
