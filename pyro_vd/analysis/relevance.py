@@ -126,7 +126,6 @@ def relevance(obj, site=None, *, feature_names=None, threshold=None):
             # a named rule's d is the weights in a row of the site, read before the site is flattened
             # (flattened, "evidence" on a 40 × 30 weight took τ(1200) for τ(30); a convolution's row is
             # its input channels × kernel, as the guide's own rule reads it)
-
             row = group.attrs.get(f"{site}.evidence_row")  # (recorded where the guide knew it)
             if row is None:
                 if threshold == "evidence":
@@ -191,7 +190,6 @@ def _varying_features(estimator):
 def _vd_table(theta, log_alpha, threshold):
     """The columns of a VD weight: θ, log α, SNR = α^{-1/2}, relevant when log α ≤ the bound of
     ``threshold`` (a number, ``"sparse_vd"``, or ``"evidence"`` with d = the weights in a row)."""
-
     check_finite_posterior(torch.as_tensor(np.asarray(log_alpha, dtype=float)), "log α")  # NaN: "irrelevant"
     bound = log_alpha_threshold(threshold, np.shape(log_alpha)[-1])
     return {

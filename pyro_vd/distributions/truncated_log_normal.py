@@ -130,6 +130,12 @@ class TruncatedLogNormal(TorchDistribution):
     def __init__(self, loc, scale, low=-20.0, high=0.0, *, validate_args=None):
         self.low, self.high = check_log_bounds(low, high)
         self.loc, self.scale = broadcast_all(loc, scale)
+        if not (self.loc.is_floating_point() and self.scale.is_floating_point()):
+            # integer (or bool) tensors: torch would keep their dtype, and mean, SNR, log_prob came out
+            # truncated to integers (mean 0 for 0.0076) without a word
+            dtype = torch.promote_types(self.loc.dtype, self.scale.dtype)
+            dtype = dtype if dtype.is_floating_point else torch.get_default_dtype()
+            self.loc, self.scale = self.loc.to(dtype), self.scale.to(dtype)
         super().__init__(self.loc.shape, validate_args=validate_args)
 
     def expand(self, batch_shape, _instance=None):

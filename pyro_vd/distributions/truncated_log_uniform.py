@@ -38,13 +38,20 @@ class TruncatedLogUniform(TorchDistribution):
     :param float low: :math:`a`, the lower bound of log θ.
     :param float high: :math:`b`, the upper bound of log θ.
     :param torch.Size batch_shape: the batch shape (e.g. ``(n_neurons,)``); ``expand`` also works.
+    :param torch.dtype dtype: the dtype of :meth:`rsample`'s draws (default: torch's default dtype); a
+        :class:`~pyro_vd.models.VDModel` sets it, and ``device``, to its input's at every call (a float64
+        model's prior draws were float32, on the CPU whatever the model's device).
+    :param device: the device of :meth:`rsample`'s draws (default: torch's default device).
     """
 
     arg_constraints = {}
     has_rsample = True
 
-    def __init__(self, low=-20.0, high=0.0, batch_shape=torch.Size(), *, validate_args=None):
+    def __init__(
+        self, low=-20.0, high=0.0, batch_shape=torch.Size(), *, dtype=None, device=None, validate_args=None
+    ):
         self.low, self.high = check_log_bounds(low, high)
+        self.dtype, self.device = dtype, device
         super().__init__(torch.Size(batch_shape), validate_args=validate_args)
 
     @constraints.dependent_property(is_discrete=False, event_dim=0)
@@ -55,13 +62,15 @@ class TruncatedLogUniform(TorchDistribution):
     def expand(self, batch_shape, _instance=None):
         new = self._get_checked_instance(TruncatedLogUniform, _instance)
         new.low, new.high = self.low, self.high
+        new.dtype, new.device = getattr(self, "dtype", None), getattr(self, "device", None)
         super(TruncatedLogUniform, new).__init__(torch.Size(batch_shape), validate_args=False)
         new._validate_args = self._validate_args
         return new
 
     def rsample(self, sample_shape=torch.Size()):
         shape = self._extended_shape(sample_shape)
-        u = torch.rand(shape)
+        dtype = getattr(self, "dtype", None) or torch.get_default_dtype()
+        u = torch.rand(shape, dtype=dtype, device=getattr(self, "device", None))
         return torch.exp(self.low + (self.high - self.low) * u)
 
     def log_prob(self, value):

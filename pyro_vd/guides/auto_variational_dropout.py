@@ -21,6 +21,7 @@ from pyro.poutine.messenger import unwrap
 from torch.distributions import constraints
 from torch.utils.weak import WeakIdKeyDictionary
 
+from .._param_store import pyro_parameters, store_disagreements
 from .._validation import check_finite_real, is_finite_real, scalar
 from .._warnings import warn_at_caller
 from ..distributions.kl_log_uniform import DEFAULT_KL_METHOD, check_kl_method
@@ -52,6 +53,20 @@ MODEL_DEFAULTS = (
 _LOG_ALPHA_NAME = re.compile(r"^(log_alphas|shared_log_alpha)(?:_x([0-9pem]+))?(?:_unconstrained)?$")
 #: SBP clips both μ and log σ of the neuron noise to this interval.
 NOISE_PARAM_BOUNDS = (-20.0, 5.0)
+
+
+def _check_noise_start(value, name):
+    """A neuron-noise start inside :data:`NOISE_PARAM_BOUNDS`, else a ValueError: the posterior clamps μ
+    and log σ to that interval, and the clamp has no gradient outside it, so a start beyond it never
+    moved (``init_noise_loc=-25`` kept every neuron at E θ = 2e-9, reported kept at SNR 11.7)."""
+    value = check_finite_real(value, name)
+    low, high = NOISE_PARAM_BOUNDS
+    if not low <= value <= high:
+        raise ValueError(
+            f"{name} must lie in [{low:g}, {high:g}], where the guide clamps the neuron noise's parameters "
+            f"(outside it the clamp has no gradient and the parameter would never train); got {value!r}"
+        )
+    return value
 
 
 def _base(fn):
@@ -400,6 +415,16 @@ class AutoVariationalDropout(AutoGuide):
             max_log_alpha=max_log_alpha,
             prune_above=train_prune,
         )
+        if train_prune is not None and max_log_alpha is not None and train_prune >= max_log_alpha:
+            # clipped at max_log_alpha, a weight reaches log α = max_log_alpha at most: training (which
+            # prunes log α ≥ train_prune) and every reader (which prunes log α > the threshold) then
+            # disagreed about the clipped weights, or nothing was ever pruned while training
+            raise ValueError(
+                f"train_prune ({train_prune:g}) must be below max_log_alpha ({max_log_alpha:g}): log α is "
+                "clipped at max_log_alpha, so a weight at the clip would be pruned while training and "
+                "reported and deployed as kept (sparsity and deterministic prune log α above the "
+                "threshold). The authors' recipe clips at 8 and prunes at 3"
+            )
         self.min_log_alpha = min_log_alpha
         self.max_log_alpha = max_log_alpha
         self.train_prune = train_prune
@@ -418,8 +443,8 @@ class AutoVariationalDropout(AutoGuide):
         # (NaN or ±inf here failed only at the first step, blamed on the optimization)
         self.init_log_sigma2 = check_finite_real(init_log_sigma2, "init_log_sigma2")
         self.init_log_alpha = check_finite_real(init_log_alpha, "init_log_alpha")
-        self.init_noise_loc = check_finite_real(init_noise_loc, "init_noise_loc")
-        self.init_noise_log_scale = check_finite_real(init_noise_log_scale, "init_noise_log_scale")
+        self.init_noise_loc = _check_noise_start(init_noise_loc, "init_noise_loc")
+        self.init_noise_log_scale = _check_noise_start(init_noise_log_scale, "init_noise_log_scale")
         if init_seed is None:
             init_seed = int(torch.randint(0, 2**62, ()).item())
         seed = scalar(init_seed)  # (a one-element tensor or array as its number)
@@ -792,6 +817,30 @@ class AutoVariationalDropout(AutoGuide):
                 "the guide has not been run yet: call it (or svi.step) once with the model's data"
             )
 
+    def _check_values(self):
+        """:meth:`_check_ready`, and where a reader of values (θ, α, the noise) runs outside the guide's
+        call, a warning if Pyro's param store holds other values under its parameters' names."""
+        self._check_ready()
+        if not self._pyro_context.active:  # a reader, outside the guide's call
+            # (the parameters' list is kept: walking the modules for it at every reader call made readers
+            # 10 times slower on a 100-site guide)
+            key, parameters = self.__dict__.get("_pyro_parameters", (None, None))
+            if key is not self.prototype_trace:  # (set up anew: new parameters)
+                parameters = pyro_parameters(self)
+                self.__dict__["_pyro_parameters"] = (self.prototype_trace, parameters)
+            differ = store_disagreements(parameters=parameters)
+            if differ:
+                warn_at_caller(
+                    f"the guide holds other values than Pyro's param store under {len(differ)} of its "
+                    f"parameters' names (e.g. {differ[0]!r}): its readers give its own, while its forward "
+                    "(SVI, Predictive) would use the store's. After pyro.get_param_store().load(...), run "
+                    "it once (pyro.infer.Predictive(model, guide=guide, num_samples=1)(x)) to take the "
+                    "loaded values; for a guide kept from an earlier run (another run's parameters are in "
+                    "the store), call pyro.clear_param_store() to keep its own (running it would replace "
+                    "them with the other run's)",
+                    UserWarning,
+                )
+
     def _param(self, group, name):
         """The parameter of site ``name`` in ``group`` (``"thetas"``, ``"log_sigma2s"``, …): one
         ``pyro.param`` statement on the leaf module. The modules on the dotted path are looked up once
@@ -1030,6 +1079,7 @@ class AutoVariationalDropout(AutoGuide):
             self.__dict__.update(live)
         state["_model"] = state["master"] = None
         state["_averages"] = {}  # hooks and weak references do not pickle; see ``averaging``
+        state.pop("_pyro_parameters", None)  # (the reader check's list: rebuilt)
         state["_restored_averages"] = {}
         state.pop("_restored_targets", None)  # (weak references)
         state.pop("_step_hooks", None)  # (hooks on the tensors of the last step)
@@ -1042,7 +1092,7 @@ class AutoVariationalDropout(AutoGuide):
         the guide samples from (with ``train_prune``, the pruned weights' mean set to 0). Outside a guide
         call it reads the guide's own tensors: after the param store was loaded or set, call the guide
         once for it (and ``get_theta``, ``relevance``, …) to follow the store's new ones."""
-        self._check_ready()
+        self._check_values()
         if name in self._noise_sites:
             return self._noise_posterior(name)
         if name not in self._sites:
@@ -1119,19 +1169,19 @@ class AutoVariationalDropout(AutoGuide):
         if name not in self._sites:
             self._unknown_site(name)
         if self.parameterization(name) == "shrinkage":
-            return self.posterior(name).loc.detach().clone()
+            return self.posterior(name).loc.detach().clone()  # (which checks the values)
+        self._check_values()
         return self._param("thetas", name).detach().clone()
 
     @torch.no_grad()
     def get_log_alpha(self, name):
         """log α of site ``name``, broadcast to the weight's shape and clipped as the guide clips it."""
-        self._check_ready()
-        return self.posterior(name).log_alpha.detach().clone()
+        return self.posterior(name).log_alpha.detach().clone()  # (posterior checks the values)
 
     @torch.no_grad()
     def get_noise_mean(self, name):
         """E θ of neuron-noise site ``name``: the factor a neuron's output is scaled by at test time."""
-        self._check_ready()
+        self._check_values()
         if name not in self._noise_sites:
             self._unknown_site(name, noise=True)
         return self._noise_posterior(name).mean.detach().clone()
@@ -1139,7 +1189,7 @@ class AutoVariationalDropout(AutoGuide):
     @torch.no_grad()
     def get_noise_snr(self, name):
         """The signal-to-noise ratio E θ / √Var θ of neuron-noise site ``name`` (SBP keeps SNR > 1)."""
-        self._check_ready()
+        self._check_values()
         if name not in self._noise_sites:
             self._unknown_site(name, noise=True)
         return self._noise_posterior(name).snr.detach().clone()

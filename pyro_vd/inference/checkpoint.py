@@ -20,6 +20,7 @@ import pyro
 import torch
 from torch.distributions.constraints import Constraint
 
+from .._param_store import adopt_store, pyro_parameters
 from ..guides.auto_variational_dropout import AutoVariationalDropout, _check_averaging, vd_guides
 
 _FORMAT = "pyro_vd.checkpoint/2"
@@ -503,6 +504,13 @@ def _snapshot(optim, model, guide, elbo):
         "averages": _average_states(guide),
         "kl_weight": getattr(elbo, "kl_weight", None),
         "rng": _live_rng_state(),
+        # the modules' own PyroParam tensors, by object: the restore makes them the store's (adopt_store),
+        # and a rollback puts these back (where they were not the store's, writing the old values into
+        # the store's tensors overwrote them: another run's live parameters)
+        "tensors": [
+            (part, name, part._parameters.get(name + "_unconstrained"))
+            for part, name, _ in pyro_parameters(*(m for m in (model, guide) if m is not None))
+        ],
     }
 
 
@@ -536,6 +544,7 @@ def _restore(plan, optim, model, guide, elbo):
     store = pyro.get_param_store()
     store.clear()
     store.set_state({"params": params, "constraints": plan["constraints"]})
+    adopt_store(model, guide)  # the modules' parameters are the store's tensors, as after a step
     # Optimizers are keyed by tensor: drop the live ones so that the checkpoint's states are used.
     for key in ("optim_objs", "grad_clip"):
         if isinstance(getattr(optim, key, None), dict):
@@ -577,6 +586,9 @@ def _restore_snapshot(snapshot, optim, model, guide, elbo):
     store = pyro.get_param_store()
     store.clear()
     store.set_state(snapshot["store"])
+    for part, name, tensor in snapshot["tensors"]:  # the modules' own tensors, as before the load
+        if tensor is not None:
+            part._parameters[name + "_unconstrained"] = tensor
     for module, saved in ((guide, snapshot["guide"]), (model, snapshot["model"])):
         if module is not None:
             module.load_state_dict(saved)

@@ -11,6 +11,7 @@ import torch
 from pyro.poutine.subsample_messenger import _Subsample
 from torch import nn
 
+from .._param_store import store_disagreements
 from .._validation import scalar
 from ..poutine.full_data_messenger import FullDataMessenger
 
@@ -271,6 +272,29 @@ def _provenance(value, get_provenance):
     return frozenset()
 
 
+def check_store_agrees(*modules):
+    """
+    A ValueError where Pyro's param store holds other values than ``modules`` (a model, its guide) under
+    their parameters' names. A ``PyroModule`` reads the store inside its own call (the model's forward,
+    the guide's, ``Predictive``) and its own tensors outside it (the guide's readers, as Pyro's
+    autoguides' ``median``): after ``pyro.get_param_store().load(...)``, or with a guide kept from an
+    earlier run whose names another run's parameters now hold, ``deterministic`` exported the guide's own
+    θ with the store's biases, a network of two training states, without a word. Nothing is checked
+    under ``module_local_params`` (no store).
+    """
+    differ = store_disagreements(*modules)
+    if differ:
+        raise ValueError(
+            f"Pyro's param store holds other values than the model and guide under {len(differ)} of their "
+            f"parameters' names (e.g. {differ[0]!r}): the model and guide compute with the store's values "
+            "inside a call and hold their own outside it, and the export would mix the two. After "
+            "pyro.get_param_store().load(...), run them once (pyro.infer.Predictive(model, guide=guide, "
+            "num_samples=1)(x)) to take the loaded values; for a model and guide kept from an earlier run "
+            "(another run's parameters are in the store), call pyro.clear_param_store() to keep their own "
+            "(running them would replace them with the other run's)"
+        )
+
+
 def deterministic(model, guide, threshold=None, *, snr_threshold=DEFAULT_SNR_THRESHOLD):
     """
     The network for deployment: weights θ, those with log α above the bound of ``threshold`` set to 0
@@ -291,6 +315,7 @@ def deterministic(model, guide, threshold=None, *, snr_threshold=DEFAULT_SNR_THR
     """
     from .neuron_pruning import neuron_scales
 
+    check_store_agrees(model, guide)
     weights = pruned_weights(guide, threshold)
     noise = neuron_scales(guide, snr_threshold)
     template = getattr(model, "template", None)
@@ -299,9 +324,11 @@ def deterministic(model, guide, threshold=None, *, snr_threshold=DEFAULT_SNR_THR
     device = next(iter({**weights, **noise}.values())).device
     net = copy.deepcopy(template).to_empty(device=device)
     state = {}
-    # Point estimates (PyroParams) are read as the model's own forward reads them: inside its Pyro
-    # context, from the param store in the default mode, from the module under module_local_params.
-    with poutine.block(), torch.no_grad(), model._pyro_context:
+    # Point estimates (PyroParams) are the module's own: check_store_agrees above made sure they are the
+    # param store's where it holds them. Read inside the model's Pyro context they were registered in the
+    # global store (a model trained under module_local_params then lent its biases to the next one's
+    # export), and taken from it.
+    with poutine.block(), torch.no_grad():
         for key in net.state_dict():
             site = f"net.{key}"
             state[key] = weights[site] if site in weights else attrgetter(key)(model.net).detach()

@@ -1,6 +1,7 @@
 """Variational dropout and ARD baselines for linear models (scikit-learn conventions)."""
 
 from ._convergence import ConvergenceWarning
+from ._interpolation import InterpolationWarning
 from .alpha_update import optimal_log_alpha, optimal_log_alpha_profile
 from .ard_update import fast_ard_alpha
 from .gkl_classifier import GKLClassifier
@@ -20,6 +21,7 @@ __all__ = [
     "EvidenceRuleWarning",
     "GKLClassifier",
     "GKLRegression",
+    "InterpolationWarning",
     "VDClassifier",
     "VDRegression",
     "fast_ard_alpha",

@@ -105,6 +105,21 @@ class CentredUnits:
             return matrix / self.fine[:, None] / self.coarse[:, None]
 
 
+def unique_labels(labels, distinct=np.unique):
+    """The sorted distinct labels (``distinct(labels)``: numpy's, or a Dask array's computed); a TypeError
+    naming y where they cannot be ordered (labels of mixed types, such as 'a' and 1: the sort raised a bare
+    "'<' not supported")."""
+    try:
+        return np.unique(distinct(labels))
+    except TypeError as error:
+        kinds = sorted({type(v).__name__ for v in labels}) if distinct is np.unique else []
+        named = f" ({', '.join(kinds)})" if kinds else ""
+        raise TypeError(
+            f"y mixes labels of types that cannot be ordered{named}: give every label one type, e.g. all "
+            "strings"
+        ) from error
+
+
 def check_missing_labels(count):
     """A ValueError where ``count`` labels are missing (None, NaN or pd.NA in an object array)."""
     if count:
@@ -175,7 +190,7 @@ class LinearClassifierBase(ClassifierMixin, BaseEstimator):
             )
         if y.dtype == object:
             check_missing_labels(int(missing_values(y).sum()))
-        classes = np.unique(y)
+        classes = unique_labels(y)
         if len(classes) < 2:
             raise ValueError(
                 f"{type(self).__name__} needs samples of at least 2 classes; got 1 class ({classes[0]!r})"

@@ -36,7 +36,7 @@ from ._base import (
     set_features,
     usable_columns,
 )
-from ._classifier import check_missing_labels
+from ._classifier import check_missing_labels, unique_labels
 
 #: Partial statistics merged per task of the reduction tree.
 _TREE_WIDTH = 8
@@ -275,7 +275,7 @@ def fit_classifier(estimator, X, y):
         from ._base import missing_values
 
         check_missing_labels(int(labels.map_blocks(missing_values, dtype=bool).sum().compute()))
-    classes = np.unique(da.unique(labels).compute())  # the distinct labels only
+    classes = unique_labels(labels, lambda y: da.unique(y).compute())  # the distinct labels only
     if classes.dtype.kind == "f" and not np.isfinite(classes).all():
         raise ValueError("Input y contains NaN or infinity.")
     if len(classes) < 2:

@@ -11,11 +11,22 @@ from ._convergence import warn_not_converged
 from ._rows import InMemoryRows
 from .ard_update import fast_ard_alpha
 from .relevance import DEFAULT_ALPHA_BOUND
-from .rvc import RVC
+from .rvc import RVC, _duplicates
 from .vd_classifier import QuadraturePredictive, check_n_quadrature, gauss_hermite
 
 _ALPHA_PRUNE = 1e12
 _INITS = ("scaled", "ones", "rvc")
+
+
+def _copies(X, usable):
+    """The usable columns of ``X`` (centred) that copy an earlier usable one, by RVC's rule (squared
+    correlation above 1 − :data:`~pyro_vd.linear.rvc.ALIGNED`: a change of units or origin, or a relative
+    difference of 1e-3 or less): they leave the model from the start, and the first of each group stays
+    (the same model at the optimum, their sum being one weight). Started together, three copies of a
+    strong feature shared its weight three ways, each share too small for the evidence, and all three
+    left: the bound fell from −64.6 to −95.2 and the training accuracy from 0.83 to 0.63, with no
+    warning."""
+    return _duplicates(X.T @ X, np.flatnonzero(usable))
 
 
 def _q_state(X, t, alpha, m, b, lam, nodes, weights):
@@ -168,6 +179,7 @@ class GKLClassifier(QuadraturePredictive, LinearClassifierBase):
         t = 2.0 * t01 - 1.0
         nodes, weights = (a.numpy() for a in gauss_hermite(self.n_quadrature))
         usable = X.std(0) > 1e-12 * max(X.std(0).max(), np.finfo(float).tiny)
+        usable &= ~_copies(X, usable)
         # the start in units of standardized columns (the powers of two standardize X only to within √2):
         # covariant under X·c, so the path, not only the model, is the same for any units of X
         rms2 = column_rms(X) ** 2
@@ -182,7 +194,7 @@ class GKLClassifier(QuadraturePredictive, LinearClassifierBase):
         bias, elbo, previous_elbo, converged = 0.0, -np.inf, -np.inf, False
         state, active = None, np.flatnonzero(np.isfinite(alpha))
         n_iter = 0
-        for n_iter in range(1, self.max_iter + 1):  # noqa: B007
+        for n_iter in range(1, self.max_iter + 1):
             active = np.flatnonzero(np.isfinite(alpha))
             Xa, a = X[:, active], alpha[active]
             state, _ = _fit_q(Xa, t, a, m[active], bias, lam, nodes, weights, self.inner_iter)
@@ -213,6 +225,8 @@ class GKLClassifier(QuadraturePredictive, LinearClassifierBase):
             ):
                 converged = True
                 break
+            if n_iter == self.max_iter:
+                break  # (stopped here: the q fitted is for this α, not for the next one)
             alpha = new_alpha
         if not converged:
             warn_not_converged(self, self.max_iter, "the ARD precisions α still moved")

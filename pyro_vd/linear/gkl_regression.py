@@ -12,6 +12,7 @@ from ._base import (
     validate_X,
 )
 from ._convergence import warn_not_converged
+from ._interpolation import warn_if_ard_interpolating
 from ._threads import single_threaded_blas
 from .relevance import DEFAULT_ALPHA_BOUND
 from .rvr import prepare_ard_regression, standardized_relevance
@@ -208,6 +209,9 @@ class GKLRegression(RegressorMixin, BaseEstimator):
         self.elbo_ = float(elbo)
         self.log_evidence_ = float(elbo)  # the bound is the log evidence for a Gaussian likelihood
         self._scaling, self._scaled_covariance, self._scaled_beta = scaling, covariance, beta
+        warn_if_ard_interpolating(
+            self, n=n, usable=usable, kept=active.size, beta=beta, energy=yy, scaling=scaling
+        )
         return self
 
     def predict(self, X, return_std=False):

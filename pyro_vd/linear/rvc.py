@@ -17,8 +17,13 @@ _ALPHA_PRUNE = 1e12
 _INTERCEPT_ALPHA = 1e-6
 #: A weight is admitted again, after it left the model, at most this many times.
 MAX_RETURNS = 2
-#: Columns whose squared cosine (in the IRLS weights' inner product) passes 1 − ALIGNED are copies.
-ALIGNED = 1e-3
+#: Columns whose squared cosine (in the IRLS weights' inner product) passes 1 − ALIGNED are copies (a
+#: change of units or origin, or a relative difference of 1e-3 or less). At 1e-3 (as in SparseBayes) a
+#: column that differs from another by a signal-carrying 3 % was barred for good: evidence −211.5 where
+#: −111.5 was reachable, test accuracy 0.58 against 0.86. At 1e-10 two columns 1e-7 to 1e-9 apart both
+#: stayed and their α never settled (a ConvergenceWarning in 4 of 72 designs). At 1e-6: neither, over
+#: 96 designs (3 seeds) of 100 and 500 rows, 3 to 50 columns, 1 and 3 near-copies 3e-4 to 1e-9 apart.
+ALIGNED = 1e-6
 
 
 def _block_log_likelihood(Phi, _Phi2, t, w):
@@ -281,7 +286,8 @@ class RVC(LinearClassifierBase):
         S, Q, aligned = _outside_factors(rows, in_model, w, sigma)
         theta = Q * Q - S
         # a copy of a column in the model (a unit change or an offset of it: squared cosine above
-        # 1 − ALIGNED) is not added, as SparseBayes refuses aligned bases: copies share one weight's
+        # 1 − ALIGNED) is not added, as SparseBayes refuses aligned bases (at 1 − 1e-3 there, which
+        # here barred a near-copy whose small difference carried the signal): copies share one weight's
         # evidence and leave together; three were removed, added back and removed again until
         # MAX_RETURNS barred them, and a strong feature was lost (evidence −147.2 against −79.8)
         grows = candidates & (theta > 0) & (S > 0) & (aligned <= 1.0 - ALIGNED)

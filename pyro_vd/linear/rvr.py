@@ -20,6 +20,7 @@ from ._base import (
     validate_X,
 )
 from ._convergence import warn_not_converged
+from ._interpolation import warn_if_ard_interpolating
 from ._threads import single_threaded_blas
 from .relevance import DEFAULT_ALPHA_BOUND
 from .vd_regression import _solve_spd
@@ -288,6 +289,9 @@ class RVR(RegressorMixin, BaseEstimator):
             scaling.y
         )
         self._scaling, self._scaled_sigma, self._scaled_beta = scaling, sigma, beta
+        warn_if_ard_interpolating(
+            self, n=n, usable=usable, kept=active.size, beta=beta, energy=yy, scaling=scaling
+        )
         return self
 
     @staticmethod

@@ -29,6 +29,7 @@ from ._base import (
 )
 from ._convergence import warn_not_converged
 from ._gram import row_statistics
+from ._interpolation import warn_if_interpolating
 from ._threads import single_threaded_blas
 from ._vd_selection import TWIN_CORRELATION
 from .alpha_update import LOG_ALPHA_MAX, optimal_log_alpha_profile
@@ -307,6 +308,16 @@ class VDRegression(RegressorMixin, BaseEstimator):
         kl = float(kl_log_uniform(_tensor(log_alpha[kept]), self.kl_method).sum())
         # the ELBO of unit-scale y, minus N log c_y for the density of y in its own units
         elbo = 0.5 * n * np.log(beta / (2 * np.pi)) - 0.5 * beta * (fit + ridge) - kl - n * np.log(y_scale)
+        # y's spread about its mean, with or without an intercept (see rvr's), from the shift-free sums
+        spread = max(stats["yy"] - stats["sy"] ** 2 / n, 0.0) / y_scale / y_scale
+        warn_if_interpolating(
+            self,
+            n=n,
+            candidates=d,
+            kept=int(kept.sum()),
+            noise_variance=1.0 / beta,
+            target_energy=spread if spread > 1e-12 * y_energy else 0.0,  # (y constant up to rounding)
+        )
         with np.errstate(over="ignore"):
             theta, beta = theta * y_scale, np.float64(beta) / y_scale / y_scale
         fitted = {

@@ -106,5 +106,7 @@ def _input_dim(layer, x):
 
 def add_input_noise(layer, low=DEFAULT_LOW, high=DEFAULT_HIGH):
     """Give a (Pyro-converted) ``Linear``/``Conv*`` layer a noise site ``input_noise`` on its input."""
-    layer.input_noise = PyroSample(neuron_noise_prior(input_features(layer), low, high))
+    prior = neuron_noise_prior(input_features(layer), low, high)
+    layer.input_noise = PyroSample(prior)
     layer.register_forward_pre_hook(_input_noise_hook)
+    return prior

@@ -4,6 +4,7 @@ import copy
 import itertools
 import math
 import numbers
+from collections.abc import Iterable
 
 import pyro
 import pyro.distributions as dist
@@ -15,6 +16,7 @@ from pyro.poutine.runtime import _PYRO_STACK
 from torch import nn
 from torch.distributions import constraints
 
+from .._validation import check_bool
 from .._warnings import warn_at_caller
 from ..distributions.log_uniform import LogUniform
 from .neuron_noise import DEFAULT_HIGH, DEFAULT_LOW, add_input_noise
@@ -97,6 +99,8 @@ class VDModel(PyroModule):
             raise ValueError(f"num_data must be a positive integer or None; got {num_data!r}")
         if not callable(likelihood) and likelihood not in LIKELIHOODS:
             raise ValueError(f"likelihood must be one of {LIKELIHOODS} or a callable; got {likelihood!r}")
+        # (a list of layer names was taken as True: every layer's weights got the prior)
+        check_bool(sparse_weights, "sparse_weights")
         self.num_data = num_data
         self.likelihood = likelihood
         names = dict(net.named_modules())
@@ -125,10 +129,10 @@ class VDModel(PyroModule):
                 else "sparse_weights=False leaves nothing random: ask for neuron_noise as well"
             )
         to_pyro_module_(net)
-        self._weight_priors = []
+        self._weight_priors = []  # (and the neuron noise's: every prior whose draws follow x's dtype)
         modules = dict(net.named_modules())
         for name in noisy:  # first: it reads the layer's weight shape
-            add_input_noise(modules[name], *noise_bounds)
+            self._weight_priors.append(add_input_noise(modules[name], *noise_bounds).base_dist)
         for name in weights:
             module = modules[name]
             prior = LogUniform(event_shape=module.weight.shape, dtype=module.weight.dtype)
@@ -345,18 +349,26 @@ def _check_untied(net):
 
 
 def _noise_layers(neuron_noise, layers):
-    if neuron_noise is True:
-        return list(layers)
-    if neuron_noise is False or neuron_noise is None:
+    if type(neuron_noise).__name__ in ("bool", "bool_"):  # (numpy's too)
+        return list(layers) if neuron_noise else []
+    if neuron_noise is None:
         return []
-    if isinstance(neuron_noise, str) or not all(isinstance(n, str) for n in neuron_noise):
+    names = (
+        None
+        if isinstance(neuron_noise, (str, bytes))
+        or not isinstance(neuron_noise, Iterable)
+        or getattr(neuron_noise, "ndim", None) == 0  # (a 0-d tensor or array: not iterable after all)
+        else list(neuron_noise)
+    )
+    if names is None or not all(isinstance(n, str) for n in names):
         raise TypeError(f"neuron_noise must be True, False or a list of layer names; got {neuron_noise!r}")
+    neuron_noise = names
     unknown = [n for n in neuron_noise if n not in layers]
     if unknown:
         raise ValueError(
             f"neuron_noise names {unknown}, which are not Linear/Conv layers of net (those are {layers})"
         )
-    return list(neuron_noise)
+    return neuron_noise
 
 
 def bayesianize(module, num_data=None, likelihood="categorical", **kwargs):

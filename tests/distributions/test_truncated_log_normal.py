@@ -265,3 +265,15 @@ def test_half_precision_samples_have_the_wide_gradient(dtype):
     for got, expected in ((loc.grad, wide_loc.grad), (log_scale.grad, wide_log_scale.grad)):
         assert got.dtype == dtype and torch.isfinite(got).all()
         assert torch.allclose(got.double(), expected, rtol=3e-2, atol=1e-4)
+
+
+def test_integer_parameters_give_real_moments():
+    # integer tensors kept their dtype: mean 0 and SNR 1 where they are 0.00763509 and 1.87638 (mpmath)
+    noise = TruncatedLogNormal(torch.tensor(-5), torch.tensor(0.5))
+    assert noise.loc.dtype == torch.get_default_dtype()
+    assert float(noise.mean) == pytest.approx(0.00763509, rel=1e-4)
+    assert float(noise.mean / noise.variance.sqrt()) == pytest.approx(1.87638, rel=1e-4)
+    assert (
+        TruncatedLogNormal(torch.tensor(-5), torch.tensor(0.5, dtype=torch.float64)).loc.dtype
+        == torch.float64
+    )

@@ -495,3 +495,44 @@ def test_non_finite_starts_are_refused_when_the_guide_is_built(name):
     for bad in (float("nan"), float("inf")):
         with pytest.raises(ValueError, match=f"{name} must be a finite real number"):
             AutoVariationalDropout(BayesianMLP([4, 3], num_data=10), **{name: bad})
+
+
+@pytest.mark.parametrize("train_prune, max_log_alpha", [(3.0, 3.0), (5.0, 3.0)])
+def test_train_time_pruning_at_or_above_the_clip_is_refused(train_prune, max_log_alpha):
+    # clipped at 3 and pruned at 3 while training, half the weights trained with mean 0 while sparsity
+    # counted all 48 kept and deterministic() deployed their θ; above the clip nothing was ever pruned
+    with pytest.raises(ValueError, match=r"train_prune \(\S+\) must be below max_log_alpha"):
+        AutoVariationalDropout(_mlp(), train_prune=train_prune, max_log_alpha=max_log_alpha)
+    AutoVariationalDropout(_mlp(), train_prune=3.0, max_log_alpha=8.0)  # the authors' recipe
+
+
+@pytest.mark.parametrize(
+    "argument, value", [("init_noise_loc", -25.0), ("init_noise_loc", 10.0), ("init_noise_log_scale", 6.0)]
+)
+def test_a_neuron_noise_start_outside_its_clamp_is_refused(argument, value):
+    # the posterior clamps μ and log σ to [-20, 5], where the clamp has no gradient: init_noise_loc=-25
+    # never moved in 100 steps, every neuron at E θ = 2e-9 reported kept at SNR 11.7
+    model = bayesianize(nn.Sequential(nn.Linear(6, 5), nn.ReLU(), nn.Linear(5, 3)), neuron_noise=True)
+    with pytest.raises(ValueError, match=rf"{argument} must lie in \[-20, 5\]"):
+        AutoVariationalDropout(model, **{argument: value})
+    AutoVariationalDropout(model, **{argument: -20.0 if value < 0 else 5.0})  # the bounds themselves
+
+
+def test_a_reader_says_when_the_param_store_holds_other_values(tmp_path):
+    # outside a call the guide reads its own tensors (as Pyro's autoguides): after the store was loaded
+    # get_theta gave the replaced θ, where SVI and Predictive use the loaded one, without a word
+    pyro.clear_param_store()
+    pyro.set_rng_seed(0)
+    model = _mlp()
+    guide = AutoVariationalDropout(model)
+    svi = pyro.infer.SVI(model, guide, pyro.optim.Adam({"lr": 0.05}), VariationalDropoutELBO())
+    for _ in range(3):
+        svi.step(X, Y)
+    pyro.get_param_store().save(tmp_path / "store.pt")
+    saved = guide.get_theta("net.fc1.weight")
+    svi.step(X, Y)
+    pyro.get_param_store().load(tmp_path / "store.pt")
+    with pytest.warns(UserWarning, match="holds other values than Pyro's param store"):
+        guide.get_theta("net.fc1.weight")
+    pyro.infer.Predictive(model, guide=guide, num_samples=1)(X)  # it takes the store's values
+    assert torch.equal(guide.get_theta("net.fc1.weight"), saved)  # and says nothing

@@ -203,6 +203,19 @@ def test_refused_load_leaves_the_session_training(tmp_path, case, make_file, liv
     assert any(name not in values or not torch.equal(v, values[name]) for name, v in changed.items())
 
 
+def _fail_the_restore_once(monkeypatch):
+    """The next load_checkpoint fails in its restore (its RNG step) and rolls back (whose RNG step works)."""
+    real, calls = checkpoint._set_rng_state, []
+
+    def fail_once(state):
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("boom")
+        real(state)
+
+    monkeypatch.setattr(checkpoint, "_set_rng_state", fail_once)
+
+
 def test_restore_is_all_or_nothing(tmp_path, monkeypatch):
     path = _file_from(tmp_path)
     model, guide, optim, elbo, svi = _session()
@@ -215,16 +228,7 @@ def test_restore_is_all_or_nothing(tmp_path, monkeypatch):
         k: dict(getattr(optim, k)) for k in ("optim_objs", "grad_clip", "_state_waiting_to_be_consumed")
     }
     rng = torch.get_rng_state()
-    real = checkpoint._set_rng_state
-    calls = []
-
-    def fail_once(state):  # the restore's call fails, the rollback's works
-        calls.append(1)
-        if len(calls) == 1:
-            raise RuntimeError("boom")
-        real(state)
-
-    monkeypatch.setattr(checkpoint, "_set_rng_state", fail_once)
+    _fail_the_restore_once(monkeypatch)
     with pytest.raises(RuntimeError, match="boom"):
         load_checkpoint(path, optim=optim, model=model, guide=guide, elbo=elbo)
     monkeypatch.undo()
@@ -704,3 +708,62 @@ def test_a_guide_list_with_a_hand_written_guide_function_saves_and_loads(tmp_pat
     pyro.infer.SVI(model, guide, optim, VariationalDropoutELBO()).step(X, y)
     save_checkpoint(tmp_path / "ck.pt", optim=optim, epoch=1, guide=guide)
     assert load_checkpoint(tmp_path / "ck.pt", optim=optim, guide=guide)["epoch"] == 1
+
+
+def test_a_loaded_checkpoint_reads_and_averages_the_tensors_it_computes_with(tmp_path):
+    # load_checkpoint gave the store new tensors and wrote into the modules' old ones; apply_average()
+    # then wrote into the store's: the guide's readers gave un-averaged values (0.058 off) and
+    # deterministic() mixed the two, for a finished run loaded to be read
+    from pyro_vd.inference import deterministic
+    from pyro_vd.models import LinearRegression
+
+    torch.manual_seed(0)
+    X = torch.randn(300, 6)
+    y = 2 * X[:, 0] + 0.3 * torch.randn(300)
+
+    def trained(steps):
+        pyro.clear_param_store()
+        model = LinearRegression(6, num_data=300)
+        guide = AutoVariationalDropout(model)
+        optim = pyro.optim.Adam({"lr": 1e-2})
+        svi = pyro.infer.SVI(model, guide, optim, VariationalDropoutELBO())
+        for _ in range(steps):
+            svi.step(X[:50], y[:50])
+        return model, guide, optim
+
+    model, guide, optim = trained(30)
+    save_checkpoint(tmp_path / "run.pt", optim=optim, epoch=1, model=model, guide=guide)
+    guide.apply_average()
+    expected = guide.get_theta("net.weight")
+    model, guide, optim = trained(1)
+    load_checkpoint(tmp_path / "run.pt", optim=optim, model=model, guide=guide)
+    assert guide.apply_average() == 30
+    assert torch.equal(guide.get_theta("net.weight"), expected)  # (warnings are errors here)
+    assert torch.equal(deterministic(model, guide, threshold=math.inf).weight, expected)
+
+
+def test_a_failed_load_leaves_modules_that_disagreed_with_the_store_as_they_were(tmp_path, monkeypatch):
+    # the restore makes the modules hold the store's tensors; rolled back, a failed load wrote the
+    # modules' old values into the store's tensors (0.01 off: after param_store.load, or another run's
+    # live parameters) and left the modules holding the store's tensors
+    X, Y = torch.randn(40, 6), torch.randint(0, 3, (40,))
+    pyro.clear_param_store()
+    model = BayesianMLP([6, 5, 3], num_data=40)
+    guide = AutoVariationalDropout(model)
+    optim = pyro.optim.Adam({"lr": 0.01})
+    svi = pyro.infer.SVI(model, guide, optim, VariationalDropoutELBO())
+    svi.step(X, Y)
+    save_checkpoint(tmp_path / "run.pt", optim=optim, epoch=1, model=model, guide=guide)
+    pyro.get_param_store().save(tmp_path / "store.pt")
+    svi.step(X, Y)
+    pyro.get_param_store().load(tmp_path / "store.pt")  # the store: step 1; the modules: step 2
+    store = pyro.get_param_store()
+    stored = {name: (tensor, tensor.detach().clone()) for name, tensor in store._params.items()}
+    own = model.net.fc1._parameters["bias_unconstrained"]
+    own_value = own.detach().clone()
+    _fail_the_restore_once(monkeypatch)
+    with pytest.raises(RuntimeError, match="boom"):
+        load_checkpoint(tmp_path / "run.pt", optim=optim, model=model, guide=guide)
+    for name, (tensor, value) in stored.items():
+        assert store._params[name] is tensor and torch.equal(tensor, value), name
+    assert model.net.fc1._parameters["bias_unconstrained"] is own and torch.equal(own, own_value)

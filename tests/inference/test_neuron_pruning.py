@@ -273,3 +273,53 @@ def test_snr_pruning_removes_most_redundant_hidden_units():
         accuracy = (small(x_test).argmax(-1) == (x_test @ w).argmax(-1)).float().mean().item()
     assert kept["fc2"] + kept["fc3"] <= HIDDEN_KEPT_MAX
     assert accuracy >= ACCURACY_MIN
+
+
+def _only_dead(guide, site, dead):
+    """Every neuron of every noise site kept (SNR far above 1) but those ``dead`` of ``site`` (far below)."""
+    with torch.no_grad():
+        for name, param in guide.named_parameters():
+            if "noise_locs" in name or "noise_log_scales" in name:
+                alive = -0.5 if "noise_locs" in name else -3.0
+                param.fill_(alive)
+                if name.endswith(site + "_unconstrained"):
+                    param[dead] = -15.0 if "noise_locs" in name else 2.0
+
+
+@pytest.mark.parametrize("case", ["time steps flattened", "linear over a convolution's length"])
+def test_a_network_whose_neurons_do_not_lie_on_dimension_1_is_refused_not_shrunk_wrong(case):
+    # shrink reads the layout from the weights' shapes alone: a Linear over (batch, time, features) then
+    # Flatten (features flattened time step by time step), or a Linear over a Conv1d's length, shrank into
+    # a network that computed another function (a difference of 3.8 where the outputs were at most 2.6)
+    # or failed at its first call with a raw shape error
+    from collections import OrderedDict
+
+    if case == "time steps flattened":
+        net = nn.Sequential(
+            OrderedDict(fc1=nn.Linear(6, 5), act=nn.ReLU(), flat=nn.Flatten(), fc2=nn.Linear(20, 3))
+        )
+        x, site, dead = torch.randn(16, 4, 6), "net.fc2.input_noise", slice(8, 12)
+    else:
+        net = nn.Sequential(nn.Conv1d(3, 4, 3), nn.Linear(8, 2), nn.Flatten(), nn.Linear(8, 3))
+        x, site, dead = torch.randn(16, 3, 10), "net.1.input_noise", slice(0, 2)
+    model, guide = _setup(net, x)
+    _only_dead(guide, site, dead)
+    full = deterministic(model, guide)
+    with pytest.raises(ValueError, match="prune_neurons: the shrunk network"):
+        prune_neurons(model, guide)
+    # the full-size network is still there, and right
+    with torch.no_grad():
+        torch.testing.assert_close(prune_neurons(model, guide, shrink_network=False)(x), full(x))
+
+
+def test_the_shrunk_network_is_checked_on_rows_of_the_training_shape():
+    # what the check runs on: rows of the guide's first batch's shape; an ordinary chain passes it, and a
+    # channel whose 25 flattened features are all dead leaves with its filter
+    x = torch.randn(8, 3, 12, 12)
+    net = nn.Sequential(nn.Conv2d(3, 6, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(6 * 5 * 5, 4))
+    model, guide = _setup(net, x)
+    _only_dead(guide, "net.4.input_noise", slice(25, 50))
+    small = prune_neurons(model, guide)
+    with torch.no_grad():
+        torch.testing.assert_close(small(x), deterministic(model, guide)(x), rtol=1e-4, atol=1e-5)
+    assert small[0].out_channels == 5 and small[-1].in_features == 125

@@ -1,5 +1,8 @@
+import math
+
 import pyro
 import pyro.distributions as dist
+import pytest
 import torch
 from torch import nn
 
@@ -297,3 +300,74 @@ def test_a_global_latent_read_only_by_the_return_value_is_refused():
     pyro.infer.SVI(model, guide, pyro.optim.Adam({"lr": 0.01}), VariationalDropoutELBO()).step(X, y)
     with pytest.raises(ValueError, match=r"global latent sites \['scale'\]"):
         deterministic(model, guide[0])(X)
+
+
+def _steps(model, guide, x, y, steps):
+    svi = pyro.infer.SVI(model, guide, pyro.optim.Adam({"lr": 0.05}), VariationalDropoutELBO())
+    for _ in range(steps):
+        svi.step(x, y)
+
+
+def _small(seed):
+    pyro.clear_param_store()
+    pyro.set_rng_seed(seed)
+    model = bayesianize(nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3)), num_data=32)
+    return model, AutoVariationalDropout(model)
+
+
+def test_deterministic_refuses_a_model_and_guide_the_param_store_disagrees_with(tmp_path):
+    # after pyro.get_param_store().load(...) the guide's readers gave its own (replaced) θ and the model's
+    # biases came from the store: deterministic() exported a network of two training states
+    x, y = torch.randn(32, 6), torch.randint(0, 3, (32,))
+    model, guide = _small(0)
+    _steps(model, guide, x, y, 10)
+    pyro.get_param_store().save(tmp_path / "store.pt")
+    saved_theta = guide.get_theta("net.0.weight")
+    saved_bias = pyro.param("net.0.bias").detach().clone()
+    _steps(model, guide, x, y, 10)
+    pyro.get_param_store().load(tmp_path / "store.pt")
+    with pytest.raises(ValueError, match="param store holds other values than the model and guide"):
+        deterministic(model, guide)
+    pyro.infer.Predictive(model, guide=guide, num_samples=1)(x)  # they take the store's values
+    net = deterministic(model, guide, threshold=math.inf)
+    assert torch.equal(net[0].weight, saved_theta) and torch.equal(net[0].bias, saved_bias)
+
+
+def test_a_guide_kept_from_an_earlier_run_is_refused_then_exported_as_trained():
+    # a sweep that keeps its guides: the first run's model read the last run's biases from the store
+    x, y = torch.randn(32, 6), torch.randint(0, 3, (32,))
+    first_model, first_guide = _small(0)
+    _steps(first_model, first_guide, x, y, 10)
+    theta, bias = first_guide.get_theta("net.0.weight"), pyro.param("net.0.bias").detach().clone()
+    later_model, later_guide = _small(1)
+    _steps(later_model, later_guide, x, y, 10)
+    deterministic(later_model, later_guide)  # the live run: nothing to say
+    with pytest.raises(ValueError, match=r"pyro\.clear_param_store"):
+        deterministic(first_model, first_guide)
+    pyro.clear_param_store()  # the first run's own values, as trained
+    net = deterministic(first_model, first_guide, threshold=math.inf)
+    assert torch.equal(net[0].weight, theta) and torch.equal(net[0].bias, bias)
+
+
+def test_models_trained_module_local_export_one_after_another():
+    # deterministic() read the biases inside the model's Pyro context, which registered the first
+    # module-local model's biases in the global store; the second model's export then took them
+    x, y = torch.randn(32, 6), torch.randint(0, 3, (32,))
+    pyro.clear_param_store()
+    fits = []
+    for seed in (0, 1):
+        with pyro.settings.context(module_local_params=True):
+            pyro.set_rng_seed(seed)
+            model = bayesianize(nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3)), num_data=32)
+            guide = AutoVariationalDropout(model)
+            loss_fn = VariationalDropoutELBO()(model, guide)
+            loss_fn(x, y)
+            optimizer = torch.optim.Adam(loss_fn.parameters(), lr=0.05)
+            for _ in range(5):
+                optimizer.zero_grad()
+                loss_fn(x, y).backward()
+                optimizer.step()
+            fits.append((model, guide, model.net[0].bias.detach().clone()))
+    for model, guide, bias in fits:
+        assert torch.equal(deterministic(model, guide)[0].bias, bias)
+    assert not list(pyro.get_param_store().keys())

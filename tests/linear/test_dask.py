@@ -242,6 +242,9 @@ def test_classifiers_on_dask_take_empty_blocks_big_integer_labels_and_refuse_nan
     )
     with pytest.raises(ValueError, match="NaN or infinity"):
         RVC().fit(X_dask, np.where(np.arange(200) == 7, np.nan, 1.0 * (y - 2**53)))
+    # labels of mixed types: a bare "'<' not supported" from Dask's unique
+    with pytest.raises(TypeError, match="y mixes labels of types that cannot be ordered"):
+        RVC().fit(X_dask, da.from_array(np.array(["a", 1] * 100, dtype=object), chunks=100))
 
 
 def test_vd_classifier_one_vs_rest_on_dask(client, labels):

@@ -1,3 +1,6 @@
+import math
+
+import numpy as np
 import pyro
 import pyro.poutine as poutine
 import pytest
@@ -86,3 +89,26 @@ def test_prior_samples_lie_in_the_truncation_interval():
     model = bayesianize(mlp([50, 2]), neuron_noise=True, sparse_weights=False)
     theta = poutine.trace(model).get_trace(torch.randn(1, 50)).nodes["net.fc1.input_noise"]["value"]
     assert theta.min() >= torch.exp(torch.tensor(-20.0)) and theta.max() <= 1.0
+
+
+def test_sparse_weights_and_neuron_noise_take_what_they_say():
+    # sparse_weights=["fc1"] (a list, as neuron_noise takes) gave every layer's weights the prior
+    for value in (["0"], "0", 1, None):
+        with pytest.raises(TypeError, match="sparse_weights must be True or False"):
+            bayesianize(mlp([6, 8, 3]), neuron_noise=True, sparse_weights=value)
+    # neuron_noise=1 was a raw "'int' object is not iterable"
+    for value in (1, torch.tensor(True), ["fc1", 1]):
+        with pytest.raises(TypeError, match="neuron_noise must be True, False or a list of layer names"):
+            bayesianize(mlp([6, 8, 3]), neuron_noise=value)
+    for value in (np.True_, {"fc1": 1}.keys()):  # (any iterable of names, numpy bools)
+        assert bayesianize(mlp([6, 8, 3]), neuron_noise=value).noise_sites
+
+
+def test_the_prior_draws_of_the_neuron_noise_follow_the_models_dtype():
+    # a float64 model drew its input noise in float32 from the prior (and on the CPU whatever the device)
+    model = bayesianize(mlp([6, 8, 3]), neuron_noise=True).double()
+    trace = poutine.trace(model).get_trace(torch.randn(4, 6, dtype=torch.float64))
+    noise = [site for name, site in trace.nodes.items() if name.endswith("input_noise")]
+    assert noise and all(site["value"].dtype == torch.float64 for site in noise)
+    draws = TruncatedLogUniform(-3.0, 0.0, dtype=torch.float64).expand([5]).rsample()
+    assert draws.dtype == torch.float64 and ((draws >= math.exp(-3.0)) & (draws <= 1.0)).all()
