@@ -115,6 +115,8 @@ class Session:
 
 
 _DEVICE = {}  # the device init_from_env chose, for current()
+# the last close()'s barrier, held until the process ends (see close())
+_LAST_BARRIER = []
 
 
 def _env_int(name, default):
@@ -219,10 +221,20 @@ def close(failed=False):
     """Leave the process group: after a barrier, so that no rank leaves while another still talks; with
     ``failed`` (this rank is raising) without it, so the rank's error ends the process at once and the
     launcher (torchrun) stops the others, instead of every rank waiting on a collective the failed one
-    never joins."""
+    never joins.
+
+    The barrier's handle is kept until the process ends. A gloo barrier holds the collectives still in
+    flight when it was queued (the last :func:`gather_objects`, say); whoever drops the barrier last
+    frees them, and their tensors belong to Python objects. Without the handle that is the gloo worker
+    thread, after it has woken this one, and when the script ends at once the thread reaches for the GIL
+    of an interpreter already shutting down: a run that finished every step died on ``terminate called
+    without an active exception`` (SIGABRT, about one launch in ten on two CPU ranks whose DDP module
+    kept the process group alive). Held here, they are freed by the main thread, at exit."""
     if dist.is_available() and dist.is_initialized():
         if not failed:
-            dist.barrier()
+            work = dist.barrier(async_op=True)
+            work.wait()
+            _LAST_BARRIER[:] = [work]
         dist.destroy_process_group()
     _DEVICE.clear()
 
