@@ -1186,6 +1186,14 @@ class AutoVariationalDropout(AutoGuide):
             self._unknown_site(name, noise=True)
         return self._noise_posterior(name).mean.detach().clone()
 
+    def noise_bounds(self, name):
+        """``(low, high)``: the interval of log θ that neuron-noise site ``name``'s prior (the model's
+        ``noise_bounds``), and so its posterior, is truncated to."""
+        if name not in self._noise_sites:
+            self._unknown_site(name, noise=True)
+        prior = _base(self._noise_sites[name]["fn"])
+        return float(prior.low), float(prior.high)
+
     @torch.no_grad()
     def get_noise_snr(self, name):
         """The signal-to-noise ratio E θ / √Var θ of neuron-noise site ``name`` (SBP keeps SNR > 1)."""

@@ -398,6 +398,8 @@ def _guide_config(guide):
                 s: [module.granularity(s), module.parameterization(s)] for s in module.site_names
             }
             part["noise_sites"] = list(module.noise_site_names)
+            # the truncation of each neuron-noise prior (the model's noise_bounds): q is truncated there too
+            part["noise_bounds"] = {s: list(module.noise_bounds(s)) for s in module.noise_site_names}
         parts[name] = part
     return {"type": type(guide).__qualname__, "parts": parts}
 
@@ -472,6 +474,16 @@ def _check_guide_part(where, old, new, module):
                 kind = "weight sites" if key == "sites" else "neuron-noise sites"
                 raise ValueError(
                     f"{where}: the checkpoint's guide has the {kind} {saved_names}, this guide {names}"
+                )
+    bounds = old.get("noise_bounds")  # (absent from checkpoints of earlier versions: not compared)
+    if isinstance(bounds, dict) and "noise_bounds" in new:
+        for site, here in new["noise_bounds"].items():
+            there = bounds.get(site)
+            if there is not None and [float(b) for b in there] != here:
+                raise ValueError(
+                    f"{where}: the checkpoint's model truncates the neuron noise at {site!r} to log θ in "
+                    f"{tuple(there)}, this model to {tuple(here)}: its noise posterior would be another "
+                    f"distribution; build the model with noise_bounds={tuple(there)}"
                 )
     for site, setting in sites.items():
         if not isinstance(setting, list | tuple) or len(setting) != 2:

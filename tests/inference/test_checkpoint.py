@@ -767,3 +767,27 @@ def test_a_failed_load_leaves_modules_that_disagreed_with_the_store_as_they_were
     for name, (tensor, value) in stored.items():
         assert store._params[name] is tensor and torch.equal(tensor, value), name
     assert model.net.fc1._parameters["bias_unconstrained"] is own and torch.equal(own, own_value)
+
+
+def test_a_checkpoint_of_other_noise_bounds_is_refused(tmp_path):
+    """The neuron noise's q is truncated where the model's prior is: a checkpoint of a model built with
+    noise_bounds (-20, 0) loaded into one with (-10, 0) gave another posterior and KL without a word."""
+
+    def session(bounds):
+        pyro.clear_param_store()
+        model = BayesianMLP([6, 5, 3], num_data=40, neuron_noise=True, noise_bounds=bounds)
+        guide = AutoVariationalDropout(model)
+        optim, elbo = pyro.optim.Adam({"lr": 0.01}), VariationalDropoutELBO()
+        pyro.infer.SVI(model, guide, optim, elbo).step(X[:10], Y[:10])
+        return {"optim": optim, "model": model, "guide": guide, "elbo": elbo}
+
+    path = save_checkpoint(tmp_path / "noise.pt", epoch=1, **session((-20.0, 0.0)))
+    assert session((-20.0, 0.0))["guide"].noise_bounds("net.fc1.input_noise") == (-20.0, 0.0)
+    with pytest.raises(ValueError, match=r"to \(-10.0, 0.0\): .*noise_bounds=\(-20.0, 0.0\)"):
+        load_checkpoint(path, **session((-10.0, 0.0)))
+    assert load_checkpoint(path, **session((-20, 0)))["epoch"] == 1  # the same bounds, as integers
+    state = torch.load(path, weights_only=False)  # a file of an earlier version: nothing to compare
+    for part in state["guide_config"]["parts"].values():
+        del part["noise_bounds"]
+    torch.save(state, path)
+    assert load_checkpoint(path, **session((-10.0, 0.0)))["epoch"] == 1
