@@ -21,7 +21,13 @@ from pyro.poutine.subsample_messenger import _Subsample
 from torch.distributions import Independent
 
 from ..guides.auto_variational_dropout import vd_guides
-from ..inference.pruning import check_finite_posterior, is_layer_site, log_alpha_bound, row_size
+from ..inference.pruning import (
+    check_finite_posterior,
+    check_store_agrees,
+    is_layer_site,
+    log_alpha_bound,
+    row_size,
+)
 from ..poutine.full_data_messenger import FullDataMessenger
 
 
@@ -87,6 +93,9 @@ def _whole_weights():
 
 @torch.no_grad()
 def _from_pyro(model, guide, args, kwargs, num_samples, feature_names, coords, dims, pointwise):
+    # a guide kept from an earlier run whose names another run's parameters now hold: running it would
+    # export (and take on) the other run's values without a word
+    check_store_agrees(model, guide)
     with _eval_mode(model, guide), _whole_weights(), FullDataMessenger("draws stacked for ArviZ"):
         return _collect_pyro(model, guide, args, kwargs, num_samples, feature_names, coords, dims, pointwise)
 
@@ -147,22 +156,25 @@ def _pointwise_log_prob(site, pointwise):
     """One log-density per data point: with ``pointwise="row"``, per element of the site's plates (a
     row's event dims, such as a multi-output target under ``.to_event(1)``, summed as Pyro scores it and
     ArviZ's ``from_pyro`` records it); with ``"element"``, or for a site outside every plate (a vector of
-    data points under ``.to_event``), per element of the value."""
+    data points under ``.to_event``), per element of the value. A masked point scores 0, as in Pyro's
+    ``compute_log_prob``: masked by ``poutine.mask`` (the site's mask) or by ``.mask()``."""
     fn = site["fn"]
-    if pointwise == "row" and any(frame.vectorized for frame in site["cond_indep_stack"]):
-        return fn.log_prob(site["value"])
-    mask = True  # .to_event() and .mask() peeled off, the mask kept for the elements
-    while isinstance(fn, Independent | MaskedDistribution):
-        if isinstance(fn, MaskedDistribution):
-            mask = fn._mask if mask is True else fn._mask & mask
-        fn = fn.base_dist
-    log_prob = fn.log_prob(site["value"])
-    if mask is True:
-        return log_prob
-    if mask is False:
-        return torch.zeros_like(log_prob)
-    mask = mask.reshape(mask.shape + (1,) * max(0, log_prob.dim() - mask.dim()))
-    return torch.where(mask, log_prob, torch.zeros_like(log_prob))
+    masks = [(site["mask"], fn.batch_shape)]  # each aligned with a batch shape, from the right
+    if not (pointwise == "row" and any(frame.vectorized for frame in site["cond_indep_stack"])):
+        while isinstance(fn, Independent | MaskedDistribution):  # peeled off, their masks kept
+            if isinstance(fn, MaskedDistribution):
+                masks.append((fn._mask, fn.batch_shape))
+            fn = fn.base_dist
+    log_prob = fn.log_prob(site["value"])  # (a MaskedDistribution left unpeeled applies its own)
+    for mask, batch_shape in masks:
+        if mask is None or mask is True:
+            continue
+        if mask is False:
+            return torch.zeros_like(log_prob)
+        mask = torch.as_tensor(mask, device=log_prob.device).expand(batch_shape)
+        mask = mask.reshape(mask.shape + (1,) * (log_prob.dim() - mask.dim()))  # the peeled dims
+        log_prob = torch.where(mask, log_prob, torch.zeros_like(log_prob))
+    return log_prob
 
 
 def _collect_pyro(model, guide, args, kwargs, num_samples, feature_names, coords, dims, pointwise):

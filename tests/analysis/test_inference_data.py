@@ -667,3 +667,50 @@ def test_an_enumerated_discrete_latent_is_named_as_such():
     guide(X, y)
     with pytest.raises(ValueError, match=r"discrete latent sites \['z'\] that it enumerates"):
         to_inference_data(mixture, guide, X, y, num_samples=2)
+
+
+@pytest.mark.parametrize("pointwise", ["row", "element"])
+def test_rows_masked_by_poutine_mask_score_zero_as_in_pyro(pointwise):
+    """poutine.mask was ignored (a masked row scored as any other, and az.loo counted rows the user had
+    left out); .mask() on the distribution was not. Both now agree with Pyro's own compute_log_prob."""
+    from pyro import poutine
+
+    X = torch.randn(10, 3)
+    y = X[:, 0] + 0.1 * torch.randn(10)
+    keep = torch.arange(10) < 5
+    guide = _trained(_vector_model, 5, X, y)
+    masked = poutine.mask(_vector_model, mask=keep)
+    idata = to_inference_data(masked, guide, X, y, num_samples=2, pointwise=pointwise)
+    scored = torch.as_tensor(idata.log_likelihood["y"].values[0, 0])
+    assert torch.all(scored[5:] == 0) and torch.all(scored[:5] != 0)
+    draw = torch.as_tensor(idata.posterior["w"].values[0, 0])
+    trace = poutine.trace(poutine.condition(masked, data={"w": draw})).get_trace(X, y)
+    trace.compute_log_prob()
+    torch.testing.assert_close(scored, trace.nodes["y"]["log_prob"].float(), rtol=1e-5, atol=1e-5)
+
+
+def test_a_guide_kept_from_an_earlier_run_is_refused_not_exported_with_the_other_runs_values():
+    """Run A trained, the store cleared, run B trained under the same names: to_inference_data(A's model,
+    A's guide) exported B's θ and biases without a word and left A's guide holding them."""
+    from pyro_vd.models import BayesianMLP
+
+    X, y = torch.randn(30, 5), torch.randint(0, 2, (30,))
+
+    def run(seed):
+        pyro.clear_param_store()
+        pyro.set_rng_seed(seed)
+        model = BayesianMLP([5, 4, 2], num_data=30)
+        guide = AutoVariationalDropout(model)
+        svi = pyro.infer.SVI(model, guide, pyro.optim.Adam({"lr": 0.1}), VariationalDropoutELBO())
+        for _ in range(5):
+            svi.step(X, y)
+        return model, guide
+
+    model_a, guide_a = run(0)
+    theta_a = guide_a.get_theta("net.fc1.weight")
+    run(1)
+    with pytest.raises(ValueError, match="param store holds other values"):
+        to_inference_data(model_a, guide_a, X, y, num_samples=2)
+    pyro.clear_param_store()  # then the guide's own values are what it exports
+    idata = to_inference_data(model_a, guide_a, X, y, num_samples=2)
+    np.testing.assert_array_equal(idata.variational["net.fc1.weight.theta"].values, theta_a.numpy())
