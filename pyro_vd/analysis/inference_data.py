@@ -118,20 +118,7 @@ def _check_covered(model, guide_trace, model_trace, args, kwargs):
     ]
     if not free:
         return
-    from pyro.infer.inspect import TrackProvenance
-    from pyro.ops.provenance import get_provenance
-
-    drawn = {
-        name: site["value"]
-        for name, site in guide_trace.nodes.items()
-        if site["type"] == "sample" and not site["is_observed"]
-    }
-    with torch.random.fork_rng(), TrackProvenance():
-        trace = poutine.trace(poutine.condition(model, data=drawn)).get_trace(*args, **kwargs)
-    read = set()
-    for site in trace.nodes.values():
-        if site["type"] == "sample" and site["is_observed"] and not isinstance(site["fn"], _Subsample):
-            read |= set(get_provenance(site["fn"].log_prob(site["value"])))
+    read = set().union(*_observed_reads(model, guide_trace, args, kwargs).values())
     uncovered = [name for name in free if name in read]
     enumerated = [name for name in uncovered if model_trace.nodes[name]["infer"].get("enumerate")]
     if enumerated:
@@ -147,9 +134,62 @@ def _check_covered(model, guide_trace, model_trace, args, kwargs):
             "the predictive would draw them from their prior every time. Pass the whole guide (e.g. the "
             "AutoGuideList, not guide[0]), or fix them first, "
             "to_inference_data(poutine.condition(model, data=other_guide.median()), guide, ...): a "
-            "conditioned site is observed to Pyro, so it is recorded with the data (az.loo(idata, "
+            "conditioned site is observed to Pyro, so it is recorded with the data, and held at its value in "
+            "the posterior predictive (az.loo(idata, "
             "var_name='y') then scores y alone)"
         )
+
+
+def _observed_reads(model, guide_trace, args, kwargs):
+    """``{observed site: the sites and params its log-density reads}`` (its own value included), by
+    Pyro's provenance tracking, with the guide's draws in the latent sites."""
+    from pyro.infer.inspect import TrackProvenance
+    from pyro.ops.provenance import get_provenance
+
+    drawn = {
+        name: site["value"]
+        for name, site in guide_trace.nodes.items()
+        if site["type"] == "sample" and not site["is_observed"]
+    }
+    with torch.random.fork_rng(), TrackProvenance():
+        trace = poutine.trace(poutine.condition(model, data=drawn)).get_trace(*args, **kwargs)
+    return {
+        name: set(get_provenance(site["fn"].log_prob(site["value"])))
+        for name, site in trace.nodes.items()
+        if site["type"] == "sample" and site["is_observed"] and not isinstance(site["fn"], _Subsample)
+    }
+
+
+def _held_observations(model, guide_trace, model_trace, args, kwargs):
+    """
+    The observed sites the posterior predictive keeps at their values: a latent the user fixed
+    (``poutine.condition(model, data=other_guide.median())``, as the refusal of an uncovered latent
+    advises) is an observed site to Pyro, and ``poutine.uncondition`` drew it from its prior at every
+    draw (a noise scale fixed at 0.49 came back with mean 1.65, and y's predictive spread with it). Held:
+    an observed site that another observed site reads and whose own density reads none of the guide's
+    draws. (So the first value of a series that its next one reads, and whose density reads no latent,
+    is held too, where a full simulation would draw it afresh.)
+    """
+    data = [
+        name
+        for name, site in model_trace.nodes.items()
+        if site["type"] == "sample"
+        and site["is_observed"]
+        and not isinstance(site["fn"], _Subsample | Unit)
+        and not site["infer"].get("_deterministic")
+    ]
+    if len(data) < 2:  # nothing another observed site could read
+        return []
+    reads = _observed_reads(model, guide_trace, args, kwargs)
+    drawn = {
+        n for n, site in guide_trace.nodes.items() if site["type"] == "sample" and not site["is_observed"]
+    }
+    return [
+        name
+        for name in data
+        if not reads.get(name, set()) & drawn
+        and any(name in reads.get(other, ()) for other in data if other != name)
+    ]
 
 
 def _pointwise_log_prob(site, pointwise):
@@ -189,8 +229,12 @@ def _collect_pyro(model, guide, args, kwargs, num_samples, feature_names, coords
         model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*args, **kwargs)
         if draw == 0:
             _check_covered(model, guide_trace, model_trace, args, kwargs)
+            held = _held_observations(model, guide_trace, model_trace, args, kwargs)
         unconditioned = poutine.uncondition(poutine.replay(model, trace=guide_trace))
-        predictive_trace = poutine.trace(unconditioned).get_trace(*args, **kwargs)
+        fixed = {name: model_trace.nodes[name]["value"] for name in held}
+        predictive_trace = poutine.trace(poutine.condition(unconditioned, data=fixed)).get_trace(
+            *args, **kwargs
+        )
         for name, site in guide_trace.nodes.items():
             if site["type"] == "sample" and not site["is_observed"]:
                 posterior.setdefault(name, []).append(_numpy(site["value"]))

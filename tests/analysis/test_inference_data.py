@@ -525,6 +525,13 @@ def test_a_latent_the_guide_does_not_draw_is_refused_and_the_whole_guide_list_wo
     with pyro.poutine.condition(data={"sigma": torch.tensor(sigma)}):  # fixed around the call: taken
         fixed = to_inference_data(_noise_model, guide[0], X, y, num_samples=5)
     assert np.isfinite(fixed.log_likelihood["y"].values).all()
+    # fixed as the refusal advises: σ stays fixed in the predictive (uncondition drew it from its prior at
+    # every draw: mean 1.65 for σ = 0.49, and y's predictive noise sd 2.6)
+    wrapped = pyro.poutine.condition(_noise_model, data={"sigma": torch.tensor(sigma)})
+    held = to_inference_data(wrapped, guide[0], X, y, num_samples=50)
+    assert np.allclose(held.posterior_predictive["sigma"].values, sigma)
+    noise = held.posterior_predictive["y"].values[0] - held.posterior["w"].values[0] @ X.numpy().T
+    assert abs(noise.std() / sigma - 1) < 0.05  # 10 000 draws: the sd's own error is about 0.7 %
     idata = to_inference_data(_noise_model, guide, X, y, num_samples=50)
     assert np.allclose(idata.posterior["sigma"].values, sigma)
     assert set(idata["variational"].data_vars) == {"w.theta", "w.log_alpha"}
