@@ -355,7 +355,9 @@ def _from_estimator(estimator, X, y, num_samples, feature_names, seed):
     dims = {name: weight_dims for name in ("coef", "theta", "log_alpha", "alpha", "snr", "relevant")}
     posterior = {"coef": draws[None]}
     if X is None or y is None:
-        return _build(posterior=posterior, variational=variational, coords=coords, dims=dims)
+        return _with_rule(
+            estimator, _build(posterior=posterior, variational=variational, coords=coords, dims=dims)
+        )
     X, _ = validate_X(estimator, X, reset=False)
     y = np.asarray(y)
     if y.ndim != 1 or len(y) != len(X):
@@ -380,7 +382,7 @@ def _from_estimator(estimator, X, y, num_samples, feature_names, seed):
         log_lik = 0.5 * np.log(beta / (2 * np.pi)) - 0.5 * beta * (y - eta) ** 2
         predictive = eta + rng.standard_normal(eta.shape) / np.sqrt(beta)
         observed = y.astype(float)
-    return _build(
+    idata = _build(
         posterior=posterior,
         posterior_predictive={"y": predictive[None]},
         log_likelihood={"y": log_lik[None]},
@@ -389,6 +391,23 @@ def _from_estimator(estimator, X, y, num_samples, feature_names, seed):
         coords=coords,
         dims=dims,
     )
+    return _with_rule(estimator, idata)
+
+
+def _with_rule(estimator, idata):
+    """A VD estimator's rule, recorded for ``relevance(idata, threshold=...)`` to read log α as
+    ``relevance(estimator, threshold=...)`` does: the evidence rule's d (the features that vary), its
+    KL method, and the cap at which a feature is out of the model (before, 10 constant columns of 30 moved
+    τ, and a feature at the cap read as relevant at a threshold above it)."""
+    if hasattr(estimator, "kl_method"):
+        from .relevance import _varying_features
+
+        idata["variational"].attrs.update(
+            evidence_features=_varying_features(estimator),
+            kl_method=estimator.kl_method,
+            max_log_alpha=float(getattr(estimator, "max_log_alpha", np.inf)),
+        )
+    return idata
 
 
 def _posterior_snr(row):

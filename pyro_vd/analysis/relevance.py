@@ -84,8 +84,15 @@ def relevance(obj, site=None, *, feature_names=None, threshold=None):
             theta = theta.values
             recorded = group["relevant"].values.astype(bool) if "relevant" in group else None
             if "log_alpha" in group:
+                log_alpha = group["log_alpha"].values
                 rule = DEFAULT_THRESHOLD if threshold is None else threshold
-                table = _vd_table(theta, group["log_alpha"].values, rule)
+                features = group.attrs.get("evidence_features")  # (recorded by to_inference_data)
+                if isinstance(rule, str) and rule == "evidence" and features is not None:
+                    kl_method = group.attrs.get("kl_method", "exact")
+                    rule = float(log_alpha_threshold("evidence", int(features), kl_method))
+                table = _vd_table(theta, log_alpha, rule)
+                # a feature at the cap (α = ∞, θ = 0) is out of the model whatever the threshold
+                table["relevant"] = table["relevant"] & (log_alpha < group.attrs.get("max_log_alpha", np.inf))
                 if threshold is None and recorded is not None:  # the estimator's own rule decided
                     table["relevant"] = recorded
             else:

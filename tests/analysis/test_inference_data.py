@@ -721,3 +721,21 @@ def test_a_guide_kept_from_an_earlier_run_is_refused_not_exported_with_the_other
     pyro.clear_param_store()  # then the guide's own values are what it exports
     idata = to_inference_data(model_a, guide_a, X, y, num_samples=2)
     np.testing.assert_array_equal(idata.variational["net.fc1.weight.theta"].values, theta_a.numpy())
+
+
+def test_an_estimators_inference_data_reads_a_threshold_as_the_estimator_does():
+    """relevance(idata, threshold=...) took τ over every column (10 constant of 30 moved it: seed 35's
+    feature 3 at log α −1.92 was relevant by the estimator and not by its InferenceData) and counted a
+    feature at the cap (α = ∞, θ = 0) as relevant at a threshold above the cap."""
+    rng = np.random.default_rng(35)
+    X = rng.normal(size=(200, 30))
+    X[:, 20:] = 1.0
+    y = 0.5 * X[:, 0] + 0.15 * X[:, 1] + rng.normal(size=200)
+    for estimator in (VDRegression(threshold="sparse_vd"), VDRegression(max_log_alpha=5.0)):
+        estimator.fit(X, y)
+        idata = to_inference_data(estimator)
+        for threshold in (None, "evidence", "sparse_vd", 6.0):
+            by_estimator = relevance(estimator, threshold=threshold)["relevant"].to_numpy()
+            by_idata = relevance(idata, threshold=threshold)["relevant"].to_numpy()
+            np.testing.assert_array_equal(by_idata, by_estimator, err_msg=str(threshold))
+    assert not by_idata[20:].any()  # the constant columns are out of the model at the cap
