@@ -128,6 +128,9 @@ def relevance(obj, site=None, *, feature_names=None, threshold=None):
                 raise ValueError(f"site {site!r} is not a weight site of the InferenceData ({sites})")
             theta = group[f"{site}.theta"].values.ravel()
             log_alpha = group[f"{site}.log_alpha"].values
+            coords = group[f"{site}.theta"].coords  # a linear model's feature names (one output row)
+            if feature_names is None and "feature" in coords and len(coords["feature"]) == theta.size:
+                feature_names = [str(name) for name in coords["feature"].values]
             if threshold is None:  # the rule of the guide's model, as to_inference_data recorded it
                 threshold = group.attrs.get(f"{site}.log_alpha_bound", DEFAULT_THRESHOLD)
             # a named rule's d is the weights in a row of the site, read before the site is flattened

@@ -50,6 +50,7 @@ def test_pyro_model_to_inference_data(fitted):
     weight = idata.posterior["net.weight"]
     assert weight.dims == ("chain", "draw", "output", "feature")
     assert list(weight.coords["feature"].values) == NAMES
+    assert list(relevance(idata).index) == NAMES  # (they were x0, x1, … there and in plot_coefficients)
     assert idata.log_likelihood["obs"].shape == (1, 50, 300)
     np.testing.assert_allclose(idata.observed_data["obs"].values, t.numpy())
     assert idata.variational["net.weight.log_alpha"].dims == ("output", "feature")
