@@ -47,9 +47,15 @@ def _numpy(value):
 def _linear_dims(model, feature_names):
     """Named dims for the pyro_vd.models linear models: the weight is (1, d)."""
     sites = getattr(model, "weight_sites", [])
-    if sites != ["net.weight"]:
+    template = getattr(model, "template", None)
+    if sites != ["net.weight"] or not isinstance(template, torch.nn.Linear):  # (a lone conv: no features)
+        if feature_names is not None:
+            raise ValueError(
+                "feature_names label the weight of a linear model (one Linear layer); this model's weight "
+                f"sites are {sites}: name their dims with coords= and dims= instead"
+            )
         return {}, {}
-    outputs, d = model.template.weight.shape  # (a lone bayesianized nn.Linear(3, 2) has two outputs)
+    outputs, d = template.weight.shape  # (a lone bayesianized nn.Linear(3, 2) has two outputs)
     names = list(feature_names) if feature_names is not None else [f"x{i}" for i in range(d)]
     if len(names) != d:
         raise ValueError(f"feature_names has {len(names)} names but the model has {d} features")
@@ -491,7 +497,8 @@ def to_inference_data(
 
     :param feature_names: names of the features (the ``feature`` coordinate) for linear models.
     :param dict coords: extra ArviZ coordinates; ``dims``: ``{variable: [dim names]}``.
-    :param int seed: the seed of the draws (Pyro's and numpy's generators).
+    :param int seed: the seed of the draws (Pyro's and numpy's generators; the global ones are left as
+        they were). ``None``: a Pyro model's draws come from the global generators, and move them on.
     :param str pointwise: a Pyro model's pointwise log-likelihood: ``"row"`` (one value per element of
         the data plate, a multi-output row's event dims summed, as Pyro scores it and ArviZ's
         ``from_pyro`` records it: ``az.loo`` leaves out a row) or ``"element"`` (one value per element
@@ -501,6 +508,8 @@ def to_inference_data(
         raise ValueError(f"pointwise must be 'row' or 'element'; got {pointwise!r}")
     if not isinstance(num_samples, numbers.Integral) or isinstance(num_samples, bool) or num_samples < 1:
         raise ValueError(f"num_samples must be a positive integer; got {num_samples!r}")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0):
+        raise ValueError(f"seed must be a non-negative integer or None; got {seed!r}")
     if guide is None or hasattr(model, "coef_") or not callable(guide):
         # an estimator: X and y by keyword or position (to_inference_data(fit, X, y) put X in ``guide``
         # and read y as X: the likelihood groups were dropped without a word)
@@ -515,6 +524,11 @@ def to_inference_data(
                 data[name] = kwargs.pop(name)
         if kwargs:
             raise TypeError(f"to_inference_data(estimator, ...) got unexpected arguments {sorted(kwargs)}")
+        if coords is not None or dims is not None:  # (they were dropped without a word)
+            raise TypeError(
+                "coords= and dims= name a Pyro model's sites; an estimator's InferenceData names its own "
+                "(feature, class): pass feature_names= for the features"
+            )
         X, y = data.get("X"), data.get("y")
         if (X is None) != (y is None):
             raise ValueError(
@@ -523,6 +537,12 @@ def to_inference_data(
         return _from_estimator(model, X, y, int(num_samples), feature_names, seed)
     import pyro
 
+    if seed is None:  # the global generators as they are, and moved on (as the estimators' seed=None)
+        return _from_pyro(
+            model, guide, args, kwargs, int(num_samples), feature_names, coords, dims, pointwise
+        )
+    if seed >= 2**32:  # (numpy's global generator takes no more)
+        raise ValueError(f"seed must be an integer in [0, 2**32) or None; got {seed!r}")
     # pyro.set_rng_seed seeds torch's, numpy's and Python's global generators: all three are restored
     # (before, a loop calling this got numpy's and Python's same draws after every call)
     numpy_state, python_state = np.random.get_state(), random.getstate()  # noqa: NPY002 (the global one)

@@ -740,3 +740,30 @@ def test_an_estimators_inference_data_reads_a_threshold_as_the_estimator_does():
             by_idata = relevance(idata, threshold=threshold)["relevant"].to_numpy()
             np.testing.assert_array_equal(by_idata, by_estimator, err_msg=str(threshold))
     assert not by_idata[20:].any()  # the constant columns are out of the model at the cap
+
+
+def test_arguments_to_inference_data_would_drop_are_refused():
+    """coords=/dims= with an estimator and feature_names= on a model that is not linear were dropped
+    without a word; seed=None was a raw TypeError from int(); a lone conv layer a raw unpacking error."""
+    from pyro_vd import bayesianize
+
+    X, y, *_ = make_ard_regression(100, 4, n_relevant=2, seed=0)
+    estimator = VDRegression().fit(X, y)
+    with pytest.raises(TypeError, match="coords= and dims= name a Pyro model's sites"):
+        to_inference_data(estimator, coords={"feature": list("abcd")})
+    for seed in (-1, 1.5, True, "0"):
+        with pytest.raises(ValueError, match="seed must be"):
+            to_inference_data(estimator, seed=seed)
+    model, guide, x, t = _small_linear(steps=2)
+    with pytest.raises(ValueError, match=r"seed must be an integer in \[0, 2\*\*32\)"):
+        to_inference_data(model, guide, x, t, num_samples=2, seed=2**32)
+    pyro.set_rng_seed(5)
+    first = to_inference_data(model, guide, x, t, num_samples=2, seed=None).posterior["net.weight"].values
+    second = to_inference_data(model, guide, x, t, num_samples=2, seed=None).posterior["net.weight"].values
+    assert not np.array_equal(first, second)  # the global generator moved on
+    images, labels = torch.randn(6, 2, 5), torch.randint(0, 3, (6,))
+    conv = bayesianize(torch.nn.Sequential(torch.nn.Conv1d(2, 3, 5), torch.nn.Flatten()), num_data=6)
+    conv_guide = _trained(conv, 1, images, labels)
+    with pytest.raises(ValueError, match="feature_names label the weight of a linear model"):
+        to_inference_data(conv, conv_guide, images, labels, num_samples=2, feature_names=["a", "b"])
+    assert "net.0.weight" in to_inference_data(conv, conv_guide, images, labels, num_samples=2).posterior
