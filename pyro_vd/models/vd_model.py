@@ -19,6 +19,7 @@ from torch.distributions import constraints
 from .._validation import check_bool
 from .._warnings import warn_at_caller
 from ..distributions.log_uniform import LogUniform
+from ..poutine.full_data_messenger import evaluating_full_data
 from .neuron_noise import DEFAULT_HIGH, DEFAULT_LOW, add_input_noise
 
 #: Layer types whose weights become LogUniform sites and whose inputs can carry neuron noise (conv is
@@ -199,7 +200,9 @@ class VDModel(PyroModule):
             shape = tuple(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__
             raise ValueError(f"y must be a tensor with {batch} rows, one per row of x; got {shape}")
         size = self.num_data or batch
-        if size < batch and y is None:  # predictions (Predictive on a test set): nothing is scaled
+        # predictions (Predictive on a test set), or an evaluation that reads each row's log-density
+        # (to_inference_data, the pruning checks): nothing is scaled, and a test set may be the larger
+        if size < batch and (y is None or evaluating_full_data()):
             size = batch
         if size < batch:
             raise ValueError(

@@ -29,3 +29,11 @@ class FullDataMessenger(Messenger):
                 f"every call, so {self.purpose} would mix different rows. Run the model on all the rows "
                 "(subsample_size=None, or subsample=torch.arange(size)) for this."
             )
+
+
+def evaluating_full_data():
+    """True inside a :class:`FullDataMessenger`: an evaluation (analysis, export) that reads each row's
+    log-density or output, never the likelihood's scale to the training set."""
+    from pyro.poutine.runtime import _PYRO_STACK
+
+    return any(isinstance(messenger, FullDataMessenger) for messenger in _PYRO_STACK)

@@ -767,3 +767,18 @@ def test_arguments_to_inference_data_would_drop_are_refused():
     with pytest.raises(ValueError, match="feature_names label the weight of a linear model"):
         to_inference_data(conv, conv_guide, images, labels, num_samples=2, feature_names=["a", "b"])
     assert "net.0.weight" in to_inference_data(conv, conv_guide, images, labels, num_samples=2).posterior
+
+
+def test_a_test_set_larger_than_the_training_set_is_analysed():
+    """num_data is the training set's size, which scales a training batch's likelihood; the pointwise
+    log-likelihood of a larger test set reads no scale, and it was refused as a misgiven num_data."""
+    model, guide, x, t = _small_linear(steps=2)  # num_data=200
+    test_x, test_t = torch.cat([x, x]), torch.cat([t, t])
+    idata = to_inference_data(model, guide, test_x, test_t, num_samples=3)
+    assert idata.log_likelihood["obs"].shape == (1, 3, 400)
+    again = to_inference_data(model, guide, x, t, num_samples=3)  # the same first draw: the same scores
+    np.testing.assert_allclose(
+        idata.log_likelihood["obs"].values[0, 0, :200], again.log_likelihood["obs"].values[0, 0]
+    )
+    with pytest.raises(ValueError, match="num_data is 200"):  # training on it is still refused
+        pyro.infer.Trace_ELBO().loss(model, guide, test_x, test_t)
