@@ -498,10 +498,18 @@ class LocalSGD(torch.nn.Module):
         shapes = [(name, tuple(t.shape), str(t.dtype)) for name, t in _state_tensors(module)]
         # the guides' averaging too: whether average_parameters gathers the averages' names must agree
         shapes.append(("averaging", _averaging_settings(module)))
-        if len({repr(s) for s in gather_objects(shapes)}) > 1:
+        gathered = gather_objects((shapes, int(average_every)))
+        if len({repr(s) for s, _ in gathered}) > 1:
             raise ValueError(
                 "the ranks' modules differ in their parameters (names, shapes or dtypes) or their guides' "
                 "averaging: build the same model and guide, and create their parameters, on every rank"
+            )
+        # (5 and 6 paired their averages silently, one rank's after step 5 with the other's after step 6;
+        # 2 and 3 crashed in gloo at the end of an epoch)
+        if len({k for _, k in gathered}) > 1:
+            raise ValueError(
+                f"the ranks asked for different average_every ({[k for _, k in gathered]}, by rank): every "
+                "rank must average after as many steps, or their averages pair up across different steps"
             )
         self.module = module
         self.average_every = average_every

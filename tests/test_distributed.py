@@ -286,6 +286,11 @@ _WORKER = textwrap.dedent(
         report["local_sgd_mismatch"] = "accepted"
     except ValueError as error:
         report["local_sgd_mismatch"] = str(error)
+    try:  # ... and ranks that would average after different numbers of steps
+        distributed.data_parallel(build(), x[:2], y[:2], average_every=2 + session.rank)
+        report["local_sgd_k_mismatch"] = "accepted"
+    except ValueError as error:
+        report["local_sgd_k_mismatch"] = str(error)
 
     # a 2-rank local-SGD Sparse VD run resumes exactly too (each rank's Adam moments are saved)
     options["average_every"] = 2
@@ -458,6 +463,7 @@ def test_local_sgd_averages_the_ranks_parameters_every_k_steps_and_resumes_exact
     assert report["local_sgd_mean_error"] <= 1e-6 and report["local_sgd_ranks_equal"]
     assert report["local_sgd_count_after_average"] == 1
     assert "differ in their parameters" in report["local_sgd_mismatch"]
+    assert "different average_every ([2, 3], by rank)" in report["local_sgd_k_mismatch"]
     assert "needs the module data_parallel returned" in report["bare_average"]
     assert report["lsgd_to_ddp_ranks_equal"]
     ranks = report["layer_case_errors"]
