@@ -11,10 +11,13 @@ Under ``torchrun --nproc_per_node=N -m pyro_vd <command> ...`` the training comm
 completed options; rank 0 alone prints and writes. The other commands run on rank 0 alone."""
 
 import argparse
+import contextlib
 import math
 import os
 import pathlib
+import signal
 import sys
+import threading
 
 from .experiments.run_dir import (
     RunDir,
@@ -650,14 +653,39 @@ def main(argv=None):
 
     session = distributed.init_from_env()
     try:
-        result = _lead(args, session) if session.is_main else _follow(args, session)
+        with _terminate_as_exit():
+            result = _lead(args, session) if session.is_main else _follow(args, session)
     except BaseException:
         # no barrier: the other ranks wait in a collective this one will not join; exiting with the
         # error lets torchrun stop them (with the barrier every rank hung, the traceback unprinted)
         distributed.close(failed=True)
         raise
-    distributed.close()
+    # A rank that failed (an exit status) leaves without close()'s barrier too: the others may wait in a
+    # collective it will not join (a rank whose data did not load hung the run for gloo's 30 minutes, and
+    # ranks stopped by rank 0's usage error printed gloo's "connection reset" from the barrier); so does
+    # every rank of a command rank 0 runs alone (the others waited in the barrier, and a run longer than
+    # gloo's timeout was killed)
+    distributed.close(failed=bool(result) or args.command not in DISTRIBUTED)
     return result
+
+
+@contextlib.contextmanager
+def _terminate_as_exit():
+    """SIGTERM raises SystemExit(143) meanwhile (in the main thread): torchrun stops the other ranks with
+    it when one fails, and the default handler ended rank 0 without its run folder's clean-up (the run
+    an --overwrite replaces stayed in .overwritten/, and a new run's run.json refused the next one)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminate(signum, frame):
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _main(args, ready=None):
@@ -722,8 +750,9 @@ def _follow(args, session):
     args.quiet = True
     try:
         return args.run(args)
-    except (DataError, RunDirError):
-        return 1  # rank 0 reports it
+    except (DataError, RunDirError) as error:  # (rank 0 may never meet it: data local to this rank)
+        print(f"pyro-vd {args.command} (rank {session.rank}): {error}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -219,9 +219,9 @@ def resolve_device(device=None, session=None):
 
 def close(failed=False):
     """Leave the process group: after a barrier, so that no rank leaves while another still talks; with
-    ``failed`` (this rank is raising) without it, so the rank's error ends the process at once and the
-    launcher (torchrun) stops the others, instead of every rank waiting on a collective the failed one
-    never joins.
+    ``failed`` (this rank is raising or failed, or no rank has anything more to exchange) without it, so
+    the rank's error ends the process at once and the launcher (torchrun) stops the others, instead of
+    every rank waiting on a collective the failed one never joins.
 
     The barrier's handle is kept until the process ends. A gloo barrier holds the collectives still in
     flight when it was queued (the last :func:`gather_objects`, say); whoever drops the barrier last

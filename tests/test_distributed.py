@@ -594,3 +594,98 @@ def test_close_leaves_nothing_for_gloo_to_free_at_exit(tmp_path):
     _torchrun(str(script), str(tmp_path), timeout=60)
     report = json.loads((tmp_path / "report.json").read_text())
     assert report == {"freed_by": [], "alive": True}
+
+
+def _cli_script(tmp_path, prelude):
+    """A launcher of pyro_vd's CLI that runs ``prelude`` first (on every rank)."""
+    script = tmp_path / "cli.py"
+    script.write_text(
+        "import os, sys, time\n"
+        + textwrap.dedent(prelude)
+        + "\nfrom pyro_vd.cli import main\nsys.exit(main(sys.argv[1:]))\n"
+    )
+    return str(script)
+
+
+def test_a_rank_whose_data_do_not_load_ends_the_run_with_its_error(tmp_path, tiny_mnist_dir):
+    """Rank 1 without the files (a node whose --data-dir is its own): it returned 1 quietly and waited in
+    close()'s barrier while rank 0 waited in DDP's constructor, for gloo's 30 minutes, nothing printed."""
+    script = _cli_script(
+        tmp_path,
+        """
+        import pyro_vd.datasets as datasets
+        if os.environ.get("RANK") == "1":
+            def missing(*args, **kwargs):
+                raise FileNotFoundError("no MNIST files on this node")
+            datasets.load_mnist = missing
+        """,
+    )
+    out = tmp_path / "run"
+    done = _torchrun(
+        script, "sparse-mnist", "--quick", "--quiet", "--epochs", "1", "--data-dir", str(tiny_mnist_dir),
+        "--out", str(out), timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode != 0
+    assert "pyro-vd sparse-mnist (rank 1): no MNIST files on this node" in done.stderr
+    assert not out.exists()  # rank 0, stopped by torchrun, cleared the new run's folder
+
+
+def test_an_overwrite_whose_other_rank_fails_puts_the_old_run_back(tmp_path, tiny_mnist_dir):
+    """torchrun stops rank 0 with SIGTERM when rank 1 fails: the default handler ended it without the run
+    folder's clean-up, the replaced run left in .overwritten/ and the next run refused."""
+    out = tmp_path / "run"
+    args = ["sparse-mnist", "--quick", "--quiet", "--epochs", "1", "--data-dir", str(tiny_mnist_dir)]
+    subprocess.run(
+        [sys.executable, "-m", "pyro_vd", *args, "--out", str(out)],
+        check=True, capture_output=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )  # fmt: skip
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    script = _cli_script(
+        tmp_path,
+        """
+        import pyro_vd.experiments.sparse_vd_mnist as run
+        evaluate = run.test_error
+        def fail(*args, **kwargs):
+            if os.environ.get("RANK") == "1":
+                raise RuntimeError("simulated failure on rank 1")
+            time.sleep(20)  # rank 0 busy when rank 1 fails: stopped by torchrun's SIGTERM
+            return evaluate(*args, **kwargs)
+        run.test_error = fail
+        """,
+    )
+    done = _torchrun(script, *args, "--out", str(out), "--overwrite", timeout=120, check=False)
+    assert done.returncode != 0 and "simulated failure on rank 1" in done.stdout + done.stderr
+    assert "exitcode  : 143" in done.stdout + done.stderr  # rank 0 stopped by SIGTERM, as SystemExit
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+def test_a_usage_error_stops_the_other_ranks_quietly(tmp_path, tiny_mnist_dir):
+    """Rank 0 refused --resume without a checkpoint and left; the others, stopped by its verdict, waited in
+    close()'s barrier for it and printed gloo's "Connection reset by peer" traceback."""
+    out = tmp_path / "run"
+    out.mkdir()
+    done = _torchrun(
+        "-m", "pyro_vd", "sparse-mnist", "--quick", "--quiet", "--resume", "--data-dir",
+        str(tiny_mnist_dir), "--out", str(out), timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode != 0 and "there is no checkpoint.pt" in done.stderr
+    assert "[rank1]" not in done.stdout + done.stderr
+
+
+def test_a_command_rank_0_runs_alone_does_not_keep_the_others_in_a_barrier(tmp_path):
+    """The other ranks of ard-minibatch (not distributed) waited in close()'s barrier while rank 0 worked:
+    longer than gloo's timeout (30 minutes; 5 s here), the run was killed."""
+    script = _cli_script(
+        tmp_path,
+        """
+        import datetime, functools
+        import torch.distributed as dist
+        dist.init_process_group = functools.partial(
+            dist.init_process_group, timeout=datetime.timedelta(seconds=5)
+        )
+        """,
+    )
+    done = _torchrun(
+        script, "ard-minibatch", "--quick", "--quiet", "--out", str(tmp_path / "run"), timeout=120
+    )
+    assert "Timed out" not in done.stderr
