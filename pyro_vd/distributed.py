@@ -66,7 +66,7 @@ import pyro
 import torch
 import torch.distributed as dist
 
-from ._validation import nonnegative_int, positive_int
+from ._validation import check_bool, nonnegative_int, positive_int
 
 __all__ = [
     "LocalSGD",
@@ -137,6 +137,8 @@ def init_from_env(backend=None):
         ``"gloo"`` (CPU) otherwise.
     :returns: the :class:`Session`.
     """
+    if backend not in (None, "gloo", "nccl"):  # (torch's AssertionError under torchrun)
+        raise ValueError(f"backend must be 'gloo', 'nccl' or None; got {backend!r}")
     if dist.is_available() and dist.is_initialized():
         return current()
     world_size = _env_int("WORLD_SIZE", 1)
@@ -149,6 +151,8 @@ def init_from_env(backend=None):
     local_rank = _env_int("LOCAL_RANK", 0)
     if backend is None:
         backend = "nccl" if torch.cuda.is_available() else "gloo"
+    if backend == "nccl" and not torch.cuda.is_available():
+        raise ValueError("backend='nccl' needs CUDA, which this torch does not see; use 'gloo' on the CPU")
     device = torch.device("cpu")
     if backend == "nccl":
         device = torch.device("cuda", local_rank)
@@ -297,11 +301,26 @@ def mean_across_ranks(value):
 def noise_seed(seed, rank, epoch=0):
     """The seed of rank ``rank``'s noise stream (``rank > 0``), from ``epoch`` on (a run resumed with
     another number of processes reseeds there): independent of every other ``(seed, rank, epoch)``."""
-    # (0.5 was read as seed 0)
+    # (0.5 was read as seed 0; numpy's SeedSequence splits an integer >= 2**32 into 32-bit words, so
+    # (2**32, 1, 0) and (0, 1, 1) gave one seed)
     entropy = [
-        nonnegative_int(value, name) for name, value in (("seed", seed), ("rank", rank), ("epoch", epoch))
+        _below_2_32(nonnegative_int(value, name), name)
+        for name, value in (("seed", seed), ("rank", rank), ("epoch", epoch))
     ]
     return int(np.random.SeedSequence(entropy).generate_state(1, dtype=np.uint64)[0] >> 1)
+
+
+def _below_2_32(value, name):
+    if value >= 2**32:
+        raise ValueError(f"{name} must be below 2**32; got {value!r}")
+    return value
+
+
+def _check_shuffling(seed, shuffle):
+    """The sampler's seed and shuffle, checked (seed=None was a raw TypeError inside torch's sampler,
+    1.5 a RuntimeError, and shuffle="no" shuffled)."""
+    nonnegative_int(seed, "seed")
+    return check_bool(shuffle, "shuffle")
 
 
 def seed_noise(seed, session=None):
@@ -328,7 +347,7 @@ def local_batch_size(global_batch, session=None):
             f"the batch of {global_batch} cannot be split evenly over {session.world_size} processes; "
             "give a batch size that the number of processes divides"
         )
-    return global_batch // session.world_size
+    return int(global_batch) // session.world_size  # (a numpy integer failed in .split(b))
 
 
 def shard_indices(n, *, epoch, seed=0, shuffle=True, session=None):
@@ -343,6 +362,7 @@ def shard_indices(n, *, epoch, seed=0, shuffle=True, session=None):
 
     nonnegative_int(n, "n")
     nonnegative_int(epoch, "epoch")
+    _check_shuffling(seed, shuffle)
     session = current() if session is None else session
     sampler = DistributedSampler(
         range(n), num_replicas=session.world_size, rank=session.rank, shuffle=shuffle, seed=seed
@@ -360,6 +380,7 @@ def loader(dataset, batch_size, *, seed=0, shuffle=True, session=None, **kwargs)
     """
     from torch.utils.data import DataLoader, DistributedSampler
 
+    _check_shuffling(seed, shuffle)
     session = current() if session is None else session
     sampler = DistributedSampler(
         dataset, num_replicas=session.world_size, rank=session.rank, shuffle=shuffle, seed=seed

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import textwrap
 
+import numpy as np
 import pyro
 import pytest
 import torch
@@ -67,12 +68,38 @@ def test_the_global_batch_is_split_evenly():
         lambda: distributed.noise_seed(0.5, 1),  # (was seed 0)
         lambda: distributed.seed_noise(None, distributed.Session(rank=1, world_size=2)),
         lambda: distributed.seed_noise(None),  # (one process: accepted, where rank 1 failed)
+        lambda: distributed.noise_seed(2**32, 1),  # (the seed of (0, 1, 1): 32-bit words)
+        lambda: distributed.shard_indices(10, epoch=0, seed=None),  # (raw TypeError in torch's sampler)
+        lambda: distributed.shard_indices(10, epoch=0, seed=1.5),  # (raw RuntimeError)
+        lambda: distributed.loader(list(range(10)), 2, seed=-1),
+        lambda: distributed.init_from_env("bogus"),  # (torch's AssertionError)
     ],
-    ids=["batch 0", "batch -100", "batch str", "n -5", "epoch None", "seed 0.5", "seed None", "seed None, 1"],
+    ids=[
+        "batch 0",
+        "batch -100",
+        "batch str",
+        "n -5",
+        "epoch None",
+        "seed 0.5",
+        "seed None",
+        "seed None, 1",
+        "seed 2**32",
+        "shard seed None",
+        "shard seed 1.5",
+        "loader seed -1",
+        "backend",
+    ],
 )
 def test_bad_sizes_and_seeds_are_refused(call):
     with pytest.raises(ValueError, match="must be"):
         call()
+
+
+def test_shuffle_is_a_bool_and_a_numpy_batch_splits():
+    with pytest.raises(TypeError, match="shuffle must be True or False"):  # ("no" shuffled)
+        distributed.shard_indices(10, epoch=0, shuffle="no")
+    b = distributed.local_batch_size(np.int64(100))  # (np.int64 failed in .split(b))
+    assert type(b) is int and len(torch.arange(300).split(b)) == 3
 
 
 def test_shards_are_a_distributed_sampler_reshuffled_per_epoch():

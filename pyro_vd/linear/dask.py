@@ -474,6 +474,9 @@ def _check_y(y, X):
     y = flatten_column(y)
     if y.ndim != 1:
         raise ValueError(f"y must be 1-dimensional (n_samples,); got shape {y.shape}")
+    if is_dask(y) and any(isinstance(c, numbers.Real) and np.isnan(c) for c in y.chunks[0]):
+        # (it read "inconsistent numbers of samples: [120, nan]")
+        raise ValueError("y has blocks of unknown size; call y.compute_chunk_sizes() first")
     if y.shape[0] != X.shape[0]:
         raise ValueError(
             f"Found input variables with inconsistent numbers of samples: [{X.shape[0]}, {y.shape[0]}]"

@@ -357,3 +357,15 @@ def test_a_dask_partial_fit_keeps_the_feature_names_as_in_memory(client):
     assert list(fit.feature_names_in_) == ["a", "b", "c"]
     with pytest.raises(ValueError, match="same order"):
         fit.predict(frame[["c", "a", "b"]])
+
+
+@pytest.mark.parametrize("estimator", [VDRegression, RVC])
+def test_a_y_of_unknown_block_sizes_is_named(client, estimator):
+    """X of unknown block sizes was told to compute_chunk_sizes(); y was "inconsistent numbers of
+    samples: [120, nan]"."""
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(120, 3)), rng.normal(size=120)
+    y_dask = da.from_array(y, chunks=40)
+    y_dask = (y_dask > 0).astype(int) if estimator is RVC else y_dask
+    with pytest.raises(ValueError, match=r"y has blocks of unknown size; call y.compute_chunk_sizes\(\)"):
+        estimator().fit(da.from_array(X, chunks=(40, 3)), y_dask[y_dask > -100])
