@@ -679,6 +679,8 @@ def _terminate_as_exit():
         return
 
     def terminate(signum, frame):
+        # once: a second SIGTERM (a scheduler's, forwarded by torchrun) would interrupt the clean-up
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         raise SystemExit(128 + signum)
 
     previous = signal.signal(signal.SIGTERM, terminate)

@@ -151,6 +151,9 @@ def init_from_env(backend=None):
     local_rank = _env_int("LOCAL_RANK", 0)
     if backend is None:
         backend = "nccl" if torch.cuda.is_available() else "gloo"
+    # the last close()'s barrier, dropped here (by this thread): it kept the old group's gloo context
+    # alive, and a second group connected to its stale addresses and hung in its first collective
+    _LAST_BARRIER.clear()
     if backend == "nccl" and not torch.cuda.is_available():
         raise ValueError("backend='nccl' needs CUDA, which this torch does not see; use 'gloo' on the CPU")
     device = torch.device("cpu")
@@ -319,8 +322,7 @@ def _below_2_32(value, name):
 def _check_shuffling(seed, shuffle):
     """The sampler's seed and shuffle, checked (seed=None was a raw TypeError inside torch's sampler,
     1.5 a RuntimeError, and shuffle="no" shuffled)."""
-    nonnegative_int(seed, "seed")
-    return check_bool(shuffle, "shuffle")
+    return nonnegative_int(seed, "seed"), check_bool(shuffle, "shuffle")  # (np.int64: a raw TypeError)
 
 
 def seed_noise(seed, session=None):
@@ -362,7 +364,7 @@ def shard_indices(n, *, epoch, seed=0, shuffle=True, session=None):
 
     nonnegative_int(n, "n")
     nonnegative_int(epoch, "epoch")
-    _check_shuffling(seed, shuffle)
+    seed, shuffle = _check_shuffling(seed, shuffle)
     session = current() if session is None else session
     sampler = DistributedSampler(
         range(n), num_replicas=session.world_size, rank=session.rank, shuffle=shuffle, seed=seed
@@ -380,7 +382,7 @@ def loader(dataset, batch_size, *, seed=0, shuffle=True, session=None, **kwargs)
     """
     from torch.utils.data import DataLoader, DistributedSampler
 
-    _check_shuffling(seed, shuffle)
+    seed, shuffle = _check_shuffling(seed, shuffle)
     session = current() if session is None else session
     sampler = DistributedSampler(
         dataset, num_replicas=session.world_size, rank=session.rank, shuffle=shuffle, seed=seed
@@ -435,6 +437,9 @@ def data_parallel(loss_fn, *args, average_every=1, **kwargs):
     session = current()
     if not session.distributed:
         return loss_fn
+    # (1 on one rank and 2 on another built DDP beside LocalSGD: torch's "inconsistent params" on one,
+    # gloo's "connection closed" on the other)
+    _check_same_average_every(average_every)
     if average_every > 1:
         return LocalSGD(loss_fn, average_every)
     from torch.nn.parallel import DistributedDataParallel
@@ -480,6 +485,18 @@ def _broadcast(tensors):
             dist.broadcast(tensor, src=0)
 
 
+def _check_same_average_every(average_every):
+    """A ValueError on every rank unless all ask for the same ``average_every`` (5 and 6 paired their
+    averages silently, one rank's after step 5 with the other's after step 6; 2 and 3 crashed in gloo at
+    the end of an epoch)."""
+    asked = gather_objects(int(average_every))
+    if len(set(asked)) > 1:
+        raise ValueError(
+            f"the ranks asked for different average_every ({asked}, by rank): every rank must average "
+            "after as many steps, or their averages pair up across different steps"
+        )
+
+
 class LocalSGD(torch.nn.Module):
     r"""
     Data-parallel training by periodic parameter averaging (local SGD; torch's
@@ -519,19 +536,12 @@ class LocalSGD(torch.nn.Module):
         shapes = [(name, tuple(t.shape), str(t.dtype)) for name, t in _state_tensors(module)]
         # the guides' averaging too: whether average_parameters gathers the averages' names must agree
         shapes.append(("averaging", _averaging_settings(module)))
-        gathered = gather_objects((shapes, int(average_every)))
-        if len({repr(s) for s, _ in gathered}) > 1:
+        if len({repr(s) for s in gather_objects(shapes)}) > 1:
             raise ValueError(
                 "the ranks' modules differ in their parameters (names, shapes or dtypes) or their guides' "
                 "averaging: build the same model and guide, and create their parameters, on every rank"
             )
-        # (5 and 6 paired their averages silently, one rank's after step 5 with the other's after step 6;
-        # 2 and 3 crashed in gloo at the end of an epoch)
-        if len({k for _, k in gathered}) > 1:
-            raise ValueError(
-                f"the ranks asked for different average_every ({[k for _, k in gathered]}, by rank): every "
-                "rank must average after as many steps, or their averages pair up across different steps"
-            )
+        _check_same_average_every(average_every)
         self.module = module
         self.average_every = average_every
         self.world_size = session.world_size

@@ -17,7 +17,10 @@ import numpy as np
 import pyro.poutine as poutine
 import torch
 from pyro.distributions import MaskedDistribution, Unit
+from pyro.poutine.condition_messenger import ConditionMessenger
+from pyro.poutine.messenger import Messenger
 from pyro.poutine.subsample_messenger import _Subsample
+from pyro.poutine.trace_struct import Trace
 from torch.distributions import Independent
 
 from ..guides.auto_variational_dropout import vd_guides
@@ -28,7 +31,7 @@ from ..inference.pruning import (
     log_alpha_bound,
     row_size,
 )
-from ..poutine.full_data_messenger import FullDataMessenger
+from ..poutine.full_data_messenger import EvaluationMessenger
 
 
 def import_arviz():
@@ -102,7 +105,7 @@ def _from_pyro(model, guide, args, kwargs, num_samples, feature_names, coords, d
     # a guide kept from an earlier run whose names another run's parameters now hold: running it would
     # export (and take on) the other run's values without a word
     check_store_agrees(model, guide)
-    with _eval_mode(model, guide), _whole_weights(), FullDataMessenger("draws stacked for ArviZ"):
+    with _eval_mode(model, guide), _whole_weights(), EvaluationMessenger("draws stacked for ArviZ"):
         return _collect_pyro(model, guide, args, kwargs, num_samples, feature_names, coords, dims, pointwise)
 
 
@@ -124,7 +127,7 @@ def _check_covered(model, guide_trace, model_trace, args, kwargs):
     ]
     if not free:
         return
-    read = set().union(*_observed_reads(model, guide_trace, args, kwargs).values())
+    read = set().union(*_reads(model, guide_trace, args, kwargs).values())
     uncovered = [name for name in free if name in read]
     enumerated = [name for name in uncovered if model_trace.nodes[name]["infer"].get("enumerate")]
     if enumerated:
@@ -146,9 +149,10 @@ def _check_covered(model, guide_trace, model_trace, args, kwargs):
         )
 
 
-def _observed_reads(model, guide_trace, args, kwargs):
-    """``{observed site: the sites and params its log-density reads}`` (its own value included), by
-    Pyro's provenance tracking, with the guide's draws in the latent sites."""
+def _reads(model, guide_trace, args, kwargs, *, observed_only=True):
+    """``{site: the sites and params its log-density reads}`` (its own value included) of the observed
+    sites, or of every sample site, by Pyro's provenance tracking, with the guide's draws in the latent
+    sites."""
     from pyro.infer.inspect import TrackProvenance
     from pyro.ops.provenance import get_provenance
 
@@ -162,39 +166,48 @@ def _observed_reads(model, guide_trace, args, kwargs):
     return {
         name: set(get_provenance(site["fn"].log_prob(site["value"])))
         for name, site in trace.nodes.items()
-        if site["type"] == "sample" and site["is_observed"] and not isinstance(site["fn"], _Subsample)
+        if site["type"] == "sample"
+        and (site["is_observed"] or not observed_only)
+        and not isinstance(site["fn"], _Subsample)
     }
 
 
-def _held_observations(model, guide_trace, model_trace, args, kwargs):
+class _HandlerConditioned(Messenger):
+    """Records the sample sites whose value a ``poutine.condition`` on the stack supplies (the model's
+    own ``obs=`` is not such a value)."""
+
+    def __init__(self):
+        super().__init__()
+        self.names = set()
+
+    def _pyro_sample(self, msg):
+        from pyro.poutine.runtime import _PYRO_STACK
+
+        for frame in _PYRO_STACK:
+            if isinstance(frame, ConditionMessenger):
+                data = frame.data.nodes if isinstance(frame.data, Trace) else frame.data
+                value = data.get(msg["name"])
+                if isinstance(value, dict):  # a trace's node
+                    value = value.get("value")
+                if value is not None:
+                    self.names.add(msg["name"])
+
+
+def _held_observations(model, guide_trace, conditioned, args, kwargs):
     """
-    The observed sites the posterior predictive keeps at their values: a latent the user fixed
+    The sites the posterior predictive keeps at their values: a latent the user fixed
     (``poutine.condition(model, data=other_guide.median())``, as the refusal of an uncovered latent
     advises) is an observed site to Pyro, and ``poutine.uncondition`` drew it from its prior at every
     draw (a noise scale fixed at 0.49 came back with mean 1.65, and y's predictive spread with it). Held:
-    an observed site that another observed site reads and whose own density reads none of the guide's
-    draws. (So the first value of a series that its next one reads, and whose density reads no latent,
-    is held too, where a full simulation would draw it afresh.)
+    a site whose value a ``poutine.condition`` supplies (``conditioned``) and that another site reads.
+    Data given by the model's ``obs=``, and data conditioned that nothing reads (``poutine.condition(
+    model, data={"y": y})``), are drawn afresh, as in a posterior predictive.
     """
-    data = [
-        name
-        for name, site in model_trace.nodes.items()
-        if site["type"] == "sample"
-        and site["is_observed"]
-        and not isinstance(site["fn"], _Subsample | Unit)
-        and not site["infer"].get("_deterministic")
-    ]
-    if len(data) < 2:  # nothing another observed site could read
+    if not conditioned:
         return []
-    reads = _observed_reads(model, guide_trace, args, kwargs)
-    drawn = {
-        n for n, site in guide_trace.nodes.items() if site["type"] == "sample" and not site["is_observed"]
-    }
+    reads = _reads(model, guide_trace, args, kwargs, observed_only=False)
     return [
-        name
-        for name in data
-        if not reads.get(name, set()) & drawn
-        and any(name in reads.get(other, ()) for other in data if other != name)
+        name for name in conditioned if any(name in read for other, read in reads.items() if other != name)
     ]
 
 
@@ -232,10 +245,12 @@ def _collect_pyro(model, guide, args, kwargs, num_samples, feature_names, coords
                 for name in part.site_names:
                     check_finite_posterior(part.get_log_alpha(name), f"log α of site {name!r}")
                     check_finite_posterior(part.get_theta(name), f"θ of site {name!r}")
-        model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*args, **kwargs)
+        conditioned = _HandlerConditioned()
+        with conditioned:
+            model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*args, **kwargs)
         if draw == 0:
             _check_covered(model, guide_trace, model_trace, args, kwargs)
-            held = _held_observations(model, guide_trace, model_trace, args, kwargs)
+            held = _held_observations(model, guide_trace, sorted(conditioned.names), args, kwargs)
         unconditioned = poutine.uncondition(poutine.replay(model, trace=guide_trace))
         fixed = {name: model_trace.nodes[name]["value"] for name in held}
         predictive_trace = poutine.trace(poutine.condition(unconditioned, data=fixed)).get_trace(

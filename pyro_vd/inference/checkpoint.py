@@ -583,7 +583,8 @@ def _own_stream_on_other_ranks(saver, epoch):
 
     session = distributed.current()
     if session.distributed and session.rank != saver:
-        base = int(torch.randint(2**62, ()))  # the same on every such rank: the saver's state
+        # the same on every such rank (the saver's state); below 2**32, as noise_seed takes
+        base = int(torch.randint(2**32, ()))
         pyro.set_rng_seed(distributed.noise_seed(base, session.rank, epoch) % 2**32)
 
 

@@ -13,7 +13,7 @@ from torch import nn
 
 from .._param_store import store_disagreements
 from .._validation import scalar
-from ..poutine.full_data_messenger import FullDataMessenger
+from ..poutine.full_data_messenger import EvaluationMessenger
 
 #: Sparse VD's rule: a weight with log α > 3 (binary-dropout rate above 0.95) is pruned.
 DEFAULT_THRESHOLD = 3.0
@@ -226,7 +226,7 @@ class _ConditionedModel(nn.Module):
         from pyro.infer.inspect import TrackProvenance
         from pyro.ops.provenance import get_provenance
 
-        with poutine.block(), torch.random.fork_rng(), torch.no_grad(), FullDataMessenger("the outputs"):
+        with poutine.block(), torch.random.fork_rng(), torch.no_grad(), EvaluationMessenger("the outputs"):
             with TrackProvenance():
                 trace = poutine.trace(poutine.condition(self.model, data=data)).get_trace(*args, **kwargs)
         read = set(_provenance(trace.nodes["_RETURN"]["value"], get_provenance))
@@ -237,7 +237,7 @@ class _ConditionedModel(nn.Module):
 
     def forward(self, *args, **kwargs):
         data = {name: getattr(self, f"weight_{i}") for i, name in enumerate(self._names)}
-        with poutine.block(), torch.no_grad(), FullDataMessenger("the network's outputs"):
+        with poutine.block(), torch.no_grad(), EvaluationMessenger("the network's outputs"):
             trace = poutine.trace(poutine.condition(self.model, data=data)).get_trace(*args, **kwargs)
         free = [  # sites outside every plate, neither observed nor fixed by the guide
             name

@@ -19,7 +19,7 @@ from torch.distributions import constraints
 from .._validation import check_bool
 from .._warnings import warn_at_caller
 from ..distributions.log_uniform import LogUniform
-from ..poutine.full_data_messenger import evaluating_full_data
+from ..poutine.full_data_messenger import evaluating
 from .neuron_noise import DEFAULT_HIGH, DEFAULT_LOW, add_input_noise
 
 #: Layer types whose weights become LogUniform sites and whose inputs can carry neuron noise (conv is
@@ -202,7 +202,7 @@ class VDModel(PyroModule):
         size = self.num_data or batch
         # predictions (Predictive on a test set), or an evaluation that reads each row's log-density
         # (to_inference_data, the pruning checks): nothing is scaled, and a test set may be the larger
-        if size < batch and (y is None or evaluating_full_data()):
+        if size < batch and (y is None or evaluating()):
             size = batch
         if size < batch:
             raise ValueError(

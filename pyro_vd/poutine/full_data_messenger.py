@@ -31,9 +31,15 @@ class FullDataMessenger(Messenger):
             )
 
 
-def evaluating_full_data():
-    """True inside a :class:`FullDataMessenger`: an evaluation (analysis, export) that reads each row's
-    log-density or output, never the likelihood's scale to the training set."""
+class EvaluationMessenger(FullDataMessenger):
+    """A :class:`FullDataMessenger` of pyro_vd's own evaluations (``to_inference_data``, the pruning
+    checks): they read each row's log-density or output, never the likelihood's scale to the training
+    set, so :class:`~pyro_vd.models.VDModel` takes a batch larger than ``num_data`` there (a test set).
+    A user's own ``FullDataMessenger`` does not do this: an ELBO under it is still scaled, and refused."""
+
+
+def evaluating():
+    """True inside an :class:`EvaluationMessenger`."""
     from pyro.poutine.runtime import _PYRO_STACK
 
-    return any(isinstance(messenger, FullDataMessenger) for messenger in _PYRO_STACK)
+    return any(isinstance(messenger, EvaluationMessenger) for messenger in _PYRO_STACK)

@@ -782,3 +782,43 @@ def test_a_test_set_larger_than_the_training_set_is_analysed():
     )
     with pytest.raises(ValueError, match="num_data is 200"):  # training on it is still refused
         pyro.infer.Trace_ELBO().loss(model, guide, test_x, test_t)
+    from pyro_vd.poutine import FullDataMessenger
+
+    with pytest.raises(ValueError, match="num_data is 200"), FullDataMessenger("a user's evaluation"):
+        pyro.infer.Trace_ELBO().loss(model, guide, test_x, test_t)  # (scaled, as outside it)
+
+
+def test_the_predictive_holds_what_poutine_condition_fixed_and_redraws_data():
+    """Held: a site a poutine.condition supplies and another site reads (a scale fixed at 0.49, whose own
+    prior reads the guide's τ, came back with mean 2.02). Drawn afresh: data given by obs= (a covariate
+    whose prior reads no latent was frozen at the data by a first rule), and data conditioned that
+    nothing reads."""
+    import pyro.distributions as dist
+    from pyro import poutine
+    from pyro.infer.autoguide import AutoGuideList, AutoNormal
+
+    from pyro_vd import LogUniform
+
+    x = 2 * torch.randn(50) + 3
+    y = 1.5 * x + 0.5 * torch.randn(50)
+
+    def model(x, y=None):
+        tau = pyro.sample("tau", dist.LogNormal(0.0, 0.3))
+        s = pyro.sample("s", dist.LogNormal(tau.log(), 1.0))
+        w = pyro.sample("w", LogUniform(event_shape=(1,)))
+        with pyro.plate("data", 50):
+            covariate = pyro.sample("x", dist.Normal(pyro.param("m", torch.tensor(0.0)), 2.0), obs=x)
+            return pyro.sample("y", dist.Normal(w * covariate, s), obs=y)
+
+    fixed = poutine.condition(model, data={"s": torch.tensor(0.49), "y": y})  # y as data, by handler
+    pyro.clear_param_store()
+    guide = AutoGuideList(fixed)
+    guide.append(AutoVariationalDropout(poutine.block(fixed, expose=["w"])))
+    guide.append(AutoNormal(poutine.block(fixed, hide=["w"])))
+    svi = pyro.infer.SVI(fixed, guide, pyro.optim.Adam({"lr": 0.05}), VariationalDropoutELBO())
+    for _ in range(20):
+        svi.step(x)
+    predictive = to_inference_data(fixed, guide, x, num_samples=20).posterior_predictive
+    assert np.all(predictive["s"].values == np.float32(0.49))
+    assert predictive["x"].values.std(axis=(0, 1)).mean() > 1  # (its prior's sd is 2)
+    assert not np.allclose(predictive["y"].values, y.numpy())
