@@ -312,7 +312,8 @@ def _collect_pyro(model, guide, args, kwargs, num_samples, feature_names, coords
         coords=coords,
         dims=dims,
     )
-    idata["variational"].attrs.update(bounds)
+    if bounds:  # (a guide without a VD part has no variational group: a raw KeyError)
+        idata["variational"].attrs.update(bounds)
     return idata
 
 

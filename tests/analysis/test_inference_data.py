@@ -822,3 +822,23 @@ def test_the_predictive_holds_what_poutine_condition_fixed_and_redraws_data():
     assert np.all(predictive["s"].values == np.float32(0.49))
     assert predictive["x"].values.std(axis=(0, 1)).mean() > 1  # (its prior's sd is 2)
     assert not np.allclose(predictive["y"].values, y.numpy())
+
+
+def test_a_guide_without_a_vd_part_is_exported():
+    """A plain AutoNormal guide: a raw KeyError 'variational' (no VD site, no variational group)."""
+    import pyro.distributions as dist
+    from pyro.infer.autoguide import AutoNormal
+
+    x = torch.randn(30)
+    y = 2 * x + torch.randn(30)
+
+    def model(x, y=None):
+        w = pyro.sample("w", dist.Normal(0.0, 1.0))
+        with pyro.plate("data", 30):
+            pyro.sample("y", dist.Normal(w * x, 1.0), obs=y)
+
+    pyro.clear_param_store()
+    guide = AutoNormal(model)
+    guide(x, y)
+    idata = to_inference_data(model, guide, x, y, num_samples=5)
+    assert "variational" not in idata.groups() and idata.posterior["w"].shape == (1, 5)
