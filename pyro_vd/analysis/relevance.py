@@ -46,6 +46,8 @@ def relevance(obj, site=None, *, feature_names=None, threshold=None):
     """
     import pandas as pd
 
+    if isinstance(feature_names, str):  # ("abc" named three features a, b, c)
+        raise TypeError(f"feature_names must be a list of names, not a string; got {feature_names!r}")
     classes = None  # class labels when there is one row of weights per class
     from pyro.infer.autoguide import AutoGuideList
 
@@ -75,6 +77,11 @@ def relevance(obj, site=None, *, feature_names=None, threshold=None):
     elif hasattr(obj, "groups") and "variational" in obj.groups():  # InferenceData
         group = obj["variational"]
         if "theta" in group:
+            if site is not None:  # (an estimator's weights are one site: "nope" was taken)
+                raise ValueError(
+                    f"site={site!r}: this InferenceData is an estimator's, whose weights are one site "
+                    "(coef); leave site out"
+                )
             theta = group["theta"]
             coords = theta.coords
             if feature_names is None and "feature" in coords:

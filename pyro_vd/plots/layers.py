@@ -81,6 +81,12 @@ def plot_first_layer_masks(guide, site=None, *, image_shape=(28, 28), units=8, t
     each input pixel, then the masks of the ``units`` output units with the most kept weights."""
     (site,) = _sites(guide, [site] if site is not None else guide.site_names[:1])
     positive_int(units, "units")
+    if not (
+        isinstance(image_shape, tuple | list)
+        and len(image_shape) == 2
+        and all(isinstance(side, int) and not isinstance(side, bool) and side > 0 for side in image_shape)
+    ):  # (784 was "'int' object is not iterable")
+        raise ValueError(f"image_shape must be (height, width), two positive integers; got {image_shape!r}")
     log_alpha = guide.get_log_alpha(site).cpu().numpy()
     if log_alpha.ndim != 2 or log_alpha.shape[1] != math.prod(image_shape):
         expected = f"(units, {math.prod(image_shape)})"

@@ -45,6 +45,11 @@ def plot_alpha_trajectories(trajectories, *, title="Do the α stabilize?"):
                 f"trajectories[{label!r}] must be a non-empty (epochs, layers) array; got shape "
                 f"{values.shape}"
             )
+        if np.any(values <= 0):  # (log α passed for α drew an empty log-scale panel)
+            raise ValueError(
+                f"trajectories[{label!r}] holds values <= 0: these are α (> 0) on a log scale; pass "
+                "np.exp(log_alpha) for log α"
+            )
         values = values[:, None] if values.ndim == 1 else values
         epochs = np.arange(1, len(values) + 1)
         for layer in range(values.shape[1]):

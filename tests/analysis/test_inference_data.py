@@ -842,3 +842,12 @@ def test_a_guide_without_a_vd_part_is_exported():
     guide(x, y)
     idata = to_inference_data(model, guide, x, y, num_samples=5)
     assert "variational" not in idata.groups() and idata.posterior["w"].shape == (1, 5)
+
+
+def test_relevance_refuses_a_string_of_names_and_a_site_an_estimator_lacks():
+    X, y, *_ = make_ard_regression(100, 3, n_relevant=2, seed=0)
+    estimator = VDRegression().fit(X, y)
+    with pytest.raises(TypeError, match="not a string"):  # ("abc" named the features a, b, c)
+        relevance(estimator, feature_names="abc")
+    with pytest.raises(ValueError, match="site='nope'"):  # (taken without a word)
+        relevance(to_inference_data(estimator), site="nope")

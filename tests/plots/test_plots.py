@@ -151,6 +151,10 @@ def test_a_site_named_by_a_string_is_one_site(guide):
         (lambda g: plot_alpha_trajectories([1, 2]), TypeError, "must be a dict"),
         (lambda g: plot_alpha_trajectories({"a": np.ones((2, 2, 2))}), ValueError, r"\(epochs, layers\)"),
         (lambda g: plot_log_alpha_histogram(object()), TypeError, "expected an AutoVariationalDropout"),
+        # ("'int' object is not iterable")
+        (lambda g: plot_first_layer_masks(g, image_shape=784), ValueError, r"image_shape must be \(height"),
+        # (log α for α: an empty log-scale panel)
+        (lambda g: plot_alpha_trajectories({"a": [-3.0, -2.0]}), ValueError, "pass np.exp"),
     ],
     ids=[
         "masks site",
@@ -161,6 +165,8 @@ def test_a_site_named_by_a_string_is_one_site(guide):
         "not a dict",
         "3-d",
         "not a guide",
+        "image_shape int",
+        "log alpha",
     ],
 )
 def test_bad_arguments_are_named(guide, call, error, match):
