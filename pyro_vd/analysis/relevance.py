@@ -72,7 +72,9 @@ def relevance(obj, site=None, *, feature_names=None, threshold=None):
         table = _vd_table(
             obj.get_theta(site).cpu().numpy().ravel(),
             obj.get_log_alpha(site).cpu().numpy().ravel(),
-            log_alpha_bound(obj, site, threshold),
+            # the guide's rule, checked as sparsity and deterministic check it (±inf taken: before,
+            # relevance refused the inf that sparsity took)
+            bound=log_alpha_bound(obj, site, threshold),
         )
     elif hasattr(obj, "groups") and "variational" in obj.groups():  # InferenceData
         group = obj["variational"]
@@ -204,11 +206,13 @@ def _varying_features(estimator):
     return int(getattr(estimator, "_n_varying", np.shape(estimator.coef_)[-1]))
 
 
-def _vd_table(theta, log_alpha, threshold):
+def _vd_table(theta, log_alpha, threshold=None, *, bound=None):
     """The columns of a VD weight: θ, log α, SNR = α^{-1/2}, relevant when log α ≤ the bound of
-    ``threshold`` (a number, ``"sparse_vd"``, or ``"evidence"`` with d = the weights in a row)."""
+    ``threshold`` (a number, ``"sparse_vd"``, or ``"evidence"`` with d = the weights in a row), or
+    ``bound``, a log α bound already checked."""
     check_finite_posterior(torch.as_tensor(np.asarray(log_alpha, dtype=float)), "log α")  # NaN: "irrelevant"
-    bound = log_alpha_threshold(threshold, np.shape(log_alpha)[-1])
+    if bound is None:
+        bound = log_alpha_threshold(threshold, np.shape(log_alpha)[-1])
     return {
         "theta": theta,
         "log_alpha": log_alpha,

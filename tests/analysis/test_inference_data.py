@@ -281,6 +281,14 @@ def test_relevance_of_a_guide_takes_the_evidence_rule():
     table = relevance(guide, threshold="evidence")
     assert (table["relevant"].to_numpy() == (log_alpha <= evidence_log_alpha_threshold(8))).all()
     assert (relevance(guide, threshold="sparse_vd")["relevant"].to_numpy() == (log_alpha <= 3)).all()
+    # ±inf as sparsity takes them (relevance refused the inf sparsity took): nothing pruned, all pruned
+    from pyro_vd.inference import sparsity
+
+    assert (
+        relevance(guide, threshold=np.inf)["relevant"].all() and sparsity(guide, threshold=np.inf).kept == 8
+    )
+    assert not relevance(guide, threshold=-np.inf)["relevant"].any()
+    assert sparsity(guide, threshold=-np.inf).kept == 0
 
 
 @pytest.mark.parametrize("estimator", [VDClassifier, RVC, GKLClassifier])
