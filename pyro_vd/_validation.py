@@ -33,10 +33,13 @@ def positive_int(value, name):
     return int(value)
 
 
-def nonnegative_int(value, name):
-    """``value`` as an int if it is an integer >= 0 (not a bool), else a ValueError naming ``name``."""
+def nonnegative_int(value, name, below=None):
+    """``value`` as an int if it is an integer >= 0 (not a bool) and below ``below`` (a power of two, if
+    given: a seed's range), else a ValueError naming ``name``."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
         raise ValueError(f"{name} must be an integer >= 0; got {value!r}")
+    if below is not None and value >= below:
+        raise ValueError(f"{name} must be an integer in [0, 2**{below.bit_length() - 1}); got {value!r}")
     return int(value)
 
 

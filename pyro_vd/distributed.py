@@ -307,16 +307,10 @@ def noise_seed(seed, rank, epoch=0):
     # (0.5 was read as seed 0; numpy's SeedSequence splits an integer >= 2**32 into 32-bit words, so
     # (2**32, 1, 0) and (0, 1, 1) gave one seed)
     entropy = [
-        _below_2_32(nonnegative_int(value, name), name)
+        nonnegative_int(value, name, below=2**32)
         for name, value in (("seed", seed), ("rank", rank), ("epoch", epoch))
     ]
     return int(np.random.SeedSequence(entropy).generate_state(1, dtype=np.uint64)[0] >> 1)
-
-
-def _below_2_32(value, name):
-    if value >= 2**32:
-        raise ValueError(f"{name} must be below 2**32; got {value!r}")
-    return value
 
 
 def _check_shuffling(seed, shuffle):

@@ -523,24 +523,30 @@ def tiny_mnist_dir(tmp_path):
     return folder
 
 
+def _cli_script(tmp_path, prelude):
+    """A launcher of pyro_vd's CLI that runs ``prelude`` first (on every rank)."""
+    script = tmp_path / "cli.py"
+    script.write_text(
+        "import os, sys, time\n"
+        + textwrap.dedent(prelude)
+        + "\nfrom pyro_vd.cli import main\nsys.exit(main(sys.argv[1:]))\n"
+    )
+    return str(script)
+
+
 def test_a_rank_that_fails_ends_the_run_with_its_error(tmp_path, tiny_mnist_dir):
     """Rank 1 raising at its first evaluation: it waited in close()'s barrier while rank 0 waited in the
     checkpoint's gather, both until gloo's 30-minute timeout, its traceback unprinted. Now it exits with
     its error and torchrun stops rank 0; the run folder --overwrite was replacing is put back."""
-    script = tmp_path / "fail.py"
-    script.write_text(
-        textwrap.dedent(
-            """
-            import os, sys
-            import pyro_vd.experiments.sparse_vd_mnist as run
-            if os.environ.get("RANK") == "1":
-                def fail(*args, **kwargs):
-                    raise RuntimeError("simulated failure on rank 1")
-                run.test_error = fail
-            from pyro_vd.cli import main
-            sys.exit(main(sys.argv[1:]))
-            """
-        )
+    script = _cli_script(
+        tmp_path,
+        """
+        import pyro_vd.experiments.sparse_vd_mnist as run
+        if os.environ.get("RANK") == "1":
+            def fail(*args, **kwargs):
+                raise RuntimeError("simulated failure on rank 1")
+            run.test_error = fail
+        """,
     )
     out = tmp_path / "run"
     done = _torchrun(
@@ -626,17 +632,6 @@ def test_close_leaves_nothing_for_gloo_to_free_at_exit(tmp_path):
     _torchrun(str(script), str(tmp_path), timeout=60)
     report = json.loads((tmp_path / "report.json").read_text())
     assert report == {"freed_by": [], "alive": True}
-
-
-def _cli_script(tmp_path, prelude):
-    """A launcher of pyro_vd's CLI that runs ``prelude`` first (on every rank)."""
-    script = tmp_path / "cli.py"
-    script.write_text(
-        "import os, sys, time\n"
-        + textwrap.dedent(prelude)
-        + "\nfrom pyro_vd.cli import main\nsys.exit(main(sys.argv[1:]))\n"
-    )
-    return str(script)
 
 
 def test_a_rank_whose_data_do_not_load_ends_the_run_with_its_error(tmp_path, tiny_mnist_dir):

@@ -23,6 +23,7 @@ from pyro.poutine.subsample_messenger import _Subsample
 from pyro.poutine.trace_struct import Trace
 from torch.distributions import Independent
 
+from .._validation import nonnegative_int
 from ..guides.auto_variational_dropout import vd_guides
 from ..inference.pruning import (
     check_finite_posterior,
@@ -245,7 +246,7 @@ def _collect_pyro(model, guide, args, kwargs, num_samples, feature_names, coords
                 for name in part.site_names:
                     check_finite_posterior(part.get_log_alpha(name), f"log α of site {name!r}")
                     check_finite_posterior(part.get_theta(name), f"θ of site {name!r}")
-        conditioned = _HandlerConditioned()
+        conditioned = _HandlerConditioned() if draw == 0 else contextlib.nullcontext()  # (read at draw 0)
         with conditioned:
             model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*args, **kwargs)
         if draw == 0:
@@ -524,8 +525,8 @@ def to_inference_data(
         raise ValueError(f"pointwise must be 'row' or 'element'; got {pointwise!r}")
     if not isinstance(num_samples, numbers.Integral) or isinstance(num_samples, bool) or num_samples < 1:
         raise ValueError(f"num_samples must be a positive integer; got {num_samples!r}")
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0):
-        raise ValueError(f"seed must be a non-negative integer or None; got {seed!r}")
+    if seed is not None:
+        nonnegative_int(seed, "seed")
     if guide is None or hasattr(model, "coef_") or not callable(guide):
         # an estimator: X and y by keyword or position (to_inference_data(fit, X, y) put X in ``guide``
         # and read y as X: the likelihood groups were dropped without a word)
@@ -557,8 +558,7 @@ def to_inference_data(
         return _from_pyro(
             model, guide, args, kwargs, int(num_samples), feature_names, coords, dims, pointwise
         )
-    if seed >= 2**32:  # (numpy's global generator takes no more)
-        raise ValueError(f"seed must be an integer in [0, 2**32) or None; got {seed!r}")
+    nonnegative_int(seed, "seed", below=2**32)  # (numpy's global generator takes no more)
     # pyro.set_rng_seed seeds torch's, numpy's and Python's global generators: all three are restored
     # (before, a loop calling this got numpy's and Python's same draws after every call)
     numpy_state, python_state = np.random.get_state(), random.getstate()  # noqa: NPY002 (the global one)

@@ -93,15 +93,14 @@ def relevance(obj, site=None, *, feature_names=None, threshold=None):
             theta = theta.values
             recorded = group["relevant"].values.astype(bool) if "relevant" in group else None
             if "log_alpha" in group:
-                log_alpha = group["log_alpha"].values
-                rule = DEFAULT_THRESHOLD if threshold is None else threshold
-                features = group.attrs.get("evidence_features")  # (recorded by to_inference_data)
-                if isinstance(rule, str) and rule == "evidence" and features is not None:
-                    kl_method = group.attrs.get("kl_method", "exact")
-                    rule = float(log_alpha_threshold("evidence", int(features), kl_method))
-                table = _vd_table(theta, log_alpha, rule)
-                # a feature at the cap (α = ∞, θ = 0) is out of the model whatever the threshold
-                table["relevant"] = table["relevant"] & (log_alpha < group.attrs.get("max_log_alpha", np.inf))
+                table = _estimator_vd_table(  # the estimator's rule, as to_inference_data recorded it
+                    theta,
+                    group["log_alpha"].values,
+                    threshold,
+                    features=group.attrs.get("evidence_features"),
+                    kl_method=group.attrs.get("kl_method", "exact"),
+                    cap=group.attrs.get("max_log_alpha", np.inf),
+                )
                 if threshold is None and recorded is not None:  # the estimator's own rule decided
                     table["relevant"] = recorded
             else:
@@ -160,13 +159,14 @@ def relevance(obj, site=None, *, feature_names=None, threshold=None):
         if "log_alpha" in rows[0]:
             # the estimator's own decisions, or log α against the threshold asked for (as for its
             # InferenceData; before, a threshold given here was ignored without a word)
-            log_alpha = np.stack([r["log_alpha"] for r in rows])
-            rule = DEFAULT_THRESHOLD if threshold is None else threshold
-            if isinstance(rule, str) and rule == "evidence":  # τ(d) over the features that vary, as fitted
-                rule = float(log_alpha_threshold("evidence", _varying_features(obj), obj.kl_method))
-            vd = _vd_table(table["theta"], log_alpha, rule)
-            # a feature at the cap (α = ∞, θ = 0) is out of the model whatever the threshold
-            vd["relevant"] = vd["relevant"] & (log_alpha < getattr(obj, "max_log_alpha", np.inf))
+            vd = _estimator_vd_table(
+                table["theta"],
+                np.stack([r["log_alpha"] for r in rows]),
+                threshold,
+                features=_varying_features(obj),
+                kl_method=obj.kl_method,
+                cap=getattr(obj, "max_log_alpha", np.inf),
+            )
             table = {**vd, "relevant": table["relevant"]} if threshold is None else vd
         else:
             if threshold is not None:
@@ -204,6 +204,18 @@ def _varying_features(estimator):
     """The number of features a VD estimator's evidence rule counted: those that vary (its fit records
     it; an estimator fitted before this was recorded counts all)."""
     return int(getattr(estimator, "_n_varying", np.shape(estimator.coef_)[-1]))
+
+
+def _estimator_vd_table(theta, log_alpha, threshold, *, features, kl_method, cap):
+    """A VD estimator's table at ``threshold`` (None: Sparse VD's 3): ``"evidence"`` is τ(d) over the
+    ``features`` that vary, as fitted (all the columns where that is not known), with its ``kl_method``,
+    and a feature at the ``cap`` (α = ∞, θ = 0) is out of the model whatever the threshold."""
+    rule = DEFAULT_THRESHOLD if threshold is None else threshold
+    if isinstance(rule, str) and rule == "evidence" and features is not None:
+        rule = float(log_alpha_threshold("evidence", int(features), kl_method))
+    table = _vd_table(theta, log_alpha, rule)
+    table["relevant"] = table["relevant"] & (log_alpha < cap)
+    return table
 
 
 def _vd_table(theta, log_alpha, threshold=None, *, bound=None):
