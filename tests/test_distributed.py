@@ -534,24 +534,35 @@ def _cli_script(tmp_path, prelude):
     return str(script)
 
 
-def test_a_rank_that_fails_ends_the_run_with_its_error(tmp_path, tiny_mnist_dir):
-    """Rank 1 raising at its first evaluation: it waited in close()'s barrier while rank 0 waited in the
-    checkpoint's gather, both until gloo's 30-minute timeout, its traceback unprinted. Now it exits with
-    its error and torchrun stops rank 0; the run folder --overwrite was replacing is put back."""
+def _sparse_mnist_failing_on_rank_1(tmp_path, data_dir, target, error):
+    """A one-epoch two-rank ``sparse-mnist`` run into ``tmp_path / "run"`` whose rank 1 raises ``error``
+    (source text) from ``target`` ("module:attribute", replaced before the run): its result and folder."""
+    module, attribute = target.split(":")
     script = _cli_script(
         tmp_path,
-        """
-        import pyro_vd.experiments.sparse_vd_mnist as run
+        f"""
+        import {module} as patched
         if os.environ.get("RANK") == "1":
             def fail(*args, **kwargs):
-                raise RuntimeError("simulated failure on rank 1")
-            run.test_error = fail
+                raise {error}
+            patched.{attribute} = fail
         """,
     )
     out = tmp_path / "run"
     done = _torchrun(
-        str(script), "sparse-mnist", "--quick", "--quiet", "--epochs", "1", "--data-dir",
-        str(tiny_mnist_dir), "--out", str(out), timeout=120, check=False,
+        script, "sparse-mnist", "--quick", "--quiet", "--epochs", "1", "--data-dir", str(data_dir),
+        "--out", str(out), timeout=120, check=False,
+    )  # fmt: skip
+    return done, out
+
+
+def test_a_rank_that_fails_ends_the_run_with_its_error(tmp_path, tiny_mnist_dir):
+    """Rank 1 raising at its first evaluation: it waited in close()'s barrier while rank 0 waited in the
+    checkpoint's gather, both until gloo's 30-minute timeout, its traceback unprinted. Now it exits with
+    its error and torchrun stops rank 0; the run folder --overwrite was replacing is put back."""
+    done, out = _sparse_mnist_failing_on_rank_1(
+        tmp_path, tiny_mnist_dir, "pyro_vd.experiments.sparse_vd_mnist:test_error",
+        'RuntimeError("simulated failure on rank 1")',
     )  # fmt: skip
     assert done.returncode != 0 and "RuntimeError: simulated failure on rank 1" in done.stdout + done.stderr
     assert not (out / ".overwritten").exists() or not any((out / ".overwritten").iterdir())
@@ -637,21 +648,12 @@ def test_close_leaves_nothing_for_gloo_to_free_at_exit(tmp_path):
 def test_a_rank_whose_data_do_not_load_ends_the_run_with_its_error(tmp_path, tiny_mnist_dir):
     """Rank 1 without the files (a node whose --data-dir is its own): it returned 1 quietly and waited in
     close()'s barrier while rank 0 waited in DDP's constructor, for gloo's 30 minutes, nothing printed."""
-    script = _cli_script(
+    done, out = _sparse_mnist_failing_on_rank_1(
         tmp_path,
-        """
-        import pyro_vd.datasets as datasets
-        if os.environ.get("RANK") == "1":
-            def missing(*args, **kwargs):
-                raise FileNotFoundError("no MNIST files on this node")
-            datasets.load_mnist = missing
-        """,
+        tiny_mnist_dir,
+        "pyro_vd.datasets:load_mnist",
+        'FileNotFoundError("no MNIST files on this node")',
     )
-    out = tmp_path / "run"
-    done = _torchrun(
-        script, "sparse-mnist", "--quick", "--quiet", "--epochs", "1", "--data-dir", str(tiny_mnist_dir),
-        "--out", str(out), timeout=120, check=False,
-    )  # fmt: skip
     assert done.returncode != 0
     assert "pyro-vd sparse-mnist (rank 1): no MNIST files on this node" in done.stderr
     assert not out.exists()  # rank 0, stopped by torchrun, cleared the new run's folder
